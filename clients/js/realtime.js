@@ -1,0 +1,348 @@
+/**
+ * realtime.js — dependency-free browser/Node client for tower-realtime's native protocol.
+ *
+ * Load it as a classic script (`<script src="/realtime.js"></script>`), import it for its
+ * side effect as an ES module, or `require()` it in Node. It sets `globalThis.RealtimeClient`
+ * (and `module.exports` under CommonJS).
+ *
+ * Wire protocol (text frames, one JSON object each):
+ *   client → server   {"event": name, "data": any}            fire-and-forget
+ *                     {"event": name, "data": any, "id": n}   wants an ack
+ *   server → client   {"event": name, "data": any}            event
+ *                     {"ack": n, "data": any}                 ack of request n
+ *                     {"event": "error", "data": {...}, "ack": n}  request n failed
+ *
+ * Usage:
+ *   const c = new RealtimeClient('ws://host/ws', { token: async () => fetchToken() });
+ *   c.on('message', (data) => ...);
+ *   await c.connect();
+ *   const reply = await c.emitWithAck('joinRoom', 'general');
+ *
+ * Options: token (string | () => string | Promise<string>, called on every (re)connect),
+ * tokenTransport ('protocol' → subprotocols ['realtime', 'bearer.<token>'], or 'query' →
+ * '?token=<token>'), reconnect (true), minDelay (250 ms), maxDelay (10000 ms), ackTimeout
+ * (5000 ms), maxQueue (100), joinEvent ('joinRoom'), leaveEvent ('leaveRoom'), WebSocket
+ * (constructor, default globalThis.WebSocket; pass require('ws') in Node 20).
+ *
+ * Listeners receive server events by name plus lifecycle events: 'connect' (every open),
+ * 'reconnect' ({attempt}; opens after a drop, after rooms were rejoined), 'disconnect'
+ * ({code, reason}; when an open connection ends), 'reconnecting' ({attempt, delay}).
+ * Server events named like a lifecycle event would share its listeners.
+ *
+ * Behaviour notes:
+ * - No reconnect after close(), or after close codes 1008 / 4401 / 4403 (auth/policy).
+ * - Rooms joined through joinEvent (data: room name, or {room}) are remembered, forgotten
+ *   through leaveEvent or when the server rejects the join, and re-joined on every
+ *   reconnect by emitting joinEvent with the room name (with ack, failures ignored).
+ * - Frames emitted while disconnected are queued (oldest dropped past maxQueue) and sent
+ *   after the rejoin frames, in order, on the next open.
+ * - An ack promise rejects on timeout ('ack timeout'), on an error frame carrying its id
+ *   (Error(data.message) with .data), on a disconnect after it was sent, or on close().
+ */
+(function (root) {
+  'use strict';
+
+  var OPEN = 1;
+  var NO_RECONNECT_CODES = [1008, 4401, 4403];
+
+  function RealtimeClient(url, options) {
+    var o = options || {};
+    this.url = url;
+    this.options = {
+      token: o.token,
+      tokenTransport: o.tokenTransport || 'protocol',
+      reconnect: o.reconnect !== false,
+      minDelay: o.minDelay != null ? o.minDelay : 250,
+      maxDelay: o.maxDelay != null ? o.maxDelay : 10000,
+      ackTimeout: o.ackTimeout != null ? o.ackTimeout : 5000,
+      maxQueue: o.maxQueue != null ? o.maxQueue : 100,
+      joinEvent: o.joinEvent || 'joinRoom',
+      leaveEvent: o.leaveEvent || 'leaveRoom',
+      WebSocket: o.WebSocket || root.WebSocket,
+    };
+    this.rooms = new Set();   // rooms to re-join after a reconnect
+    this._listeners = {};     // event name → array of functions
+    this._pending = new Map(); // ack id → {resolve, reject, timer, sent, event, room}
+    this._queue = [];         // frames waiting for an open socket
+    this._nextId = 1;
+    this._ws = null;
+    this._attempt = 0;        // reconnect attempts since the last open
+    this._timer = null;       // pending reconnect timer
+    this._stopped = true;     // true until connect(), and again after close()
+    this._hasOpened = false;  // an earlier socket was open (so the next open is a reconnect)
+    this._first = null;       // {promise, resolve, reject} for connect()
+    this._gen = 0;            // bumped by connect()/close(): stale async work checks it
+  }
+
+  var proto = RealtimeClient.prototype;
+
+  Object.defineProperty(proto, 'connected', {
+    get: function () { return !!this._ws && this._ws.readyState === OPEN; },
+  });
+
+  // ---- listeners -----------------------------------------------------------
+
+  proto.on = function (event, fn) {
+    (this._listeners[event] = this._listeners[event] || []).push(fn);
+    return this;
+  };
+
+  proto.off = function (event, fn) {
+    var list = this._listeners[event];
+    if (!list) return this;
+    if (!fn) { delete this._listeners[event]; return this; }
+    this._listeners[event] = list.filter(function (l) { return l !== fn && l._orig !== fn; });
+    return this;
+  };
+
+  proto.once = function (event, fn) {
+    var self = this;
+    function wrapper(arg) { self.off(event, wrapper); fn.call(self, arg); }
+    wrapper._orig = fn;
+    return this.on(event, wrapper);
+  };
+
+  proto._dispatch = function (event, arg) {
+    var list = (this._listeners[event] || []).slice(); // copy: listeners may unsubscribe
+    for (var i = 0; i < list.length; i++) {
+      try { list[i].call(this, arg); } catch (e) { console.error('realtime: listener for "' + event + '" threw', e); }
+    }
+  };
+
+  // ---- connection lifecycle ------------------------------------------------
+
+  /** Starts connecting (and reconnecting); resolves on the first successful open. */
+  proto.connect = function () {
+    if (this.connected) return Promise.resolve();
+    if (this._first) return this._first.promise;
+    var first = {};
+    first.promise = new Promise(function (res, rej) { first.resolve = res; first.reject = rej; });
+    first.promise.catch(function () {}); // callers that don't await connect() get no unhandled rejection
+    this._first = first;
+    this._stopped = false;
+    this._hasOpened = false;
+    this._gen++;
+    this._open();
+    return first.promise;
+  };
+
+  /** Closes for good: no reconnect; queued frames and unanswered acks are rejected. */
+  proto.close = function (code, reason) {
+    var ws = this._ws, wasOpen = this.connected;
+    this._stopped = true;
+    this._gen++;
+    this._ws = null; // the old socket's handlers now see themselves as stale
+    clearTimeout(this._timer);
+    if (ws) { try { ws.close(code || 1000, reason || ''); } catch (e) { /* already closing */ } }
+    this._failAll(new Error('client closed'), true);
+    this.rooms.clear();
+    this._settleFirst(new Error('client closed'));
+    if (wasOpen) this._dispatch('disconnect', { code: code || 1000, reason: reason || '' });
+  };
+
+  proto._settleFirst = function (err) {
+    var f = this._first;
+    this._first = null;
+    if (f) { if (err) f.reject(err); else f.resolve(); }
+  };
+
+  proto._open = async function () {
+    var o = this.options, gen = this._gen, token;
+    try {
+      if (!o.WebSocket) throw new Error('no WebSocket implementation: pass options.WebSocket');
+      token = typeof o.token === 'function' ? await o.token() : o.token;
+    } catch (e) {
+      if (gen !== this._gen) return;
+      console.warn('realtime: cannot connect:', e && e.message);
+      return this._afterClose({ code: 1006, reason: String(e && e.message) });
+    }
+    if (gen !== this._gen) return; // close() was called while the token was being fetched
+    var url = this.url, protocols = ['realtime'];
+    if (token && o.tokenTransport === 'query') {
+      url += (url.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(token);
+    } else if (token) {
+      protocols.push('bearer.' + token);
+    }
+    var self = this, ws;
+    try { ws = new o.WebSocket(url, protocols); } catch (e) {
+      return this._afterClose({ code: 1006, reason: String(e && e.message) });
+    }
+    this._ws = ws;
+    var opened = false;
+    ws.onopen = function () { if (ws === self._ws) { opened = true; self._onOpen(); } };
+    ws.onmessage = function (ev) { if (ws === self._ws) self._onMessage(ev.data); };
+    ws.onerror = function () { /* a close event always follows; handled there */ };
+    ws.onclose = function (ev) {
+      if (ws !== self._ws) return;
+      self._ws = null;
+      self._failSent(new Error('disconnected'));
+      var info = { code: ev.code, reason: ev.reason || '' };
+      if (opened) self._dispatch('disconnect', info);
+      self._afterClose(info);
+    };
+  };
+
+  proto._onOpen = function () {
+    var attempt = this._attempt, reopened = this._hasOpened;
+    this._attempt = 0;
+    this._hasOpened = true;
+    // Re-join remembered rooms first, skipping rooms whose join frame is still queued.
+    var queuedJoins = new Set(), self = this, o = this.options;
+    this._queue.forEach(function (f) { if (f.event === o.joinEvent) queuedJoins.add(roomOf(f.data)); });
+    this.rooms.forEach(function (room) {
+      if (!queuedJoins.has(room)) self._request(o.joinEvent, room, {}, false, room).catch(function () {});
+    });
+    // Then flush what was emitted while disconnected, oldest first.
+    var queue = this._queue;
+    this._queue = [];
+    queue.forEach(function (f) { self._send(f); });
+    this._dispatch('connect');
+    if (reopened) this._dispatch('reconnect', { attempt: attempt });
+    this._settleFirst(null);
+  };
+
+  proto._afterClose = function (info) {
+    var o = this.options;
+    if (this._stopped) return;
+    if (!o.reconnect || NO_RECONNECT_CODES.indexOf(info.code) >= 0) {
+      this._stopped = true;
+      this._failAll(new Error('disconnected'), true);
+      var err = new Error('connection closed (' + info.code + (info.reason ? ': ' + info.reason : '') + ')');
+      err.code = info.code;
+      this._settleFirst(err);
+      return;
+    }
+    // Exponential backoff with jitter: a random delay in [base/2, base], base doubling per attempt.
+    var attempt = ++this._attempt;
+    var base = Math.min(o.maxDelay, o.minDelay * Math.pow(2, attempt - 1));
+    var delay = Math.round(Math.max(o.minDelay, base / 2 + Math.random() * base / 2));
+    var self = this, gen = this._gen;
+    this._dispatch('reconnecting', { attempt: attempt, delay: delay });
+    this._timer = setTimeout(function () { if (gen === self._gen) self._open(); }, delay);
+  };
+
+  // ---- incoming frames -----------------------------------------------------
+
+  proto._onMessage = function (raw) {
+    var msg;
+    if (typeof raw !== 'string') return; // the protocol is text-only
+    try { msg = JSON.parse(raw); } catch (e) { console.warn('realtime: ignoring non-JSON frame'); return; }
+    if (!msg || typeof msg !== 'object') return;
+    if (msg.ack != null) {
+      var p = this._pending.get(msg.ack);
+      if (p) {
+        this._pending.delete(msg.ack);
+        clearTimeout(p.timer);
+        if (msg.event === 'error') {
+          var d = msg.data || {};
+          var err = new Error(d.message || 'request failed');
+          err.data = msg.data;
+          // A join that failed must not be re-joined later (unless an earlier join succeeded).
+          if (p.forget != null) this.rooms.delete(p.forget);
+          p.reject(err);
+        } else {
+          p.resolve(msg.data);
+        }
+        return;
+      }
+      // Late or unknown ack: only an event frame (e.g. an error) is still worth dispatching.
+    }
+    if (typeof msg.event === 'string') this._dispatch(msg.event, msg.data);
+  };
+
+  // ---- outgoing frames -----------------------------------------------------
+
+  /** Fire-and-forget: sends now, or queues while disconnected. */
+  proto.emit = function (event, data) {
+    this._track(event, data);
+    this._sendOrQueue({ event: event, data: data === undefined ? null : data });
+    return this;
+  };
+
+  /** Sends with an id; resolves with the ack's data. opts.timeout overrides ackTimeout. */
+  proto.emitWithAck = function (event, data, opts) {
+    var added = this._track(event, data);
+    return this._request(event, data, opts || {}, true, added ? roomOf(data) : null);
+  };
+
+  // forget: room to drop from this.rooms if the server answers with an error.
+  proto._request = function (event, data, opts, queueable, forget) {
+    var self = this, id = this._nextId++;
+    var timeout = opts.timeout != null ? opts.timeout : this.options.ackTimeout;
+    var frame = { event: event, data: data === undefined ? null : data, id: id };
+    return new Promise(function (resolve, reject) {
+      var p = { resolve: resolve, reject: reject, sent: false, forget: forget };
+      p.timer = setTimeout(function () {
+        self._pending.delete(id);
+        var i = self._queue.indexOf(frame);
+        if (i >= 0) self._queue.splice(i, 1); // don't send a request nobody waits for
+        reject(new Error('ack timeout'));
+      }, timeout);
+      self._pending.set(id, p);
+      if (queueable) self._sendOrQueue(frame);
+      else if (self.connected) self._send(frame);
+      else self._rejectId(id, new Error('disconnected'));
+    });
+  };
+
+  proto._sendOrQueue = function (frame) {
+    if (this.connected) return this._send(frame);
+    this._queue.push(frame);
+    if (this._queue.length > this.options.maxQueue) {
+      var dropped = this._queue.shift();
+      console.warn('realtime: send queue full, dropping oldest "' + dropped.event + '" frame');
+      if (dropped.id != null) this._rejectId(dropped.id, new Error('dropped from send queue'));
+    }
+  };
+
+  proto._send = function (frame) {
+    var p = frame.id != null ? this._pending.get(frame.id) : null;
+    if (frame.id != null && !p) return; // its ack already timed out or was rejected
+    this._ws.send(JSON.stringify(frame));
+    if (p) p.sent = true;
+  };
+
+  // Remember / forget rooms joined or left through the configured events.
+  // Returns true when a join added a room that was not remembered yet.
+  proto._track = function (event, data) {
+    var room = roomOf(data);
+    if (room == null) return false;
+    if (event === this.options.joinEvent) {
+      if (this.rooms.has(room)) return false;
+      this.rooms.add(room);
+      return true;
+    }
+    if (event === this.options.leaveEvent) this.rooms.delete(room);
+    return false;
+  };
+
+  proto._rejectId = function (id, err) {
+    var p = this._pending.get(id);
+    if (!p) return;
+    this._pending.delete(id);
+    clearTimeout(p.timer);
+    p.reject(err);
+  };
+
+  // Reject acks already sent on the socket that just closed (they can never be answered).
+  proto._failSent = function (err) {
+    var self = this;
+    Array.from(this._pending.entries()).forEach(function (e) { if (e[1].sent) self._rejectId(e[0], err); });
+  };
+
+  // Reject every pending ack; with dropQueue, also discard queued frames.
+  proto._failAll = function (err, dropQueue) {
+    var self = this;
+    if (dropQueue) this._queue = [];
+    Array.from(this._pending.keys()).forEach(function (id) { self._rejectId(id, err); });
+  };
+
+  function roomOf(data) {
+    if (typeof data === 'string') return data;
+    if (data && typeof data === 'object' && typeof data.room === 'string') return data.room;
+    return null;
+  }
+
+  root.RealtimeClient = RealtimeClient;
+  if (typeof module !== 'undefined' && module.exports) module.exports = RealtimeClient;
+})(typeof globalThis !== 'undefined' ? globalThis : this);

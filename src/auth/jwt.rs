@@ -1,0 +1,177 @@
+//! [`JwtAuth`]: JSON Web Tokens on the handshake.
+
+use std::{collections::HashSet, sync::Arc};
+
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use super::{AuthError, AuthRequest, Authenticator, BoxFuture, Identity};
+
+/// A key that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid JWT key: {0}")]
+pub struct JwtError(#[from] jsonwebtoken::errors::Error);
+
+/// Verifies a JWT found in the handshake (see [`extract_token`](super::extract_token)).
+///
+/// - The algorithm is fixed here, never read from the token: a token signed with another
+///   algorithm (`alg: none` included) is refused.
+/// - `exp` is required; `nbf` is checked when present; the leeway is 5 s unless set.
+/// - Audience and issuer, when configured, must be present and match.
+/// - The user id is the `sub` claim, or the claim named by [`user_claim`](Self::user_claim).
+///
+/// ```
+/// use tower_realtime::{Hub, JwtAuth};
+///
+/// let auth = JwtAuth::hs256(b"a secret of at least 32 bytes, please")
+///     .audience("chat")
+///     .leeway(std::time::Duration::from_secs(2));
+/// let hub = Hub::builder().auth(auth).build();
+/// # drop(hub);
+/// ```
+#[derive(Clone)]
+pub struct JwtAuth {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    key: DecodingKey,
+    validation: Validation,
+    user_claim: String,
+}
+
+impl std::fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("algorithm", &self.inner.validation.algorithms)
+            .field("leeway", &self.inner.validation.leeway)
+            .field("user_claim", &self.inner.user_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtAuth {
+    fn with(key: DecodingKey, alg: Algorithm) -> Self {
+        let mut validation = Validation::new(alg);
+        validation.leeway = 5;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
+        Self {
+            inner: Arc::new(Inner {
+                key,
+                validation,
+                user_claim: "sub".to_owned(),
+            }),
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// HMAC with SHA-256 and a shared secret.
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
+        Self::with(DecodingKey::from_secret(secret.as_ref()), Algorithm::HS256)
+    }
+
+    /// HMAC with SHA-384 and a shared secret.
+    pub fn hs384(secret: impl AsRef<[u8]>) -> Self {
+        Self::with(DecodingKey::from_secret(secret.as_ref()), Algorithm::HS384)
+    }
+
+    /// HMAC with SHA-512 and a shared secret.
+    pub fn hs512(secret: impl AsRef<[u8]>) -> Self {
+        Self::with(DecodingKey::from_secret(secret.as_ref()), Algorithm::HS512)
+    }
+
+    /// RSA PKCS#1 v1.5 with SHA-256, from a PEM public key.
+    pub fn rs256_pem(public_key_pem: impl AsRef<[u8]>) -> Result<Self, JwtError> {
+        Ok(Self::with(
+            DecodingKey::from_rsa_pem(public_key_pem.as_ref())?,
+            Algorithm::RS256,
+        ))
+    }
+
+    /// ECDSA P-256 with SHA-256, from a PEM public key.
+    pub fn es256_pem(public_key_pem: impl AsRef<[u8]>) -> Result<Self, JwtError> {
+        Ok(Self::with(
+            DecodingKey::from_ec_pem(public_key_pem.as_ref())?,
+            Algorithm::ES256,
+        ))
+    }
+
+    /// The clock skew allowed on `exp` and `nbf` (default 5 s; whole seconds).
+    pub fn leeway(mut self, leeway: std::time::Duration) -> Self {
+        self.inner_mut().validation.leeway = leeway.as_secs();
+        self
+    }
+
+    /// Requires the `aud` claim to be present and to hold `audience`.
+    pub fn audience(mut self, audience: &str) -> Self {
+        let inner = self.inner_mut();
+        inner.validation.set_audience(&[audience]);
+        inner.validation.validate_aud = true;
+        inner.validation.required_spec_claims.insert("aud".to_owned());
+        self
+    }
+
+    /// Requires the `iss` claim to be present and equal to `issuer`.
+    pub fn issuer(mut self, issuer: &str) -> Self {
+        let inner = self.inner_mut();
+        inner.validation.set_issuer(&[issuer]);
+        inner.validation.required_spec_claims.insert("iss".to_owned());
+        self
+    }
+
+    /// The claim that holds the user id (default `sub`). A string or an integer.
+    pub fn user_claim(mut self, claim: impl Into<String>) -> Self {
+        self.inner_mut().user_claim = claim.into();
+        self
+    }
+
+    /// Verifies a token and returns its identity. This is what the handshake calls.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.inner.key, &self.inner.validation)
+            .map_err(|e| AuthError::new(describe(e.kind())))?;
+        let claims = data.claims;
+        let user = match claims.get(&self.inner.user_claim) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+            _ => {
+                return Err(AuthError::new(format!(
+                    "token has no `{}` claim",
+                    self.inner.user_claim
+                )))
+            }
+        };
+        Ok(Identity::user(user, claims))
+    }
+}
+
+/// A short, safe description of why a token was refused (never the token itself).
+fn describe(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not yet valid",
+        ErrorKind::InvalidSignature => "invalid token signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "token algorithm not accepted",
+        ErrorKind::InvalidAudience => "token audience not accepted",
+        ErrorKind::InvalidIssuer => "token issuer not accepted",
+        ErrorKind::MissingRequiredClaim(_) => "token misses a required claim",
+        ErrorKind::InvalidClaimFormat(_) => "token has a malformed claim",
+        _ => "invalid token",
+    }
+}
+
+impl Authenticator for JwtAuth {
+    fn authenticate<'a>(&'a self, req: &'a AuthRequest<'a>) -> BoxFuture<'a, Result<Identity, AuthError>> {
+        let result = match req.token() {
+            Some(token) => self.verify(token),
+            None => Err(AuthError::new("missing token")),
+        };
+        Box::pin(std::future::ready(result))
+    }
+}

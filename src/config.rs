@@ -1,0 +1,89 @@
+//! Every limit and timeout of the hub, with its default.
+//!
+//! | setting | default | what happens past it |
+//! |---|---|---|
+//! | [`max_message_size`](Config::max_message_size) | 64 KiB | close `1009` (message too big) |
+//! | [`outbound_queue`](Config::outbound_queue) | 1024 messages | the [`SlowConsumerPolicy`] applies (default: close `1013`) |
+//! | [`read_buffer_size`](Config::read_buffer_size) | 4 KiB | (buffer size, not a limit) |
+//! | [`ping_interval`](Config::ping_interval) | 25 s | a ping is sent after this long |
+//! | [`ping_timeout`](Config::ping_timeout) | 20 s | no frame from the peer for `ping_interval + ping_timeout`: close `4001` |
+//! | [`max_rooms_per_connection`](Config::max_rooms_per_connection) | 100 | `error` event, the join does not happen |
+//! | [`max_room_name_len`](Config::max_room_name_len) | 128 bytes | `error` event, the join does not happen |
+//! | [`max_event_name_len`](Config::max_event_name_len) | 128 bytes | `error` event, the event does not run |
+//! | [`max_connections_per_user`](Config::max_connections_per_user) | 16 | HTTP `429` at the handshake |
+//! | [`max_connections`](Config::max_connections) | 100,000 | HTTP `503` at the handshake |
+//! | [`write_batch`](Config::write_batch) | 256 messages | (messages written before one flush) |
+//! | [`shutdown_timeout`](Config::shutdown_timeout) | 10 s | [`Hub::shutdown`](crate::Hub::shutdown) stops waiting |
+//! | [`shutdown_batch`](Config::shutdown_batch) | 500 connections | connections closed per step of a shutdown |
+//! | [`shutdown_batch_interval`](Config::shutdown_batch_interval) | 50 ms | pause between two shutdown steps |
+
+use std::time::Duration;
+
+/// What happens when a connection's outbound queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with code `1013` ("slow consumer"). The default.
+    #[default]
+    Close,
+    /// Drop the message for that connection only, and count the drop.
+    DropMessage,
+}
+
+/// Limits and timeouts of a [`Hub`](crate::Hub). See the module docs for the table of defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest inbound message (after reassembling fragments), in bytes.
+    pub max_message_size: usize,
+    /// Capacity of each connection's outbound queue, in messages.
+    pub outbound_queue: usize,
+    /// What to do when a connection's outbound queue is full.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Size of the per-connection read buffer, in bytes.
+    pub read_buffer_size: usize,
+    /// Interval between server pings.
+    pub ping_interval: Duration,
+    /// How long past a ping interval a silent peer is kept.
+    pub ping_timeout: Duration,
+    /// Most rooms one connection may be in.
+    pub max_rooms_per_connection: usize,
+    /// Longest room name, in bytes.
+    pub max_room_name_len: usize,
+    /// Longest event name, in bytes.
+    pub max_event_name_len: usize,
+    /// Most simultaneous connections of one user.
+    pub max_connections_per_user: usize,
+    /// Most simultaneous connections on this hub.
+    pub max_connections: usize,
+    /// Most queued messages written to a socket before one flush.
+    pub write_batch: usize,
+    /// How long [`Hub::shutdown`](crate::Hub::shutdown) waits for connections to end.
+    pub shutdown_timeout: Duration,
+    /// How many connections a shutdown closes at a time.
+    pub shutdown_batch: usize,
+    /// Pause between two batches of a shutdown.
+    pub shutdown_batch_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024,
+            outbound_queue: 1024,
+            slow_consumer: SlowConsumerPolicy::Close,
+            read_buffer_size: 4 * 1024,
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_rooms_per_connection: 100,
+            max_room_name_len: 128,
+            max_event_name_len: 128,
+            max_connections_per_user: 16,
+            max_connections: 100_000,
+            write_batch: 256,
+            shutdown_timeout: Duration::from_secs(10),
+            shutdown_batch: 500,
+            shutdown_batch_interval: Duration::from_millis(50),
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The per-connection task: reads frames and hands them to the gateway, drains the outbound
+//! queue in batches (one flush per batch), pings, and enforces the limits and close codes.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::{mpsc, Notify},
+    time::Instant,
+};
+use tokio_tungstenite::{
+    tungstenite::{
+        error::{CapacityError, Error as WsError, ProtocolError},
+        protocol::{frame::coding::CloseCode, CloseFrame},
+        Message, Utf8Bytes,
+    },
+    WebSocketStream,
+};
+
+use crate::{
+    auth::Identity,
+    config::SlowConsumerPolicy,
+    gateway::{DisconnectReason, ErrorEvent, Socket},
+    hub::{registry::Join, ConnectionId, Hub},
+    protocol::{close_code, native},
+};
+
+/// A live connection as the hub sees it: its queue, its identity, its rooms.
+pub(crate) struct Conn {
+    pub(crate) id: ConnectionId,
+    pub(crate) identity: Identity,
+    tx: mpsc::Sender<Message>,
+    /// The connection's rooms: the reverse index of the registry's rooms → connections.
+    rooms: Mutex<Vec<Arc<str>>>,
+    /// Set once: why and how the connection is to be closed.
+    close: Mutex<Option<(u16, &'static str)>>,
+    close_notify: Notify,
+}
+
+impl Conn {
+    pub(crate) fn new(id: ConnectionId, identity: Identity, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let conn = Arc::new(Self {
+            id,
+            identity,
+            tx,
+            rooms: Mutex::new(Vec::new()),
+            close: Mutex::new(None),
+            close_notify: Notify::new(),
+        });
+        (conn, rx)
+    }
+
+    /// Queues a frame without waiting. Returns whether it was queued; on a full queue the
+    /// hub's slow-consumer policy applies.
+    pub(crate) fn send(&self, hub: &Hub, msg: Message) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let counters = &hub.inner.counters;
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                if hub.inner.config.slow_consumer == SlowConsumerPolicy::Close
+                    && self.request_close(close_code::TRY_AGAIN_LATER, "slow consumer")
+                {
+                    counters.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(conn = %self.id, "outbound queue full: closing a slow consumer");
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection task to close with `code`. Returns `false` if a close was
+    /// already requested (the first reason wins).
+    pub(crate) fn request_close(&self, code: u16, reason: &'static str) -> bool {
+        let mut close = self.close.lock();
+        if close.is_some() {
+            return false;
+        }
+        *close = Some((code, reason));
+        drop(close);
+        self.close_notify.notify_one();
+        true
+    }
+
+    pub(crate) fn rooms(&self) -> Vec<String> {
+        self.rooms.lock().iter().map(|r| r.to_string()).collect()
+    }
+
+    pub(crate) fn in_room(&self, room: &str) -> bool {
+        self.rooms.lock().iter().any(|r| &**r == room)
+    }
+
+    pub(crate) fn add_room(&self, room: &str, max: usize) -> Join {
+        let mut rooms = self.rooms.lock();
+        if rooms.iter().any(|r| &**r == room) {
+            Join::AlreadyIn
+        } else if rooms.len() >= max {
+            Join::TooManyRooms
+        } else {
+            rooms.push(Arc::from(room));
+            Join::Joined
+        }
+    }
+
+    pub(crate) fn remove_room(&self, room: &str) -> bool {
+        let mut rooms = self.rooms.lock();
+        match rooms.iter().position(|r| &**r == room) {
+            Some(i) => {
+                rooms.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.rooms.lock())
+    }
+}
+
+/// How long a closing connection waits for its close frame to be written and answered.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What ended the read/write loop.
+enum End {
+    /// We close with this code and reason.
+    Close(u16, String),
+    /// The peer closed, or the transport failed; nothing more to send.
+    Gone(DisconnectReason),
+}
+
+/// Runs one upgraded connection to its end, then removes it from the hub.
+pub(crate) async fn run<S>(hub: Hub, conn: Arc<Conn>, mut rx: mpsc::Receiver<Message>, ws: WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let socket = Socket::new(hub.clone(), conn.clone());
+    hub.inner.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let (mut sink, mut stream) = ws.split();
+
+    // The connection is live (reachable by user, counted online) while its connect hook runs,
+    // so the hook sees a consistent hub; presence is announced only once the hook accepts.
+    let came_online = hub.inner.registry.insert(&conn);
+    if let Err(reason) = hub.inner.gateway.on_connect(socket.clone()).await {
+        tracing::debug!(conn = %conn.id, %reason, "connection refused by the connect hook");
+        let frame = close_frame(close_code::POLICY_VIOLATION, reason);
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+        let went_offline = hub.inner.registry.remove(&conn);
+        if let Some(user) = conn.identity.user_id() {
+            // Another tab of this user may have arrived meanwhile: it is online, and since this
+            // connection was the first, nobody has announced it yet.
+            if came_online && !went_offline {
+                hub.inner.gateway.presence(&hub, user, true).await;
+            }
+        }
+        hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    if came_online {
+        if let Some(user) = conn.identity.user_id() {
+            hub.inner.gateway.presence(&hub, user, true).await;
+        }
+    }
+    tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
+
+    let cfg = &hub.inner.config;
+    let mut last_seen = Instant::now();
+    // Whether a ping went out since the peer was last heard from.
+    let mut pinged = false;
+    let check_every = cfg.ping_interval.min(cfg.ping_timeout).max(Duration::from_millis(10));
+    let mut ping = tokio::time::interval_at(Instant::now() + check_every, check_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut inflight: Option<futures_util::future::BoxFuture<'static, ()>> = None;
+
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = conn.close_notify.notified() => {
+                let (code, reason) = conn.close.lock().unwrap_or((close_code::NORMAL, ""));
+                if code == close_code::GOING_AWAY || code == close_code::DISCONNECTED_BY_SERVER {
+                    // Deliver what is already queued before saying goodbye.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut sink, &mut rx, &hub)).await;
+                }
+                break End::Close(code, reason.to_owned());
+            }
+            Some(first) = rx.recv() => {
+                let written = tokio::select! {
+                    r = write_batch(&mut sink, first, &mut rx, &hub) => r,
+                    _ = conn.close_notify.notified() => {
+                        // Re-arm for the branch above.
+                        conn.close_notify.notify_one();
+                        Ok(())
+                    }
+                };
+                if let Err(e) = written {
+                    break End::Gone(DisconnectReason::TransportError(e.to_string()));
+                }
+            }
+            _ = async { inflight.as_mut().expect("guarded by the branch condition").await }, if inflight.is_some() => {
+                inflight = None;
+            }
+            frame = stream.next(), if inflight.is_none() => {
+                last_seen = Instant::now();
+                pinged = false;
+                match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+                        inflight = dispatch(&socket, text);
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+                        socket.send_error(None, ErrorEvent::new("binary frames are not supported by the native protocol; send JSON text frames"));
+                    }
+                    Some(Ok(Message::Ping(_))) => {
+                        // tungstenite queued the pong; write it now.
+                        if let Err(e) = sink.flush().await {
+                            break End::Gone(DisconnectReason::TransportError(e.to_string()));
+                        }
+                    }
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(frame))) => {
+                        // tungstenite answers the close; read on until the stream ends.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, sink.flush()).await;
+                        break End::Gone(DisconnectReason::ClientClosed(frame.map(|f| u16::from(f.code))));
+                    }
+                    Some(Err(e)) => break classify(e),
+                    None => break End::Gone(DisconnectReason::TransportClosed),
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= cfg.ping_interval + cfg.ping_timeout {
+                    break End::Close(close_code::PING_TIMEOUT, "ping timeout".to_owned());
+                }
+                if last_seen.elapsed() >= cfg.ping_interval && !pinged {
+                    pinged = true;
+                    let sent = tokio::time::timeout(cfg.ping_timeout, sink.send(Message::Ping(Default::default()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        break End::Gone(DisconnectReason::TransportError("ping could not be written".to_owned()));
+                    }
+                }
+            }
+        }
+    };
+
+    let reason = match end {
+        End::Close(code, reason) => {
+            let frame = close_frame(code, reason.clone());
+            if tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame))))
+                .await
+                .is_ok()
+            {
+                // Wait (briefly) for the peer's close, so the close handshake completes.
+                let _ =
+                    tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+            }
+            DisconnectReason::ServerClosed(code, reason)
+        }
+        End::Gone(reason) => reason,
+    };
+    // A handler still running when the connection ended is finished first: its replies are
+    // dropped, but its side effects (joins, emits to others) are not cut in half.
+    if let Some(fut) = inflight.take() {
+        fut.await;
+    }
+    tracing::debug!(conn = %conn.id, reason = ?reason, "disconnected");
+    hub.inner.gateway.on_disconnect(socket, reason).await;
+    if hub.inner.registry.remove(&conn) {
+        if let Some(user) = conn.identity.user_id() {
+            hub.inner.gateway.presence(&hub, user, false).await;
+        }
+    }
+    hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+fn close_frame(code: u16, reason: impl Into<Utf8Bytes>) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }
+}
+
+/// Maps a read error to how the connection ends.
+fn classify(e: WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            End::Close(close_code::MESSAGE_TOO_BIG, "message too big".into())
+        }
+        WsError::Capacity(_) => End::Close(close_code::MESSAGE_TOO_BIG, "frame too big".into()),
+        WsError::Utf8(_) => End::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8 in a text frame".into()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone(DisconnectReason::TransportClosed),
+        WsError::Protocol(p) => End::Close(close_code::PROTOCOL_ERROR, format!("protocol error: {p}")),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::Gone(DisconnectReason::TransportClosed),
+        other => End::Gone(DisconnectReason::TransportError(other.to_string())),
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to `write_batch`), then flushes once.
+async fn write_batch<S>(
+    sink: &mut S,
+    first: Message,
+    rx: &mut mpsc::Receiver<Message>,
+    hub: &Hub,
+) -> Result<(), WsError>
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    let max = hub.inner.config.write_batch.max(1);
+    let mut bytes = first.len();
+    sink.feed(first).await?;
+    let mut n = 1;
+    while n < max {
+        match rx.try_recv() {
+            Ok(msg) => {
+                bytes += msg.len();
+                sink.feed(msg).await?;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    sink.flush().await?;
+    hub.inner.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes everything queued, in batches.
+async fn drain<S>(sink: &mut S, rx: &mut mpsc::Receiver<Message>, hub: &Hub) -> Result<(), WsError>
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    while let Ok(first) = rx.try_recv() {
+        write_batch(sink, first, rx, hub).await?;
+    }
+    Ok(())
+}
+
+/// Decodes one text frame and returns the handler future to run, if any. Errors are answered
+/// right away with an `error` event.
+fn dispatch(socket: &Socket, text: Utf8Bytes) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+    let frame = match native::decode(&text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            socket.send_error(native::DecodeError::ack_hint(&text), ErrorEvent::new(e.to_string()));
+            return None;
+        }
+    };
+    let gateway = &socket.hub().inner.gateway;
+    let call = match gateway.route(socket, frame) {
+        Ok(call) => call,
+        Err((ack, error)) => {
+            socket.send_error(ack, error);
+            return None;
+        }
+    };
+    let socket = socket.clone();
+    Some(Box::pin(async move {
+        let ack = call.ack;
+        match AssertUnwindSafe(call.future).catch_unwind().await {
+            Ok(Ok(reply)) => {
+                if let Some(id) = ack {
+                    socket.send_frame(Message::Text(native::encode_ack(id, &reply)));
+                }
+            }
+            Ok(Err(error)) => socket.send_error(ack, error),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                tracing::error!(conn = %socket.id(), event = %call.event, panic = %what, "event handler panicked");
+                socket.send_error(
+                    ack,
+                    ErrorEvent::internal(format!("handler for `{}` panicked: {what}", call.event)),
+                );
+            }
+        }
+    }))
+}
+
+/// Marks a room join from a handler, with the hub's limits.
+pub(crate) fn join(socket: &Socket, room: &str) -> Result<bool, ErrorEvent> {
+    let hub = socket.hub();
+    let cfg = &hub.inner.config;
+    if room.is_empty() {
+        return Err(ErrorEvent::new("room name must not be empty"));
+    }
+    if room.len() > cfg.max_room_name_len {
+        return Err(ErrorEvent::new(format!(
+            "room name longer than {} bytes",
+            cfg.max_room_name_len
+        )));
+    }
+    match hub
+        .inner
+        .registry
+        .join(socket.conn(), room, cfg.max_rooms_per_connection)
+    {
+        Join::Joined => Ok(true),
+        Join::AlreadyIn => Ok(false),
+        Join::TooManyRooms => Err(ErrorEvent::new(format!(
+            "too many rooms: at most {} per connection",
+            cfg.max_rooms_per_connection
+        ))),
+    }
+}

@@ -1,0 +1,151 @@
+//! Emit operators: choose the recipients (everyone, rooms, users, connections), remove
+//! some with `except`, then `emit` — the payload is encoded once, whatever the number of
+//! recipients, and each recipient gets it once.
+
+use std::{collections::HashSet, sync::atomic::Ordering};
+
+use serde::Serialize;
+use smallvec::SmallVec;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{registry::Registry, ConnectionId, Hub};
+use crate::{connection::Conn, protocol::native};
+
+/// One set of recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target<'a> {
+    All,
+    Room(&'a str),
+    User(&'a str),
+    Connection(ConnectionId),
+}
+
+/// An emit being built: targets and exceptions. Finish it with [`emit`](Emit::emit).
+///
+/// ```
+/// # use tower_realtime::Hub;
+/// # use serde_json::json;
+/// # let hub = Hub::builder().build();
+/// # let sender = None;
+/// let reached = hub.to_room("general").to_room("random").except_opt(sender).emit("message", &json!({"text": "hi"}));
+/// assert_eq!(reached, 0); // nobody is connected in this example
+/// ```
+#[must_use = "an emit does nothing until `.emit(event, data)` is called"]
+#[derive(Debug, Clone)]
+pub struct Emit<'a> {
+    hub: &'a Hub,
+    targets: SmallVec<[Target<'a>; 2]>,
+    except: SmallVec<[ConnectionId; 2]>,
+}
+
+impl<'a> Emit<'a> {
+    pub(crate) fn new(hub: &'a Hub, target: Target<'a>) -> Self {
+        let mut targets = SmallVec::new();
+        targets.push(target);
+        Self {
+            hub,
+            targets,
+            except: SmallVec::new(),
+        }
+    }
+
+    /// Adds the members of a room.
+    pub fn to_room(mut self, room: &'a str) -> Self {
+        self.targets.push(Target::Room(room));
+        self
+    }
+
+    /// Adds every connection of a user.
+    pub fn to_user(mut self, user: &'a str) -> Self {
+        self.targets.push(Target::User(user));
+        self
+    }
+
+    /// Adds one connection.
+    pub fn to_connection(mut self, id: ConnectionId) -> Self {
+        self.targets.push(Target::Connection(id));
+        self
+    }
+
+    /// Leaves out one connection (typically the sender).
+    pub fn except(mut self, id: ConnectionId) -> Self {
+        self.except.push(id);
+        self
+    }
+
+    /// Leaves out a connection when there is one.
+    pub fn except_opt(self, id: Option<ConnectionId>) -> Self {
+        match id {
+            Some(id) => self.except(id),
+            None => self,
+        }
+    }
+
+    /// Sends `event` with `data` to the chosen connections, encoding it once. Never waits on a
+    /// slow connection. Returns how many connections it was queued for.
+    ///
+    /// A payload that cannot be serialized (a map with non-string keys, say) reaches nobody
+    /// and is logged.
+    pub fn emit<T: Serialize + ?Sized>(self, event: &str, data: &T) -> usize {
+        match native::encode_event(event, data) {
+            Ok(text) => self.send(Message::Text(text)),
+            Err(e) => {
+                tracing::warn!(%event, error = %e, "emit payload could not be serialized");
+                0
+            }
+        }
+    }
+
+    /// Queues an encoded frame for every recipient.
+    pub(crate) fn send(self, msg: Message) -> usize {
+        let registry = &self.hub.inner.registry;
+        let except = &self.except;
+        let mut reached = 0usize;
+        let mut deliver = |conn: &Conn| {
+            if !except.contains(&conn.id) && conn.send(self.hub, msg.clone()) {
+                reached += 1;
+            }
+        };
+        if let [target] = self.targets[..] {
+            // One target: each connection appears in it at most once, no de-duplication needed.
+            visit(registry, target, &mut deliver);
+        } else {
+            let mut seen = HashSet::new();
+            for target in &self.targets {
+                visit(registry, *target, &mut |conn: &Conn| {
+                    if seen.insert(conn.id) {
+                        deliver(conn);
+                    }
+                });
+            }
+        }
+        self.hub
+            .inner
+            .counters
+            .messages_out
+            .fetch_add(reached as u64, Ordering::Relaxed);
+        reached
+    }
+}
+
+/// Calls `f` on each connection of one target.
+fn visit(registry: &Registry, target: Target<'_>, f: &mut impl FnMut(&Conn)) {
+    match target {
+        Target::All => registry.conns.iter().for_each(|e| f(e.value())),
+        Target::Room(room) => {
+            if let Some(members) = registry.rooms.get(room) {
+                members.values().for_each(|c| f(c));
+            }
+        }
+        Target::User(user) => {
+            if let Some(entry) = registry.users.get(user) {
+                entry.conns.iter().for_each(|c| f(c));
+            }
+        }
+        Target::Connection(id) => {
+            if let Some(conn) = registry.conns.get(&id) {
+                f(conn.value());
+            }
+        }
+    }
+}

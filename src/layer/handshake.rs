@@ -1,0 +1,270 @@
+//! The WebSocket handshake: every check and its rejection, then the 101 and the spawn of the
+//! connection task.
+//!
+//! | check | rejection |
+//! |---|---|
+//! | the hub is shutting down | 503 |
+//! | method is not GET | 405, `Allow: GET` |
+//! | no `Connection: upgrade` / no `Upgrade: websocket` / no or bad `Sec-WebSocket-Key` / no `Sec-WebSocket-Version` | 400 |
+//! | `Sec-WebSocket-Version` is not 13 | 426, `Sec-WebSocket-Version: 13` |
+//! | `Origin` not allowed | 403 |
+//! | authentication fails | 401, `{"error": "..."}` |
+//! | the user has `max_connections_per_user` connections | 429 |
+//! | the hub has `max_connections` connections | 503 |
+//! | the server did not enable HTTP/1.1 upgrades | 500 |
+
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::{
+    tungstenite::{handshake::derive_accept_key, protocol::Role, protocol::WebSocketConfig},
+    WebSocketStream,
+};
+
+use super::future::ResponseBody;
+use crate::{
+    auth::{extract_token, AuthRequest, SUBPROTOCOL},
+    connection::{self, Conn},
+    hub::{registry::ReserveError, Hub, Rejection},
+};
+
+/// A refused handshake: a status, a short body, and the counter it bumps.
+struct Refusal {
+    status: StatusCode,
+    body: String,
+    json: bool,
+    cause: Rejection,
+}
+
+impl Refusal {
+    fn bad(body: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, body, Rejection::BadRequest)
+    }
+
+    fn new(status: StatusCode, body: &str, cause: Rejection) -> Self {
+        Self {
+            status,
+            body: body.to_owned(),
+            json: false,
+            cause,
+        }
+    }
+
+    fn into_response<B>(self, hub: &Hub) -> Response<ResponseBody<B>> {
+        hub.inner.counters.rejected(self.cause);
+        tracing::debug!(status = %self.status.as_u16(), reason = %self.body, "websocket handshake refused");
+        let mut res = Response::new(ResponseBody::realtime(self.body));
+        *res.status_mut() = self.status;
+        let content_type = if self.json {
+            "application/json"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        match self.status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+            }
+            StatusCode::UPGRADE_REQUIRED => {
+                res.headers_mut()
+                    .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            }
+            StatusCode::UNAUTHORIZED => {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitive).
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A `Sec-WebSocket-Key` is the base64 encoding of 16 bytes: 22 characters and `==`.
+fn valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+        // The last character before the padding carries 2 bits of data and 4 zero bits.
+        && b"AQgw".contains(&key[21])
+}
+
+/// The checks that need no I/O, in the documented order.
+fn check_request<B>(hub: &Hub, req: &Request<B>) -> Result<(), Refusal> {
+    if hub.is_shutting_down() {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is shutting down",
+            Rejection::ShuttingDown,
+        ));
+    }
+    if req.method() != http::Method::GET {
+        return Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket handshake must be a GET request",
+            Rejection::BadRequest,
+        ));
+    }
+    let headers = req.headers();
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(Refusal::bad("missing `Connection: upgrade` header"));
+    }
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return Err(Refusal::bad("missing `Upgrade: websocket` header"));
+    }
+    match headers.get(header::SEC_WEBSOCKET_VERSION) {
+        None => return Err(Refusal::bad("missing `Sec-WebSocket-Version` header")),
+        Some(v) if v != "13" => {
+            return Err(Refusal::new(
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported WebSocket version: only 13 is supported",
+                Rejection::BadRequest,
+            ))
+        }
+        Some(_) => {}
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if valid_key(key.as_bytes()) => {}
+        Some(_) => return Err(Refusal::bad("invalid `Sec-WebSocket-Key` header")),
+        None => return Err(Refusal::bad("missing `Sec-WebSocket-Key` header")),
+    }
+    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{0}"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if !hub.inner.origins.permits(origin, host) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "origin not allowed",
+            Rejection::Origin,
+        ));
+    }
+    if req.extensions().get::<hyper::upgrade::OnUpgrade>().is_none() {
+        tracing::error!("a WebSocket handshake reached a server without HTTP/1.1 upgrades (hyper: serve_connection(..).with_upgrades())");
+        return Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this server does not support connection upgrades",
+            Rejection::BadRequest,
+        ));
+    }
+    Ok(())
+}
+
+/// Answers a handshake request: a rejection, or a 101 with the connection task spawned.
+pub(super) fn handshake<ReqBody, ResBody>(
+    hub: Hub,
+    mut req: Request<ReqBody>,
+) -> BoxFuture<'static, Response<ResponseBody<ResBody>>>
+where
+    ResBody: Send + 'static,
+{
+    if let Err(refusal) = check_request(&hub, &req) {
+        return Box::pin(std::future::ready(refusal.into_response(&hub)));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+    Box::pin(async move {
+        let token = extract_token(&parts);
+        let identity = match &hub.inner.auth {
+            Some(auth) => {
+                auth.authenticate(&AuthRequest::new(&parts, token.as_ref().map(|(t, _)| t.as_str())))
+                    .await
+            }
+            None => Err(crate::AuthError::new("no authenticator configured")),
+        };
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(e) => {
+                let body = serde_json::json!({ "error": e.message() }).to_string();
+                let refusal = Refusal {
+                    json: true,
+                    ..Refusal::new(StatusCode::UNAUTHORIZED, &body, Rejection::Auth)
+                };
+                return refusal.into_response(&hub);
+            }
+        };
+        let cfg = &hub.inner.config;
+        if let Err(e) =
+            hub.inner
+                .registry
+                .reserve(identity.user_key(), cfg.max_connections, cfg.max_connections_per_user)
+        {
+            let (status, body) = match e {
+                ReserveError::HubFull => (StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
+                ReserveError::UserFull => (StatusCode::TOO_MANY_REQUESTS, "too many connections for this user"),
+            };
+            return Refusal::new(status, body, Rejection::Limit).into_response(&hub);
+        }
+
+        let key = parts
+            .headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(|k| k.as_bytes())
+            .unwrap_or_default();
+        let mut res = Response::new(ResponseBody::realtime(bytes::Bytes::new()));
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = res.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key)) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if header_has_token(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+        }
+
+        let id = hub.next_connection_id();
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(cfg.read_buffer_size)
+            .write_buffer_size(0)
+            .max_message_size(Some(cfg.max_message_size))
+            .max_frame_size(Some(cfg.max_message_size));
+        let hub_task = hub.clone();
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    tracing::debug!(conn = %id, error = %e, "upgrade failed after 101");
+                    hub_task.inner.registry.release(identity.user_key());
+                    return;
+                }
+            };
+            hub_task
+                .inner
+                .counters
+                .connections_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+            let (conn, rx) = Conn::new(id, identity, hub_task.inner.config.outbound_queue);
+            let span =
+                tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
+            tracing::Instrument::instrument(connection::run(hub_task, conn, rx, ws), span).await;
+        });
+        res
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_key;
+
+    #[test]
+    fn keys() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZR=="));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25j!Q=="));
+        assert!(!valid_key(b""));
+    }
+}

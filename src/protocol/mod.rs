@@ -1,0 +1,29 @@
+//! Wire codecs. The native JSON protocol is in [`native`]; its description, with every close
+//! code, is in `docs/protocol.md`.
+
+pub mod native;
+
+/// The close codes the server sends, and what they mean.
+pub mod close_code {
+    /// Normal closure: the client closed, or the app disconnected it.
+    pub const NORMAL: u16 = 1000;
+    /// Going away: the server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A WebSocket protocol violation by the peer.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A policy violation: a connect hook or guard refused the connection, or the peer kept
+    /// flooding past its rate limit.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// An inbound message larger than [`Config::max_message_size`](crate::Config::max_message_size).
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// An internal error of the server.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// The connection's outbound queue was full (a slow consumer); reconnect later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The app disconnected this connection (for example with [`Hub::disconnect_user`](crate::Hub::disconnect_user)).
+    pub const DISCONNECTED_BY_SERVER: u16 = 4000;
+    /// Nothing was received from the peer for `ping_interval + ping_timeout`.
+    pub const PING_TIMEOUT: u16 = 4001;
+}

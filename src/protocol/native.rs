@@ -1,0 +1,145 @@
+//! The native JSON protocol: text frames holding one JSON object each.
+//!
+//! - client → server: `{"event": "<name>", "data": <any>}`, plus `"id": <u64>` for an ack;
+//! - server → client: `{"event": "<name>", "data": <any>}`; an ack is `{"ack": <id>, "data": <any>}`;
+//! - an error answering a request with an id carries it: `{"event": "error", "data": {...}, "ack": <id>}`.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// One decoded client frame. The payload is parsed once, into [`Value`]; handlers
+/// deserialize their typed payload from that tree without parsing text again.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Inbound {
+    /// The event name.
+    pub event: String,
+    /// The payload (`null` when absent).
+    #[serde(default)]
+    pub data: Value,
+    /// The ack id, when the client wants an answer.
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+/// Why a client frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid message: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+impl DecodeError {
+    /// The ack id of the frame, when it could still be read (so the error can answer it).
+    pub fn ack_hint(text: &str) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: Option<u64>,
+        }
+        serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id)
+    }
+}
+
+/// Decodes one client frame.
+///
+/// Nesting deeper than 128 levels is refused (serde_json's recursion limit), so a depth bomb
+/// is an error, never a stack overflow.
+pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
+    Ok(serde_json::from_str(text)?)
+}
+
+/// Encodes an event frame: `{"event":…,"data":…}`.
+pub fn encode_event<T: Serialize + ?Sized>(event: &str, data: &T) -> Result<Utf8Bytes, serde_json::Error> {
+    let mut buf = Vec::with_capacity(32 + event.len());
+    buf.extend_from_slice(b"{\"event\":");
+    serde_json::to_writer(&mut buf, event)?;
+    buf.extend_from_slice(b",\"data\":");
+    serde_json::to_writer(&mut buf, data)?;
+    buf.push(b'}');
+    Ok(into_utf8(buf))
+}
+
+/// Encodes an ack frame: `{"ack":id,"data":…}`.
+pub fn encode_ack(id: u64, data: &Value) -> Utf8Bytes {
+    let mut buf = Vec::with_capacity(32);
+    let _ = write!(buf, "{{\"ack\":{id},\"data\":");
+    // Serializing a `Value` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut buf, data);
+    buf.push(b'}');
+    into_utf8(buf)
+}
+
+/// Encodes an error event, answering the request `ack` when it had an id.
+pub fn encode_error(ack: Option<u64>, data: &Value) -> Utf8Bytes {
+    let mut buf = Vec::with_capacity(64);
+    buf.extend_from_slice(b"{\"event\":\"error\",\"data\":");
+    let _ = serde_json::to_writer(&mut buf, data);
+    if let Some(id) = ack {
+        let _ = write!(buf, ",\"ack\":{id}");
+    }
+    buf.push(b'}');
+    into_utf8(buf)
+}
+
+fn into_utf8(buf: Vec<u8>) -> Utf8Bytes {
+    // serde_json writes valid UTF-8 only, and so do the literals above.
+    match String::from_utf8(buf) {
+        Ok(s) => Utf8Bytes::from(s),
+        Err(_) => Utf8Bytes::from_static("{}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_event_with_id() {
+        let f = decode(r#"{"event":"joinRoom","data":"general","id":7}"#).unwrap();
+        assert_eq!(f.event, "joinRoom");
+        assert_eq!(f.data, json!("general"));
+        assert_eq!(f.id, Some(7));
+    }
+
+    #[test]
+    fn data_and_id_are_optional() {
+        let f = decode(r#"{"event":"ping"}"#).unwrap();
+        assert_eq!(f.data, Value::Null);
+        assert_eq!(f.id, None);
+    }
+
+    #[test]
+    fn refuses_bad_frames() {
+        for bad in ["", "[]", "{}", r#"{"event":1}"#, r#"{"event":"a","id":-1}"#, "{"] {
+            assert!(decode(bad).is_err(), "{bad:?} should not decode");
+        }
+    }
+
+    #[test]
+    fn depth_bomb_is_an_error_not_a_crash() {
+        let bomb = format!(r#"{{"event":"a","data":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert!(decode(&bomb).is_err());
+    }
+
+    #[test]
+    fn ack_hint_reads_the_id_of_a_frame_that_does_not_decode() {
+        assert_eq!(DecodeError::ack_hint(r#"{"event":5,"id":3}"#), Some(3));
+        assert_eq!(DecodeError::ack_hint("nope"), None);
+    }
+
+    #[test]
+    fn encodes_frames() {
+        assert_eq!(
+            encode_event("m", &json!({"a":1})).unwrap().as_str(),
+            r#"{"event":"m","data":{"a":1}}"#
+        );
+        assert_eq!(encode_event("q\"", &1).unwrap().as_str(), r#"{"event":"q\"","data":1}"#);
+        assert_eq!(encode_ack(3, &Value::Null).as_str(), r#"{"ack":3,"data":null}"#);
+        assert_eq!(
+            encode_error(Some(2), &json!({"status":"error"})).as_str(),
+            r#"{"event":"error","data":{"status":"error"},"ack":2}"#
+        );
+        assert_eq!(encode_error(None, &json!(1)).as_str(), r#"{"event":"error","data":1}"#);
+    }
+}

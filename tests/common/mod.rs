@@ -1,0 +1,226 @@
+//! Helpers shared by the black-box tests: a server on 127.0.0.1:0, tokens, and a WebSocket
+//! client that reads events with a timeout.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{routing::get, Router};
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{client::IntoClientRequest, http, protocol::CloseFrame, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+use tower_realtime::Hub;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+/// How long a test waits for something that should arrive.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure something does not arrive.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 token for `user`, valid for an hour.
+pub fn token(user: &str) -> String {
+    sign(&json!({ "sub": user, "exp": now() + 3600 }))
+}
+
+/// An HS256 token with these claims.
+pub fn sign(claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::default(), claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+}
+
+/// A token signed with `alg` and a PEM private key.
+pub fn sign_pem(alg: Algorithm, pem: &[u8], claims: &Value) -> String {
+    let key = match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem).unwrap(),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem).unwrap(),
+        _ => panic!("unsupported"),
+    };
+    jsonwebtoken::encode(&Header::new(alg), claims, &key).unwrap()
+}
+
+/// Serves `app` (with the hub layered at `/ws` by the caller) on 127.0.0.1:0.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+/// Serves `hub` at `/ws`, beside a `GET /hello` route of the app's own.
+pub async fn serve_hub(hub: &Hub) -> SocketAddr {
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello from the app" }))
+        .layer(hub.layer("/ws"));
+    serve(app).await
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A connected test client.
+pub struct Client {
+    pub ws: Ws,
+    next_id: u64,
+    /// Frames read while waiting for an ack, handed out by later reads.
+    stash: std::collections::VecDeque<Value>,
+}
+
+/// Connects with a bearer token in the `Authorization` header.
+pub async fn connect(addr: SocketAddr, user: &str) -> Client {
+    connect_token(addr, &token(user)).await
+}
+
+pub async fn connect_token(addr: SocketAddr, token: &str) -> Client {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed");
+    Client {
+        ws,
+        next_id: 0,
+        stash: Default::default(),
+    }
+}
+
+/// Tries a handshake and returns the HTTP status (101 when it succeeded).
+pub async fn handshake_status(req: http::Request<()>) -> (u16, Option<String>) {
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, res)) => (res.status().as_u16(), None),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            let body = res.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+            (res.status().as_u16(), body)
+        }
+        Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
+    }
+}
+
+impl Client {
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Sends an event without an ack id.
+    pub async fn emit(&mut self, event: &str, data: Value) {
+        let frame = json!({ "event": event, "data": data }).to_string();
+        self.send_raw(&frame).await;
+    }
+
+    /// Sends an event with an ack id and returns the id.
+    pub async fn emit_with_id(&mut self, event: &str, data: Value) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let frame = json!({ "event": event, "data": data, "id": id }).to_string();
+        self.send_raw(&frame).await;
+        id
+    }
+
+    /// Sends an event and waits for its answer (the ack or an error frame carrying its id).
+    pub async fn call(&mut self, event: &str, data: Value) -> Value {
+        let id = self.emit_with_id(event, data).await;
+        loop {
+            let frame = self.read_frame().await;
+            if frame["ack"] == json!(id) {
+                return frame;
+            }
+            self.stash.push_back(frame);
+        }
+    }
+
+    /// The next JSON text frame (skipping pings).
+    pub async fn next_frame(&mut self) -> Value {
+        match self.stash.pop_front() {
+            Some(frame) => frame,
+            None => self.read_frame().await,
+        }
+    }
+
+    async fn read_frame(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame in time")
+                .expect("stream ended")
+                .expect("read error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(&t).expect("frame is not JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the event `name` and returns its data, skipping other events.
+    pub async fn expect_event(&mut self, name: &str) -> Value {
+        loop {
+            let frame = self.next_frame().await;
+            if frame["event"] == name {
+                return frame["data"].clone();
+            }
+        }
+    }
+
+    /// Asserts that no event named `name` arrives within [`QUIET`].
+    pub async fn expect_no_event(&mut self, name: &str) {
+        for frame in &self.stash {
+            assert_ne!(frame["event"], name, "unexpected {name}: {frame}");
+        }
+        let deadline = tokio::time::Instant::now() + QUIET;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    assert_ne!(v["event"], name, "unexpected {name}: {v}");
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the server's close frame and returns it.
+    pub async fn expect_close(&mut self) -> Option<CloseFrame> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no close in time")
+            {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Read until the server answers the close.
+        let _ = tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
+    }
+}
+
+/// Polls `check` until it holds or [`WAIT`] passes.
+pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}
