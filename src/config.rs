@@ -12,12 +12,16 @@
 //! | [`max_event_name_len`](Config::max_event_name_len) | 128 bytes | `error` event, the event does not run |
 //! | [`max_connections_per_user`](Config::max_connections_per_user) | 16 | HTTP `429` at the handshake |
 //! | [`max_connections`](Config::max_connections) | 100,000 | HTTP `503` at the handshake |
+//! | [`connect_rate_per_user`](Config::connect_rate_per_user) | 10/s, bursts of 30 | HTTP `429` at the handshake |
+//! | [`rate_limit_flood_threshold`](Config::rate_limit_flood_threshold) | 20 refused events in a row | close `1008` (a namespace or event [rate limit](crate::RateLimit) must be set) |
 //! | [`write_batch`](Config::write_batch) | 256 messages | (messages written before one flush) |
 //! | [`shutdown_timeout`](Config::shutdown_timeout) | 10 s | [`Hub::shutdown`](crate::Hub::shutdown) stops waiting |
 //! | [`shutdown_batch`](Config::shutdown_batch) | 500 connections | connections closed per step of a shutdown |
 //! | [`shutdown_batch_interval`](Config::shutdown_batch_interval) | 50 ms | pause between two shutdown steps |
 
 use std::time::Duration;
+
+use crate::gateway::RateLimit;
 
 /// What happens when a connection's outbound queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,6 +60,11 @@ pub struct Config {
     pub max_connections_per_user: usize,
     /// Most simultaneous connections on this hub.
     pub max_connections: usize,
+    /// New connections per user: a token bucket (`None`: no limit).
+    pub connect_rate_per_user: Option<RateLimit>,
+    /// Rate-limited events refused in a row before the connection is closed with `1008`
+    /// (0: never close).
+    pub rate_limit_flood_threshold: u32,
     /// Most queued messages written to a socket before one flush.
     pub write_batch: usize,
     /// How long [`Hub::shutdown`](crate::Hub::shutdown) waits for connections to end.
@@ -80,6 +89,8 @@ impl Default for Config {
             max_event_name_len: 128,
             max_connections_per_user: 16,
             max_connections: 100_000,
+            connect_rate_per_user: Some(RateLimit::per_second(10).burst(30)),
+            rate_limit_flood_threshold: 20,
             write_batch: 256,
             shutdown_timeout: Duration::from_secs(10),
             shutdown_batch: 500,

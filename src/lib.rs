@@ -41,6 +41,7 @@
 //! | feature | what it does | default |
 //! |---|---|---|
 //! | `jwt` | [`JwtAuth`]: HS256/384/512, RS256 and ES256 tokens on the handshake | yes |
+//! | `validate` | [`Valid<T>`](crate::Valid): payloads validated with the `validator` crate | yes |
 //!
 //! # Where to read on
 //!
@@ -65,11 +66,13 @@ pub mod protocol;
 pub use auth::JwtAuth;
 pub use auth::{AllowAnonymous, AuthError, AuthRequest, Authenticator, Identity};
 pub use config::{Config, SlowConsumerPolicy};
+#[cfg(feature = "validate")]
+pub use gateway::Valid;
 pub use gateway::{
-    Data, DisconnectReason, ErrorEvent, EventContext, FromEvent, Handler, IntoErrorEvent, IntoReply, Json, Presence,
-    Socket, State,
+    AckError, ConnectGuard, Data, DisconnectReason, ErrorEvent, EventContext, FromEvent, Guard, GuardContext, Handler,
+    IntoErrorEvent, IntoReply, Json, Presence, RateLimit, Socket, State,
 };
-pub use hub::{ConnectionId, CounterSnapshot, Emit, Hub, HubBuilder};
+pub use hub::{ConnectionId, CounterSnapshot, Emit, Hub, HubBuilder, Namespace, NamespaceBuilder};
 pub use layer::{RealtimeLayer, RealtimeService};
 
 /// The README's examples compile as doctests.

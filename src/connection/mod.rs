@@ -2,6 +2,7 @@
 //! queue in batches (one flush per batch), pings, and enforces the limits and close codes.
 
 use std::{
+    collections::HashMap,
     panic::AssertUnwindSafe,
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -9,9 +10,10 @@ use std::{
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use parking_lot::Mutex;
+use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{mpsc, Notify},
+    sync::{mpsc, oneshot, Notify},
     time::Instant,
 };
 use tokio_tungstenite::{
@@ -26,9 +28,12 @@ use tokio_tungstenite::{
 use crate::{
     auth::Identity,
     config::SlowConsumerPolicy,
-    gateway::{DisconnectReason, ErrorEvent, Socket},
-    hub::{registry::Join, ConnectionId, Hub},
-    protocol::{close_code, native},
+    gateway::{DisconnectReason, ErrorEvent, RateState, Refused, Socket},
+    hub::{registry::Join, ConnectionId, Hub, NsInner},
+    protocol::{
+        close_code,
+        native::{self, Inbound},
+    },
 };
 
 /// A live connection as the hub sees it: its queue, its identity, its rooms.
@@ -41,6 +46,14 @@ pub(crate) struct Conn {
     /// Set once: why and how the connection is to be closed.
     close: Mutex<Option<(u16, &'static str)>>,
     close_notify: Notify,
+    /// Server emits waiting for the client's answer.
+    acks: Mutex<AckTable>,
+}
+
+#[derive(Default)]
+struct AckTable {
+    next: u64,
+    pending: HashMap<u64, oneshot::Sender<Value>>,
 }
 
 impl Conn {
@@ -53,6 +66,7 @@ impl Conn {
             rooms: Mutex::new(Vec::new()),
             close: Mutex::new(None),
             close_notify: Notify::new(),
+            acks: Mutex::default(),
         });
         (conn, rx)
     }
@@ -88,6 +102,29 @@ impl Conn {
         drop(close);
         self.close_notify.notify_one();
         true
+    }
+
+    /// A new ack id, and where its answer will arrive.
+    pub(crate) fn register_ack(&self) -> (u64, oneshot::Receiver<Value>) {
+        let (tx, rx) = oneshot::channel();
+        let mut acks = self.acks.lock();
+        acks.next += 1;
+        let id = acks.next;
+        acks.pending.insert(id, tx);
+        (id, rx)
+    }
+
+    pub(crate) fn forget_ack(&self, id: u64) {
+        self.acks.lock().pending.remove(&id);
+    }
+
+    /// Hands the client's answer to the emit waiting for it. `false` for an unknown id (a late
+    /// answer, after a timeout).
+    fn resolve_ack(&self, id: u64, data: Value) -> bool {
+        match self.acks.lock().pending.remove(&id) {
+            Some(tx) => tx.send(data).is_ok(),
+            None => false,
+        }
     }
 
     pub(crate) fn rooms(&self) -> Vec<String> {
@@ -138,36 +175,40 @@ enum End {
 }
 
 /// Runs one upgraded connection to its end, then removes it from the hub.
-pub(crate) async fn run<S>(hub: Hub, conn: Arc<Conn>, mut rx: mpsc::Receiver<Message>, ws: WebSocketStream<S>)
-where
+pub(crate) async fn run<S>(
+    hub: Hub,
+    ns: Arc<NsInner>,
+    conn: Arc<Conn>,
+    mut rx: mpsc::Receiver<Message>,
+    ws: WebSocketStream<S>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let socket = Socket::new(hub.clone(), conn.clone());
+    let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
     hub.inner.counters.connections.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = ws.split();
 
     // The connection is live (reachable by user, counted online) while its connect hook runs,
     // so the hook sees a consistent hub; presence is announced only once the hook accepts.
-    let came_online = hub.inner.registry.insert(&conn);
-    if let Err(reason) = hub.inner.gateway.on_connect(socket.clone()).await {
+    let user = conn.identity.user_key();
+    ns.registry.insert(&conn);
+    let came_online = hub.inner.slots.go_live(user);
+    if let Err(reason) = ns.gateway.on_connect(socket.clone()).await {
         tracing::debug!(conn = %conn.id, %reason, "connection refused by the connect hook");
         let frame = close_frame(close_code::POLICY_VIOLATION, reason);
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
-        let went_offline = hub.inner.registry.remove(&conn);
-        if let Some(user) = conn.identity.user_id() {
-            // Another tab of this user may have arrived meanwhile: it is online, and since this
-            // connection was the first, nobody has announced it yet.
-            if came_online && !went_offline {
-                hub.inner.gateway.presence(&hub, user, true).await;
-            }
+        ns.registry.remove(&conn);
+        let went_offline = hub.inner.slots.end(user);
+        // Another connection of this user may have arrived meanwhile: it is online, and since
+        // this one was the first, nobody has announced it yet.
+        if came_online && !went_offline {
+            hub.presence(user, true).await;
         }
         hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
         return;
     }
     if came_online {
-        if let Some(user) = conn.identity.user_id() {
-            hub.inner.gateway.presence(&hub, user, true).await;
-        }
+        hub.presence(user, true).await;
     }
     tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
 
@@ -179,6 +220,7 @@ where
     let mut ping = tokio::time::interval_at(Instant::now() + check_every, check_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut inflight: Option<futures_util::future::BoxFuture<'static, ()>> = None;
+    let mut rate = RateState::new(ns.gateway.rate);
 
     let end = loop {
         tokio::select! {
@@ -213,7 +255,7 @@ where
                 match frame {
                     Some(Ok(Message::Text(text))) => {
                         hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-                        inflight = dispatch(&socket, text);
+                        inflight = dispatch(&socket, text, &mut rate);
                     }
                     Some(Ok(Message::Binary(_))) => {
                         hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -271,11 +313,12 @@ where
         fut.await;
     }
     tracing::debug!(conn = %conn.id, reason = ?reason, "disconnected");
-    hub.inner.gateway.on_disconnect(socket, reason).await;
-    if hub.inner.registry.remove(&conn) {
-        if let Some(user) = conn.identity.user_id() {
-            hub.inner.gateway.presence(&hub, user, false).await;
-        }
+    ns.gateway.on_disconnect(socket, reason).await;
+    // Server emits still waiting for an answer get `AckError::Disconnected`.
+    conn.acks.lock().pending.clear();
+    ns.registry.remove(&conn);
+    if hub.inner.slots.end(user) {
+        hub.presence(user, false).await;
     }
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
 }
@@ -344,19 +387,35 @@ where
 
 /// Decodes one text frame and returns the handler future to run, if any. Errors are answered
 /// right away with an `error` event.
-fn dispatch(socket: &Socket, text: Utf8Bytes) -> Option<futures_util::future::BoxFuture<'static, ()>> {
-    let frame = match native::decode(&text) {
-        Ok(frame) => frame,
+fn dispatch(
+    socket: &Socket,
+    text: Utf8Bytes,
+    rate: &mut RateState,
+) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+    let (event, data, id) = match native::decode(&text) {
+        Ok(Inbound::Event { event, data, id }) => (event, data, id),
+        Ok(Inbound::Ack { ack, data }) => {
+            if !socket.conn().resolve_ack(ack, data) {
+                tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
+            }
+            return None;
+        }
         Err(e) => {
             socket.send_error(native::DecodeError::ack_hint(&text), ErrorEvent::new(e.to_string()));
             return None;
         }
     };
-    let gateway = &socket.hub().inner.gateway;
-    let call = match gateway.route(socket, frame) {
+    let call = match socket.ns().gateway.route(socket, event, data, id, rate) {
         Ok(call) => call,
-        Err((ack, error)) => {
+        Err(Refused::Error(ack, error)) => {
             socket.send_error(ack, error);
+            return None;
+        }
+        Err(Refused::Flood(ack, error)) => {
+            socket.send_error(ack, error);
+            socket
+                .conn()
+                .request_close(close_code::POLICY_VIOLATION, "rate limit exceeded");
             return None;
         }
     };
@@ -377,38 +436,9 @@ fn dispatch(socket: &Socket, text: Utf8Bytes) -> Option<futures_util::future::Bo
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".to_owned());
                 tracing::error!(conn = %socket.id(), event = %call.event, panic = %what, "event handler panicked");
-                socket.send_error(
-                    ack,
-                    ErrorEvent::internal(format!("handler for `{}` panicked: {what}", call.event)),
-                );
+                let error = ErrorEvent::internal(format!("handler for `{}` panicked: {what}", call.event));
+                socket.send_error(ack, error);
             }
         }
     }))
-}
-
-/// Marks a room join from a handler, with the hub's limits.
-pub(crate) fn join(socket: &Socket, room: &str) -> Result<bool, ErrorEvent> {
-    let hub = socket.hub();
-    let cfg = &hub.inner.config;
-    if room.is_empty() {
-        return Err(ErrorEvent::new("room name must not be empty"));
-    }
-    if room.len() > cfg.max_room_name_len {
-        return Err(ErrorEvent::new(format!(
-            "room name longer than {} bytes",
-            cfg.max_room_name_len
-        )));
-    }
-    match hub
-        .inner
-        .registry
-        .join(socket.conn(), room, cfg.max_rooms_per_connection)
-    {
-        Join::Joined => Ok(true),
-        Join::AlreadyIn => Ok(false),
-        Join::TooManyRooms => Err(ErrorEvent::new(format!(
-            "too many rooms: at most {} per connection",
-            cfg.max_rooms_per_connection
-        ))),
-    }
 }

@@ -37,6 +37,11 @@ impl ErrorEvent {
         }
     }
 
+    /// A refusal by a guard: status `"forbidden"`, with the reason as the message.
+    pub fn forbidden(reason: impl Into<String>) -> Self {
+        Self::new(reason).with_status("forbidden")
+    }
+
     /// Sets the `status` field (default `"error"`).
     pub fn with_status(mut self, status: impl Into<String>) -> Self {
         self.status = status.into();

@@ -1,133 +1,36 @@
-//! The gateway: events routed to handlers, the [`Socket`] a handler sees, replies, acks,
-//! error events, and the connect/disconnect/presence hooks.
+//! The gateway: events routed to handlers, the [`Socket`] a handler sees, replies, acks (both
+//! ways), error events, guards, rate limits, and the connect/disconnect hooks.
 
 mod error;
+mod guard;
 mod handler;
+mod rate;
+mod socket;
+#[cfg(feature = "validate")]
+mod valid;
 
 pub use error::{ErrorEvent, IntoErrorEvent};
+pub use guard::{ConnectGuard, Guard, GuardContext};
 pub use handler::{Data, EventContext, FromEvent, Handler, IntoReply, Json, State};
+pub use rate::RateLimit;
+pub use socket::{AckError, Socket};
+#[cfg(feature = "validate")]
+pub use valid::Valid;
+
+pub(crate) use rate::{RateState, Verdict};
 
 use std::{collections::HashMap, fmt, future::Future, sync::Arc};
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::{
-    auth::Identity,
-    connection::Conn,
-    hub::{ConnectionId, Emit, Hub, Target},
-    protocol::{
-        close_code,
-        native::{self, Inbound},
-    },
-};
+use crate::hub::Hub;
 
 use handler::ErasedHandler;
 
 /// Event names a client may not send: they are the server's own.
 pub const RESERVED_EVENTS: &[&str] = &["error", "connect", "connect_error", "disconnect", "disconnecting"];
-
-/// The calling connection, as a handler or hook sees it. Cheap to clone.
-#[derive(Clone)]
-pub struct Socket {
-    hub: Hub,
-    conn: Arc<Conn>,
-}
-
-impl fmt::Debug for Socket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Socket")
-            .field("id", &self.conn.id)
-            .field("user_id", &self.conn.identity.user_id())
-            .finish()
-    }
-}
-
-impl Socket {
-    pub(crate) fn new(hub: Hub, conn: Arc<Conn>) -> Self {
-        Self { hub, conn }
-    }
-
-    pub(crate) fn conn(&self) -> &Arc<Conn> {
-        &self.conn
-    }
-
-    /// The connection's id.
-    pub fn id(&self) -> ConnectionId {
-        self.conn.id
-    }
-
-    /// Who is connected.
-    pub fn identity(&self) -> &Identity {
-        &self.conn.identity
-    }
-
-    /// The authenticated user id (`None` for an anonymous connection).
-    pub fn user_id(&self) -> Option<&str> {
-        self.conn.identity.user_id()
-    }
-
-    /// The hub this connection belongs to.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
-
-    /// Joins a room. `Ok(false)` when already in it; an error when the room name is empty or
-    /// too long, or the connection is in too many rooms.
-    pub fn join(&self, room: &str) -> Result<bool, ErrorEvent> {
-        crate::connection::join(self, room)
-    }
-
-    /// Leaves a room; `false` when the connection was not in it.
-    pub fn leave(&self, room: &str) -> bool {
-        self.hub.inner.registry.leave(&self.conn, room)
-    }
-
-    /// The rooms this connection is in.
-    pub fn rooms(&self) -> Vec<String> {
-        self.conn.rooms()
-    }
-
-    /// Whether this connection is in `room`.
-    pub fn in_room(&self, room: &str) -> bool {
-        self.conn.in_room(room)
-    }
-
-    /// Sends an event to this connection only. Returns whether it was queued.
-    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> bool {
-        self.hub.to_connection(self.conn.id).emit(event, data) == 1
-    }
-
-    /// Emits to a room, except this connection.
-    pub fn to<'a>(&'a self, room: &'a str) -> Emit<'a> {
-        self.hub.to_room(room).except(self.conn.id)
-    }
-
-    /// Emits to every connection, except this one.
-    pub fn broadcast(&self) -> Emit<'_> {
-        Emit::new(&self.hub, Target::All).except(self.conn.id)
-    }
-
-    /// Closes this connection (close code `4000`).
-    pub fn disconnect(&self) {
-        self.conn
-            .request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
-    }
-
-    pub(crate) fn send_frame(&self, msg: Message) -> bool {
-        self.conn.send(&self.hub, msg)
-    }
-
-    /// Sends an `error` event to this connection, answering `ack` when given.
-    pub(crate) fn send_error(&self, ack: Option<u64>, error: ErrorEvent) {
-        if let Some(detail) = error.detail() {
-            tracing::error!(conn = %self.conn.id, %detail, "internal error answered with an error event");
-        }
-        self.send_frame(Message::Text(native::encode_error(ack, &error.to_value())));
-    }
-}
 
 /// Why a connection ended, as the disconnect hook sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,15 +77,25 @@ impl<E: fmt::Display> IntoConnectResult for Result<(), E> {
 
 type ConnectHook = Arc<dyn Fn(Socket) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 type DisconnectHook = Arc<dyn Fn(Socket, DisconnectReason) -> BoxFuture<'static, ()> + Send + Sync>;
-type PresenceHook = Arc<dyn Fn(Hub, Presence) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type PresenceHook = Arc<dyn Fn(Hub, Presence) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// The handlers and hooks of a hub.
+/// One event's handler, with its guards and its own rate limit.
+#[derive(Clone)]
+struct Route {
+    handler: Arc<dyn ErasedHandler>,
+    guards: Vec<Arc<dyn Guard>>,
+    rate: Option<RateLimit>,
+}
+
+/// The handlers, guards, limits and hooks of one namespace.
 #[derive(Default, Clone)]
 pub(crate) struct Gateway {
-    handlers: HashMap<Arc<str>, Arc<dyn ErasedHandler>>,
+    routes: HashMap<Arc<str>, Route>,
+    guards: Vec<Arc<dyn Guard>>,
+    connect_guards: Vec<Arc<dyn ConnectGuard>>,
+    pub(crate) rate: Option<RateLimit>,
     on_connect: Option<ConnectHook>,
     on_disconnect: Option<DisconnectHook>,
-    on_presence: Option<PresenceHook>,
 }
 
 /// A routed event, ready to run.
@@ -192,10 +105,55 @@ pub(crate) struct Call {
     pub(crate) event: Arc<str>,
 }
 
+/// Why an event was not routed.
+pub(crate) enum Refused {
+    /// Answer with this error event.
+    Error(Option<u64>, ErrorEvent),
+    /// Answer with this error event, then close the connection with `1008`: it keeps flooding.
+    Flood(Option<u64>, ErrorEvent),
+}
+
 impl Gateway {
-    pub(crate) fn add_handler<H: Handler<Args>, Args: 'static>(&mut self, event: &str, handler: H) {
-        self.handlers
-            .insert(Arc::from(event), Arc::new(handler::Erased::new(handler)));
+    pub(crate) fn add_handler<H: Handler<Args>, Args: 'static>(
+        &mut self,
+        event: &str,
+        handler: H,
+        guards: Vec<Arc<dyn Guard>>,
+    ) {
+        let route = Route {
+            handler: Arc::new(handler::Erased::new(handler)),
+            guards,
+            rate: None,
+        };
+        self.routes.insert(Arc::from(event), route);
+    }
+
+    /// Adds a group's handlers, each behind the group's guards.
+    pub(crate) fn merge_group(&mut self, group: Gateway) {
+        for (event, mut route) in group.routes {
+            let mut guards = group.guards.clone();
+            guards.append(&mut route.guards);
+            route.guards = guards;
+            self.routes.insert(event, route);
+        }
+    }
+
+    pub(crate) fn add_guard(&mut self, guard: Arc<dyn Guard>) {
+        self.guards.push(guard);
+    }
+
+    pub(crate) fn add_connect_guard(&mut self, guard: Arc<dyn ConnectGuard>) {
+        self.connect_guards.push(guard);
+    }
+
+    pub(crate) fn set_event_rate(&mut self, event: &str, rate: RateLimit) -> bool {
+        match self.routes.get_mut(event) {
+            Some(route) => {
+                route.rate = Some(rate);
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn set_on_connect<F, Fut, R>(&mut self, hook: F)
@@ -218,15 +176,11 @@ impl Gateway {
         self.on_disconnect = Some(Arc::new(move |s, r| Box::pin(hook(s, r))));
     }
 
-    pub(crate) fn set_on_presence<F, Fut>(&mut self, hook: F)
-    where
-        F: Fn(Hub, Presence) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.on_presence = Some(Arc::new(move |h, p| Box::pin(hook(h, p))));
-    }
-
+    /// Runs the connect guards, then the connect hook.
     pub(crate) async fn on_connect(&self, socket: Socket) -> Result<(), String> {
+        for guard in &self.connect_guards {
+            guard.check(&socket)?;
+        }
         match &self.on_connect {
             Some(hook) => hook(socket).await,
             None => Ok(()),
@@ -239,36 +193,59 @@ impl Gateway {
         }
     }
 
-    pub(crate) async fn presence(&self, hub: &Hub, user: &str, online: bool) {
-        if let Some(hook) = &self.on_presence {
-            let presence = Presence {
-                user_id: user.to_owned(),
-                online,
-            };
-            hook(hub.clone(), presence).await;
-        }
-    }
-
-    /// Finds the handler of a frame. An error names the ack id it answers.
-    pub(crate) fn route(&self, socket: &Socket, frame: Inbound) -> Result<Call, (Option<u64>, ErrorEvent)> {
-        let Inbound { event, data, id } = frame;
-        let max = socket.hub.inner.config.max_event_name_len;
+    /// Finds the handler of an event and checks its limits and guards.
+    pub(crate) fn route(
+        &self,
+        socket: &Socket,
+        event: String,
+        data: Value,
+        id: Option<u64>,
+        rate: &mut RateState,
+    ) -> Result<Call, Refused> {
+        let cfg = socket.hub().config();
+        let max = cfg.max_event_name_len;
         if event.len() > max {
-            return Err((id, ErrorEvent::new(format!("event name longer than {max} bytes"))));
+            let error = ErrorEvent::new(format!("event name longer than {max} bytes"));
+            return Err(Refused::Error(id, error));
         }
         if RESERVED_EVENTS.contains(&event.as_str()) {
-            return Err((id, ErrorEvent::new(format!("`{event}` is a reserved event name"))));
+            return Err(Refused::Error(
+                id,
+                ErrorEvent::new(format!("`{event}` is a reserved event name")),
+            ));
         }
-        let Some((name, handler)) = self.handlers.get_key_value(event.as_str()) else {
-            return Err((id, ErrorEvent::new(format!("unknown event: {event}"))));
+        let Some((name, route)) = self.routes.get_key_value(event.as_str()) else {
+            return Err(Refused::Error(id, ErrorEvent::new(format!("unknown event: {event}"))));
         };
+        if self.rate.is_some() || route.rate.is_some() {
+            let limited = || {
+                ErrorEvent::new("rate limit exceeded")
+                    .with_status("rate_limited")
+                    .with_field("code", "rate_limited")
+            };
+            match rate.check(name, route.rate, cfg.rate_limit_flood_threshold) {
+                Verdict::Allowed => {}
+                Verdict::Limited => return Err(Refused::Error(id, limited())),
+                Verdict::Flooding => return Err(Refused::Flood(id, limited())),
+            }
+        }
+        let ctx = GuardContext {
+            socket,
+            event: name,
+            data: &data,
+        };
+        for guard in self.guards.iter().chain(&route.guards) {
+            if let Err(error) = guard.check(&ctx) {
+                return Err(Refused::Error(id, error));
+            }
+        }
         let ctx = EventContext {
             socket: socket.clone(),
             event: name.clone(),
             data,
         };
         Ok(Call {
-            future: handler.call(ctx),
+            future: route.handler.call(ctx),
             ack: id,
             event: name.clone(),
         })

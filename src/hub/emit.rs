@@ -8,7 +8,7 @@ use serde::Serialize;
 use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{registry::Registry, ConnectionId, Hub};
+use super::{registry::Registry, ConnectionId, Hub, NsInner};
 use crate::{connection::Conn, protocol::native};
 
 /// One set of recipients.
@@ -31,20 +31,35 @@ pub(crate) enum Target<'a> {
 /// assert_eq!(reached, 0); // nobody is connected in this example
 /// ```
 #[must_use = "an emit does nothing until `.emit(event, data)` is called"]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Emit<'a> {
     hub: &'a Hub,
+    ns: &'a NsInner,
     targets: SmallVec<[Target<'a>; 2]>,
     except: SmallVec<[ConnectionId; 2]>,
 }
 
+impl std::fmt::Debug for Emit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emit")
+            .field("namespace", &self.ns.name)
+            .field("targets", &self.targets)
+            .field("except", &self.except)
+            .finish()
+    }
+}
+
 impl<'a> Emit<'a> {
-    pub(crate) fn new(hub: &'a Hub, target: Target<'a>) -> Self {
-        let mut targets = SmallVec::new();
-        targets.push(target);
+    pub(crate) fn new(hub: &'a Hub, ns: &'a NsInner, target: Target<'a>) -> Self {
+        Self::many(hub, ns, [target])
+    }
+
+    /// An emit to several targets (none at all reaches nobody).
+    pub(crate) fn many(hub: &'a Hub, ns: &'a NsInner, targets: impl IntoIterator<Item = Target<'a>>) -> Self {
         Self {
             hub,
-            targets,
+            ns,
+            targets: targets.into_iter().collect(),
             except: SmallVec::new(),
         }
     }
@@ -98,7 +113,7 @@ impl<'a> Emit<'a> {
 
     /// Queues an encoded frame for every recipient.
     pub(crate) fn send(self, msg: Message) -> usize {
-        let registry = &self.hub.inner.registry;
+        let registry = &self.ns.registry;
         let except = &self.except;
         let mut reached = 0usize;
         let mut deliver = |conn: &Conn| {
@@ -138,8 +153,8 @@ fn visit(registry: &Registry, target: Target<'_>, f: &mut impl FnMut(&Conn)) {
             }
         }
         Target::User(user) => {
-            if let Some(entry) = registry.users.get(user) {
-                entry.conns.iter().for_each(|c| f(c));
+            if let Some(conns) = registry.users.get(user) {
+                conns.iter().for_each(|c| f(c));
             }
         }
         Target::Connection(id) => {

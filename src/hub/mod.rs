@@ -3,7 +3,11 @@
 
 mod counters;
 mod emit;
+mod namespace;
 pub(crate) mod registry;
+
+pub(crate) use namespace::NsInner;
+pub use namespace::{Namespace, NamespaceBuilder};
 
 pub use counters::CounterSnapshot;
 pub(crate) use counters::Rejection;
@@ -27,13 +31,15 @@ use serde::Serialize;
 use crate::{
     auth::Authenticator,
     config::Config,
-    gateway::{DisconnectReason, Gateway, Handler, IntoConnectResult, Presence, Socket},
+    gateway::{
+        ConnectGuard, DisconnectReason, Guard, Handler, IntoConnectResult, Presence, PresenceHook, RateLimit, Socket,
+    },
     layer::{OriginPolicy, RealtimeLayer},
     protocol::close_code,
 };
 
 use counters::Counters;
-use registry::Registry;
+use registry::Slots;
 
 /// The id of one connection, unique within a hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -63,8 +69,13 @@ pub struct Hub {
 
 pub(crate) struct HubInner {
     pub(crate) config: Config,
-    pub(crate) registry: Registry,
-    pub(crate) gateway: Gateway,
+    /// Every namespace by name, the default one (`/`) included.
+    pub(crate) namespaces: HashMap<Arc<str>, Arc<NsInner>>,
+    pub(crate) default_ns: Arc<NsInner>,
+    pub(crate) slots: Slots,
+    pub(crate) on_presence: Option<PresenceHook>,
+    pub(crate) connect_rate: Option<governor::DefaultKeyedRateLimiter<Arc<str>>>,
+    connect_checks: AtomicU64,
     pub(crate) auth: Option<Arc<dyn Authenticator>>,
     pub(crate) origins: OriginPolicy,
     pub(crate) counters: Counters,
@@ -107,171 +118,155 @@ impl Hub {
         self.inner.state.get(&TypeId::of::<S>())?.downcast_ref::<S>().cloned()
     }
 
-    /// Emits to every connection. Returns how many it reached.
+    /// A handle on the namespace `name` (`"/"` is the default one), or `None` if the hub has no
+    /// such namespace.
+    pub fn of(&self, name: &str) -> Option<Namespace> {
+        let ns = self.inner.namespaces.get(name)?.clone();
+        Some(Namespace::new(self.clone(), ns))
+    }
+
+    /// The names of the hub's namespaces, sorted.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.namespaces.keys().map(|n| n.to_string()).collect();
+        names.sort_unstable();
+        names
+    }
+
+    fn default_ns(&self) -> Namespace {
+        Namespace::new(self.clone(), self.inner.default_ns.clone())
+    }
+
+    /// Emits to every connection of the default namespace. Returns how many it reached.
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> usize {
-        Emit::new(self, Target::All).emit(event, data)
+        self.broadcast().emit(event, data)
     }
 
-    /// Starts an emit to every connection (add `.except(id)` to leave one out).
+    /// Starts an emit to every connection of the default namespace (add `.except(id)` to
+    /// leave one out).
     pub fn broadcast(&self) -> Emit<'_> {
-        Emit::new(self, Target::All)
+        Emit::new(self, &self.inner.default_ns, Target::All)
     }
 
-    /// Starts an emit to a room's members.
+    /// Starts an emit to a room of the default namespace.
     pub fn to_room<'a>(&'a self, room: &'a str) -> Emit<'a> {
-        Emit::new(self, Target::Room(room))
+        Emit::new(self, &self.inner.default_ns, Target::Room(room))
     }
 
     /// Starts an emit to several rooms (a connection in several of them gets the event once).
     pub fn to_rooms<'a>(&'a self, rooms: impl IntoIterator<Item = &'a str>) -> Emit<'a> {
-        self.to_many(rooms, Target::Room)
+        Emit::many(self, &self.inner.default_ns, rooms.into_iter().map(Target::Room))
     }
 
-    /// Starts an emit to every connection of a user (all their devices and tabs).
+    /// Starts an emit to every connection of a user (all their devices and tabs) in the
+    /// default namespace.
     pub fn to_user<'a>(&'a self, user: &'a str) -> Emit<'a> {
-        Emit::new(self, Target::User(user))
+        Emit::new(self, &self.inner.default_ns, Target::User(user))
     }
 
     /// Starts an emit to every connection of several users.
     pub fn to_users<'a>(&'a self, users: impl IntoIterator<Item = &'a str>) -> Emit<'a> {
-        self.to_many(users, Target::User)
+        Emit::many(self, &self.inner.default_ns, users.into_iter().map(Target::User))
     }
 
-    /// Starts an emit to one connection.
+    /// Starts an emit to one connection of the default namespace.
     pub fn to_connection(&self, id: ConnectionId) -> Emit<'_> {
-        Emit::new(self, Target::Connection(id))
+        Emit::new(self, &self.inner.default_ns, Target::Connection(id))
     }
 
-    fn to_many<'a>(&'a self, names: impl IntoIterator<Item = &'a str>, target: fn(&'a str) -> Target<'a>) -> Emit<'a> {
-        let mut names = names.into_iter();
-        let Some(first) = names.next() else {
-            // No target at all: an emit to an empty room reaches nobody.
-            return Emit::new(self, Target::Room(""));
-        };
-        let mut emit = Emit::new(self, target(first));
-        for name in names {
-            emit = match target(name) {
-                Target::Room(r) => emit.to_room(r),
-                Target::User(u) => emit.to_user(u),
-                _ => emit,
-            };
-        }
-        emit
+    /// A handle on one connection, in whichever namespace it is.
+    pub fn socket(&self, id: ConnectionId) -> Option<Socket> {
+        self.inner.namespaces.values().find_map(|ns| {
+            let conn = ns.registry.conns.get(&id)?.clone();
+            Some(Socket::new(self.clone(), ns.clone(), conn))
+        })
     }
 
     /// Makes a connection join a room. Returns `false` when there is no such connection, the
     /// room name is not acceptable, or the connection is in too many rooms.
     pub fn join(&self, id: ConnectionId, room: &str) -> bool {
-        match self.socket(id) {
-            Some(socket) => socket.join(room).is_ok(),
-            None => false,
-        }
+        self.socket(id).is_some_and(|socket| socket.join(room).is_ok())
     }
 
     /// Makes a connection leave a room. Returns whether it was in it.
     pub fn leave(&self, id: ConnectionId, room: &str) -> bool {
-        match self.inner.registry.conns.get(&id).map(|c| c.clone()) {
-            Some(conn) => self.inner.registry.leave(&conn, room),
-            None => false,
-        }
+        self.socket(id).is_some_and(|socket| socket.leave(room))
     }
 
     /// The rooms a connection is in (empty for an unknown connection).
     pub fn rooms_of(&self, id: ConnectionId) -> Vec<String> {
-        self.inner
-            .registry
-            .conns
-            .get(&id)
-            .map(|c| c.rooms())
-            .unwrap_or_default()
+        self.socket(id).map(|s| s.rooms()).unwrap_or_default()
     }
 
-    /// The connections in a room.
+    /// The connections in a room of the default namespace.
     pub fn room_members(&self, room: &str) -> Vec<ConnectionId> {
-        let mut ids: Vec<_> = self
-            .inner
-            .registry
-            .rooms
-            .get(room)
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        ids
+        self.default_ns().room_members(room)
     }
 
-    /// The users with a connection in a room, sorted and unique.
+    /// The users with a connection in a room of the default namespace, sorted and unique.
     pub fn room_users(&self, room: &str) -> Vec<String> {
-        let mut users: Vec<String> = self
-            .inner
-            .registry
-            .rooms
-            .get(room)
-            .map(|m| {
-                m.values()
-                    .filter_map(|c| c.identity.user_id().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        users.sort_unstable();
-        users.dedup();
-        users
+        self.default_ns().room_users(room)
     }
 
-    /// The live connections of a user.
+    /// The connections of a user in the default namespace.
     pub fn connections_of(&self, user: &str) -> Vec<ConnectionId> {
-        self.inner
-            .registry
-            .users
-            .get(user)
-            .map(|e| e.conns.iter().map(|c| c.id).collect())
-            .unwrap_or_default()
+        self.default_ns().connections_of(user)
     }
 
-    /// A handle on one connection, as its handlers see it.
-    pub fn socket(&self, id: ConnectionId) -> Option<Socket> {
-        let conn = self.inner.registry.conns.get(&id)?.clone();
-        Some(Socket::new(self.clone(), conn))
-    }
-
-    /// The users with at least one live connection, sorted and unique.
+    /// The users with at least one live connection (in any namespace), sorted and unique.
     pub fn online_users(&self) -> Vec<String> {
-        self.inner.registry.online_users()
+        self.inner.slots.online_users()
     }
 
-    /// Whether a user has at least one live connection.
+    /// Whether a user has at least one live connection (in any namespace).
     pub fn is_online(&self, user: &str) -> bool {
-        self.inner.registry.users.get(user).is_some_and(|e| !e.conns.is_empty())
+        self.inner.slots.is_online(user)
     }
 
-    /// Closes every connection of a user (close code `4000`). Returns how many.
+    /// Closes every connection of a user, in every namespace (close code `4000`). Returns how many.
     pub fn disconnect_user(&self, user: &str) -> usize {
-        let conns = self
-            .inner
-            .registry
-            .users
-            .get(user)
-            .map(|e| e.conns.clone())
-            .unwrap_or_default();
-        for conn in &conns {
-            conn.request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
+        let mut n = 0;
+        for ns in self.inner.namespaces.values() {
+            let conns = ns.registry.users.get(user).map(|c| c.clone()).unwrap_or_default();
+            for conn in &conns {
+                conn.request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
+            }
+            n += conns.len();
         }
-        conns.len()
+        n
     }
 
     /// Closes one connection (close code `4000`). Returns whether it existed.
     pub fn disconnect(&self, id: ConnectionId) -> bool {
-        match self.inner.registry.conns.get(&id) {
-            Some(conn) => {
-                conn.request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
-                true
-            }
-            None => false,
-        }
+        self.socket(id).map(|s| s.disconnect()).is_some()
     }
 
-    /// The number of open connections.
+    /// The number of open connections, in every namespace.
     pub fn connection_count(&self) -> usize {
-        self.inner.registry.conns.len()
+        self.inner.namespaces.values().map(|ns| ns.registry.conns.len()).sum()
+    }
+
+    /// Takes a token from the user's bucket of new connections
+    /// ([`Config::connect_rate_per_user`]). `false`: refuse with 429.
+    pub(crate) fn check_connect_rate(&self, user: &Arc<str>) -> bool {
+        let Some(limiter) = &self.inner.connect_rate else {
+            return true;
+        };
+        // Forget idle users now and then, so the buckets stay bounded.
+        if self.inner.connect_checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(user).is_ok()
+    }
+
+    /// Runs the presence hook, if any.
+    pub(crate) async fn presence(&self, user: Option<&Arc<str>>, online: bool) {
+        if let (Some(hook), Some(user)) = (&self.inner.on_presence, user) {
+            let presence = Presence {
+                user_id: user.to_string(),
+                online,
+            };
+            hook(self.clone(), presence).await;
+        }
     }
 
     /// A reading of the hub's counters.
@@ -298,7 +293,9 @@ impl Hub {
         self.inner.shutting_down.store(true, Ordering::Release);
         let cfg = &self.inner.config;
         let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
-        let conns: Vec<_> = self.inner.registry.conns.iter().map(|e| e.value().clone()).collect();
+        let conns: Vec<_> = (self.inner.namespaces.values())
+            .flat_map(|ns| ns.registry.conns.iter().map(|e| e.value().clone()).collect::<Vec<_>>())
+            .collect();
         for (i, batch) in conns.chunks(cfg.shutdown_batch.max(1)).enumerate() {
             if i > 0 {
                 tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + cfg.shutdown_batch_interval)).await;
@@ -339,11 +336,16 @@ impl Hub {
 }
 
 /// Builds a [`Hub`]: authentication, handlers, hooks, limits, state.
+///
+/// The handler, guard and hook methods configure the default namespace (`/`); use
+/// [`namespace`](Self::namespace) for others.
 #[must_use]
 #[derive(Default)]
 pub struct HubBuilder {
     config: Config,
-    gateway: Gateway,
+    default: NamespaceBuilder,
+    namespaces: Vec<(String, NamespaceBuilder)>,
+    on_presence: Option<PresenceHook>,
     auth: Option<Arc<dyn Authenticator>>,
     origins: OriginPolicy,
     state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
@@ -366,43 +368,96 @@ impl HubBuilder {
         self
     }
 
-    /// Handles the event `event` (like NestJS's `@SubscribeMessage`). The handler is an async
-    /// function of [extractors](crate::FromEvent); its return value becomes the ack.
+    /// Handles the event `event` in the default namespace (like NestJS's `@SubscribeMessage`).
+    /// The handler is an async function of [extractors](crate::FromEvent); its return value
+    /// becomes the ack.
     pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
-        self.gateway.add_handler(event, handler);
+        self.default = self.default.on(event, handler);
         self
     }
 
-    /// Runs when a connection is upgraded, before it counts as online. Returning `Err(reason)`
-    /// closes it with code `1008` and the reason.
+    /// Handles `event` behind a guard of its own. See [`NamespaceBuilder::on_guarded`].
+    pub fn on_guarded<H: Handler<Args>, Args: 'static>(mut self, event: &str, guard: impl Guard, handler: H) -> Self {
+        self.default = self.default.on_guarded(event, guard, handler);
+        self
+    }
+
+    /// A group of handlers sharing guards. See [`NamespaceBuilder::group`].
+    pub fn group(mut self, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
+        self.default = self.default.group(f);
+        self
+    }
+
+    /// A guard in front of every handler of the default namespace.
+    pub fn guard(mut self, guard: impl Guard) -> Self {
+        self.default = self.default.guard(guard);
+        self
+    }
+
+    /// A guard on arriving connections of the default namespace. See
+    /// [`NamespaceBuilder::guard_connect`].
+    pub fn guard_connect(mut self, guard: impl ConnectGuard) -> Self {
+        self.default = self.default.guard_connect(guard);
+        self
+    }
+
+    /// A rate limit on every connection of the default namespace. See
+    /// [`NamespaceBuilder::rate_limit`].
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.default = self.default.rate_limit(rate);
+        self
+    }
+
+    /// A rate limit on one event of the default namespace. See
+    /// [`NamespaceBuilder::rate_limit_event`].
+    pub fn rate_limit_event(mut self, event: &str, rate: RateLimit) -> Self {
+        self.default = self.default.rate_limit_event(event, rate);
+        self
+    }
+
+    /// Runs when a connection to the default namespace arrives. See
+    /// [`NamespaceBuilder::on_connect`].
     pub fn on_connect<F, Fut, R>(mut self, hook: F) -> Self
     where
         F: Fn(Socket) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = R> + Send + 'static,
         R: IntoConnectResult,
     {
-        self.gateway.set_on_connect(hook);
+        self.default = self.default.on_connect(hook);
         self
     }
 
-    /// Runs when a connection ends, however it ends; its rooms are still known there.
+    /// Runs when a connection to the default namespace ends. See
+    /// [`NamespaceBuilder::on_disconnect`].
     pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.gateway.set_on_disconnect(hook);
+        self.default = self.default.on_disconnect(hook);
         self
     }
 
-    /// Runs when a user comes online (first connection) or goes offline (last connection
-    /// closed): once per user, not once per tab.
+    /// Adds the namespace `name` (e.g. `"/chat"`), configured by `f`. With the native
+    /// protocol it is served at the layer's path followed by the name (`/ws/chat`).
+    pub fn namespace(mut self, name: &str, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        self.namespaces.push((name, f(NamespaceBuilder::default())));
+        self
+    }
+
+    /// Runs when a user comes online (first connection, in any namespace) or goes offline
+    /// (last connection closed): once per user, not once per tab.
     pub fn on_presence<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(Hub, Presence) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.gateway.set_on_presence(hook);
+        self.on_presence = Some(Arc::new(move |h, p| Box::pin(hook(h, p))));
         self
     }
 
@@ -419,8 +474,8 @@ impl HubBuilder {
     }
 
     /// Also accepts handshakes whose `Origin` is exactly `origin` (e.g. `"https://app.example.com"`).
-    /// Requests without `Origin`, and those whose origin is the request's own host, are accepted
-    /// unless [`allow_any_origin`](Self::allow_any_origin) or this list says otherwise.
+    /// Requests without `Origin`, and those whose origin is the request's own host, are
+    /// accepted too.
     pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
         self.origins.allow(origin.into());
         self
@@ -440,11 +495,23 @@ impl HubBuilder {
 
     /// Builds the hub.
     pub fn build(self) -> Hub {
+        let default_ns = Arc::new(NsInner::new("/", self.default.gateway));
+        let mut namespaces = HashMap::new();
+        namespaces.insert(default_ns.name.clone(), default_ns.clone());
+        for (name, builder) in self.namespaces {
+            let ns = Arc::new(NsInner::new(&name, builder.gateway));
+            namespaces.insert(ns.name.clone(), ns);
+        }
+        let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
         Hub {
             inner: Arc::new(HubInner {
                 config: self.config,
-                registry: Registry::default(),
-                gateway: self.gateway,
+                namespaces,
+                default_ns,
+                slots: Slots::default(),
+                on_presence: self.on_presence,
+                connect_rate,
+                connect_checks: AtomicU64::new(0),
                 auth: self.auth,
                 origins: self.origins,
                 counters: Counters::default(),

@@ -1,5 +1,9 @@
-//! Who is connected: connections, users → connections, rooms → connections, and each
-//! connection's rooms (the reverse index, kept on the connection itself).
+//! Who is connected.
+//!
+//! - [`Registry`], one per namespace: connections, users → connections, rooms → connections
+//!   (each connection keeps its own rooms: the reverse index).
+//! - [`Slots`], one per hub: connections per user and in all, for the limits and for presence
+//!   (a user is online while they have a live connection in any namespace).
 
 use std::{
     collections::HashMap,
@@ -25,20 +29,107 @@ pub(crate) enum ReserveError {
 }
 
 #[derive(Default)]
-pub(crate) struct UserEntry {
-    /// The user's live connections (three tabs are three connections).
-    pub(crate) conns: Vec<Arc<Conn>>,
+struct UserSlots {
+    /// Live connections of the user, in every namespace.
+    live: usize,
     /// Handshakes of this user that passed authentication and are not live yet.
     reserved: usize,
 }
 
+/// Connection counts per user and in all.
+#[derive(Default)]
+pub(crate) struct Slots {
+    users: DashMap<Arc<str>, UserSlots>,
+    /// Connections live or reserved, checked against `max_connections`.
+    total: AtomicUsize,
+}
+
+impl Slots {
+    /// Reserves a slot for a handshake that passed authentication. Undone by
+    /// [`release`](Self::release) unless the connection goes [live](Self::go_live).
+    pub(crate) fn reserve(
+        &self,
+        user: Option<&Arc<str>>,
+        max_total: usize,
+        max_per_user: usize,
+    ) -> Result<(), ReserveError> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(ReserveError::HubFull);
+        }
+        if let Some(user) = user {
+            let mut entry = self.users.entry(user.clone()).or_default();
+            if entry.live + entry.reserved >= max_per_user {
+                drop(entry);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(ReserveError::UserFull);
+            }
+            entry.reserved += 1;
+        }
+        Ok(())
+    }
+
+    /// Gives back a reservation that did not become a live connection.
+    pub(crate) fn release(&self, user: Option<&Arc<str>>) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(user) = user {
+            self.update(user, |e| e.reserved = e.reserved.saturating_sub(1));
+        }
+    }
+
+    /// Turns a reservation into a live connection. Returns `true` when the user came online.
+    pub(crate) fn go_live(&self, user: Option<&Arc<str>>) -> bool {
+        let Some(user) = user else { return false };
+        let mut entry = self.users.entry(user.clone()).or_default();
+        entry.reserved = entry.reserved.saturating_sub(1);
+        entry.live += 1;
+        entry.live == 1
+    }
+
+    /// Ends a live connection. Returns `true` when the user went offline.
+    pub(crate) fn end(&self, user: Option<&Arc<str>>) -> bool {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        let Some(user) = user else { return false };
+        let mut offline = false;
+        self.update(user, |e| {
+            offline = e.live == 1;
+            e.live = e.live.saturating_sub(1);
+        });
+        offline
+    }
+
+    fn update(&self, user: &Arc<str>, f: impl FnOnce(&mut UserSlots)) {
+        if let Entry::Occupied(mut e) = self.users.entry(user.clone()) {
+            f(e.get_mut());
+            if e.get().live == 0 && e.get().reserved == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    pub(crate) fn is_online(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|e| e.live > 0)
+    }
+
+    /// Users with at least one live connection, sorted.
+    pub(crate) fn online_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .users
+            .iter()
+            .filter(|e| e.live > 0)
+            .map(|e| e.key().to_string())
+            .collect();
+        users.sort_unstable();
+        users
+    }
+}
+
+/// The connections, users and rooms of one namespace.
 #[derive(Default)]
 pub(crate) struct Registry {
     pub(crate) conns: DashMap<ConnectionId, Arc<Conn>>,
-    pub(crate) users: DashMap<Arc<str>, UserEntry>,
+    pub(crate) users: DashMap<Arc<str>, Vec<Arc<Conn>>>,
     pub(crate) rooms: DashMap<Arc<str>, HashMap<ConnectionId, Arc<Conn>>>,
-    /// Connections live or reserved, checked against `max_connections`.
-    slots: AtomicUsize,
 }
 
 /// Outcome of a room join.
@@ -50,79 +141,28 @@ pub(crate) enum Join {
 }
 
 impl Registry {
-    /// Reserves a slot for a handshake that passed authentication. Undone by
-    /// [`release`](Self::release) unless the connection goes live.
-    pub(crate) fn reserve(
-        &self,
-        user: Option<&Arc<str>>,
-        max_total: usize,
-        max_per_user: usize,
-    ) -> Result<(), ReserveError> {
-        if self.slots.fetch_add(1, Ordering::AcqRel) >= max_total {
-            self.slots.fetch_sub(1, Ordering::AcqRel);
-            return Err(ReserveError::HubFull);
-        }
-        if let Some(user) = user {
-            let mut entry = self.users.entry(user.clone()).or_default();
-            if entry.conns.len() + entry.reserved >= max_per_user {
-                drop(entry);
-                self.release(Some(user));
-                return Err(ReserveError::UserFull);
-            }
-            entry.reserved += 1;
-        }
-        Ok(())
-    }
-
-    /// Gives back a reservation that did not become a live connection.
-    pub(crate) fn release(&self, user: Option<&Arc<str>>) {
-        self.slots.fetch_sub(1, Ordering::AcqRel);
-        if let Some(user) = user {
-            if let Entry::Occupied(mut e) = self.users.entry(user.clone()) {
-                let entry = e.get_mut();
-                entry.reserved = entry.reserved.saturating_sub(1);
-                if entry.reserved == 0 && entry.conns.is_empty() {
-                    e.remove();
-                }
-            }
-        }
-    }
-
-    /// Makes an upgraded connection reachable by id and by user, turning its user's
-    /// reservation into a live connection. Returns `true` when this is the user's first live
-    /// connection (the user came online).
-    pub(crate) fn insert(&self, conn: &Arc<Conn>) -> bool {
+    /// Makes a connection reachable by id and by user.
+    pub(crate) fn insert(&self, conn: &Arc<Conn>) {
         self.conns.insert(conn.id, conn.clone());
-        let Some(user) = conn.identity.user_key() else {
-            return false;
-        };
-        let mut entry = self.users.entry(user.clone()).or_default();
-        entry.reserved = entry.reserved.saturating_sub(1);
-        entry.conns.push(conn.clone());
-        entry.conns.len() == 1
+        if let Some(user) = conn.identity.user_key() {
+            self.users.entry(user.clone()).or_default().push(conn.clone());
+        }
     }
 
-    /// Removes a connection from everything. Returns `true` when it was its user's last
-    /// live connection (the user went offline).
-    pub(crate) fn remove(&self, conn: &Arc<Conn>) -> bool {
+    /// Removes a connection from its rooms, its user and the namespace.
+    pub(crate) fn remove(&self, conn: &Arc<Conn>) {
         for room in conn.take_rooms() {
             self.remove_from_room(&room, conn.id);
         }
         self.conns.remove(&conn.id);
-        let mut went_offline = false;
         if let Some(user) = conn.identity.user_key() {
             if let Entry::Occupied(mut e) = self.users.entry(user.clone()) {
-                let entry = e.get_mut();
-                let before = entry.conns.len();
-                entry.conns.retain(|c| c.id != conn.id);
-                went_offline = before > 0 && entry.conns.is_empty();
-                if entry.conns.is_empty() && entry.reserved == 0 {
+                e.get_mut().retain(|c| c.id != conn.id);
+                if e.get().is_empty() {
                     e.remove();
                 }
             }
         }
-        self.slots.fetch_sub(1, Ordering::AcqRel);
-        went_offline
     }
 
     pub(crate) fn join(&self, conn: &Arc<Conn>, room: &str, max_rooms: usize) -> Join {
@@ -152,17 +192,5 @@ impl Registry {
                 self.rooms.remove_if(room, |_, m| m.is_empty());
             }
         }
-    }
-
-    /// Users with at least one live connection, sorted.
-    pub(crate) fn online_users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self
-            .users
-            .iter()
-            .filter(|e| !e.conns.is_empty())
-            .map(|e| e.key().to_string())
-            .collect();
-        users.sort_unstable();
-        users
     }
 }

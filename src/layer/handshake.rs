@@ -25,8 +25,9 @@ use super::future::ResponseBody;
 use crate::{
     auth::{extract_token, AuthRequest, SUBPROTOCOL},
     connection::{self, Conn},
-    hub::{registry::ReserveError, Hub, Rejection},
+    hub::{registry::ReserveError, Hub, NsInner, Rejection},
 };
+use std::sync::Arc;
 
 /// A refused handshake: a status, a short body, and the counter it bumps.
 struct Refusal {
@@ -164,6 +165,7 @@ fn check_request<B>(hub: &Hub, req: &Request<B>) -> Result<(), Refusal> {
 /// Answers a handshake request: a rejection, or a 101 with the connection task spawned.
 pub(super) fn handshake<ReqBody, ResBody>(
     hub: Hub,
+    ns: Arc<NsInner>,
     mut req: Request<ReqBody>,
 ) -> BoxFuture<'static, Response<ResponseBody<ResBody>>>
 where
@@ -195,11 +197,14 @@ where
             }
         };
         let cfg = &hub.inner.config;
-        if let Err(e) =
-            hub.inner
-                .registry
-                .reserve(identity.user_key(), cfg.max_connections, cfg.max_connections_per_user)
-        {
+        if let Some(user) = identity.user_key() {
+            if !hub.check_connect_rate(user) {
+                let body = "too many new connections for this user; retry later";
+                return Refusal::new(StatusCode::TOO_MANY_REQUESTS, body, Rejection::Limit).into_response(&hub);
+            }
+        }
+        let (max_total, max_per_user) = (cfg.max_connections, cfg.max_connections_per_user);
+        if let Err(e) = hub.inner.slots.reserve(identity.user_key(), max_total, max_per_user) {
             let (status, body) = match e {
                 ReserveError::HubFull => (StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
                 ReserveError::UserFull => (StatusCode::TOO_MANY_REQUESTS, "too many connections for this user"),
@@ -236,7 +241,7 @@ where
                 Ok(upgraded) => upgraded,
                 Err(e) => {
                     tracing::debug!(conn = %id, error = %e, "upgrade failed after 101");
-                    hub_task.inner.registry.release(identity.user_key());
+                    hub_task.inner.slots.release(identity.user_key());
                     return;
                 }
             };
@@ -249,7 +254,7 @@ where
             let (conn, rx) = Conn::new(id, identity, hub_task.inner.config.outbound_queue);
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
-            tracing::Instrument::instrument(connection::run(hub_task, conn, rx, ws), span).await;
+            tracing::Instrument::instrument(connection::run(hub_task, ns, conn, rx, ws), span).await;
         });
         res
     })

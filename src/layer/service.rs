@@ -12,7 +12,7 @@ use super::{
     future::{ResponseBody, ResponseFuture},
     handshake,
 };
-use crate::Hub;
+use crate::{hub::NsInner, Hub};
 
 /// Serves the hub's endpoint; every other request goes to `S` untouched (not boxed), and
 /// `poll_ready` is the inner service's.
@@ -26,6 +26,24 @@ pub struct RealtimeService<S> {
 impl<S> RealtimeService<S> {
     pub(crate) fn new(inner: S, hub: Hub, path: Arc<str>) -> Self {
         Self { inner, hub, path }
+    }
+
+    /// The namespace a path is for: the layer's path itself is the default namespace, the
+    /// path followed by a namespace name (`/ws/chat`) is that namespace; anything else is not
+    /// ours.
+    fn namespace_of(&self, path: &str) -> Option<Arc<NsInner>> {
+        let rest = path.strip_prefix(&*self.path)?;
+        let namespaces = &self.hub.inner.namespaces;
+        if rest.is_empty() {
+            return Some(self.hub.inner.default_ns.clone());
+        }
+        if self.path.ends_with('/') {
+            namespaces.get(format!("/{rest}").as_str()).cloned()
+        } else if rest.starts_with('/') && rest != "/" {
+            namespaces.get(rest).cloned()
+        } else {
+            None
+        }
     }
 
     /// The inner service.
@@ -48,10 +66,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if req.uri().path() == &*self.path {
-            ResponseFuture::handshake(handshake::handshake(self.hub.clone(), req))
-        } else {
-            ResponseFuture::inner(self.inner.call(req))
+        match self.namespace_of(req.uri().path()) {
+            Some(ns) => ResponseFuture::handshake(handshake::handshake(self.hub.clone(), ns, req)),
+            None => ResponseFuture::inner(self.inner.call(req)),
         }
     }
 }

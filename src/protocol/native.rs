@@ -10,18 +10,37 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-/// One decoded client frame. The payload is parsed once, into [`Value`]; handlers
-/// deserialize their typed payload from that tree without parsing text again.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Inbound {
-    /// The event name.
-    pub event: String,
-    /// The payload (`null` when absent).
+/// One decoded client frame: an event, or the answer to an event the server sent with an id.
+///
+/// The frame is parsed once, into [`Value`]s; handlers deserialize their typed payload from
+/// that tree without parsing text again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// `{"event": …, "data": …, "id"?: …}`.
+    Event {
+        /// The event name.
+        event: String,
+        /// The payload (`null` when absent).
+        data: Value,
+        /// The ack id, when the client wants an answer.
+        id: Option<u64>,
+    },
+    /// `{"ack": …, "data": …}`: the client's answer to a server emit that carried an id.
+    Ack {
+        /// The id the server sent.
+        ack: u64,
+        /// The client's answer (`null` when absent).
+        data: Value,
+    },
+}
+
+#[derive(Deserialize)]
+struct Frame {
+    event: Option<String>,
     #[serde(default)]
-    pub data: Value,
-    /// The ack id, when the client wants an answer.
-    #[serde(default)]
-    pub id: Option<u64>,
+    data: Value,
+    id: Option<u64>,
+    ack: Option<u64>,
 }
 
 /// Why a client frame could not be decoded.
@@ -45,18 +64,37 @@ impl DecodeError {
 /// Nesting deeper than 128 levels is refused (serde_json's recursion limit), so a depth bomb
 /// is an error, never a stack overflow.
 pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
-    Ok(serde_json::from_str(text)?)
+    let frame: Frame = serde_json::from_str(text)?;
+    match (frame.event, frame.ack) {
+        (Some(event), _) => Ok(Inbound::Event {
+            event,
+            data: frame.data,
+            id: frame.id,
+        }),
+        (None, Some(ack)) => Ok(Inbound::Ack { ack, data: frame.data }),
+        (None, None) => Err(DecodeError(serde::de::Error::missing_field("event"))),
+    }
 }
 
 /// Encodes an event frame: `{"event":…,"data":…}`.
 pub fn encode_event<T: Serialize + ?Sized>(event: &str, data: &T) -> Result<Utf8Bytes, serde_json::Error> {
-    let mut buf = Vec::with_capacity(32 + event.len());
+    Ok(encode_event_raw(event, &serde_json::to_string(data)?, None))
+}
+
+/// Encodes an event frame around an already serialized payload, with an ack id when the server
+/// wants the client's answer: `{"event":…,"data":…,"id":…}`.
+pub fn encode_event_raw(event: &str, data_json: &str, id: Option<u64>) -> Utf8Bytes {
+    let mut buf = Vec::with_capacity(32 + event.len() + data_json.len());
     buf.extend_from_slice(b"{\"event\":");
-    serde_json::to_writer(&mut buf, event)?;
+    // Serializing a `&str` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut buf, event);
     buf.extend_from_slice(b",\"data\":");
-    serde_json::to_writer(&mut buf, data)?;
+    buf.extend_from_slice(data_json.as_bytes());
+    if let Some(id) = id {
+        let _ = write!(buf, ",\"id\":{id}");
+    }
     buf.push(b'}');
-    Ok(into_utf8(buf))
+    into_utf8(buf)
 }
 
 /// Encodes an ack frame: `{"ack":id,"data":…}`.
@@ -97,16 +135,35 @@ mod tests {
     #[test]
     fn decodes_event_with_id() {
         let f = decode(r#"{"event":"joinRoom","data":"general","id":7}"#).unwrap();
-        assert_eq!(f.event, "joinRoom");
-        assert_eq!(f.data, json!("general"));
-        assert_eq!(f.id, Some(7));
+        assert_eq!(
+            f,
+            Inbound::Event {
+                event: "joinRoom".into(),
+                data: json!("general"),
+                id: Some(7)
+            }
+        );
     }
 
     #[test]
     fn data_and_id_are_optional() {
         let f = decode(r#"{"event":"ping"}"#).unwrap();
-        assert_eq!(f.data, Value::Null);
-        assert_eq!(f.id, None);
+        assert_eq!(
+            f,
+            Inbound::Event {
+                event: "ping".into(),
+                data: Value::Null,
+                id: None
+            }
+        );
+        let f = decode(r#"{"ack":4,"data":[1]}"#).unwrap();
+        assert_eq!(
+            f,
+            Inbound::Ack {
+                ack: 4,
+                data: json!([1])
+            }
+        );
     }
 
     #[test]
@@ -135,6 +192,10 @@ mod tests {
             r#"{"event":"m","data":{"a":1}}"#
         );
         assert_eq!(encode_event("q\"", &1).unwrap().as_str(), r#"{"event":"q\"","data":1}"#);
+        assert_eq!(
+            encode_event_raw("m", "[1]", Some(9)).as_str(),
+            r#"{"event":"m","data":[1],"id":9}"#
+        );
         assert_eq!(encode_ack(3, &Value::Null).as_str(), r#"{"ack":3,"data":null}"#);
         assert_eq!(
             encode_error(Some(2), &json!({"status":"error"})).as_str(),

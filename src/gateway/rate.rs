@@ -1,0 +1,132 @@
+//! Per-connection rate limits on events (token buckets from `governor`).
+
+use std::{num::NonZeroU32, sync::Arc};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// A rate: so many events per second on average, with bursts up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    per_second: NonZeroU32,
+    burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// `n` events per second (at least 1), with a burst of `n`.
+    pub fn per_second(n: u32) -> Self {
+        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        Self {
+            per_second: n,
+            burst: n,
+        }
+    }
+
+    /// Allows bursts of up to `burst` events (at least 1).
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        self
+    }
+
+    pub(crate) fn quota(&self) -> Quota {
+        Quota::per_second(self.per_second).allow_burst(self.burst)
+    }
+
+    pub(crate) fn limiter(&self) -> DefaultDirectRateLimiter {
+        RateLimiter::direct(self.quota())
+    }
+}
+
+/// One connection's buckets, owned by its task (no lock).
+#[derive(Default)]
+pub(crate) struct RateState {
+    /// The namespace-wide bucket, when the namespace has a limit.
+    all: Option<DefaultDirectRateLimiter>,
+    /// Buckets of events with their own limit, created on first use.
+    events: Vec<(Arc<str>, DefaultDirectRateLimiter)>,
+    /// Events refused in a row.
+    strikes: u32,
+}
+
+/// The verdict on one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allowed,
+    Limited,
+    /// Limited, and the connection has been refused `threshold` events in a row.
+    Flooding,
+}
+
+impl RateState {
+    pub(crate) fn new(all: Option<RateLimit>) -> Self {
+        Self {
+            all: all.map(|r| r.limiter()),
+            ..Self::default()
+        }
+    }
+
+    /// Takes a token for `event` (from its own bucket if it has a limit, and from the
+    /// namespace-wide one).
+    pub(crate) fn check(&mut self, event: &Arc<str>, own: Option<RateLimit>, flood_threshold: u32) -> Verdict {
+        let mut allowed = true;
+        if let Some(limit) = own {
+            let idx = match self.events.iter().position(|(e, _)| e == event) {
+                Some(i) => i,
+                None => {
+                    self.events.push((event.clone(), limit.limiter()));
+                    self.events.len() - 1
+                }
+            };
+            allowed &= self.events[idx].1.check().is_ok();
+        }
+        if allowed {
+            if let Some(all) = &self.all {
+                allowed &= all.check().is_ok();
+            }
+        }
+        if allowed {
+            self.strikes = 0;
+            return Verdict::Allowed;
+        }
+        self.strikes = self.strikes.saturating_add(1);
+        if flood_threshold > 0 && self.strikes >= flood_threshold {
+            Verdict::Flooding
+        } else {
+            Verdict::Limited
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_limits_then_floods() {
+        let mut state = RateState::new(Some(RateLimit::per_second(1).burst(3)));
+        let ev: Arc<str> = Arc::from("e");
+        let verdicts: Vec<_> = (0..6).map(|_| state.check(&ev, None, 3)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Allowed,
+                Verdict::Allowed,
+                Verdict::Allowed,
+                Verdict::Limited,
+                Verdict::Limited,
+                Verdict::Flooding
+            ]
+        );
+    }
+
+    #[test]
+    fn an_event_limit_is_separate() {
+        let mut state = RateState::new(None);
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        let one = Some(RateLimit::per_second(1));
+        assert_eq!(state.check(&a, one, 0), Verdict::Allowed);
+        assert_eq!(state.check(&a, one, 0), Verdict::Limited);
+        assert_eq!(state.check(&b, one, 0), Verdict::Allowed);
+        assert_eq!(state.check(&b, None, 0), Verdict::Allowed);
+    }
+}

@@ -1,0 +1,178 @@
+//! [`Socket`]: one connection in one namespace, as handlers and hooks see it.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::ErrorEvent;
+use crate::{
+    auth::Identity,
+    connection::Conn,
+    hub::{ConnectionId, Emit, Hub, NsInner, Target},
+    protocol::{close_code, native},
+};
+
+/// The calling connection, as a handler or hook sees it. Cheap to clone.
+#[derive(Clone)]
+pub struct Socket {
+    hub: Hub,
+    ns: Arc<NsInner>,
+    conn: Arc<Conn>,
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.conn.id)
+            .field("namespace", &self.ns.name)
+            .field("user_id", &self.conn.identity.user_id())
+            .finish()
+    }
+}
+
+/// Why [`Socket::emit_with_ack`] got no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// No answer came within the timeout.
+    #[error("no ack within the timeout")]
+    Timeout,
+    /// The connection ended (or its queue was full) before the answer came.
+    #[error("the connection ended before it answered")]
+    Disconnected,
+    /// The payload could not be serialized.
+    #[error("payload could not be serialized: {0}")]
+    Serialize(serde_json::Error),
+    /// The answer did not deserialize into the expected type.
+    #[error("ack did not deserialize: {0}")]
+    Deserialize(serde_json::Error),
+}
+
+impl Socket {
+    pub(crate) fn new(hub: Hub, ns: Arc<NsInner>, conn: Arc<Conn>) -> Self {
+        Self { hub, ns, conn }
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    pub(crate) fn ns(&self) -> &Arc<NsInner> {
+        &self.ns
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.conn.id
+    }
+
+    /// The namespace this connection is in (`"/"` for the default one).
+    pub fn namespace(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// Who is connected.
+    pub fn identity(&self) -> &Identity {
+        &self.conn.identity
+    }
+
+    /// The authenticated user id (`None` for an anonymous connection).
+    pub fn user_id(&self) -> Option<&str> {
+        self.conn.identity.user_id()
+    }
+
+    /// The hub this connection belongs to.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Joins a room of this namespace. `Ok(false)` when already in it; an error when the room
+    /// name is empty or too long, or the connection is in too many rooms.
+    pub fn join(&self, room: &str) -> Result<bool, ErrorEvent> {
+        self.ns.join(&self.hub, &self.conn, room)
+    }
+
+    /// Leaves a room; `false` when the connection was not in it.
+    pub fn leave(&self, room: &str) -> bool {
+        self.ns.registry.leave(&self.conn, room)
+    }
+
+    /// The rooms this connection is in.
+    pub fn rooms(&self) -> Vec<String> {
+        self.conn.rooms()
+    }
+
+    /// Whether this connection is in `room`.
+    pub fn in_room(&self, room: &str) -> bool {
+        self.conn.in_room(room)
+    }
+
+    /// Sends an event to this connection only. Returns whether it was queued.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> bool {
+        self.emit_to_self().emit(event, data) == 1
+    }
+
+    fn emit_to_self(&self) -> Emit<'_> {
+        Emit::new(&self.hub, &self.ns, Target::Connection(self.conn.id))
+    }
+
+    /// Emits to this connection and waits for its answer (Socket.IO's `emitWithAck`): the
+    /// frame carries an `id`, and the client answers `{"ack": id, "data": …}`.
+    ///
+    /// ```no_run
+    /// # async fn f(socket: tower_realtime::Socket) -> Result<(), tower_realtime::AckError> {
+    /// use std::time::Duration;
+    /// let accepted: bool = socket.emit_with_ack("confirm", &"delete?", Duration::from_secs(5)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn emit_with_ack<T, R>(&self, event: &str, data: &T, timeout: Duration) -> Result<R, AckError>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let json = serde_json::to_string(data).map_err(AckError::Serialize)?;
+        let (id, answer) = self.conn.register_ack();
+        let frame = Message::Text(native::encode_event_raw(event, &json, Some(id)));
+        if !self.conn.send(&self.hub, frame) {
+            self.conn.forget_ack(id);
+            return Err(AckError::Disconnected);
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(value)) => serde_json::from_value(value).map_err(AckError::Deserialize),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => {
+                self.conn.forget_ack(id);
+                Err(AckError::Timeout)
+            }
+        }
+    }
+
+    /// Emits to a room of this namespace, except this connection.
+    pub fn to<'a>(&'a self, room: &'a str) -> Emit<'a> {
+        Emit::new(&self.hub, &self.ns, Target::Room(room)).except(self.conn.id)
+    }
+
+    /// Emits to every connection of this namespace, except this one.
+    pub fn broadcast(&self) -> Emit<'_> {
+        Emit::new(&self.hub, &self.ns, Target::All).except(self.conn.id)
+    }
+
+    /// Closes this connection (close code `4000`).
+    pub fn disconnect(&self) {
+        self.conn
+            .request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
+    }
+
+    pub(crate) fn send_frame(&self, msg: Message) -> bool {
+        self.conn.send(&self.hub, msg)
+    }
+
+    /// Sends an `error` event to this connection, answering `ack` when given.
+    pub(crate) fn send_error(&self, ack: Option<u64>, error: ErrorEvent) {
+        if let Some(detail) = error.detail() {
+            tracing::error!(conn = %self.conn.id, %detail, "internal error answered with an error event");
+        }
+        self.send_frame(Message::Text(native::encode_error(ack, &error.to_value())));
+    }
+}
