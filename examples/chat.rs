@@ -19,7 +19,8 @@ use axum::{
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_realtime::{Data, ErrorEvent, Hub, JwtAuth, Presence, Socket};
+use tower_realtime::{Data, ErrorEvent, Hub, JwtAuth, Presence, Socket, Valid};
+use validator::Validate;
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
 
@@ -29,9 +30,11 @@ struct AppState {
     secret: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Validate)]
 struct ChatMessage {
+    #[validate(length(min = 1, max = 1000))]
     text: String,
+    #[validate(length(min = 1))]
     room: String,
 }
 
@@ -63,7 +66,9 @@ fn build_hub(secret: &str, max_per_user: Option<usize>) -> Hub {
         .auth(JwtAuth::hs256(secret))
         .configure(|c| {
             if let Some(max) = max_per_user {
+                // Load tests open many connections as one user: lift the per-user caps.
                 c.max_connections_per_user = max;
+                c.connect_rate_per_user = None;
             }
         })
         .on_connect(|socket: Socket| async move {
@@ -90,14 +95,7 @@ fn build_hub(secret: &str, max_per_user: Option<usize>) -> Hub {
             }
             json!({ "event": "leftRoom", "room": room })
         })
-        .on("message", |socket: Socket, Data(msg): Data<ChatMessage>| async move {
-            let len = msg.text.chars().count();
-            if !(1..=1000).contains(&len) {
-                return Err(ErrorEvent::new("text must be 1 to 1000 characters").with_field("field", "text"));
-            }
-            if msg.room.is_empty() {
-                return Err(ErrorEvent::new("room must not be empty").with_field("field", "room"));
-            }
+        .on("message", |socket: Socket, Valid(msg): Valid<ChatMessage>| async move {
             if !socket.in_room(&msg.room) {
                 return Err(ErrorEvent::new(format!("not a member of room {}", msg.room)));
             }

@@ -150,6 +150,10 @@ async fn bad_requests_get_error_events_with_their_id() {
     ] {
         let e = alice.call("message", data).await;
         assert_eq!(e["event"], "error", "{what}: {e}");
+        if what != "wrong shape" && what != "room not joined" {
+            let field = if what == "empty room" { "room" } else { "text" };
+            assert_eq!(e["data"]["errors"][0]["field"], field, "{what}: {e}");
+        }
         assert_eq!(e["data"]["status"], "error", "{what}");
         assert!(e["data"]["message"].is_string(), "{what}");
     }

@@ -82,6 +82,7 @@ pub(crate) struct HubInner {
     state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     next_id: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
+    shutdown_notify: tokio::sync::Notify,
 }
 
 impl fmt::Debug for Hub {
@@ -274,6 +275,17 @@ impl Hub {
         self.inner.counters.snapshot()
     }
 
+    /// Completes once [`shutdown`](Self::shutdown) has begun.
+    pub(crate) async fn shut_down(&self) {
+        loop {
+            let notified = self.inner.shutdown_notify.notified();
+            if self.is_shutting_down() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Whether [`shutdown`](Self::shutdown) has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutting_down.load(Ordering::Acquire)
@@ -291,6 +303,7 @@ impl Hub {
     /// Returns the number of connections still open when it returned.
     pub async fn shutdown(&self) -> usize {
         self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.shutdown_notify.notify_waiters();
         let cfg = &self.inner.config;
         let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
         let conns: Vec<_> = (self.inner.namespaces.values())
@@ -518,6 +531,7 @@ impl HubBuilder {
                 state: self.state,
                 next_id: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
+                shutdown_notify: tokio::sync::Notify::new(),
             }),
         }
     }

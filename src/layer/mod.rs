@@ -3,6 +3,7 @@
 
 pub mod future;
 mod handshake;
+mod serve;
 mod service;
 
 pub use future::{ResponseBody, ResponseFuture};

@@ -109,6 +109,14 @@ pub async fn handshake_status(req: http::Request<()>) -> (u16, Option<String>) {
 }
 
 impl Client {
+    pub fn new(ws: Ws) -> Self {
+        Client {
+            ws,
+            next_id: 0,
+            stash: Default::default(),
+        }
+    }
+
     pub async fn send_raw(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.unwrap();
     }
