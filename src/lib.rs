@@ -70,7 +70,7 @@ pub use config::{Config, SlowConsumerPolicy};
 pub use gateway::Valid;
 pub use gateway::{
     AckError, ConnectGuard, Data, DisconnectReason, ErrorEvent, EventContext, FromEvent, Guard, GuardContext, Handler,
-    IntoErrorEvent, IntoReply, Json, Presence, RateLimit, Socket, State,
+    IntoErrorEvent, IntoReply, Json, Presence, RateLimit, RawMessage, Socket, State,
 };
 pub use hub::{ConnectionId, CounterSnapshot, Emit, Hub, HubBuilder, Namespace, NamespaceBuilder};
 pub use layer::{RealtimeLayer, RealtimeService};

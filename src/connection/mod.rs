@@ -28,7 +28,7 @@ use tokio_tungstenite::{
 use crate::{
     auth::Identity,
     config::SlowConsumerPolicy,
-    gateway::{DisconnectReason, ErrorEvent, RateState, Refused, Socket},
+    gateway::{DisconnectReason, ErrorEvent, RateState, RawMessage, Refused, Socket},
     hub::{registry::Join, ConnectionId, Hub, NsInner},
     protocol::{
         close_code,
@@ -221,6 +221,11 @@ pub(crate) async fn run<S>(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut inflight: Option<futures_util::future::BoxFuture<'static, ()>> = None;
     let mut rate = RateState::new(ns.gateway.rate);
+    // A message taken from the queue but not yet accepted by the sink: a write cancelled by a
+    // close keeps it here, so the drain before a `1001` or `4000` still delivers it.
+    let mut unsent: Option<Message> = None;
+    // A write that makes no progress for this long means the peer reads nothing at all.
+    let stall_limit = cfg.ping_interval + cfg.ping_timeout;
 
     let end = loop {
         tokio::select! {
@@ -228,22 +233,31 @@ pub(crate) async fn run<S>(
             _ = conn.close_notify.notified() => {
                 let (code, reason) = conn.close.lock().unwrap_or((close_code::NORMAL, ""));
                 if code == close_code::GOING_AWAY || code == close_code::DISCONNECTED_BY_SERVER {
-                    // Deliver what is already queued before saying goodbye.
-                    let _ = tokio::time::timeout(CLOSE_GRACE, drain(&mut sink, &mut rx, &hub)).await;
+                    // Deliver what is already queued before saying goodbye; a shutdown allows
+                    // its whole deadline for it.
+                    let grace = if code == close_code::GOING_AWAY { cfg.shutdown_timeout } else { CLOSE_GRACE };
+                    let _ = tokio::time::timeout(grace, drain(&mut sink, &mut unsent, &mut rx, &hub)).await;
                 }
                 break End::Close(code, reason.to_owned());
             }
             Some(first) = rx.recv() => {
+                // `unsent` is empty here: a batch is only cut short on the way to closing.
+                unsent = Some(first);
                 let written = tokio::select! {
-                    r = write_batch(&mut sink, first, &mut rx, &hub) => r,
+                    r = write_batch(&mut sink, &mut unsent, &mut rx, &hub) => r.map(|()| true),
                     _ = conn.close_notify.notified() => {
                         // Re-arm for the branch above.
                         conn.close_notify.notify_one();
-                        Ok(())
+                        Ok(true)
                     }
+                    // While a write is blocked nothing is read and no ping goes out: a peer
+                    // that accepts nothing for the whole ping window is dead all the same.
+                    _ = tokio::time::sleep(stall_limit) => Ok(false),
                 };
-                if let Err(e) = written {
-                    break End::Gone(DisconnectReason::TransportError(e.to_string()));
+                match written {
+                    Ok(true) => {}
+                    Ok(false) => break End::Close(close_code::PING_TIMEOUT, "ping timeout".to_owned()),
+                    Err(e) => break End::Gone(DisconnectReason::TransportError(e.to_string())),
                 }
             }
             _ = async { inflight.as_mut().expect("guarded by the branch condition").await }, if inflight.is_some() => {
@@ -253,6 +267,10 @@ pub(crate) async fn run<S>(
                 last_seen = Instant::now();
                 pinged = false;
                 match frame {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) if ns.gateway.raw.is_some() => {
+                        hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+                        inflight = ns.gateway.raw.as_ref().map(|raw| raw(socket.clone(), RawMessage(msg)));
+                    }
                     Some(Ok(Message::Text(text))) => {
                         hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
                         inflight = dispatch(&socket, text, &mut rate);
@@ -283,9 +301,11 @@ pub(crate) async fn run<S>(
                 }
                 if last_seen.elapsed() >= cfg.ping_interval && !pinged {
                     pinged = true;
-                    let sent = tokio::time::timeout(cfg.ping_timeout, sink.send(Message::Ping(Default::default()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        break End::Gone(DisconnectReason::TransportError("ping could not be written".to_owned()));
+                    match tokio::time::timeout(cfg.ping_timeout, sink.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => break End::Gone(DisconnectReason::TransportError(e.to_string())),
+                        // The peer accepts nothing, not even a ping.
+                        Err(_) => break End::Close(close_code::PING_TIMEOUT, "ping timeout".to_owned()),
                     }
                 }
             }
@@ -345,10 +365,15 @@ fn classify(e: WsError) -> End {
     }
 }
 
-/// Writes `first` and whatever else is queued (up to `write_batch`), then flushes once.
+/// Writes `unsent` (when set) and whatever else is queued, up to `write_batch` messages, then
+/// flushes once.
+///
+/// Cancel-safe: a message leaves `unsent` or the queue only once the sink is ready to take
+/// it, so a batch cut short by a close loses nothing: what the sink took is written by the
+/// next flush, and `unsent` goes first in the next batch.
 async fn write_batch<S>(
     sink: &mut S,
-    first: Message,
+    unsent: &mut Option<Message>,
     rx: &mut mpsc::Receiver<Message>,
     hub: &Hub,
 ) -> Result<(), WsError>
@@ -356,17 +381,20 @@ where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
     let max = hub.inner.config.write_batch.max(1);
-    let mut bytes = first.len();
-    sink.feed(first).await?;
-    let mut n = 1;
+    let mut bytes = 0;
+    let mut n = 0;
     while n < max {
-        match rx.try_recv() {
-            Ok(msg) => {
-                bytes += msg.len();
-                sink.feed(msg).await?;
-                n += 1;
+        if unsent.is_none() {
+            match rx.try_recv() {
+                Ok(msg) => *unsent = Some(msg),
+                Err(_) => break,
             }
-            Err(_) => break,
+        }
+        futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
+        if let Some(msg) = unsent.take() {
+            bytes += msg.len();
+            sink.start_send_unpin(msg)?;
+            n += 1;
         }
     }
     sink.flush().await?;
@@ -375,12 +403,17 @@ where
 }
 
 /// Writes everything queued, in batches.
-async fn drain<S>(sink: &mut S, rx: &mut mpsc::Receiver<Message>, hub: &Hub) -> Result<(), WsError>
+async fn drain<S>(
+    sink: &mut S,
+    unsent: &mut Option<Message>,
+    rx: &mut mpsc::Receiver<Message>,
+    hub: &Hub,
+) -> Result<(), WsError>
 where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
-    while let Ok(first) = rx.try_recv() {
-        write_batch(sink, first, rx, hub).await?;
+    while unsent.is_some() || !rx.is_empty() {
+        write_batch(sink, unsent, rx, hub).await?;
     }
     Ok(())
 }

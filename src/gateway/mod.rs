@@ -13,7 +13,7 @@ pub use error::{ErrorEvent, IntoErrorEvent};
 pub use guard::{ConnectGuard, Guard, GuardContext};
 pub use handler::{Data, EventContext, FromEvent, Handler, IntoReply, Json, State};
 pub use rate::RateLimit;
-pub use socket::{AckError, Socket};
+pub use socket::{AckError, RawMessage, Socket};
 #[cfg(feature = "validate")]
 pub use valid::Valid;
 
@@ -75,6 +75,7 @@ impl<E: fmt::Display> IntoConnectResult for Result<(), E> {
     }
 }
 
+pub(crate) type RawHandler = Arc<dyn Fn(Socket, RawMessage) -> BoxFuture<'static, ()> + Send + Sync>;
 type ConnectHook = Arc<dyn Fn(Socket) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 type DisconnectHook = Arc<dyn Fn(Socket, DisconnectReason) -> BoxFuture<'static, ()> + Send + Sync>;
 pub(crate) type PresenceHook = Arc<dyn Fn(Hub, Presence) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -93,6 +94,8 @@ pub(crate) struct Gateway {
     routes: HashMap<Arc<str>, Route>,
     guards: Vec<Arc<dyn Guard>>,
     connect_guards: Vec<Arc<dyn ConnectGuard>>,
+    /// Takes every text and binary frame instead of the JSON protocol, when set.
+    pub(crate) raw: Option<RawHandler>,
     pub(crate) rate: Option<RateLimit>,
     on_connect: Option<ConnectHook>,
     on_disconnect: Option<DisconnectHook>,

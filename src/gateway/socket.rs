@@ -31,6 +31,46 @@ impl fmt::Debug for Socket {
     }
 }
 
+/// One WebSocket data message, text or binary, for apps that want frames rather than events
+/// (see [`NamespaceBuilder::on_raw`](crate::NamespaceBuilder::on_raw)). Cloning it shares the
+/// payload; sending it back does not copy it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage(pub(crate) Message);
+
+impl RawMessage {
+    /// A text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self(Message::text(text.into()))
+    }
+
+    /// A binary message.
+    pub fn binary(data: impl Into<bytes::Bytes>) -> Self {
+        Self(Message::binary(data.into()))
+    }
+
+    /// The text, for a text message.
+    pub fn as_text(&self) -> Option<&str> {
+        match &self.0 {
+            Message::Text(t) => Some(t.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a binary message.
+    pub fn is_binary(&self) -> bool {
+        matches!(self.0, Message::Binary(_))
+    }
+
+    /// The payload's bytes (UTF-8 for a text message).
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Message::Text(t) => t.as_bytes(),
+            Message::Binary(b) => b,
+            _ => &[],
+        }
+    }
+}
+
 /// Why [`Socket::emit_with_ack`] got no answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -162,6 +202,12 @@ impl Socket {
     pub fn disconnect(&self) {
         self.conn
             .request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
+    }
+
+    /// Sends a raw text or binary message to this connection, outside the JSON protocol.
+    /// Returns whether it was queued.
+    pub fn send_raw(&self, msg: RawMessage) -> bool {
+        self.send_frame(msg.0)
     }
 
     pub(crate) fn send_frame(&self, msg: Message) -> bool {

@@ -32,7 +32,8 @@ use crate::{
     auth::Authenticator,
     config::Config,
     gateway::{
-        ConnectGuard, DisconnectReason, Guard, Handler, IntoConnectResult, Presence, PresenceHook, RateLimit, Socket,
+        ConnectGuard, DisconnectReason, Guard, Handler, IntoConnectResult, Presence, PresenceHook, RateLimit,
+        RawMessage, Socket,
     },
     layer::{OriginPolicy, RealtimeLayer},
     protocol::close_code,
@@ -398,6 +399,16 @@ impl HubBuilder {
     /// A group of handlers sharing guards. See [`NamespaceBuilder::group`].
     pub fn group(mut self, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
         self.default = self.default.group(f);
+        self
+    }
+
+    /// Takes every message of the default namespace raw. See [`NamespaceBuilder::on_raw`].
+    pub fn on_raw<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Socket, RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.default = self.default.on_raw(handler);
         self
     }
 

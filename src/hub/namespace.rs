@@ -12,7 +12,8 @@ use super::{registry::Registry, ConnectionId, Emit, Hub, Target};
 use crate::{
     connection::Conn,
     gateway::{
-        ConnectGuard, DisconnectReason, ErrorEvent, Gateway, Guard, Handler, IntoConnectResult, RateLimit, Socket,
+        ConnectGuard, DisconnectReason, ErrorEvent, Gateway, Guard, Handler, IntoConnectResult, RateLimit, RawMessage,
+        Socket,
     },
     hub::registry::Join,
 };
@@ -188,6 +189,31 @@ impl NamespaceBuilder {
     /// function of [extractors](crate::FromEvent); its return value becomes the ack.
     pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
         self.gateway.add_handler(event, handler, Vec::new());
+        self
+    }
+
+    /// Takes every text and binary message of this namespace's connections as it is, instead
+    /// of the JSON protocol: for apps that want frames rather than events. Messages of one
+    /// connection are handled one at a time, in order; reply with [`Socket::send_raw`].
+    ///
+    /// ```
+    /// use tower_realtime::{AllowAnonymous, Hub, RawMessage, Socket};
+    ///
+    /// // An echo server.
+    /// let hub = Hub::builder()
+    ///     .auth(AllowAnonymous::new())
+    ///     .on_raw(|socket: Socket, msg: RawMessage| async move {
+    ///         socket.send_raw(msg);
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn on_raw<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Socket, RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.gateway.raw = Some(Arc::new(move |s, m| Box::pin(handler(s, m))));
         self
     }
 
