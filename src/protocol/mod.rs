@@ -2,6 +2,8 @@
 //! code, is in `docs/protocol.md`.
 
 pub mod native;
+#[cfg(feature = "socketio")]
+pub mod socketio;
 
 /// The close codes the server sends, and what they mean.
 pub mod close_code {
