@@ -8,7 +8,9 @@
  * Wire protocol (text frames, one JSON object each):
  *   client → server   {"event": name, "data": any}            fire-and-forget
  *                     {"event": name, "data": any, "id": n}   wants an ack
+ *                     {"ack": n, "data": any}                 answer to server event n
  *   server → client   {"event": name, "data": any}            event
+ *                     {"event": name, "data": any, "id": n}   event that wants an answer
  *                     {"ack": n, "data": any}                 ack of request n
  *                     {"event": "error", "data": {...}, "ack": n}  request n failed
  *
@@ -28,6 +30,12 @@
  * 'reconnect' ({attempt}; opens after a drop, after rooms were rejoined), 'disconnect'
  * ({code, reason}; when an open connection ends), 'reconnecting' ({attempt, delay}).
  * Server events named like a lifecycle event would share its listeners.
+ *
+ * Acks from the server: when a server event carries an id (the server's emit_with_ack),
+ * its listeners get a second argument, ack(data), which answers {"ack": id, "data": data}.
+ * The first call answers (later ones, or a call after the connection that asked has closed,
+ * do nothing); with several listeners, the first to call it wins:
+ *   c.on('confirm', (question, ack) => ack(window.confirm(question)));
  *
  * Behaviour notes:
  * - No reconnect after close(), or after close codes 1008 / 4401 / 4403 (auth/policy).
@@ -97,16 +105,28 @@
 
   proto.once = function (event, fn) {
     var self = this;
-    function wrapper(arg) { self.off(event, wrapper); fn.call(self, arg); }
+    function wrapper(arg, ack) { self.off(event, wrapper); fn.call(self, arg, ack); }
     wrapper._orig = fn;
     return this.on(event, wrapper);
   };
 
-  proto._dispatch = function (event, arg) {
+  proto._dispatch = function (event, arg, ack) {
     var list = (this._listeners[event] || []).slice(); // copy: listeners may unsubscribe
     for (var i = 0; i < list.length; i++) {
-      try { list[i].call(this, arg); } catch (e) { console.error('realtime: listener for "' + event + '" threw', e); }
+      try { list[i].call(this, arg, ack); } catch (e) { console.error('realtime: listener for "' + event + '" threw', e); }
     }
+  };
+
+  // The ack(data) function handed to the listeners of a server event that carries an id: it
+  // answers once, on the socket the event came from.
+  proto._acker = function (id) {
+    var self = this, ws = this._ws, done = false;
+    return function ack(data) {
+      if (done) return;
+      done = true;
+      if (ws !== self._ws || ws.readyState !== OPEN) return; // that connection is gone
+      ws.send(JSON.stringify({ ack: id, data: data === undefined ? null : data }));
+    };
   };
 
   // ---- connection lifecycle ------------------------------------------------
@@ -247,7 +267,9 @@
       }
       // Late or unknown ack: only an event frame (e.g. an error) is still worth dispatching.
     }
-    if (typeof msg.event === 'string') this._dispatch(msg.event, msg.data);
+    if (typeof msg.event !== 'string') return;
+    if (msg.id != null && msg.ack == null) this._dispatch(msg.event, msg.data, this._acker(msg.id));
+    else this._dispatch(msg.event, msg.data);
   };
 
   // ---- outgoing frames -----------------------------------------------------
