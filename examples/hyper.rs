@@ -1,7 +1,7 @@
 //! tower-realtime on plain hyper 1 + hyper-util, without a framework.
 //!
 //! ```text
-//! cargo run --example hyper          # ws://127.0.0.1:3002/ws?token=anything, anonymous
+//! cargo run --example hyper          # ws://127.0.0.1:3002/ws, anonymous
 //! ```
 //!
 //! The app's own service answers every other path; the layer takes `/ws`.
@@ -13,6 +13,7 @@ use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, Request, Response};
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use serde_json::json;
+use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_realtime::{AllowAnonymous, Data, Hub, Socket};
 
@@ -24,21 +25,20 @@ async fn app(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible
     )))))
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
-    let hub = Hub::builder()
+/// The hub: anonymous connections and one `echo` handler.
+pub fn hub() -> Hub {
+    Hub::builder()
         .auth(AllowAnonymous::new())
         .on("echo", |socket: Socket, Data(text): Data<String>| async move {
             socket.emit("echo", &json!({ "text": text }));
             "echoed"
         })
-        .build();
+        .build()
+}
 
+/// Serves the app on `listener`, with the hub's layer on `/ws`.
+pub async fn serve(listener: TcpListener, hub: Hub) -> std::io::Result<()> {
     let service = ServiceBuilder::new().layer(hub.layer("/ws")).service_fn(app);
-
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3002);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on http://127.0.0.1:{port} (WebSocket at /ws)");
     loop {
         let (stream, _) = listener.accept().await?;
         let service = TowerToHyperService::new(service.clone());
@@ -53,4 +53,12 @@ async fn main() -> std::io::Result<()> {
             }
         });
     }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3002);
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("listening on http://127.0.0.1:{port} (WebSocket at /ws)");
+    serve(listener, hub()).await
 }
