@@ -1,0 +1,101 @@
+// The demo chat in a real browser: Debian's Chromium, driven by playwright-core.
+//
+//   node tests/browser/chat.spec.mjs http://127.0.0.1:3000
+//
+// Two users log in in two pages, join a room, chat, and one page closes: the other sees the
+// message and the online list change. A screenshot goes to ci-artifacts/chat.png. Exits
+// non-zero on any failure (a missing Chromium included).
+
+import { mkdir } from 'node:fs/promises';
+import { chromium } from 'playwright-core';
+
+const base = process.argv[2];
+if (!base) {
+  console.error('usage: node chat.spec.mjs <demo url>');
+  process.exit(2);
+}
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const screenshot = new URL('../../ci-artifacts/chat.png', import.meta.url);
+const WAIT = 10_000;
+
+// The whole run is bounded, whatever hangs.
+setTimeout(() => {
+  console.error('chat.spec: timed out after 90 s');
+  process.exit(1);
+}, 90_000).unref();
+
+const browser = await chromium.launch({
+  executablePath,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync',
+  ],
+});
+
+const pageErrors = [];
+
+async function open(user) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.on('pageerror', (e) => pageErrors.push(`${user}: ${e.message}`));
+  await page.goto(base);
+  await page.fill('#user', user);
+  await page.click('#login');
+  await page.locator('#status.connected').waitFor();
+  return { context, page };
+}
+
+async function onlineUsers(page) {
+  return page.locator('#online li').allTextContents();
+}
+
+async function expectOnline(page, users) {
+  const want = JSON.stringify(users);
+  await page.waitForFunction(
+    (w) => JSON.stringify(Array.from(document.querySelectorAll('#online li'), (li) => li.textContent)) === w,
+    want,
+    { timeout: WAIT },
+  ).catch(async () => {
+    throw new Error(`online list: want ${want}, have ${JSON.stringify(await onlineUsers(page))}`);
+  });
+}
+
+let failed = false;
+try {
+  const alice = await open('alice');
+  const bob = await open('bob');
+
+  for (const { page } of [alice, bob]) {
+    await page.fill('#room', 'general');
+    await page.click('#join');
+    await page.locator('#log .notice', { hasText: 'you joined #general' }).waitFor();
+  }
+  await expectOnline(alice.page, ['alice', 'bob']);
+  await expectOnline(bob.page, ['alice', 'bob']);
+
+  await alice.page.fill('#text', 'hello from the browser');
+  await alice.page.click('#send');
+  await bob.page.locator('#log .msg', { hasText: 'alice: hello from the browser' }).waitFor();
+  await alice.page.locator('#log .msg.mine', { hasText: 'alice: hello from the browser' }).waitFor();
+
+  await bob.page.fill('#text', 'hi alice');
+  await bob.page.click('#send');
+  await alice.page.locator('#log .msg', { hasText: 'bob: hi alice' }).waitFor();
+
+  await bob.context.close();
+  await expectOnline(alice.page, ['alice']);
+  await alice.page.locator('#log .notice', { hasText: 'bob is offline' }).waitFor();
+
+  await mkdir(new URL('.', screenshot), { recursive: true });
+  await alice.page.screenshot({ path: screenshot.pathname, fullPage: true });
+
+  if (pageErrors.length) throw new Error(`errors in the page:\n${pageErrors.join('\n')}`);
+  console.log(`chat.spec: ok (screenshot: ${screenshot.pathname})`);
+} catch (e) {
+  failed = true;
+  console.error('chat.spec: FAILED:', e && e.stack ? e.stack : e);
+} finally {
+  await browser.close().catch(() => {});
+}
+process.exit(failed ? 1 : 0);
