@@ -235,7 +235,7 @@ pub(crate) async fn run<S>(
                 if code == close_code::GOING_AWAY || code == close_code::DISCONNECTED_BY_SERVER {
                     // Deliver what is already queued before saying goodbye; a shutdown allows
                     // its whole deadline for it.
-                    let grace = if code == close_code::GOING_AWAY { cfg.shutdown_timeout } else { CLOSE_GRACE };
+                    let grace = if hub.is_shutting_down() { cfg.shutdown_timeout } else { CLOSE_GRACE };
                     let _ = tokio::time::timeout(grace, drain(&mut sink, &mut unsent, &mut rx, &hub)).await;
                 }
                 break End::Close(code, reason.to_owned());
