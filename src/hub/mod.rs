@@ -242,6 +242,25 @@ impl Hub {
         self.socket(id).map(|s| s.disconnect()).is_some()
     }
 
+    /// Registers a connection with no socket behind it, in the default namespace, for the user
+    /// `user`, and returns its id and the receiving end of its outbound queue (what its writer
+    /// would drain). Nothing removes it but dropping the hub. For the crate's benchmarks
+    /// (`benches/`), which measure emits without sockets; not part of the API.
+    #[doc(hidden)]
+    pub fn __bench_attach(
+        &self,
+        user: &str,
+    ) -> (
+        ConnectionId,
+        tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Message>,
+    ) {
+        let id = self.next_connection_id();
+        let identity = crate::auth::Identity::user(user, Default::default());
+        let (conn, rx) = crate::connection::Conn::new(id, identity, self.inner.config.outbound_queue);
+        self.inner.default_ns.registry.insert(&conn);
+        (id, rx)
+    }
+
     /// The number of open connections, in every namespace.
     pub fn connection_count(&self) -> usize {
         self.inner.namespaces.values().map(|ns| ns.registry.conns.len()).sum()
