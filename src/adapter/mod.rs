@@ -1,0 +1,74 @@
+//! The cluster layer (feature `redis`): several app instances, each with its own [`Hub`](crate::Hub),
+//! act as one through Redis.
+//!
+//! [`RedisAdapter`] carries [`Op`]s between nodes (emits, remote disconnects and room
+//! changes, queries and their replies) over Redis pub/sub, keeps the set of live nodes by
+//! heartbeat, and keeps presence (who is online anywhere) atomic with Lua scripts. It knows
+//! nothing of connections: the hub publishes what it does, acts on the [`Inbound`] messages of
+//! other nodes, answers their queries, and tells the adapter about each user's connections.
+//!
+//! - **Wire format**: `{"v":1,"node":"<origin node id>","op":{...}}`, versioned (see
+//!   [`WIRE_VERSION`], [`Op`]). A node never receives its own ops.
+//! - **Delivery**: at most once. [`RedisAdapter::publish`] never waits; an op is lost (and
+//!   counted) when Redis is unreachable or the queue is full.
+//! - **Liveness**: a node whose last heartbeat is older than
+//!   [`node_timeout`](RedisOptions::node_timeout) is dead: it leaves
+//!   [`live_nodes`](RedisAdapter::live_nodes) at once, and its users are reported offline
+//!   ([`Inbound::PresenceChanged`]) within one more heartbeat.
+//! - **Faults**: nothing panics; once connected, the adapter reconnects and subscribes again by
+//!   itself, and logs outages at most once per 10 s.
+//!
+//! `docs/cluster.md` describes the channels, keys, scripts and bounds in full.
+
+mod redis;
+mod scripts;
+mod wire;
+
+pub use self::redis::{Inbound, QueryReply, RedisAdapter, RedisAdapterError, RedisOptions};
+pub use wire::{Op, Query, Target, WIRE_VERSION};
+
+/// An answer gathered from the nodes of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterAnswer<T> {
+    /// What the nodes that answered said.
+    pub value: T,
+    /// Some node did not answer (in time, or at all): `value` is missing its part.
+    pub partial: bool,
+    /// The nodes whose part is missing, sorted.
+    pub missing_nodes: Vec<String>,
+}
+
+impl<T> ClusterAnswer<T> {
+    /// An answer every node took part in.
+    pub fn complete(value: T) -> Self {
+        Self {
+            value,
+            partial: false,
+            missing_nodes: Vec::new(),
+        }
+    }
+}
+
+/// Counters of a [`RedisAdapter`], since it connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct AdapterStats {
+    /// Ops written to Redis (queries and replies included).
+    pub published: u64,
+    /// Ops that did not reach Redis: it was unreachable, the publish queue was full, or the
+    /// write failed.
+    pub lost: u64,
+    /// Ops received from other nodes.
+    pub received: u64,
+    /// Messages for the hub dropped because the inbound queue was full.
+    pub dropped: u64,
+    /// Messages from other nodes that could not be read (another wire version, bad JSON,
+    /// unknown op).
+    pub malformed: u64,
+    /// Times the subscription was lost and made again.
+    pub reconnects: u64,
+    /// The last command to Redis succeeded.
+    pub link_up: bool,
+    /// The subscription is in place.
+    pub subscribed: bool,
+}
