@@ -54,7 +54,7 @@
 //! would measure that instead. Raise the demo's per-user cap accordingly
 //! (`MAX_CONNECTIONS_PER_USER`).
 //!
-//! Loopback only: this tool refuses any host but 127.0.0.1, ::1 and localhost.
+//! Loopback only: this tool refuses any host but 127.x.x.x, [::1] and localhost.
 
 use std::{
     fmt::Write as _,
@@ -184,19 +184,20 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    let host = a
-        .url
-        .split_once("://")
-        .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
-        .unwrap_or("");
-    let host_only = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    if !matches!(host_only, "127.0.0.1" | "localhost" | "[::1]") {
+    let Some(host) = loopback_authority(&a.url) else {
         return Err(format!(
-            "--url must be on loopback (127.0.0.1, [::1], localhost), not {host}"
+            "--url must be on loopback (127.x.x.x, [::1], localhost), not {}",
+            a.url
         ));
-    }
+    };
     if a.http.is_empty() {
         a.http = format!("http://{host}");
+    }
+    if loopback_authority(&a.http).is_none() {
+        return Err(format!(
+            "--http must be on loopback (127.x.x.x, [::1], localhost), not {}",
+            a.http
+        ));
     }
     if a.conns == 0 || a.inflight == 0 {
         return Err("--conns and --inflight must be at least 1".into());
@@ -211,6 +212,18 @@ fn parse_args() -> Result<Args, String> {
         a.room_size = a.conns;
     }
     Ok(a)
+}
+
+/// The `host[:port]` of a URL whose host is a loopback address; `None` for any other.
+fn loopback_authority(url: &str) -> Option<&str> {
+    let authority = url.split_once("://")?.1.split(['/', '?']).next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback =
+        host == "localhost" || host == "::1" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback());
+    loopback.then_some(authority)
 }
 
 // ---------------------------------------------------------------------------------------
