@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --example chat            # then open http://127.0.0.1:3000
 //! PORT=3001 JWT_SECRET=... cargo run --example chat
+//! cargo run --example chat --features metrics   # adds GET /metrics (Prometheus text format)
 //! ```
 //!
 //! The contract (routes, events, payloads) is in the README, section "The demo".
@@ -62,7 +63,11 @@ fn sender(socket: &Socket) -> &str {
 
 /// The chat gateway: the handlers of the reference's `ChatGateway`.
 fn build_hub(secret: &str, max_per_user: Option<usize>) -> Hub {
-    Hub::builder()
+    let builder = Hub::builder();
+    // With the `socketio` feature, the same gateway also answers Socket.IO clients at /socket.io/.
+    #[cfg(feature = "socketio")]
+    let builder = builder.socketio(tower_realtime::socketio::SocketIoConfig::default());
+    builder
         .auth(JwtAuth::hs256(secret))
         .configure(|c| {
             if let Some(max) = max_per_user {
@@ -146,6 +151,23 @@ pub fn app(secret: String, max_per_user: Option<usize>) -> (Router, Hub) {
         })
         .layer(hub.layer("/ws"));
     (router, hub)
+}
+
+/// Adds `GET /metrics`: the hub's metrics in Prometheus text format (feature `metrics`). It
+/// installs the process-wide `metrics` recorder, so it is called once.
+#[cfg(feature = "metrics")]
+pub fn with_metrics(app: Router) -> Router {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("a metrics recorder is already installed");
+    app.route(
+        "/metrics",
+        get(move || {
+            handle.run_upkeep();
+            let text = handle.render();
+            async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+        }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -241,6 +263,8 @@ async fn main() {
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
 
     let (app, hub) = app(secret, max_per_user);
+    #[cfg(feature = "metrics")]
+    let app = with_metrics(app);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = listen(addr).expect("could not listen");

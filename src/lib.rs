@@ -41,7 +41,27 @@
 //! | feature | what it does | default |
 //! |---|---|---|
 //! | `jwt` | [`JwtAuth`]: HS256/384/512, RS256 and ES256 tokens on the handshake | yes |
+//! | `metrics` | the hub's counters and handler latency through the `metrics` crate facade (below) | no |
 //! | `validate` | [`Valid<T>`](crate::Valid): payloads validated with the `validator` crate | yes |
+//! | `socketio` | Socket.IO v5 / Engine.IO v4 for the official clients ([`socketio`]) | no |
+//!
+//! # Metrics (feature `metrics`)
+//!
+//! Recorded through the [`metrics`](https://docs.rs/metrics) facade, to whatever recorder the
+//! app installs (a Prometheus exporter, say); without one they cost next to nothing. The
+//! counters (not the histogram) are also readable from [`Hub::counters`], feature or not.
+//!
+//! | name | kind | what it counts |
+//! |---|---|---|
+//! | `realtime_connections` | gauge | connections open now |
+//! | `realtime_connections_total` | counter | connections upgraded |
+//! | `realtime_messages_in_total` | counter | frames received from clients |
+//! | `realtime_messages_out_total` | counter | messages queued for clients, one per recipient |
+//! | `realtime_bytes_out_total` | counter | bytes of message payload written to sockets |
+//! | `realtime_dropped_total` | counter | messages dropped on a full connection queue |
+//! | `realtime_slow_consumer_closes_total` | counter | connections closed for a full queue |
+//! | `realtime_handshake_rejections_total` | counter | refused upgrades; label `cause`: `bad_request`, `origin`, `auth`, `limit`, `shutting_down` |
+//! | `realtime_handler_duration_seconds` | histogram | event handler run time; label `event` |
 //!
 //! # Where to read on
 //!
@@ -54,6 +74,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "redis")]
+pub mod adapter;
 pub mod auth;
 pub mod config;
 mod connection;
@@ -61,6 +83,8 @@ pub mod gateway;
 pub mod hub;
 pub mod layer;
 pub mod protocol;
+#[cfg(feature = "socketio")]
+pub mod socketio;
 
 #[cfg(feature = "jwt")]
 pub use auth::JwtAuth;
@@ -69,8 +93,8 @@ pub use config::{Config, SlowConsumerPolicy};
 #[cfg(feature = "validate")]
 pub use gateway::Valid;
 pub use gateway::{
-    AckError, ConnectGuard, Data, DisconnectReason, ErrorEvent, EventContext, FromEvent, Guard, GuardContext, Handler,
-    IntoErrorEvent, IntoReply, Json, Presence, RateLimit, RawMessage, Socket, State,
+    AckError, Args, Attachments, ConnectGuard, Data, DisconnectReason, ErrorEvent, EventContext, FromEvent, Guard,
+    GuardContext, Handler, IntoErrorEvent, IntoReply, Json, Presence, RateLimit, RawMessage, Reply, Socket, State,
 };
 pub use hub::{ConnectionId, CounterSnapshot, Emit, Hub, HubBuilder, Namespace, NamespaceBuilder};
 pub use layer::{RealtimeLayer, RealtimeService};

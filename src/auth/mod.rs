@@ -116,11 +116,29 @@ impl AuthError {
 pub struct AuthRequest<'a> {
     parts: &'a Parts,
     token: Option<&'a str>,
+    payload: Option<&'a Value>,
 }
 
 impl<'a> AuthRequest<'a> {
     pub(crate) fn new(parts: &'a Parts, token: Option<&'a str>) -> Self {
-        Self { parts, token }
+        Self {
+            parts,
+            token,
+            payload: None,
+        }
+    }
+
+    /// With the `auth` payload of a Socket.IO CONNECT.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
+    pub(crate) fn with_payload(mut self, payload: Option<&'a Value>) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// The `auth` payload a Socket.IO client sent with its CONNECT (`io(url, { auth })`);
+    /// `None` for the native protocol. Its `token` field, when a string, is [`token`](Self::token).
+    pub fn payload(&self) -> Option<&'a Value> {
+        self.payload
     }
 
     /// The token found in the request (see the [module docs](self) for where it is looked for).

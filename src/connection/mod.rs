@@ -2,13 +2,12 @@
 //! queue in batches (one flush per batch), pings, and enforces the limits and close codes.
 
 use std::{
-    collections::HashMap,
-    panic::AssertUnwindSafe,
+    collections::{HashMap, VecDeque},
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::{
@@ -28,7 +27,7 @@ use tokio_tungstenite::{
 use crate::{
     auth::Identity,
     config::SlowConsumerPolicy,
-    gateway::{DisconnectReason, ErrorEvent, RateState, RawMessage, Refused, Socket},
+    gateway::{DisconnectReason, ErrorEvent, Incoming, RateState, RawMessage, Refused, Socket},
     hub::{registry::Join, ConnectionId, Hub, NsInner},
     protocol::{
         close_code,
@@ -36,16 +35,30 @@ use crate::{
     },
 };
 
+/// The wire protocol of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    /// The native JSON protocol.
+    Native,
+    /// Socket.IO v5 (feature `socketio`).
+    #[cfg(feature = "socketio")]
+    SocketIo,
+}
+
 /// A live connection as the hub sees it: its queue, its identity, its rooms.
 pub(crate) struct Conn {
     pub(crate) id: ConnectionId,
+    pub(crate) proto: Proto,
     pub(crate) identity: Identity,
     tx: mpsc::Sender<Message>,
     /// The connection's rooms: the reverse index of the registry's rooms → connections.
     rooms: Mutex<Vec<Arc<str>>>,
     /// Set once: why and how the connection is to be closed.
     close: Mutex<Option<(u16, &'static str)>>,
-    close_notify: Notify,
+    /// Wakes whoever runs the connection (shared by the sockets of one Socket.IO session).
+    close_notify: Arc<Notify>,
+    /// What a Socket.IO client sent in its CONNECT (`auth`), if anything.
+    pub(crate) auth: Option<Box<Value>>,
     /// Server emits waiting for the client's answer.
     acks: Mutex<AckTable>,
 }
@@ -59,16 +72,30 @@ struct AckTable {
 impl Conn {
     pub(crate) fn new(id: ConnectionId, identity: Identity, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Message>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let conn = Arc::new(Self {
+        let notify = Arc::new(Notify::new());
+        (Self::with_sender(id, Proto::Native, identity, tx, notify, None), rx)
+    }
+
+    /// A connection writing into an existing queue (several Socket.IO namespaces share one).
+    pub(crate) fn with_sender(
+        id: ConnectionId,
+        proto: Proto,
+        identity: Identity,
+        tx: mpsc::Sender<Message>,
+        close_notify: Arc<Notify>,
+        auth: Option<Box<Value>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             id,
+            proto,
             identity,
             tx,
             rooms: Mutex::new(Vec::new()),
             close: Mutex::new(None),
-            close_notify: Notify::new(),
+            close_notify,
+            auth,
             acks: Mutex::default(),
-        });
-        (conn, rx)
+        })
     }
 
     /// Queues a frame without waiting. Returns whether it was queued; on a full queue the
@@ -104,6 +131,16 @@ impl Conn {
         true
     }
 
+    /// Fails the server emits still waiting for an answer (`AckError::Disconnected`).
+    pub(crate) fn fail_acks(&self) {
+        self.acks.lock().pending.clear();
+    }
+
+    /// The close requested for this connection, if any.
+    pub(crate) fn close_requested(&self) -> Option<(u16, &'static str)> {
+        *self.close.lock()
+    }
+
     /// A new ack id, and where its answer will arrive.
     pub(crate) fn register_ack(&self) -> (u64, oneshot::Receiver<Value>) {
         let (tx, rx) = oneshot::channel();
@@ -120,7 +157,7 @@ impl Conn {
 
     /// Hands the client's answer to the emit waiting for it. `false` for an unknown id (a late
     /// answer, after a timeout).
-    fn resolve_ack(&self, id: u64, data: Value) -> bool {
+    pub(crate) fn resolve_ack(&self, id: u64, data: Value) -> bool {
         match self.acks.lock().pending.remove(&id) {
             Some(tx) => tx.send(data).is_ok(),
             None => false,
@@ -161,6 +198,15 @@ impl Conn {
     pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
         std::mem::take(&mut *self.rooms.lock())
     }
+}
+
+/// Frames read while a handler runs: at most this many wait; then reading pauses.
+const BACKLOG: usize = 32;
+
+/// A frame waiting for the handler before it to finish.
+enum Pending {
+    Raw(Message),
+    Frame(Utf8Bytes, Result<Inbound, native::DecodeError>),
 }
 
 /// How long a closing connection waits for its close frame to be written and answered.
@@ -221,6 +267,9 @@ pub(crate) async fn run<S>(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut inflight: Option<futures_util::future::BoxFuture<'static, ()>> = None;
     let mut rate = RateState::new(ns.gateway.rate);
+    // Frames read while a handler runs, handled after it, in order (at most `BACKLOG`; past
+    // that, reading pauses).
+    let mut backlog: VecDeque<Pending> = VecDeque::new();
     // A message taken from the queue but not yet accepted by the sink: a write cancelled by a
     // close keeps it here, so the drain before a `1001` or `4000` still delivers it.
     let mut unsent: Option<Message> = None;
@@ -262,18 +311,41 @@ pub(crate) async fn run<S>(
             }
             _ = async { inflight.as_mut().expect("guarded by the branch condition").await }, if inflight.is_some() => {
                 inflight = None;
+                // Frames that arrived while the handler ran, in order.
+                while inflight.is_none() {
+                    let Some(next) = backlog.pop_front() else { break };
+                    inflight = match next {
+                        Pending::Raw(msg) => ns.gateway.raw.as_ref().map(|raw| raw(socket.clone(), RawMessage(msg))),
+                        Pending::Frame(text, frame) => dispatch(&socket, &text, frame, &mut rate),
+                    };
+                }
             }
-            frame = stream.next(), if inflight.is_none() => {
+            frame = stream.next(), if inflight.is_none() || backlog.len() < BACKLOG => {
                 last_seen = Instant::now();
                 pinged = false;
                 match frame {
                     Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) if ns.gateway.raw.is_some() => {
                         hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-                        inflight = ns.gateway.raw.as_ref().map(|raw| raw(socket.clone(), RawMessage(msg)));
+                        if inflight.is_some() {
+                            backlog.push_back(Pending::Raw(msg));
+                        } else {
+                            inflight = ns.gateway.raw.as_ref().map(|raw| raw(socket.clone(), RawMessage(msg)));
+                        }
                     }
                     Some(Ok(Message::Text(text))) => {
                         hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-                        inflight = dispatch(&socket, text, &mut rate);
+                        let frame = native::decode(&text);
+                        if let Ok(Inbound::Ack { ack, data }) = frame {
+                            // Answers to the server's emits are taken at once, even while a
+                            // handler runs: that handler may be the one waiting for them.
+                            if !conn.resolve_ack(ack, data) {
+                                tracing::debug!(conn = %conn.id, ack, "an ack nobody waits for (late, or unknown id)");
+                            }
+                        } else if inflight.is_some() {
+                            backlog.push_back(Pending::Frame(text, frame));
+                        } else {
+                            inflight = dispatch(&socket, &text, frame, &mut rate);
+                        }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -332,10 +404,15 @@ pub(crate) async fn run<S>(
     if let Some(fut) = inflight.take() {
         fut.await;
     }
-    tracing::debug!(conn = %conn.id, reason = ?reason, "disconnected");
+    let code = match &reason {
+        DisconnectReason::ServerClosed(code, _) => Some(*code),
+        DisconnectReason::ClientClosed(code) => *code,
+        _ => None,
+    };
+    tracing::debug!(conn = %conn.id, reason = ?reason, code = ?code, "disconnected");
     ns.gateway.on_disconnect(socket, reason).await;
     // Server emits still waiting for an answer get `AckError::Disconnected`.
-    conn.acks.lock().pending.clear();
+    conn.fail_acks();
     ns.registry.remove(&conn);
     if hub.inner.slots.end(user) {
         hub.presence(user, false).await;
@@ -422,10 +499,11 @@ where
 /// right away with an `error` event.
 fn dispatch(
     socket: &Socket,
-    text: Utf8Bytes,
+    text: &str,
+    frame: Result<Inbound, native::DecodeError>,
     rate: &mut RateState,
 ) -> Option<futures_util::future::BoxFuture<'static, ()>> {
-    let (event, data, id) = match native::decode(&text) {
+    let (event, data, id) = match frame {
         Ok(Inbound::Event { event, data, id }) => (event, data, id),
         Ok(Inbound::Ack { ack, data }) => {
             if !socket.conn().resolve_ack(ack, data) {
@@ -434,11 +512,18 @@ fn dispatch(
             return None;
         }
         Err(e) => {
-            socket.send_error(native::DecodeError::ack_hint(&text), ErrorEvent::new(e.to_string()));
+            socket.send_error(native::DecodeError::ack_hint(text), ErrorEvent::new(e.to_string()));
             return None;
         }
     };
-    let call = match socket.ns().gateway.route(socket, event, data, id, rate) {
+    let incoming = Incoming {
+        event,
+        data,
+        many: false,
+        attachments: Vec::new(),
+        id,
+    };
+    let call = match socket.ns().gateway.route(socket, incoming, rate) {
         Ok(call) => call,
         Err(Refused::Error(ack, error)) => {
             socket.send_error(ack, error);
@@ -452,26 +537,5 @@ fn dispatch(
             return None;
         }
     };
-    let socket = socket.clone();
-    Some(Box::pin(async move {
-        let ack = call.ack;
-        match AssertUnwindSafe(call.future).catch_unwind().await {
-            Ok(Ok(reply)) => {
-                if let Some(id) = ack {
-                    socket.send_frame(Message::Text(native::encode_ack(id, &reply)));
-                }
-            }
-            Ok(Err(error)) => socket.send_error(ack, error),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                tracing::error!(conn = %socket.id(), event = %call.event, panic = %what, "event handler panicked");
-                let error = ErrorEvent::internal(format!("handler for `{}` panicked: {what}", call.event));
-                socket.send_error(ack, error);
-            }
-        }
-    }))
+    Some(Box::pin(call.run(socket.clone())))
 }

@@ -3,6 +3,8 @@
 
 use std::{future::Future, marker::PhantomData, sync::Arc};
 
+use bytes::Bytes;
+
 use futures_util::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -15,6 +17,10 @@ pub struct EventContext {
     pub(crate) socket: Socket,
     pub(crate) event: Arc<str>,
     pub(crate) data: Value,
+    /// Whether `data` is the array of several Socket.IO arguments (not one argument).
+    pub(crate) many: bool,
+    /// Binary attachments (Socket.IO): `{"_placeholder":true,"num":n}` in `data` is `attachments[n]`.
+    pub(crate) attachments: Vec<Bytes>,
 }
 
 impl EventContext {
@@ -69,6 +75,32 @@ impl<T: DeserializeOwned> FromEvent for Data<T> {
     }
 }
 
+/// The arguments of an event as a list: a Socket.IO client's `emit(event, a, b, c)` gives
+/// `[a, b, c]`; a native frame gives `[data]` (or `[]` when it has none).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Args(pub Vec<Value>);
+
+impl FromEvent for Args {
+    fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
+        Ok(Args(match std::mem::take(&mut ctx.data) {
+            Value::Array(items) if ctx.many => items,
+            Value::Null if ctx.many => Vec::new(),
+            one => vec![one],
+        }))
+    }
+}
+
+/// The binary attachments of a Socket.IO event (empty for the native protocol). In the
+/// payload each is a placeholder `{"_placeholder":true,"num":n}` standing for `attachments[n]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attachments(pub Vec<Bytes>);
+
+impl FromEvent for Attachments {
+    fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
+        Ok(Attachments(std::mem::take(&mut ctx.attachments)))
+    }
+}
+
 /// The payload as raw JSON, when a handler wants it untyped.
 impl FromEvent for Value {
     fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
@@ -96,44 +128,88 @@ impl<S: Clone + Send + Sync + 'static> FromEvent for State<S> {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Json<T>(pub T);
 
-/// What a handler returns: the ack's data, or an error event.
-pub trait IntoReply {
-    /// The ack's data, or the error the client gets.
-    fn into_reply(self) -> Result<Value, ErrorEvent>;
+/// An ack's content: one value (the usual case), or several Socket.IO arguments, with binary
+/// attachments for Socket.IO clients.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reply {
+    pub(crate) data: Value,
+    pub(crate) many: bool,
+    pub(crate) attachments: Vec<Bytes>,
 }
 
-impl IntoReply for () {
-    fn into_reply(self) -> Result<Value, ErrorEvent> {
-        Ok(Value::Null)
+impl Reply {
+    /// An ack with one value.
+    pub fn new(data: Value) -> Self {
+        Self {
+            data,
+            many: false,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// An ack with several arguments (a Socket.IO client's callback gets them as separate
+    /// arguments; a native client gets them as an array).
+    pub fn args(args: Vec<Value>) -> Self {
+        Self {
+            data: Value::Array(args),
+            many: true,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// Binary attachments for the placeholders in the data (Socket.IO clients only).
+    pub fn with_attachments(mut self, attachments: Vec<Bytes>) -> Self {
+        self.attachments = attachments;
+        self
     }
 }
 
-impl IntoReply for Value {
-    fn into_reply(self) -> Result<Value, ErrorEvent> {
+/// What a handler returns: the ack's data, or an error event.
+pub trait IntoReply {
+    /// The ack, or the error the client gets.
+    fn into_reply(self) -> Result<Reply, ErrorEvent>;
+}
+
+impl IntoReply for Reply {
+    fn into_reply(self) -> Result<Reply, ErrorEvent> {
         Ok(self)
     }
 }
 
+impl IntoReply for () {
+    fn into_reply(self) -> Result<Reply, ErrorEvent> {
+        Ok(Reply::new(Value::Null))
+    }
+}
+
+impl IntoReply for Value {
+    fn into_reply(self) -> Result<Reply, ErrorEvent> {
+        Ok(Reply::new(self))
+    }
+}
+
 impl IntoReply for String {
-    fn into_reply(self) -> Result<Value, ErrorEvent> {
-        Ok(Value::String(self))
+    fn into_reply(self) -> Result<Reply, ErrorEvent> {
+        Ok(Reply::new(Value::String(self)))
     }
 }
 
 impl IntoReply for &'static str {
-    fn into_reply(self) -> Result<Value, ErrorEvent> {
-        Ok(Value::String(self.to_owned()))
+    fn into_reply(self) -> Result<Reply, ErrorEvent> {
+        Ok(Reply::new(Value::String(self.to_owned())))
     }
 }
 
 impl<T: Serialize> IntoReply for Json<T> {
-    fn into_reply(self) -> Result<Value, ErrorEvent> {
-        serde_json::to_value(self.0).map_err(ErrorEvent::internal)
+    fn into_reply(self) -> Result<Reply, ErrorEvent> {
+        serde_json::to_value(self.0)
+            .map(Reply::new)
+            .map_err(ErrorEvent::internal)
     }
 }
 
 impl<T: IntoReply, E: IntoErrorEvent> IntoReply for Result<T, E> {
-    fn into_reply(self) -> Result<Value, ErrorEvent> {
+    fn into_reply(self) -> Result<Reply, ErrorEvent> {
         match self {
             Ok(v) => v.into_reply(),
             Err(e) => Err(e.into_error_event()),
@@ -145,7 +221,7 @@ impl<T: IntoReply, E: IntoErrorEvent> IntoReply for Result<T, E> {
 /// returning anything that is [`IntoReply`].
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
     /// Calls the handler.
-    fn call(&self, ctx: EventContext) -> BoxFuture<'static, Result<Value, ErrorEvent>>;
+    fn call(&self, ctx: EventContext) -> BoxFuture<'static, Result<Reply, ErrorEvent>>;
 }
 
 macro_rules! impl_handler {
@@ -158,7 +234,7 @@ macro_rules! impl_handler {
             R: IntoReply,
             $($arg: FromEvent + Send + 'static,)*
         {
-            fn call(&self, mut ctx: EventContext) -> BoxFuture<'static, Result<Value, ErrorEvent>> {
+            fn call(&self, mut ctx: EventContext) -> BoxFuture<'static, Result<Reply, ErrorEvent>> {
                 $(
                     let $arg = match $arg::from_event(&mut ctx) {
                         Ok(v) => v,
@@ -182,7 +258,7 @@ impl_handler!(A1, A2, A3, A4, A5, A6);
 
 /// A handler with its argument types erased, as stored by the gateway.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
-    fn call(&self, ctx: EventContext) -> BoxFuture<'static, Result<Value, ErrorEvent>>;
+    fn call(&self, ctx: EventContext) -> BoxFuture<'static, Result<Reply, ErrorEvent>>;
 }
 
 pub(crate) struct Erased<H, Args> {
@@ -200,7 +276,7 @@ impl<H, Args> Erased<H, Args> {
 }
 
 impl<H: Handler<Args>, Args: 'static> ErasedHandler for Erased<H, Args> {
-    fn call(&self, ctx: EventContext) -> BoxFuture<'static, Result<Value, ErrorEvent>> {
+    fn call(&self, ctx: EventContext) -> BoxFuture<'static, Result<Reply, ErrorEvent>> {
         self.handler.call(ctx)
     }
 }

@@ -11,7 +11,7 @@ mod valid;
 
 pub use error::{ErrorEvent, IntoErrorEvent};
 pub use guard::{ConnectGuard, Guard, GuardContext};
-pub use handler::{Data, EventContext, FromEvent, Handler, IntoReply, Json, State};
+pub use handler::{Args, Attachments, Data, EventContext, FromEvent, Handler, IntoReply, Json, Reply, State};
 pub use rate::RateLimit;
 pub use socket::{AckError, RawMessage, Socket};
 #[cfg(feature = "validate")]
@@ -101,9 +101,49 @@ pub(crate) struct Gateway {
     on_disconnect: Option<DisconnectHook>,
 }
 
+/// One event from a client, whatever its protocol.
+pub(crate) struct Incoming {
+    pub(crate) event: String,
+    /// The payload: the one argument, or the array of several (`many`).
+    pub(crate) data: Value,
+    pub(crate) many: bool,
+    pub(crate) attachments: Vec<bytes::Bytes>,
+    pub(crate) id: Option<u64>,
+}
+
+impl Call {
+    /// Runs the handler and answers: the ack when the client asked for one, an `error` event
+    /// when the handler failed or panicked (the panic is logged; the connection carries on).
+    pub(crate) async fn run(self, socket: Socket) {
+        use futures_util::FutureExt;
+        let ack = self.ack;
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let outcome = std::panic::AssertUnwindSafe(self.future).catch_unwind().await;
+        #[cfg(feature = "metrics")]
+        crate::hub::metrics::handler_latency(&self.event, started.elapsed());
+        match outcome {
+            Ok(Ok(reply)) => {
+                if let Some(id) = ack {
+                    socket.send_reply(id, reply);
+                }
+            }
+            Ok(Err(error)) => socket.send_error(ack, error),
+            Err(panic) => {
+                let what = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                tracing::error!(conn = %socket.id(), event = %self.event, panic = %what, "event handler panicked");
+                let error = ErrorEvent::internal(format!("handler for `{}` panicked: {what}", self.event));
+                socket.send_error(ack, error);
+            }
+        }
+    }
+}
+
 /// A routed event, ready to run.
 pub(crate) struct Call {
-    pub(crate) future: BoxFuture<'static, Result<Value, ErrorEvent>>,
+    pub(crate) future: BoxFuture<'static, Result<Reply, ErrorEvent>>,
     pub(crate) ack: Option<u64>,
     pub(crate) event: Arc<str>,
 }
@@ -181,9 +221,17 @@ impl Gateway {
 
     /// Runs the connect guards, then the connect hook.
     pub(crate) async fn on_connect(&self, socket: Socket) -> Result<(), String> {
-        for guard in &self.connect_guards {
-            guard.check(&socket)?;
-        }
+        self.check_connect(&socket)?;
+        self.connect_hook(socket).await
+    }
+
+    /// Runs the connect guards.
+    pub(crate) fn check_connect(&self, socket: &Socket) -> Result<(), String> {
+        self.connect_guards.iter().try_for_each(|guard| guard.check(socket))
+    }
+
+    /// Runs the connect hook.
+    pub(crate) async fn connect_hook(&self, socket: Socket) -> Result<(), String> {
         match &self.on_connect {
             Some(hook) => hook(socket).await,
             None => Ok(()),
@@ -197,14 +245,14 @@ impl Gateway {
     }
 
     /// Finds the handler of an event and checks its limits and guards.
-    pub(crate) fn route(
-        &self,
-        socket: &Socket,
-        event: String,
-        data: Value,
-        id: Option<u64>,
-        rate: &mut RateState,
-    ) -> Result<Call, Refused> {
+    pub(crate) fn route(&self, socket: &Socket, incoming: Incoming, rate: &mut RateState) -> Result<Call, Refused> {
+        let Incoming {
+            event,
+            data,
+            many,
+            attachments,
+            id,
+        } = incoming;
         let cfg = socket.hub().config();
         let max = cfg.max_event_name_len;
         if event.len() > max {
@@ -246,6 +294,8 @@ impl Gateway {
             socket: socket.clone(),
             event: name.clone(),
             data,
+            many,
+            attachments,
         };
         Ok(Call {
             future: route.handler.call(ctx),

@@ -2,13 +2,17 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::ErrorEvent;
+use super::{ErrorEvent, Reply};
+#[cfg(feature = "socketio")]
+use crate::protocol::socketio as sio;
 use crate::{
     auth::Identity,
-    connection::Conn,
+    connection::{Conn, Proto},
     hub::{ConnectionId, Emit, Hub, NsInner, Target},
     protocol::{close_code, native},
 };
@@ -122,6 +126,11 @@ impl Socket {
         self.conn.identity.user_id()
     }
 
+    /// What a Socket.IO client sent as `auth` in its CONNECT (`io(url, { auth })`), if anything.
+    pub fn auth_payload(&self) -> Option<&Value> {
+        self.conn.auth.as_deref()
+    }
+
     /// The hub this connection belongs to.
     pub fn hub(&self) -> &Hub {
         &self.hub
@@ -173,7 +182,11 @@ impl Socket {
     {
         let json = serde_json::to_string(data).map_err(AckError::Serialize)?;
         let (id, answer) = self.conn.register_ack();
-        let frame = Message::Text(native::encode_event_raw(event, &json, Some(id)));
+        let frame = match self.conn.proto {
+            Proto::Native => Message::Text(native::encode_event_raw(event, &json, Some(id))),
+            #[cfg(feature = "socketio")]
+            Proto::SocketIo => sio_message(sio::packet::encode_event(&self.ns.name, event, &json, Some(id))),
+        };
         if !self.conn.send(&self.hub, frame) {
             self.conn.forget_ack(id);
             return Err(AckError::Disconnected);
@@ -198,7 +211,14 @@ impl Socket {
         Emit::new(&self.hub, &self.ns, Target::All).except(self.conn.id)
     }
 
-    /// Closes this connection (close code `4000`).
+    /// Drops this connection's transport so that the client reconnects by itself: close code
+    /// `1001` for a native client, an Engine.IO close for a Socket.IO client (its reason is
+    /// "transport close", after which socket.io-client reconnects).
+    pub fn close_transport(&self) {
+        self.conn.request_close(close_code::GOING_AWAY, "reconnect");
+    }
+
+    /// Closes this connection (close code `4000`); clients do not reconnect by themselves.
     pub fn disconnect(&self) {
         self.conn
             .request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
@@ -214,11 +234,82 @@ impl Socket {
         self.conn.send(&self.hub, msg)
     }
 
-    /// Sends an `error` event to this connection, answering `ack` when given.
+    /// Sends an event with a list of arguments and binary attachments: a Socket.IO client's
+    /// listener gets the arguments separately, with each placeholder
+    /// `{"_placeholder":true,"num":n}` replaced by `attachments[n]` as a buffer. A native
+    /// client gets the arguments as the event's data (one argument as itself, several as an
+    /// array); the native protocol carries no binary, so attachments are not sent to it.
+    pub fn emit_args(&self, event: &str, args: Vec<Value>, attachments: Vec<Bytes>) -> bool {
+        match self.conn.proto {
+            Proto::Native => {
+                let data = match <[Value; 1]>::try_from(args) {
+                    Ok([one]) => one,
+                    Err(args) => Value::Array(args),
+                };
+                self.emit(event, &data)
+            }
+            #[cfg(feature = "socketio")]
+            Proto::SocketIo => {
+                let mut packet = sio::SioPacket::event(&self.ns.name, event, args, None);
+                packet.attachments = attachments;
+                self.send_sio(packet)
+            }
+        }
+    }
+
+    /// Queues a Socket.IO packet, then its attachments.
+    #[cfg(feature = "socketio")]
+    fn send_sio(&self, packet: sio::SioPacket) -> bool {
+        let mut ok = self.send_frame(sio_message(packet.encode()));
+        for attachment in packet.attachments {
+            ok &= self.send_frame(Message::Binary(attachment));
+        }
+        ok
+    }
+
+    /// Answers the client's request `id` with the handler's reply.
+    pub(crate) fn send_reply(&self, id: u64, reply: Reply) {
+        match self.conn.proto {
+            Proto::Native => {
+                self.send_frame(Message::Text(native::encode_ack(id, &reply.data)));
+            }
+            #[cfg(feature = "socketio")]
+            Proto::SocketIo => {
+                let args = match reply.data {
+                    Value::Array(args) if reply.many => args,
+                    one => vec![one],
+                };
+                let mut packet = sio::SioPacket::ack(&self.ns.name, id, args);
+                packet.attachments = reply.attachments;
+                self.send_sio(packet);
+            }
+        }
+    }
+
+    /// Sends an `error` event to this connection, answering `ack` when given. A Socket.IO
+    /// client's ack callback gets the error object as its argument.
     pub(crate) fn send_error(&self, ack: Option<u64>, error: ErrorEvent) {
         if let Some(detail) = error.detail() {
             tracing::error!(conn = %self.conn.id, %detail, "internal error answered with an error event");
         }
-        self.send_frame(Message::Text(native::encode_error(ack, &error.to_value())));
+        match self.conn.proto {
+            Proto::Native => {
+                self.send_frame(Message::Text(native::encode_error(ack, &error.to_value())));
+            }
+            #[cfg(feature = "socketio")]
+            Proto::SocketIo => {
+                let packet = match ack {
+                    Some(id) => sio::SioPacket::ack(&self.ns.name, id, [error.to_value()]),
+                    None => sio::SioPacket::event(&self.ns.name, "error", [error.to_value()], None),
+                };
+                self.send_sio(packet);
+            }
+        }
     }
+}
+
+/// A Socket.IO packet as an Engine.IO message (`4…`).
+#[cfg(feature = "socketio")]
+pub(crate) fn sio_message(packet: String) -> Message {
+    Message::text(format!("4{packet}"))
 }

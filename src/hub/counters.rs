@@ -2,21 +2,106 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Live counters. Atomics, updated with relaxed ordering.
-#[derive(Debug, Default)]
+/// Live counters. Atomics, updated with relaxed ordering; with the feature `metrics`, every
+/// change is also recorded to the `metrics` facade (see [`Counter`]).
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) connections: AtomicU64,
-    pub(crate) connections_total: AtomicU64,
-    pub(crate) messages_in: AtomicU64,
-    pub(crate) messages_out: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) slow_consumer_closes: AtomicU64,
+    pub(crate) connections: Counter,
+    pub(crate) connections_total: Counter,
+    pub(crate) messages_in: Counter,
+    pub(crate) messages_out: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) slow_consumer_closes: Counter,
     pub(crate) rejected_bad_request: AtomicU64,
     pub(crate) rejected_origin: AtomicU64,
     pub(crate) rejected_auth: AtomicU64,
     pub(crate) rejected_limit: AtomicU64,
     pub(crate) rejected_shutdown: AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            connections: Counter::gauge("realtime_connections"),
+            connections_total: Counter::monotonic("realtime_connections_total"),
+            messages_in: Counter::monotonic("realtime_messages_in_total"),
+            messages_out: Counter::monotonic("realtime_messages_out_total"),
+            bytes_out: Counter::monotonic("realtime_bytes_out_total"),
+            dropped: Counter::monotonic("realtime_dropped_total"),
+            slow_consumer_closes: Counter::monotonic("realtime_slow_consumer_closes_total"),
+            rejected_bad_request: AtomicU64::default(),
+            rejected_origin: AtomicU64::default(),
+            rejected_auth: AtomicU64::default(),
+            rejected_limit: AtomicU64::default(),
+            rejected_shutdown: AtomicU64::default(),
+        }
+    }
+}
+
+/// An `AtomicU64` used like one (`fetch_add`, `fetch_sub`, `load`) that, with the feature
+/// `metrics`, also records each change to the `metrics` facade under its name: as a counter,
+/// or as a gauge for a value that goes down too. Every place that counts thus feeds both,
+/// with one call. The names are listed in the crate docs, section "Metrics".
+#[derive(Debug)]
+pub(crate) struct Counter {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    metric: Metric,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone, Copy)]
+enum Metric {
+    Counter(&'static str),
+    Gauge(&'static str),
+}
+
+impl Counter {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn monotonic(name: &'static str) -> Self {
+        Self {
+            value: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metric: Metric::Counter(name),
+        }
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn gauge(name: &'static str) -> Self {
+        Self {
+            value: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            metric: Metric::Gauge(name),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn fetch_add(&self, n: u64, order: Ordering) -> u64 {
+        #[cfg(feature = "metrics")]
+        if n > 0 {
+            match self.metric {
+                Metric::Counter(name) => metrics::counter!(name).increment(n),
+                Metric::Gauge(name) => metrics::gauge!(name).increment(n as f64),
+            }
+        }
+        self.value.fetch_add(n, order)
+    }
+
+    /// Only for gauges: a counter never goes down.
+    #[inline]
+    pub(crate) fn fetch_sub(&self, n: u64, order: Ordering) -> u64 {
+        #[cfg(feature = "metrics")]
+        if let Metric::Gauge(name) = self.metric {
+            metrics::gauge!(name).decrement(n as f64);
+        }
+        self.value.fetch_sub(n, order)
+    }
+
+    #[inline]
+    pub(crate) fn load(&self, order: Ordering) -> u64 {
+        self.value.load(order)
+    }
 }
 
 /// Why an upgrade was refused, for [`Counters`].
@@ -39,10 +124,13 @@ impl Counters {
             Rejection::ShuttingDown => &self.rejected_shutdown,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        export::rejected(cause);
     }
 
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: &Counter| c.load(Ordering::Relaxed);
+        let raw = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CounterSnapshot {
             connections: get(&self.connections),
             connections_total: get(&self.connections_total),
@@ -51,12 +139,36 @@ impl Counters {
             bytes_out: get(&self.bytes_out),
             dropped: get(&self.dropped),
             slow_consumer_closes: get(&self.slow_consumer_closes),
-            rejected_bad_request: get(&self.rejected_bad_request),
-            rejected_origin: get(&self.rejected_origin),
-            rejected_auth: get(&self.rejected_auth),
-            rejected_limit: get(&self.rejected_limit),
-            rejected_shutdown: get(&self.rejected_shutdown),
+            rejected_bad_request: raw(&self.rejected_bad_request),
+            rejected_origin: raw(&self.rejected_origin),
+            rejected_auth: raw(&self.rejected_auth),
+            rejected_limit: raw(&self.rejected_limit),
+            rejected_shutdown: raw(&self.rejected_shutdown),
         }
+    }
+}
+
+/// What the `metrics` facade gets besides the [`Counter`]s: handshake rejections by cause, and
+/// handler latency (feature `metrics`).
+#[cfg(feature = "metrics")]
+pub(crate) mod export {
+    use super::Rejection;
+
+    pub(crate) fn rejected(cause: Rejection) {
+        let cause = match cause {
+            Rejection::BadRequest => "bad_request",
+            Rejection::Origin => "origin",
+            Rejection::Auth => "auth",
+            Rejection::Limit => "limit",
+            Rejection::ShuttingDown => "shutting_down",
+        };
+        metrics::counter!("realtime_handshake_rejections_total", "cause" => cause).increment(1);
+    }
+
+    /// How long a handler took, from its call to its reply (or error, or panic).
+    pub(crate) fn handler_latency(event: &std::sync::Arc<str>, elapsed: std::time::Duration) {
+        metrics::histogram!("realtime_handler_duration_seconds", "event" => event.clone())
+            .record(elapsed.as_secs_f64());
     }
 }
 

@@ -2,14 +2,20 @@
 //! some with `except`, then `emit` — the payload is encoded once, whatever the number of
 //! recipients, and each recipient gets it once.
 
-use std::{collections::HashSet, sync::atomic::Ordering};
+use std::{
+    collections::HashSet,
+    sync::{atomic::Ordering, OnceLock},
+};
 
 use serde::Serialize;
 use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{registry::Registry, ConnectionId, Hub, NsInner};
-use crate::{connection::Conn, protocol::native};
+use crate::{
+    connection::{Conn, Proto},
+    protocol::native,
+};
 
 /// One set of recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +108,8 @@ impl<'a> Emit<'a> {
     /// A payload that cannot be serialized (a map with non-string keys, say) reaches nobody
     /// and is logged.
     pub fn emit<T: Serialize + ?Sized>(self, event: &str, data: &T) -> usize {
-        match native::encode_event(event, data) {
-            Ok(text) => self.send(Message::Text(text)),
+        match serde_json::to_string(data) {
+            Ok(json) => self.send(&Packet::new(&self.ns.name, event, &json)),
             Err(e) => {
                 tracing::warn!(%event, error = %e, "emit payload could not be serialized");
                 0
@@ -111,13 +117,13 @@ impl<'a> Emit<'a> {
         }
     }
 
-    /// Queues an encoded frame for every recipient.
-    pub(crate) fn send(self, msg: Message) -> usize {
+    /// Queues a packet for every recipient, encoded once per protocol.
+    pub(crate) fn send(&self, packet: &Packet<'_>) -> usize {
         let registry = &self.ns.registry;
         let except = &self.except;
         let mut reached = 0usize;
         let mut deliver = |conn: &Conn| {
-            if !except.contains(&conn.id) && conn.send(self.hub, msg.clone()) {
+            if !except.contains(&conn.id) && conn.send(self.hub, packet.frame(conn.proto)) {
                 reached += 1;
             }
         };
@@ -140,6 +146,48 @@ impl<'a> Emit<'a> {
             .messages_out
             .fetch_add(reached as u64, Ordering::Relaxed);
         reached
+    }
+}
+
+/// One emitted event, with its payload serialized once; each protocol's frame is encoded on
+/// first use and then shared by every recipient speaking that protocol.
+pub(crate) struct Packet<'a> {
+    ns: &'a str,
+    event: &'a str,
+    data_json: &'a str,
+    native: OnceLock<Message>,
+    #[cfg(feature = "socketio")]
+    socketio: OnceLock<Message>,
+}
+
+impl<'a> Packet<'a> {
+    pub(crate) fn new(ns: &'a str, event: &'a str, data_json: &'a str) -> Self {
+        Self {
+            ns,
+            event,
+            data_json,
+            native: OnceLock::new(),
+            #[cfg(feature = "socketio")]
+            socketio: OnceLock::new(),
+        }
+    }
+
+    /// The frame for a connection speaking `proto` (a cheap clone of shared bytes).
+    pub(crate) fn frame(&self, proto: Proto) -> Message {
+        match proto {
+            Proto::Native => (self.native)
+                .get_or_init(|| Message::Text(native::encode_event_raw(self.event, self.data_json, None)))
+                .clone(),
+            #[cfg(feature = "socketio")]
+            Proto::SocketIo => (self.socketio)
+                .get_or_init(|| {
+                    // An Engine.IO message (`4`) carrying a Socket.IO EVENT.
+                    let packet =
+                        crate::protocol::socketio::packet::encode_event(self.ns, self.event, self.data_json, None);
+                    Message::text(format!("4{packet}"))
+                })
+                .clone(),
+        }
     }
 }
 

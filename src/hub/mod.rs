@@ -9,6 +9,8 @@ pub(crate) mod registry;
 pub(crate) use namespace::NsInner;
 pub use namespace::{Namespace, NamespaceBuilder};
 
+#[cfg(feature = "metrics")]
+pub(crate) use counters::export as metrics;
 pub use counters::CounterSnapshot;
 pub(crate) use counters::Rejection;
 pub use emit::Emit;
@@ -83,6 +85,8 @@ pub(crate) struct HubInner {
     state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     next_id: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
+    #[cfg(feature = "socketio")]
+    pub(crate) socketio: Option<crate::socketio::SocketIoState>,
     shutdown_notify: tokio::sync::Notify,
 }
 
@@ -368,6 +372,21 @@ impl Hub {
     }
 }
 
+/// A random tag for this hub, in the top 24 bits of its connection ids, so that ids stay
+/// unique across the nodes of a cluster.
+fn node_tag() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() & 0xff_ffff).max(1)
+}
+
 /// Builds a [`Hub`]: authentication, handlers, hooks, limits, state.
 ///
 /// The handler, guard and hook methods configure the default namespace (`/`); use
@@ -382,6 +401,8 @@ pub struct HubBuilder {
     auth: Option<Arc<dyn Authenticator>>,
     origins: OriginPolicy,
     state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    #[cfg(feature = "socketio")]
+    socketio: Option<crate::socketio::SocketIoConfig>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -482,14 +503,20 @@ impl HubBuilder {
     }
 
     /// Adds the namespace `name` (e.g. `"/chat"`), configured by `f`. With the native
-    /// protocol it is served at the layer's path followed by the name (`/ws/chat`).
+    /// protocol it is served at the layer's path followed by the name (`/ws/chat`). The name
+    /// `"/"` configures the default namespace.
     pub fn namespace(mut self, name: &str, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
         let name = if name.starts_with('/') {
             name.to_owned()
         } else {
             format!("/{name}")
         };
-        self.namespaces.push((name, f(NamespaceBuilder::default())));
+        if name == "/" {
+            // The default namespace, configured like any other.
+            self.default = f(self.default);
+        } else {
+            self.namespaces.push((name, f(NamespaceBuilder::default())));
+        }
         self
     }
 
@@ -501,6 +528,15 @@ impl HubBuilder {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_presence = Some(Arc::new(move |h, p| Box::pin(hook(h, p))));
+        self
+    }
+
+    /// Also serves Socket.IO v5 clients (feature `socketio`), at
+    /// [`SocketIoConfig::path`](crate::socketio::SocketIoConfig::path) (default `/socket.io/`)
+    /// of the hub's layer: the same namespaces, handlers, rooms, guards and authentication.
+    #[cfg(feature = "socketio")]
+    pub fn socketio(mut self, config: crate::socketio::SocketIoConfig) -> Self {
+        self.socketio = Some(config);
         self
     }
 
@@ -559,8 +595,10 @@ impl HubBuilder {
                 origins: self.origins,
                 counters: Counters::default(),
                 state: self.state,
-                next_id: AtomicU64::new(0),
+                next_id: AtomicU64::new(node_tag() << 40),
                 shutting_down: AtomicBool::new(false),
+                #[cfg(feature = "socketio")]
+                socketio: self.socketio.map(crate::socketio::SocketIoState::new),
                 shutdown_notify: tokio::sync::Notify::new(),
             }),
         }

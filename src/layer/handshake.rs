@@ -30,7 +30,7 @@ use crate::{
 use std::sync::Arc;
 
 /// A refused handshake: a status, a short body, and the counter it bumps.
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
     body: String,
     json: bool,
@@ -51,9 +51,9 @@ impl Refusal {
         }
     }
 
-    fn into_response<B>(self, hub: &Hub) -> Response<ResponseBody<B>> {
+    pub(crate) fn into_response<B>(self, hub: &Hub) -> Response<ResponseBody<B>> {
         hub.inner.counters.rejected(self.cause);
-        tracing::debug!(status = %self.status.as_u16(), reason = %self.body, "websocket handshake refused");
+        tracing::debug!(status = %self.status.as_u16(), cause = ?self.cause, reason = %self.body, "websocket handshake refused");
         let mut res = Response::new(ResponseBody::realtime(self.body));
         *res.status_mut() = self.status;
         let content_type = if self.json {
@@ -109,6 +109,25 @@ fn check_request<B>(hub: &Hub, req: &Request<B>) -> Result<(), Refusal> {
             Rejection::ShuttingDown,
         ));
     }
+    check_upgrade(req)?;
+    let headers = req.headers();
+    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{0}"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if !hub.inner.origins.permits(origin, host) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "origin not allowed",
+            Rejection::Origin,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the WebSocket upgrade itself: method, headers, key, and that the server can upgrade.
+pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), Refusal> {
     if req.method() != http::Method::GET {
         return Err(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -139,18 +158,6 @@ fn check_request<B>(hub: &Hub, req: &Request<B>) -> Result<(), Refusal> {
         Some(_) => return Err(Refusal::bad("invalid `Sec-WebSocket-Key` header")),
         None => return Err(Refusal::bad("missing `Sec-WebSocket-Key` header")),
     }
-    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{0}"));
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    if !hub.inner.origins.permits(origin, host) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "origin not allowed",
-            Rejection::Origin,
-        ));
-    }
     if req.extensions().get::<hyper::upgrade::OnUpgrade>().is_none() {
         tracing::error!("a WebSocket handshake reached a server without HTTP/1.1 upgrades (hyper: serve_connection(..).with_upgrades())");
         return Err(Refusal::new(
@@ -160,6 +167,32 @@ fn check_request<B>(hub: &Hub, req: &Request<B>) -> Result<(), Refusal> {
         ));
     }
     Ok(())
+}
+
+/// The `101 Switching Protocols` answering an upgrade with these headers (already checked).
+pub(crate) fn switching_protocols<B>(headers: &HeaderMap) -> Response<ResponseBody<B>> {
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes())
+        .unwrap_or_default();
+    let mut res = Response::new(ResponseBody::realtime(bytes::Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key)) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    res
+}
+
+/// The WebSocket settings of a connection: a small read buffer, messages up to `max_message`.
+pub(crate) fn ws_config(cfg: &crate::Config, max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_size)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 /// Answers a handshake request: a rejection, or a 101 with the connection task spawned.
@@ -212,29 +245,14 @@ where
             return Refusal::new(status, body, Rejection::Limit).into_response(&hub);
         }
 
-        let key = parts
-            .headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .map(|k| k.as_bytes())
-            .unwrap_or_default();
-        let mut res = Response::new(ResponseBody::realtime(bytes::Bytes::new()));
-        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = res.headers_mut();
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key)) {
-            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-        }
+        let mut res = switching_protocols(&parts.headers);
         if header_has_token(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
+            let h = res.headers_mut();
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
         }
 
         let id = hub.next_connection_id();
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(cfg.read_buffer_size)
-            .write_buffer_size(0)
-            .max_message_size(Some(cfg.max_message_size))
-            .max_frame_size(Some(cfg.max_message_size));
+        let ws_config = ws_config(cfg, cfg.max_message_size);
         let hub_task = hub.clone();
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {

@@ -2,7 +2,7 @@
 //! existing HTTP service.
 
 pub mod future;
-mod handshake;
+pub(crate) mod handshake;
 mod serve;
 mod service;
 

@@ -55,6 +55,9 @@ impl<S> RealtimeService<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RealtimeService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     ResBody: Send + 'static,
 {
     type Response = Response<ResponseBody<ResBody>>;
@@ -66,6 +69,14 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        #[cfg(feature = "socketio")]
+        if let Some(sio) = &self.hub.inner.socketio {
+            let path = req.uri().path();
+            let prefix = sio.config.path.as_str();
+            if path.starts_with(prefix) || Some(path) == prefix.strip_suffix('/') {
+                return ResponseFuture::handshake(crate::socketio::handle(self.hub.clone(), req));
+            }
+        }
         match self.namespace_of(req.uri().path()) {
             Some(ns) => ResponseFuture::handshake(handshake::handshake(self.hub.clone(), ns, req)),
             None => ResponseFuture::inner(self.inner.call(req)),

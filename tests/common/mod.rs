@@ -2,6 +2,9 @@
 //! client that reads events with a timeout.
 #![allow(dead_code)]
 
+#[cfg(feature = "socketio")]
+pub mod socketio;
+
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{routing::get, Router};

@@ -1,0 +1,188 @@
+//! The Socket.IO v5 server (feature `socketio`): Engine.IO v4 sessions over HTTP long-polling
+//! and WebSocket, serving the same hub, namespaces, handlers, rooms, guards and authentication
+//! as the native protocol.
+//!
+//! Enable it with [`HubBuilder::socketio`](crate::HubBuilder::socketio); the hub's layer then
+//! also answers at [`SocketIoConfig::path`] (default `/socket.io/`).
+//!
+//! | request | answer |
+//! |---|---|
+//! | `OPTIONS` (CORS preflight) | `204` with the CORS headers |
+//! | no or unknown `transport` | `400` `{"code":0,"message":"Transport unknown"}` |
+//! | an unknown `sid` | `400` `{"code":1,"message":"Session ID unknown"}` |
+//! | a handshake that is not `GET` | `400` `{"code":2,"message":"Bad handshake method"}` |
+//! | a malformed request, a second pending poll, a polling request or a second upgrade for an upgraded session | `400` `{"code":3,"message":"Bad request"}` |
+//! | a disallowed `Origin` | `403` `{"code":4,"message":"Forbidden"}` |
+//! | `EIO` other than `4` | `400` `{"code":5,"message":"Unsupported protocol version"}` |
+//! | a `POST` body over `maxPayload` | `413`, and the session is closed |
+//! | the hub is shutting down | `503` |
+//!
+//! Authentication runs at each namespace's CONNECT: the token is the CONNECT's `auth.token`,
+//! else one of the handshake's [token sources](crate::auth). A refusal is a CONNECT_ERROR with
+//! the reason as its `message`.
+
+mod session;
+mod transport;
+
+use std::{sync::Arc, time::Duration};
+
+use dashmap::DashMap;
+
+pub(crate) use session::Session;
+pub(crate) use transport::handle;
+
+/// Settings of the Socket.IO endpoint.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SocketIoConfig {
+    /// The path prefix (default `/socket.io/`).
+    pub path: String,
+    /// Interval between server pings (default 25 s).
+    pub ping_interval: Duration,
+    /// How long the client has to answer a ping (default 20 s).
+    pub ping_timeout: Duration,
+    /// Largest polling body, and largest message, in bytes (default 1,000,000).
+    pub max_payload: usize,
+    /// Most binary attachments in one packet (default 10).
+    pub max_attachments: usize,
+    /// Cross-origin access for browsers.
+    pub cors: Cors,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self {
+            path: "/socket.io/".to_owned(),
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_payload: 1_000_000,
+            max_attachments: 10,
+            cors: Cors::default(),
+        }
+    }
+}
+
+impl SocketIoConfig {
+    /// Serves at `path` instead.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        let mut path = path.into();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        self.path = path;
+        self
+    }
+
+    /// Sets the ping interval and timeout.
+    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Sets the largest payload, in bytes.
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Sets the CORS policy.
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = cors;
+        self
+    }
+}
+
+/// Which browser origins may use the endpoint, as NestJS's `cors: { origin, credentials }`.
+///
+/// The default allows requests without `Origin` and those from the request's own host.
+#[derive(Debug, Clone, Default)]
+pub struct Cors {
+    origins: Origins,
+    credentials: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Origins {
+    #[default]
+    SameHost,
+    List(Vec<String>),
+    Any,
+}
+
+impl Cors {
+    /// Any origin (`origin: '*'`); with credentials the request's origin is echoed back.
+    pub fn any() -> Self {
+        Self {
+            origins: Origins::Any,
+            credentials: false,
+        }
+    }
+
+    /// These exact origins (`origin: ['https://app.example']`), and the request's own host.
+    pub fn origins<I: IntoIterator<Item = S>, S: Into<String>>(origins: I) -> Self {
+        Self {
+            origins: Origins::List(
+                (origins.into_iter())
+                    .map(|o| o.into().trim_end_matches('/').to_owned())
+                    .collect(),
+            ),
+            credentials: false,
+        }
+    }
+
+    /// Allows cookies and credentials (`credentials: true`).
+    pub fn credentials(mut self, allow: bool) -> Self {
+        self.credentials = allow;
+        self
+    }
+
+    /// Whether a request from `origin` (to `host`) may proceed.
+    pub(crate) fn permits(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else { return true };
+        let same_host = (origin.split_once("://"))
+            .zip(host)
+            .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
+        match &self.origins {
+            Origins::Any => true,
+            Origins::SameHost => same_host,
+            Origins::List(list) => same_host || list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
+
+    /// The CORS headers for a permitted request from `origin`.
+    pub(crate) fn headers(&self, origin: Option<&str>, headers: &mut http::HeaderMap) {
+        use http::{header, HeaderValue};
+        let Some(origin) = origin else { return };
+        let allow = match (&self.origins, self.credentials) {
+            (Origins::Any, false) => HeaderValue::from_static("*"),
+            _ => match HeaderValue::from_str(origin) {
+                Ok(v) => v,
+                Err(_) => return,
+            },
+        };
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+        if self.credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+}
+
+/// The Socket.IO side of a hub: its settings and live sessions.
+pub(crate) struct SocketIoState {
+    pub(crate) config: SocketIoConfig,
+    pub(crate) sessions: DashMap<Arc<str>, Arc<Session>>,
+}
+
+impl SocketIoState {
+    pub(crate) fn new(config: SocketIoConfig) -> Self {
+        Self {
+            config,
+            sessions: DashMap::new(),
+        }
+    }
+}

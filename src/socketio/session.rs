@@ -1,0 +1,498 @@
+//! One Engine.IO session: its outbound queue (shared by its namespace sockets), its inbound
+//! packets (from whichever transport carries them), its heartbeat, and the task that runs its
+//! Socket.IO sockets.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use futures_util::future::BoxFuture;
+use http::request::Parts;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    auth::{extract_token, AuthRequest},
+    connection::{Conn, Proto},
+    gateway::{DisconnectReason, Incoming, RateState, Refused, Socket},
+    hub::{Hub, NsInner, Rejection},
+    protocol::{
+        close_code,
+        socketio::{packet, EioPacket, PacketKind, SioDecoder, SioPacket, Transport},
+    },
+};
+
+/// Packets read while a handler runs: at most this many wait; then reading pauses.
+const BACKLOG: usize = 32;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// The client sent a close packet: a pending poll answers `6` (noop).
+    ByClient,
+    /// The transport went away (TCP drop, WebSocket closed).
+    TransportGone,
+    /// The server closed it (shutdown, slow consumer, ping timeout, protocol error): the client
+    /// gets a close packet (`1`) when a transport can still carry it.
+    ByServer,
+}
+
+/// Where the session's transport stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TransportState {
+    pub(crate) transport: Transport,
+    pub(crate) upgrading: bool,
+}
+
+pub(crate) struct Session {
+    pub(crate) sid: Arc<str>,
+    hub: Hub,
+    /// The handshake request, for authentication at each CONNECT.
+    parts: Parts,
+    out_tx: mpsc::Sender<Message>,
+    /// Taken by the transport that writes: a pending poll, or the WebSocket.
+    pub(crate) out_rx: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    /// A message a poll took from the queue but could not fit in its body.
+    pub(crate) carry: Mutex<Option<Message>>,
+    in_tx: mpsc::Sender<EioPacket>,
+    /// Wakes the session task when one of its sockets is asked to close.
+    notify: Arc<Notify>,
+    pub(crate) state: Mutex<TransportState>,
+    /// A poll is pending.
+    pub(crate) polling: AtomicBool,
+    /// Tells the pending poll to answer `6` (noop) because an upgrade is completing.
+    pub(crate) upgrade_noop: Notify,
+    closed: Mutex<Option<Closed>>,
+    closed_notify: Notify,
+}
+
+impl Session {
+    /// Creates a session and spawns its task.
+    pub(crate) fn start(hub: Hub, parts: Parts, transport: Transport) -> Option<Arc<Self>> {
+        let sio = hub.inner.socketio.as_ref()?;
+        let sid: Arc<str> = match crate::protocol::socketio::engineio::generate_sid() {
+            Ok(sid) => Arc::from(sid),
+            Err(e) => {
+                tracing::error!(error = %e, "no session id could be made");
+                return None;
+            }
+        };
+        let (out_tx, out_rx) = mpsc::channel(hub.inner.config.outbound_queue.max(1));
+        let (in_tx, in_rx) = mpsc::channel(64);
+        let session = Arc::new(Self {
+            sid: sid.clone(),
+            hub: hub.clone(),
+            parts,
+            out_tx,
+            out_rx: tokio::sync::Mutex::new(out_rx),
+            carry: Mutex::new(None),
+            in_tx,
+            notify: Arc::new(Notify::new()),
+            state: Mutex::new(TransportState {
+                transport,
+                upgrading: false,
+            }),
+            polling: AtomicBool::new(false),
+            upgrade_noop: Notify::new(),
+            closed: Mutex::new(None),
+            closed_notify: Notify::new(),
+        });
+        sio.sessions.insert(sid, session.clone());
+        tokio::spawn(run(session.clone(), in_rx));
+        Some(session)
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Hands an inbound packet to the session task. `false` once the session has ended.
+    pub(crate) async fn receive(&self, packet: EioPacket) -> bool {
+        self.in_tx.send(packet).await.is_ok()
+    }
+
+    /// Queues an Engine.IO packet for the client, without waiting.
+    fn queue(&self, text: String) {
+        let _ = self.out_tx.try_send(Message::text(text));
+    }
+
+    /// Marks the session closed (the first reason wins) and wakes its transports and task.
+    pub(crate) fn close(&self, how: Closed) {
+        let mut closed = self.closed.lock();
+        if closed.is_none() {
+            *closed = Some(how);
+            drop(closed);
+            self.closed_notify.notify_waiters();
+            self.notify.notify_one();
+        }
+    }
+
+    pub(crate) fn closed(&self) -> Option<Closed> {
+        *self.closed.lock()
+    }
+
+    /// Completes once the session is closed.
+    pub(crate) async fn wait_closed(&self) -> Closed {
+        loop {
+            let notified = self.closed_notify.notified();
+            if let Some(how) = self.closed() {
+                return how;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The result of an async step of the session task.
+enum Outcome {
+    Nothing,
+    Connected(Socket),
+}
+
+struct Entry {
+    socket: Socket,
+    rate: RateState,
+}
+
+/// The session task: decodes packets, connects and disconnects namespace sockets, runs their
+/// handlers one at a time, and keeps the heartbeat.
+async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
+    let hub = session.hub.clone();
+    let Some(sio) = hub.inner.socketio.as_ref() else { return };
+    let (ping_interval, ping_timeout) = (sio.config.ping_interval, sio.config.ping_timeout);
+    let mut sockets: HashMap<String, Entry> = HashMap::new();
+    let mut decoder = SioDecoder::new(sio.config.max_attachments);
+    let mut inflight: Option<BoxFuture<'static, Outcome>> = None;
+    let mut backlog: VecDeque<SioPacket> = VecDeque::new();
+    let mut awaiting_pong = false;
+    let heartbeat = tokio::time::sleep(ping_interval);
+    tokio::pin!(heartbeat);
+
+    let how = loop {
+        tokio::select! {
+            biased;
+            how = session.wait_closed() => break how,
+            _ = session.notify.notified() => {
+                if let Some(how) = close_requests(&session, &mut sockets).await {
+                    break how;
+                }
+            }
+            outcome = async { inflight.as_mut().expect("guarded by the branch condition").await }, if inflight.is_some() => {
+                inflight = None;
+                if let Outcome::Connected(socket) = outcome {
+                    let rate = RateState::new(socket.ns().gateway.rate);
+                    sockets.insert(socket.namespace().to_owned(), Entry { socket, rate });
+                }
+                // Packets that arrived while it ran, in order.
+                let mut failed = false;
+                while inflight.is_none() && !failed {
+                    let Some(p) = backlog.pop_front() else { break };
+                    match on_packet(&session, &mut sockets, p) {
+                        Ok(next) => inflight = next,
+                        Err(()) => failed = true,
+                    }
+                }
+                if failed {
+                    break Closed::ByServer;
+                }
+            }
+            packet = in_rx.recv(), if inflight.is_none() || backlog.len() < BACKLOG => {
+                let Some(packet) = packet else { break Closed::TransportGone };
+                match packet {
+                    EioPacket::Pong(_) => {
+                        awaiting_pong = false;
+                        heartbeat.as_mut().reset(tokio::time::Instant::now() + ping_interval);
+                    }
+                    EioPacket::Ping(data) => session.queue(EioPacket::Pong(data).encode()),
+                    EioPacket::Close => break Closed::ByClient,
+                    EioPacket::Message(_) | EioPacket::BinaryMessage(_) => {
+                        let decoded = match packet {
+                            EioPacket::Message(text) => decoder.decode_text(&text),
+                            EioPacket::BinaryMessage(bytes) => decoder.decode_binary(bytes),
+                            _ => Ok(None),
+                        };
+                        let p = match decoded {
+                            Ok(Some(p)) => p,
+                            Ok(None) => continue,
+                            Err(e) => {
+                                tracing::debug!(sid = %session.sid, error = %e, "malformed Socket.IO packet: closing");
+                                break Closed::ByServer;
+                            }
+                        };
+                        // Acks are taken at once, even while a handler runs: that handler may
+                        // be the one waiting for them. Anything else waits its turn.
+                        if inflight.is_some() && !p.kind.is_ack() {
+                            backlog.push_back(p);
+                            continue;
+                        }
+                        match on_packet(&session, &mut sockets, p) {
+                            Ok(next) => inflight = inflight.or(next),
+                            Err(()) => break Closed::ByServer,
+                        }
+                    }
+                    EioPacket::Open(_) | EioPacket::Upgrade | EioPacket::Noop => {}
+                }
+            }
+            _ = &mut heartbeat => {
+                if awaiting_pong {
+                    tracing::debug!(sid = %session.sid, "ping timeout");
+                    break Closed::ByServer;
+                }
+                session.queue(EioPacket::Ping(None).encode());
+                awaiting_pong = true;
+                heartbeat.as_mut().reset(tokio::time::Instant::now() + ping_timeout);
+            }
+        }
+    };
+
+    // A handler or connect still running finishes first (its side effects are not cut in half).
+    if let Some(fut) = inflight.take() {
+        if let Outcome::Connected(socket) = fut.await {
+            let rate = RateState::new(socket.ns().gateway.rate);
+            sockets.insert(socket.namespace().to_owned(), Entry { socket, rate });
+        }
+    }
+    let reason = match how {
+        Closed::ByClient => DisconnectReason::ClientClosed(None),
+        Closed::TransportGone => DisconnectReason::TransportClosed,
+        Closed::ByServer => DisconnectReason::ServerClosed(close_code::GOING_AWAY, "server closed the session".into()),
+    };
+    for (_, entry) in sockets.drain() {
+        remove_socket(&hub, entry.socket, reason.clone()).await;
+    }
+    if how == Closed::ByServer {
+        session.queue(EioPacket::Close.encode());
+    }
+    session.close(how);
+    sio.sessions.remove(&session.sid);
+    tracing::debug!(sid = %session.sid, ?how, "Socket.IO session ended");
+}
+
+/// Acts on sockets asked to close. Returns how the whole session ends, if it does.
+async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, Entry>) -> Option<Closed> {
+    if let Some(how) = session.closed() {
+        return Some(how);
+    }
+    let requested: Vec<(String, u16)> = (sockets.iter())
+        .filter_map(|(ns, e)| e.socket.conn().close_requested().map(|(code, _)| (ns.clone(), code)))
+        .collect();
+    for (ns, code) in requested {
+        if code != close_code::DISCONNECTED_BY_SERVER {
+            // Shutdown, slow consumer, flooding: the whole session goes; clients reconnect.
+            return Some(Closed::ByServer);
+        }
+        // The app disconnected this socket: a DISCONNECT, as Socket.IO's `socket.disconnect()`.
+        if let Some(entry) = sockets.remove(&ns) {
+            session.queue(format!("4{}", packet::encode_disconnect(&ns)));
+            let reason = DisconnectReason::ServerClosed(code, "disconnected by server".into());
+            remove_socket(&session.hub, entry.socket, reason).await;
+        }
+    }
+    None
+}
+
+/// Handles one Socket.IO packet. Returns the async step to run, if any; `Err` closes the
+/// session (a protocol violation).
+fn on_packet(
+    session: &Arc<Session>,
+    sockets: &mut HashMap<String, Entry>,
+    p: SioPacket,
+) -> Result<Option<BoxFuture<'static, Outcome>>, ()> {
+    let hub = &session.hub;
+    match p.kind {
+        PacketKind::Connect => {
+            if sockets.contains_key(&p.ns) {
+                return Ok(None);
+            }
+            let Some(ns) = hub.inner.namespaces.get(p.ns.as_str()).cloned() else {
+                session.queue(format!("4{}", packet::encode_connect_error(&p.ns, "Invalid namespace")));
+                return Ok(None);
+            };
+            Ok(Some(Box::pin(connect(session.clone(), ns, p.data))))
+        }
+        PacketKind::Disconnect => {
+            if let Some(entry) = sockets.remove(&p.ns) {
+                let hub = hub.clone();
+                return Ok(Some(Box::pin(async move {
+                    remove_socket(&hub, entry.socket, DisconnectReason::ClientClosed(None)).await;
+                    Outcome::Nothing
+                })));
+            }
+            Ok(None)
+        }
+        PacketKind::Event | PacketKind::BinaryEvent => {
+            let Some(entry) = sockets.get_mut(&p.ns) else {
+                // An event for a namespace this client has not joined: ignored, as Socket.IO does.
+                return Ok(None);
+            };
+            let Some(event) = p.event_name().map(|e| e.into_owned()) else {
+                return Err(());
+            };
+            let mut args: Vec<Value> = p.args().to_vec();
+            let (data, many) = match args.len() {
+                0 => (Value::Null, false),
+                1 => (args.pop().unwrap_or_default(), false),
+                _ => (Value::Array(args), true),
+            };
+            let incoming = Incoming {
+                event,
+                data,
+                many,
+                attachments: p.attachments,
+                id: p.id,
+            };
+            let socket = &entry.socket;
+            match socket.ns().gateway.route(socket, incoming, &mut entry.rate) {
+                Ok(call) => {
+                    let socket = socket.clone();
+                    Ok(Some(Box::pin(async move {
+                        call.run(socket).await;
+                        Outcome::Nothing
+                    })))
+                }
+                Err(Refused::Error(ack, error)) => {
+                    socket.send_error(ack, error);
+                    Ok(None)
+                }
+                Err(Refused::Flood(ack, error)) => {
+                    socket.send_error(ack, error);
+                    socket
+                        .conn()
+                        .request_close(close_code::POLICY_VIOLATION, "rate limit exceeded");
+                    Ok(None)
+                }
+            }
+        }
+        PacketKind::Ack | PacketKind::BinaryAck => {
+            if let (Some(entry), Some(id)) = (sockets.get(&p.ns), p.id) {
+                let mut args = p.args().to_vec();
+                let data = if args.len() == 1 {
+                    args.pop().unwrap_or_default()
+                } else {
+                    Value::Array(args)
+                };
+                entry.socket.conn().resolve_ack(id, data);
+            }
+            Ok(None)
+        }
+        PacketKind::ConnectError => Err(()),
+    }
+}
+
+/// A namespace CONNECT: authentication, limits, the connect guards and hook, then the answer.
+async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -> Outcome {
+    let hub = session.hub.clone();
+    let refuse = |message: &str| session.queue(format!("4{}", packet::encode_connect_error(&ns.name, message)));
+    let from_payload = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
+    let from_request = extract_token(&session.parts);
+    let token = from_payload.or(from_request.as_ref().map(|(t, _)| t.as_str()));
+    let identity = match &hub.inner.auth {
+        Some(authenticator) => {
+            let req = AuthRequest::new(&session.parts, token).with_payload(auth.as_ref());
+            authenticator.authenticate(&req).await
+        }
+        None => Err(crate::AuthError::new("no authenticator configured")),
+    };
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(e) => {
+            hub.inner.counters.rejected(Rejection::Auth);
+            refuse(e.message());
+            return Outcome::Nothing;
+        }
+    };
+    let cfg = hub.config();
+    let user = identity.user_key().cloned();
+    if let Some(user) = &user {
+        if !hub.check_connect_rate(user) {
+            hub.inner.counters.rejected(Rejection::Limit);
+            refuse("too many new connections for this user; retry later");
+            return Outcome::Nothing;
+        }
+    }
+    if let Err(e) = (hub.inner.slots).reserve(user.as_ref(), cfg.max_connections, cfg.max_connections_per_user) {
+        hub.inner.counters.rejected(Rejection::Limit);
+        refuse(match e {
+            crate::hub::registry::ReserveError::HubFull => "too many connections",
+            crate::hub::registry::ReserveError::UserFull => "too many connections for this user",
+        });
+        return Outcome::Nothing;
+    }
+
+    let id = hub.next_connection_id();
+    let auth = auth.map(Box::new);
+    let conn = Conn::with_sender(
+        id,
+        Proto::SocketIo,
+        identity,
+        session.out_tx.clone(),
+        session.notify.clone(),
+        auth,
+    );
+    let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
+    ns.registry.insert(&conn);
+    let came_online = hub.inner.slots.go_live(user.as_ref());
+    let counters = &hub.inner.counters;
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    counters.connections_total.fetch_add(1, Ordering::Relaxed);
+    // The connect guards answer with a CONNECT_ERROR, like Socket.IO middlewares; the connect
+    // hook runs once the client is connected (like a `connection` listener), so a refusal
+    // there is a DISCONNECT.
+    let verdict = match ns.gateway.check_connect(&socket) {
+        Err(reason) => Err((reason, false)),
+        Ok(()) => {
+            session.queue(format!("4{}", packet::encode_connect(&ns.name, &id.to_string())));
+            ns.gateway
+                .connect_hook(socket.clone())
+                .await
+                .map_err(|reason| (reason, true))
+        }
+    };
+    if let Err((reason, connected)) = verdict {
+        if connected {
+            session.queue(format!("4{}", packet::encode_disconnect(&ns.name)));
+        } else {
+            refuse(&reason);
+        }
+        ns.registry.remove(&conn);
+        let went_offline = hub.inner.slots.end(user.as_ref());
+        if came_online && !went_offline {
+            hub.presence(user.as_ref(), true).await;
+        }
+        counters.connections.fetch_sub(1, Ordering::Relaxed);
+        return Outcome::Nothing;
+    }
+    if came_online {
+        hub.presence(user.as_ref(), true).await;
+    }
+    tracing::debug!(sid = %session.sid, conn = %id, ns = %ns.name, "Socket.IO socket connected");
+    Outcome::Connected(socket)
+}
+
+/// Ends one namespace socket: the disconnect hook (rooms still known), then the bookkeeping.
+async fn remove_socket(hub: &Hub, socket: Socket, reason: DisconnectReason) {
+    let ns = socket.ns().clone();
+    let conn = socket.conn().clone();
+    ns.gateway.on_disconnect(socket, reason).await;
+    conn.fail_acks();
+    ns.registry.remove(&conn);
+    let user = conn.identity.user_key();
+    if hub.inner.slots.end(user) {
+        hub.presence(user, false).await;
+    }
+    hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("sid", &self.sid)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,447 @@
+//! The HTTP side of Socket.IO: handshakes, long-polling `GET`/`POST`, and the WebSocket
+//! transport (direct, or upgraded from polling with the probe exchange).
+
+use std::sync::{atomic::Ordering, Arc};
+
+use bytes::Bytes;
+use futures_util::{future::BoxFuture, SinkExt, StreamExt};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::{
+    tungstenite::{protocol::Role, Message},
+    WebSocketStream,
+};
+
+use super::session::{Closed, Session};
+use crate::{
+    hub::{Hub, Rejection},
+    layer::{
+        future::ResponseBody,
+        handshake::{check_upgrade, switching_protocols, ws_config},
+    },
+    protocol::socketio::{
+        engineio::{self, POLLING_CONTENT_TYPE, POST_OK_BODY},
+        EioPacket, EngineError, OpenPacket, PayloadBuilder, RequestKind, Transport,
+    },
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the CORS headers of an answer need: the request's origin and the policy.
+struct Reply {
+    origin: Option<HeaderValue>,
+}
+
+impl Reply {
+    fn respond<B>(
+        &self,
+        hub: &Hub,
+        status: StatusCode,
+        content_type: &'static str,
+        body: impl Into<Bytes>,
+    ) -> Response<ResponseBody<B>> {
+        let mut res = Response::new(ResponseBody::realtime(body.into()));
+        *res.status_mut() = status;
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Some(sio) = &hub.inner.socketio {
+            let origin = self.origin.as_ref().and_then(|o| o.to_str().ok());
+            sio.config.cors.headers(origin, res.headers_mut());
+        }
+        res
+    }
+
+    fn error<B>(&self, hub: &Hub, error: EngineError) -> Response<ResponseBody<B>> {
+        let cause = match error {
+            EngineError::Forbidden => Rejection::Origin,
+            _ => Rejection::BadRequest,
+        };
+        hub.inner.counters.rejected(cause);
+        self.respond(hub, error.status(), "application/json", error.json_body())
+    }
+
+    fn text<B>(&self, hub: &Hub, body: String) -> Response<ResponseBody<B>> {
+        self.respond(hub, StatusCode::OK, POLLING_CONTENT_TYPE, body)
+    }
+}
+
+fn ready<B: Send + 'static>(res: Response<ResponseBody<B>>) -> BoxFuture<'static, Response<ResponseBody<B>>> {
+    Box::pin(std::future::ready(res))
+}
+
+/// Answers one request under the Socket.IO path.
+pub(crate) fn handle<ReqBody, ResBody>(
+    hub: Hub,
+    req: Request<ReqBody>,
+) -> BoxFuture<'static, Response<ResponseBody<ResBody>>>
+where
+    ReqBody: Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Send + 'static,
+{
+    let reply = Reply {
+        origin: req.headers().get(header::ORIGIN).cloned(),
+    };
+    let Some(sio) = hub.inner.socketio.as_ref() else {
+        return ready(reply.error(&hub, EngineError::BadRequest));
+    };
+    let origin = reply.origin.as_ref().map(|o| o.to_str().unwrap_or("\u{0}"));
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if !sio.config.cors.permits(origin, host) {
+        return ready(reply.error(&hub, EngineError::Forbidden));
+    }
+    if req.method() == Method::OPTIONS {
+        let mut res = reply.respond(&hub, StatusCode::NO_CONTENT, POLLING_CONTENT_TYPE, Bytes::new());
+        let h = res.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        }
+        return ready(res);
+    }
+    if hub.is_shutting_down() {
+        hub.inner.counters.rejected(Rejection::ShuttingDown);
+        return ready(reply.respond(
+            &hub,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "server is shutting down",
+        ));
+    }
+    let query = match engineio::parse_query(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => return ready(reply.error(&hub, e)),
+    };
+    let is_upgrade = (req.headers().get(header::UPGRADE))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let kind = match query.classify(req.method(), is_upgrade) {
+        Ok(kind) => kind,
+        Err(e) => return ready(reply.error(&hub, e)),
+    };
+    let cfg = &sio.config;
+    match kind {
+        RequestKind::Handshake(Transport::Polling) => {
+            let (parts, _) = req.into_parts();
+            let Some(session) = Session::start(hub.clone(), parts, Transport::Polling) else {
+                return ready(reply.error(&hub, EngineError::BadRequest));
+            };
+            let open = OpenPacket::new(
+                &*session.sid,
+                Transport::Polling,
+                cfg.ping_interval,
+                cfg.ping_timeout,
+                cfg.max_payload,
+            );
+            ready(reply.text(&hub, EioPacket::Open(open).encode()))
+        }
+        RequestKind::Handshake(Transport::WebSocket) => upgrade(hub, req, reply, None),
+        RequestKind::Upgrade { sid } => {
+            let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
+                return ready(reply.error(&hub, EngineError::UnknownSid));
+            };
+            upgrade(hub, req, reply, Some(session))
+        }
+        RequestKind::Poll { sid } => {
+            let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
+                return ready(reply.error(&hub, EngineError::UnknownSid));
+            };
+            Box::pin(async move {
+                match poll(&session).await {
+                    Ok(body) => reply.text(&hub, body),
+                    Err(e) => reply.error(&hub, e),
+                }
+            })
+        }
+        RequestKind::Post { sid } => {
+            let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
+                return ready(reply.error(&hub, EngineError::UnknownSid));
+            };
+            let max = cfg.max_payload;
+            Box::pin(async move {
+                if session.state.lock().transport != Transport::Polling {
+                    return reply.error(&hub, EngineError::BadRequest);
+                }
+                let body = match Limited::new(req.into_body(), max).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => {
+                        session.close(Closed::ByServer);
+                        return reply.respond(&hub, StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "payload too large");
+                    }
+                };
+                let packets = match engineio::decode_payload_bytes(&body, max) {
+                    Ok(packets) => packets,
+                    Err(_) => {
+                        session.close(Closed::ByServer);
+                        return reply.error(&hub, EngineError::BadRequest);
+                    }
+                };
+                for packet in packets {
+                    if !session.receive(packet).await {
+                        return reply.error(&hub, EngineError::BadRequest);
+                    }
+                }
+                reply.text(&hub, POST_OK_BODY.to_owned())
+            })
+        }
+    }
+}
+
+/// A long poll: waits for something to send (or the session's end), then sends all it can.
+async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
+    if session.state.lock().transport != Transport::Polling {
+        return Err(EngineError::BadRequest);
+    }
+    if session.polling.swap(true, Ordering::AcqRel) {
+        // A second concurrent poll: refused, as the reference server does.
+        return Err(EngineError::BadRequest);
+    }
+    struct Pending<'a>(&'a Session);
+    impl Drop for Pending<'_> {
+        fn drop(&mut self) {
+            self.0.polling.store(false, Ordering::Release);
+        }
+    }
+    let _pending = Pending(session);
+    let Ok(mut rx) = session.out_rx.try_lock() else {
+        return Err(EngineError::BadRequest);
+    };
+    let max = session
+        .hub()
+        .inner
+        .socketio
+        .as_ref()
+        .map_or(1_000_000, |s| s.config.max_payload);
+    let carried = session.carry.lock().take();
+    let first = match carried {
+        Some(m) => Some(m),
+        None => tokio::select! {
+            m = rx.recv() => m,
+            how = session.wait_closed() => {
+                // Whatever is still queued (a close packet, say) goes first.
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => return Ok(if how == Closed::ByServer { EioPacket::Close } else { EioPacket::Noop }.encode()),
+                }
+            }
+            _ = session.upgrade_noop.notified() => return Ok(EioPacket::Noop.encode()),
+        },
+    };
+    let Some(first) = first else {
+        return Ok(EioPacket::Noop.encode());
+    };
+    let mut body = PayloadBuilder::new(max);
+    push(&mut body, first);
+    while let Ok(m) = rx.try_recv() {
+        if !push(&mut body, m.clone()) {
+            *session.carry.lock() = Some(m);
+            break;
+        }
+    }
+    Ok(body.finish())
+}
+
+/// Adds a queued frame to a polling body; `false` when it does not fit.
+fn push(body: &mut PayloadBuilder, m: Message) -> bool {
+    match m {
+        Message::Text(t) => body.push_encoded(t.as_str()),
+        Message::Binary(b) => body.push(&EioPacket::BinaryMessage(b)),
+        _ => true,
+    }
+}
+
+/// A WebSocket handshake: a new WebSocket-only session, or the upgrade of a polling one.
+fn upgrade<ReqBody, ResBody>(
+    hub: Hub,
+    mut req: Request<ReqBody>,
+    reply: Reply,
+    existing: Option<Arc<Session>>,
+) -> BoxFuture<'static, Response<ResponseBody<ResBody>>>
+where
+    ResBody: Send + 'static,
+{
+    if let Err(refusal) = check_upgrade(&req) {
+        return ready(refusal.into_response(&hub));
+    }
+    if let Some(session) = &existing {
+        let mut state = session.state.lock();
+        if state.transport != Transport::Polling || state.upgrading {
+            drop(state);
+            return ready(reply.error(&hub, EngineError::BadRequest));
+        }
+        state.upgrading = true;
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _) = req.into_parts();
+    let res = switching_protocols(&parts.headers);
+    let session = match existing {
+        Some(session) => session,
+        None => match Session::start(hub.clone(), parts, Transport::WebSocket) {
+            Some(session) => session,
+            None => return ready(reply.error(&hub, EngineError::BadRequest)),
+        },
+    };
+    let upgrading = session.state.lock().upgrading;
+    let Some(sio) = hub.inner.socketio.as_ref() else {
+        return ready(res);
+    };
+    let config = ws_config(&hub.inner.config, sio.config.max_payload);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(sid = %session.sid, error = %e, "upgrade failed after 101");
+                if upgrading {
+                    session.state.lock().upgrading = false;
+                } else {
+                    session.close(Closed::TransportGone);
+                }
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        run_websocket(session, ws, upgrading).await;
+    });
+    ready(res)
+}
+
+/// The WebSocket transport of a session.
+async fn run_websocket<S>(session: Arc<Session>, ws: WebSocketStream<S>, upgrading: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let hub = session.hub().clone();
+    let Some(sio) = hub.inner.socketio.as_ref() else { return };
+    let (mut sink, mut stream) = ws.split();
+    if upgrading {
+        if !probe(&session, &mut sink, &mut stream, sio.config.ping_timeout).await {
+            session.state.lock().upgrading = false;
+            let _ = sink.close().await;
+            return;
+        }
+    } else {
+        let cfg = &sio.config;
+        let open = OpenPacket::new(
+            &*session.sid,
+            Transport::WebSocket,
+            cfg.ping_interval,
+            cfg.ping_timeout,
+            cfg.max_payload,
+        );
+        if sink.send(Message::text(EioPacket::Open(open).encode())).await.is_err() {
+            session.close(Closed::TransportGone);
+            return;
+        }
+    }
+    // The pending poll (if any) has been told to answer; its lock on the queue is ours next.
+    let mut rx = session.out_rx.lock().await;
+    let carried = session.carry.lock().take();
+    if let Some(m) = carried {
+        let _ = sink.feed(m).await;
+    }
+    let batch = hub.inner.config.write_batch.max(1);
+    loop {
+        tokio::select! {
+            biased;
+            how = session.wait_closed() => {
+                // Deliver what is queued (a close packet among it), then close the WebSocket.
+                if how != Closed::TransportGone {
+                    let drain = async {
+                        while let Ok(m) = rx.try_recv() {
+                            if sink.feed(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = sink.flush().await;
+                    };
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+                }
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+                break;
+            }
+            Some(first) = rx.recv() => {
+                let mut bytes = first.len();
+                let mut result = sink.feed(first).await;
+                let mut n = 1;
+                while result.is_ok() && n < batch {
+                    let Ok(m) = rx.try_recv() else { break };
+                    bytes += m.len();
+                    result = sink.feed(m).await;
+                    n += 1;
+                }
+                if result.and(sink.flush().await).is_err() {
+                    session.close(Closed::TransportGone);
+                    break;
+                }
+                hub.inner.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
+            frame = stream.next() => {
+                let packet = match frame {
+                    Some(Ok(Message::Text(t))) => match EioPacket::decode(&t) {
+                        Ok(p) => p,
+                        Err(_) => {
+                            session.close(Closed::ByServer);
+                            continue;
+                        }
+                    },
+                    Some(Ok(Message::Binary(b))) => EioPacket::BinaryMessage(b),
+                    Some(Ok(Message::Ping(_))) => {
+                        let _ = sink.flush().await;
+                        continue;
+                    }
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        session.close(Closed::TransportGone);
+                        continue;
+                    }
+                };
+                hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+                if !session.receive(packet).await {
+                    session.close(Closed::TransportGone);
+                }
+            }
+        }
+    }
+}
+
+/// The upgrade's probe: `2probe` → `3probe`, the pending poll answered with a noop, then `5`.
+async fn probe<Si, St>(session: &Session, sink: &mut Si, stream: &mut St, timeout: std::time::Duration) -> bool
+where
+    Si: futures_util::Sink<Message> + Unpin,
+    St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let exchange = async {
+        loop {
+            let Some(Ok(Message::Text(text))) = stream.next().await else {
+                return false;
+            };
+            match EioPacket::decode(&text) {
+                Ok(p) if p.is_probe_ping() => {
+                    if sink
+                        .send(Message::text(EioPacket::probe_pong().encode()))
+                        .await
+                        .is_err()
+                    {
+                        return false;
+                    }
+                    // The client pauses polling: answer its pending poll now.
+                    session.upgrade_noop.notify_one();
+                }
+                Ok(EioPacket::Upgrade) => {
+                    let mut state = session.state.lock();
+                    state.transport = Transport::WebSocket;
+                    state.upgrading = false;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, exchange).await.unwrap_or(false)
+}

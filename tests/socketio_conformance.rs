@@ -1,0 +1,131 @@
+//! The Socket.IO conformance example (`examples/socketio_conformance.rs`), end to end over
+//! polling and WebSocket.
+#![cfg(feature = "socketio")]
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/socketio_conformance.rs"]
+mod conformance;
+
+use std::net::SocketAddr;
+
+use common::{socketio::Polling, WAIT};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+async fn start() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(conformance::hub().serve(listener, "/"));
+    addr
+}
+
+#[tokio::test]
+async fn handshake_auth_echo_and_acks() {
+    let addr = start().await;
+    let (s, open) = Polling::open(addr).await;
+    assert_eq!(
+        (open["pingInterval"].as_u64(), open["pingTimeout"].as_u64()),
+        (Some(300), Some(200))
+    );
+    assert_eq!(open["maxPayload"], 1_000_000);
+
+    s.post(r#"40{"token":"123"}"#).await;
+    assert!(s.until(|p| p.starts_with("40{")).await.contains("sid"));
+    assert_eq!(s.until(|p| p.starts_with("42")).await, r#"42["auth",{"token":"123"}]"#);
+
+    s.post(r#"42["message",1,"2",{"3":[true]}]"#).await;
+    assert_eq!(
+        s.until(|p| p.starts_with("42")).await,
+        r#"42["message-back",1,"2",{"3":[true]}]"#
+    );
+
+    s.post(r#"4213["message-with-ack",1,"2",{"3":[false]}]"#).await;
+    assert_eq!(s.until(|p| p.starts_with("43")).await, r#"4313[1,"2",{"3":[false]}]"#);
+
+    // Binary: the attachment comes back as a base64 record of the polling body.
+    s.post("451-[\"message\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQIDBA==")
+        .await;
+    assert_eq!(
+        s.until(|p| p.starts_with("45")).await,
+        r#"451-["message-back",{"_placeholder":true,"num":0}]"#
+    );
+    assert_eq!(s.until(|p| p.starts_with('b')).await, "bAQIDBA==");
+
+    // Without auth the payload is `{}`; an unknown namespace is refused.
+    s.post("40/custom,").await;
+    assert_eq!(
+        s.until(|p| p.starts_with("42/custom,")).await,
+        r#"42/custom,["auth",{}]"#
+    );
+    s.post("40/random,").await;
+    assert_eq!(
+        s.until(|p| p.starts_with("44")).await,
+        r#"44/random,{"message":"Invalid namespace"}"#
+    );
+}
+
+#[tokio::test]
+async fn malformed_packets_close_the_session() {
+    let addr = start().await;
+    for bad in ["99", r#"42{"not":"an array"}"#, r#"43abc["x"]"#] {
+        let (s, _) = Polling::open(addr).await;
+        s.post("40").await;
+        s.until(|p| p.starts_with("40{")).await;
+        s.post(bad).await;
+        // The session closes (a poll may still fetch its close packet): its sid is then unknown.
+        let mut status = 200;
+        for _ in 0..50 {
+            let (code, body) = s.get().await;
+            status = code;
+            if status == 400 {
+                break;
+            }
+            assert!(body.split('\u{1e}').all(|p| p == "1" || p == "2"), "{bad}: {body}");
+        }
+        assert_eq!(status, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_close_answers_the_pending_poll_with_noop() {
+    let addr = start().await;
+    let (s, _) = Polling::open(addr).await;
+    let pending = tokio::spawn({
+        let url = s.url();
+        let http = s.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    s.post("1").await;
+    let body = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
+    assert_eq!(body, "6");
+    assert_eq!(s.get().await.0, 400);
+}
+
+#[tokio::test]
+async fn after_an_upgrade_the_sid_is_refused_for_polling_and_websocket() {
+    let addr = start().await;
+    let (s, _) = Polling::open(addr).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={}", s.sid);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text("2probe")).await.unwrap();
+    let pong = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(pong, Message::text("3probe"));
+    ws.send(Message::text("5")).await.unwrap();
+    ws.send(Message::text("40")).await.unwrap();
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        if m.to_text().unwrap().starts_with("40{") {
+            break;
+        }
+    }
+    assert_eq!(s.get().await.0, 400, "polling after the upgrade");
+    assert_eq!(s.post("40").await.status(), 400);
+    let again = tokio_tungstenite::connect_async(&url).await;
+    match again {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 400),
+        other => panic!("a second upgrade should be refused: {other:?}"),
+    }
+}

@@ -1,0 +1,100 @@
+//! Interop with the real socket.io-client from npm (and the `ws` package for the native
+//! protocol): runs `node --test tests/node/socketio.test.mjs` against a hub served here.
+//!
+//! Runs when `REALTIME_TEST_NODE=1` (`.ci/run` sets it after `npm ci` in tests/node); without
+//! it the test says so and does nothing. With it, a missing Node or package is a failure.
+#![cfg(feature = "socketio")]
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::*;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tower_realtime::{socketio::SocketIoConfig, Args, Attachments, Data, ErrorEvent, Hub, JwtAuth, Reply, Socket};
+
+#[derive(Deserialize)]
+struct RoomText {
+    room: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct Private {
+    to: String,
+    message: Value,
+}
+
+fn hub() -> Hub {
+    Hub::builder()
+        .auth(JwtAuth::hs256(SECRET))
+        .socketio(SocketIoConfig::default())
+        .on("joinRoom", |s: Socket, Data(room): Data<String>| async move {
+            s.join(&room)?;
+            Ok::<_, ErrorEvent>(json!({ "event": "joinedRoom", "room": room }))
+        })
+        .on("message", |s: Socket, Data(m): Data<RoomText>| async move {
+            if !s.in_room(&m.room) {
+                return Err(ErrorEvent::new("not in room"));
+            }
+            let out = json!({ "room": m.room, "text": m.text, "sender": s.user_id() });
+            s.hub().to_room(&m.room).emit("message", &out);
+            Ok(json!({ "ok": true }))
+        })
+        .on("privateMessage", |s: Socket, Data(m): Data<Private>| async move {
+            let n =
+                (s.hub().to_user(&m.to)).emit("privateMessage", &json!({ "from": s.user_id(), "message": m.message }));
+            json!({ "delivered": n })
+        })
+        .on("askMe", |s: Socket, Data(n): Data<u64>| async move {
+            let answer: u64 = s
+                .emit_with_ack("question", &n, Duration::from_secs(3))
+                .await
+                .map_err(ErrorEvent::internal)?;
+            Ok::<_, ErrorEvent>(json!({ "answer": answer }))
+        })
+        .on(
+            "echoBinary",
+            |Args(args): Args, Attachments(bin): Attachments| async move { Reply::args(args).with_attachments(bin) },
+        )
+        .on(
+            "emitBinary",
+            |s: Socket, Args(args): Args, Attachments(bin): Attachments| async move {
+                s.emit_args("binaryBack", args, bin);
+            },
+        )
+        .on("dropMe", |s: Socket| async move { s.close_transport() })
+        .build()
+}
+
+#[tokio::test]
+async fn socketio_client_interop() {
+    if std::env::var("REALTIME_TEST_NODE").is_err() {
+        println!("node interop test did not run: set REALTIME_TEST_NODE=1 (needs node and `npm ci` in tests/node)");
+        return;
+    }
+    let hub = hub();
+    let addr = serve_hub(&hub).await;
+    let tokens: serde_json::Map<String, Value> = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+        .iter()
+        .map(|u| (u.to_string(), Value::String(token(u))))
+        .collect();
+    let bad = sign(&json!({ "sub": "x", "exp": now() - 600 }));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/socketio.test.mjs");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec", script])
+            .env("BASE_URL", format!("http://{addr}"))
+            .env("TOKENS", Value::Object(tokens).to_string())
+            .env("BAD_TOKEN", bad)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node must be installed when REALTIME_TEST_NODE is set");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the socket.io-client interop tests failed");
+    assert!(stdout.contains("pass 8"), "all eight interop tests ran and passed");
+}
