@@ -43,7 +43,7 @@
 //! | `jwt` | [`JwtAuth`]: HS256/384/512, RS256 and ES256 tokens on the handshake | yes |
 //! | `metrics` | the hub's counters and handler latency through the `metrics` crate facade (below) | no |
 //! | `validate` | [`Valid<T>`](crate::Valid): payloads validated with the `validator` crate | yes |
-//! | `socketio` | Socket.IO v5 / Engine.IO v4 for the official clients ([`socketio`]) | no |
+//! | `socketio` | Socket.IO v5 / Engine.IO v4 for the official clients (module `socketio`) | no |
 //!
 //! # Metrics (feature `metrics`)
 //!
