@@ -20,7 +20,7 @@ use axum::{
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_realtime::{Data, ErrorEvent, Hub, JwtAuth, Presence, Socket, Valid};
+use tower_realtime::{Data, ErrorEvent, Hub, HubBuilder, JwtAuth, Presence, Socket, Valid};
 use validator::Validate;
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
@@ -62,8 +62,7 @@ fn sender(socket: &Socket) -> &str {
 }
 
 /// The chat gateway: the handlers of the reference's `ChatGateway`.
-fn build_hub(secret: &str, max_per_user: Option<usize>) -> Hub {
-    let builder = Hub::builder();
+fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> Hub {
     // With the `socketio` feature, the same gateway also answers Socket.IO clients at /socket.io/.
     #[cfg(feature = "socketio")]
     let builder = builder.socketio(tower_realtime::socketio::SocketIoConfig::default());
@@ -77,11 +76,11 @@ fn build_hub(secret: &str, max_per_user: Option<usize>) -> Hub {
             }
         })
         .on_connect(|socket: Socket| async move {
-            socket.emit("onlineUsers", &socket.hub().online_users());
+            socket.emit("onlineUsers", &online_users(socket.hub()).await);
         })
         .on_presence(|hub: Hub, presence: Presence| async move {
             hub.emit("presence", &presence);
-            hub.emit("onlineUsers", &hub.online_users());
+            hub.emit("onlineUsers", &online_users(&hub).await);
         })
         .on("joinRoom", |socket: Socket, Data(room): Data<String>| async move {
             if socket.join(&room)? {
@@ -136,9 +135,22 @@ fn build_hub(secret: &str, max_per_user: Option<usize>) -> Hub {
         .build()
 }
 
+/// The users online: on every node of the cluster when the demo is in one.
+async fn online_users(hub: &Hub) -> Vec<String> {
+    #[cfg(feature = "redis")]
+    return hub.cluster_online_users().await.value;
+    #[cfg(not(feature = "redis"))]
+    hub.online_users()
+}
+
 /// The whole demo app: its routes, and the hub layered at `/ws`.
 pub fn app(secret: String, max_per_user: Option<usize>) -> (Router, Hub) {
-    let hub = build_hub(&secret, max_per_user);
+    app_with(secret, max_per_user, Hub::builder())
+}
+
+/// The demo app on a hub builder prepared by the caller (joined to a cluster, say).
+pub fn app_with(secret: String, max_per_user: Option<usize>, builder: HubBuilder) -> (Router, Hub) {
+    let hub = build_hub(&secret, max_per_user, builder);
     let router = Router::new()
         .route("/", get(page))
         .route("/realtime.js", get(client_js))
@@ -262,7 +274,24 @@ async fn main() {
         .and_then(|v| v.parse().ok());
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
 
-    let (app, hub) = app(secret, max_per_user);
+    let builder = Hub::builder();
+    // With REDIS_URL (and the `redis` feature), instances on several ports act as one chat.
+    #[cfg(feature = "redis")]
+    let builder = match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            let options = tower_realtime::adapter::RedisOptions::default();
+            let (adapter, inbound) = (tower_realtime::adapter::RedisAdapter::connect(&url, options).await)
+                .expect("could not reach Redis at REDIS_URL");
+            tracing::info!(node = adapter.node_id(), "joined the cluster at {url}");
+            builder.redis(adapter, inbound)
+        }
+        Err(_) => builder,
+    };
+    #[cfg(not(feature = "redis"))]
+    if std::env::var("REDIS_URL").is_ok() {
+        tracing::warn!("REDIS_URL is set, but this build has no `redis` feature: running alone");
+    }
+    let (app, hub) = app_with(secret, max_per_user, builder);
     #[cfg(feature = "metrics")]
     let app = with_metrics(app);
 

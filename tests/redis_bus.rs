@@ -12,24 +12,20 @@ fn redis_tests_need_the_feature() {
 }
 
 #[cfg(feature = "redis")]
+#[path = "common/proxy.rs"]
+mod proxy;
+
+#[cfg(feature = "redis")]
 mod cluster {
+    use super::proxy::{through, Proxy};
     use std::{
         collections::{HashMap, HashSet},
         hash::{BuildHasher, Hasher},
-        net::SocketAddr,
-        sync::{
-            atomic::{AtomicBool, Ordering},
-            Arc, Mutex,
-        },
         time::{Duration, Instant},
     };
 
     use serde_json::{json, Value};
-    use tokio::{
-        net::{TcpListener, TcpStream},
-        sync::mpsc::Receiver,
-        task::{AbortHandle, JoinHandle},
-    };
+    use tokio::{sync::mpsc::Receiver, task::JoinHandle};
     use tower_realtime::adapter::{Inbound, Op, Query, RedisAdapter, RedisOptions, Target};
 
     /// How long a test waits for something that should arrive.
@@ -609,75 +605,6 @@ mod cluster {
         let mut bad = options("p");
         bad.node_timeout = bad.heartbeat;
         assert!(RedisAdapter::connect("redis://127.0.0.1:1", bad).await.is_err());
-    }
-
-    /// A TCP forwarder to Redis that can be cut (every connection closed, new ones refused)
-    /// and restored.
-    struct Proxy {
-        addr: SocketAddr,
-        cut: Arc<AtomicBool>,
-        conns: Arc<Mutex<Vec<AbortHandle>>>,
-        task: JoinHandle<()>,
-    }
-
-    impl Proxy {
-        async fn start(upstream: SocketAddr) -> Proxy {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let cut = Arc::new(AtomicBool::new(false));
-            let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-            let task = tokio::spawn({
-                let (cut, conns) = (cut.clone(), conns.clone());
-                async move {
-                    while let Ok((mut down, _)) = listener.accept().await {
-                        if cut.load(Ordering::SeqCst) {
-                            drop(down);
-                            continue;
-                        }
-                        let forward = tokio::spawn(async move {
-                            if let Ok(mut up) = TcpStream::connect(upstream).await {
-                                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                            }
-                        });
-                        let mut conns = conns.lock().unwrap();
-                        conns.retain(|h| !h.is_finished());
-                        conns.push(forward.abort_handle());
-                    }
-                }
-            });
-            Proxy { addr, cut, conns, task }
-        }
-
-        fn cut(&self) {
-            self.cut.store(true, Ordering::SeqCst);
-            for conn in self.conns.lock().unwrap().drain(..) {
-                conn.abort();
-            }
-        }
-
-        fn restore(&self) {
-            self.cut.store(false, Ordering::SeqCst);
-        }
-    }
-
-    impl Drop for Proxy {
-        fn drop(&mut self) {
-            self.cut();
-            self.task.abort();
-        }
-    }
-
-    /// `redis://[auth@]host:port[/db]` → host:port, and the same URL through `proxy`.
-    async fn through(url: &str, proxy: Option<SocketAddr>) -> (SocketAddr, String) {
-        let rest = url.strip_prefix("redis://").expect("a redis:// URL");
-        let authority = rest.split('/').next().unwrap();
-        let host_port = authority.rsplit('@').next().unwrap();
-        let upstream = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
-        let proxied = match proxy {
-            Some(p) => url.replacen(host_port, &p.to_string(), 1),
-            None => url.to_owned(),
-        };
-        (upstream, proxied)
     }
 
     async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {

@@ -137,6 +137,7 @@ impl Conn {
     }
 
     /// The close requested for this connection, if any.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) fn close_requested(&self) -> Option<(u16, &'static str)> {
         *self.close.lock()
     }
@@ -238,23 +239,13 @@ pub(crate) async fn run<S>(
     // so the hook sees a consistent hub; presence is announced only once the hook accepts.
     let user = conn.identity.user_key();
     ns.registry.insert(&conn);
-    let came_online = hub.inner.slots.go_live(user);
-    if let Err(reason) = ns.gateway.on_connect(socket.clone()).await {
+    if let Err(reason) = hub.go_live(user, ns.gateway.on_connect(socket.clone())).await {
         tracing::debug!(conn = %conn.id, %reason, "connection refused by the connect hook");
         let frame = close_frame(close_code::POLICY_VIOLATION, reason);
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
         ns.registry.remove(&conn);
-        let went_offline = hub.inner.slots.end(user);
-        // Another connection of this user may have arrived meanwhile: it is online, and since
-        // this one was the first, nobody has announced it yet.
-        if came_online && !went_offline {
-            hub.presence(user, true).await;
-        }
         hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
         return;
-    }
-    if came_online {
-        hub.presence(user, true).await;
     }
     tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
 
@@ -414,9 +405,7 @@ pub(crate) async fn run<S>(
     // Server emits still waiting for an answer get `AckError::Disconnected`.
     conn.fail_acks();
     ns.registry.remove(&conn);
-    if hub.inner.slots.end(user) {
-        hub.presence(user, false).await;
-    }
+    hub.go_offline(user).await;
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
 }
 

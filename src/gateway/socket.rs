@@ -239,6 +239,7 @@ impl Socket {
     /// `{"_placeholder":true,"num":n}` replaced by `attachments[n]` as a buffer. A native
     /// client gets the arguments as the event's data (one argument as itself, several as an
     /// array); the native protocol carries no binary, so attachments are not sent to it.
+    #[cfg_attr(not(feature = "socketio"), allow(unused_variables))]
     pub fn emit_args(&self, event: &str, args: Vec<Value>, attachments: Vec<Bytes>) -> bool {
         match self.conn.proto {
             Proto::Native => {

@@ -39,10 +39,10 @@ pub(crate) enum Target<'a> {
 #[must_use = "an emit does nothing until `.emit(event, data)` is called"]
 #[derive(Clone)]
 pub struct Emit<'a> {
-    hub: &'a Hub,
-    ns: &'a NsInner,
-    targets: SmallVec<[Target<'a>; 2]>,
-    except: SmallVec<[ConnectionId; 2]>,
+    pub(super) hub: &'a Hub,
+    pub(super) ns: &'a NsInner,
+    pub(super) targets: SmallVec<[Target<'a>; 2]>,
+    pub(super) except: SmallVec<[ConnectionId; 2]>,
 }
 
 impl std::fmt::Debug for Emit<'_> {
@@ -109,7 +109,12 @@ impl<'a> Emit<'a> {
     /// and is logged.
     pub fn emit<T: Serialize + ?Sized>(self, event: &str, data: &T) -> usize {
         match serde_json::to_string(data) {
-            Ok(json) => self.send(&Packet::new(&self.ns.name, event, &json)),
+            Ok(json) => {
+                let reached = self.send(&Packet::new(&self.ns.name, event, &json));
+                #[cfg(feature = "redis")]
+                self.publish(event, &json);
+                reached
+            }
             Err(e) => {
                 tracing::warn!(%event, error = %e, "emit payload could not be serialized");
                 0
@@ -152,6 +157,7 @@ impl<'a> Emit<'a> {
 /// One emitted event, with its payload serialized once; each protocol's frame is encoded on
 /// first use and then shared by every recipient speaking that protocol.
 pub(crate) struct Packet<'a> {
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     ns: &'a str,
     event: &'a str,
     data_json: &'a str,

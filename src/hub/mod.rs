@@ -1,6 +1,8 @@
 //! The [`Hub`]: a cheap, cloneable handle on every connection, user and room, usable from
 //! anywhere in the app to emit events.
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod counters;
 mod emit;
 mod namespace;
@@ -85,6 +87,8 @@ pub(crate) struct HubInner {
     state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     next_id: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
+    #[cfg(feature = "redis")]
+    pub(crate) cluster: Option<cluster::Cluster>,
     #[cfg(feature = "socketio")]
     pub(crate) socketio: Option<crate::socketio::SocketIoState>,
     shutdown_notify: tokio::sync::Notify,
@@ -188,14 +192,44 @@ impl Hub {
     }
 
     /// Makes a connection join a room. Returns `false` when there is no such connection, the
-    /// room name is not acceptable, or the connection is in too many rooms.
+    /// room name is not acceptable, or the connection is in too many rooms. In a cluster, a
+    /// connection on another node is asked to join there (and `true` means the request left).
     pub fn join(&self, id: ConnectionId, room: &str) -> bool {
-        self.socket(id).is_some_and(|socket| socket.join(room).is_ok())
+        match self.socket(id) {
+            Some(socket) => socket.join(room).is_ok(),
+            None => self.remote(|| RemoteOp::Join(id, room)),
+        }
     }
 
-    /// Makes a connection leave a room. Returns whether it was in it.
+    /// Makes a connection leave a room. Returns whether it was in it (in a cluster, for a
+    /// connection on another node: whether the request left).
     pub fn leave(&self, id: ConnectionId, room: &str) -> bool {
-        self.socket(id).is_some_and(|socket| socket.leave(room))
+        match self.socket(id) {
+            Some(socket) => socket.leave(room),
+            None => self.remote(|| RemoteOp::Leave(id, room)),
+        }
+    }
+
+    /// Sends an action for a connection that is not on this node to the other nodes.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    fn remote<'a>(&self, op: impl FnOnce() -> RemoteOp<'a>) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.inner.cluster {
+            use crate::adapter::Op;
+            let op = match op() {
+                RemoteOp::Join(id, room) => Op::Join {
+                    conn: id.0,
+                    room: room.to_owned(),
+                },
+                RemoteOp::Leave(id, room) => Op::Leave {
+                    conn: id.0,
+                    room: room.to_owned(),
+                },
+                RemoteOp::Disconnect(id) => Op::Disconnect { conn: id.0 },
+            };
+            return cluster.adapter.publish(&op);
+        }
+        false
     }
 
     /// The rooms a connection is in (empty for an unknown connection).
@@ -228,8 +262,18 @@ impl Hub {
         self.inner.slots.is_online(user)
     }
 
-    /// Closes every connection of a user, in every namespace (close code `4000`). Returns how many.
+    /// Closes every connection of a user, in every namespace and, in a cluster, on every node
+    /// (close code `4000`). Returns how many were on this node.
     pub fn disconnect_user(&self, user: &str) -> usize {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.inner.cluster {
+            let op = crate::adapter::Op::DisconnectUser { user: user.to_owned() };
+            cluster.adapter.publish(&op);
+        }
+        self.disconnect_user_locally(user)
+    }
+
+    pub(crate) fn disconnect_user_locally(&self, user: &str) -> usize {
         let mut n = 0;
         for ns in self.inner.namespaces.values() {
             let conns = ns.registry.users.get(user).map(|c| c.clone()).unwrap_or_default();
@@ -241,9 +285,16 @@ impl Hub {
         n
     }
 
-    /// Closes one connection (close code `4000`). Returns whether it existed.
+    /// Closes one connection (close code `4000`). Returns whether it existed (in a cluster,
+    /// for a connection on another node: whether the request left).
     pub fn disconnect(&self, id: ConnectionId) -> bool {
-        self.socket(id).map(|s| s.disconnect()).is_some()
+        match self.socket(id) {
+            Some(socket) => {
+                socket.disconnect();
+                true
+            }
+            None => self.remote(|| RemoteOp::Disconnect(id)),
+        }
     }
 
     /// Registers a connection with no socket behind it, in the default namespace, for the user
@@ -283,13 +334,70 @@ impl Hub {
         limiter.check_key(user).is_ok()
     }
 
-    /// Runs the presence hook, if any.
-    pub(crate) async fn presence(&self, user: Option<&Arc<str>>, online: bool) {
-        if let (Some(hook), Some(user)) = (&self.inner.on_presence, user) {
+    /// A user's first local connection went live (`online`) or their last one ended: tells
+    /// the cluster, if any. Returns whether the user came online (or went offline) for the
+    /// whole cluster, which is when the change is announced. Without a cluster, always `true`.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub(crate) async fn presence_changed(&self, user: Option<&Arc<str>>, online: bool) -> bool {
+        let Some(_user) = user else { return false };
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &self.inner.cluster {
+            let changed = match online {
+                true => cluster.adapter.user_connected(_user).await,
+                false => cluster.adapter.user_disconnected(_user).await,
+            };
+            // With Redis away the adapter counts the change when it is back (and reports it
+            // then); announce nothing now rather than twice.
+            return matches!(changed, Ok(true));
+        }
+        true
+    }
+
+    /// Brings a connection's user live, runs `accept` (the connect guards and hook), and
+    /// announces the user online when this was their first connection (cluster-wide). When
+    /// `accept` refuses, the connection no longer counts, and the refusal is returned.
+    pub(crate) async fn go_live(
+        &self,
+        user: Option<&Arc<str>>,
+        accept: impl Future<Output = Result<(), String>>,
+    ) -> Result<(), String> {
+        let came_online = self.inner.slots.go_live(user);
+        let announce = came_online && self.presence_changed(user, true).await;
+        let verdict = accept.await;
+        // When refused and other connections of this user arrived meanwhile, the user is
+        // online, and since this one was the first, nobody has announced it yet.
+        if verdict.is_err() && self.inner.slots.end(user) {
+            self.presence_changed(user, false).await;
+            return verdict;
+        }
+        if announce {
+            self.announce(user, true).await;
+        }
+        verdict
+    }
+
+    /// A connection of `user` ended: announces the user offline when it was their last one
+    /// (cluster-wide).
+    pub(crate) async fn go_offline(&self, user: Option<&Arc<str>>) {
+        if self.inner.slots.end(user) && self.presence_changed(user, false).await {
+            self.announce(user, false).await;
+        }
+    }
+
+    /// Runs the presence hook for a user who came online or went offline.
+    pub(crate) async fn announce(&self, user: Option<&Arc<str>>, online: bool) {
+        if let Some(user) = user {
             let presence = Presence {
                 user_id: user.to_string(),
                 online,
             };
+            self.fire_presence(presence).await;
+        }
+    }
+
+    /// Runs the presence hook, if any.
+    pub(crate) async fn fire_presence(&self, presence: Presence) {
+        if let Some(hook) = &self.inner.on_presence {
             hook(self.clone(), presence).await;
         }
     }
@@ -372,6 +480,14 @@ impl Hub {
     }
 }
 
+/// An action for a connection on another node.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+enum RemoteOp<'a> {
+    Join(ConnectionId, &'a str),
+    Leave(ConnectionId, &'a str),
+    Disconnect(ConnectionId),
+}
+
 /// A random tag for this hub, in the top 24 bits of its connection ids, so that ids stay
 /// unique across the nodes of a cluster.
 fn node_tag() -> u64 {
@@ -403,6 +519,11 @@ pub struct HubBuilder {
     state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     #[cfg(feature = "socketio")]
     socketio: Option<crate::socketio::SocketIoConfig>,
+    #[cfg(feature = "redis")]
+    cluster: Option<(
+        crate::adapter::RedisAdapter,
+        tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
+    )>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -540,6 +661,28 @@ impl HubBuilder {
         self
     }
 
+    /// Joins a cluster (feature `redis`): emits, presence, `disconnect_user` and remote room
+    /// changes become cluster-wide, and the `cluster_*` queries ask every node. Give it what
+    /// [`RedisAdapter::connect`](crate::adapter::RedisAdapter::connect) returned; `build` must
+    /// then run inside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), tower_realtime::adapter::RedisAdapterError> {
+    /// use tower_realtime::{adapter::{RedisAdapter, RedisOptions}, Hub};
+    /// let (adapter, inbound) = RedisAdapter::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
+    /// let hub = Hub::builder().redis(adapter, inbound).build();
+    /// # drop(hub); Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(
+        mut self,
+        adapter: crate::adapter::RedisAdapter,
+        inbound: tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
+    ) -> Self {
+        self.cluster = Some((adapter, inbound));
+        self
+    }
+
     /// Replaces all limits and timeouts.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -582,7 +725,12 @@ impl HubBuilder {
             namespaces.insert(ns.name.clone(), ns);
         }
         let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
-        Hub {
+        #[cfg(feature = "redis")]
+        let (cluster, inbound) = match self.cluster {
+            Some((adapter, inbound)) => (Some(cluster::Cluster { adapter }), Some(inbound)),
+            None => (None, None),
+        };
+        let hub = Hub {
             inner: Arc::new(HubInner {
                 config: self.config,
                 namespaces,
@@ -597,10 +745,17 @@ impl HubBuilder {
                 state: self.state,
                 next_id: AtomicU64::new(node_tag() << 40),
                 shutting_down: AtomicBool::new(false),
+                #[cfg(feature = "redis")]
+                cluster,
                 #[cfg(feature = "socketio")]
                 socketio: self.socketio.map(crate::socketio::SocketIoState::new),
                 shutdown_notify: tokio::sync::Notify::new(),
             }),
+        };
+        #[cfg(feature = "redis")]
+        if let Some(inbound) = inbound {
+            cluster::Cluster::start(&hub, inbound);
         }
+        hub
     }
 }

@@ -437,39 +437,28 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     );
     let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
     ns.registry.insert(&conn);
-    let came_online = hub.inner.slots.go_live(user.as_ref());
     let counters = &hub.inner.counters;
     counters.connections.fetch_add(1, Ordering::Relaxed);
     counters.connections_total.fetch_add(1, Ordering::Relaxed);
     // The connect guards answer with a CONNECT_ERROR, like Socket.IO middlewares; the connect
     // hook runs once the client is connected (like a `connection` listener), so a refusal
     // there is a DISCONNECT.
-    let verdict = match ns.gateway.check_connect(&socket) {
-        Err(reason) => Err((reason, false)),
-        Ok(()) => {
-            session.queue(format!("4{}", packet::encode_connect(&ns.name, &id.to_string())));
-            ns.gateway
-                .connect_hook(socket.clone())
-                .await
-                .map_err(|reason| (reason, true))
-        }
+    let mut connected = false;
+    let accept = async {
+        ns.gateway.check_connect(&socket)?;
+        session.queue(format!("4{}", packet::encode_connect(&ns.name, &id.to_string())));
+        connected = true;
+        ns.gateway.connect_hook(socket.clone()).await
     };
-    if let Err((reason, connected)) = verdict {
+    if let Err(reason) = hub.go_live(user.as_ref(), accept).await {
         if connected {
             session.queue(format!("4{}", packet::encode_disconnect(&ns.name)));
         } else {
             refuse(&reason);
         }
         ns.registry.remove(&conn);
-        let went_offline = hub.inner.slots.end(user.as_ref());
-        if came_online && !went_offline {
-            hub.presence(user.as_ref(), true).await;
-        }
         counters.connections.fetch_sub(1, Ordering::Relaxed);
         return Outcome::Nothing;
-    }
-    if came_online {
-        hub.presence(user.as_ref(), true).await;
     }
     tracing::debug!(sid = %session.sid, conn = %id, ns = %ns.name, "Socket.IO socket connected");
     Outcome::Connected(socket)
@@ -482,10 +471,7 @@ async fn remove_socket(hub: &Hub, socket: Socket, reason: DisconnectReason) {
     ns.gateway.on_disconnect(socket, reason).await;
     conn.fail_acks();
     ns.registry.remove(&conn);
-    let user = conn.identity.user_key();
-    if hub.inner.slots.end(user) {
-        hub.presence(user, false).await;
-    }
+    hub.go_offline(conn.identity.user_key()).await;
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
 }
 

@@ -1,0 +1,99 @@
+//! The demo as a cluster: two instances on two ports, one Redis, act as one chat.
+//! Runs when `REALTIME_TEST_REDIS` is set (`.ci/run` sets it); otherwise it says so.
+#![cfg(feature = "redis")]
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/chat.rs"]
+mod chat;
+
+use std::net::SocketAddr;
+
+use common::*;
+use serde_json::{json, Value};
+use tower_realtime::{
+    adapter::{RedisAdapter, RedisOptions},
+    Hub,
+};
+
+async fn instance(url: &str, prefix: &str) -> SocketAddr {
+    let mut options = RedisOptions::default();
+    options.prefix = prefix.to_owned();
+    let (adapter, inbound) = RedisAdapter::connect(url, options).await.expect("Redis must answer");
+    let (app, _hub) = chat::app_with(SECRET.to_owned(), None, Hub::builder().redis(adapter, inbound));
+    serve(app).await
+}
+
+async fn post(addr: SocketAddr, path: &str, body: Value) -> Value {
+    let res = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    res.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn two_instances_act_as_one_chat() {
+    let Ok(url) = std::env::var("REALTIME_TEST_REDIS") else {
+        println!("redis cluster test did not run: set REALTIME_TEST_REDIS=redis://127.0.0.1:6379");
+        return;
+    };
+    let prefix = format!("test-chat-{}", now());
+    let (a, b) = (instance(&url, &prefix).await, instance(&url, &prefix).await);
+    let mut alice = connect(a, "alice").await;
+    alice.expect_event("onlineUsers").await;
+    let mut bob = connect(b, "bob").await;
+    // bob, on B, sees alice (on A) online; alice hears that bob came online.
+    let online = bob.expect_event("onlineUsers").await;
+    assert_eq!(online, json!(["alice", "bob"]));
+    loop {
+        let p = alice.expect_event("presence").await;
+        if p["userId"] == "bob" {
+            assert_eq!(p["online"], true);
+            break;
+        }
+    }
+
+    // Shared rooms.
+    alice.call("joinRoom", json!("general")).await;
+    bob.call("joinRoom", json!("general")).await;
+    assert_eq!(
+        alice.expect_event("userJoined").await,
+        json!({ "userId": "bob", "room": "general" })
+    );
+    alice
+        .call("message", json!({ "text": "hi from A", "room": "general" }))
+        .await;
+    let m = bob.expect_event("message").await;
+    assert_eq!(
+        (m["text"].as_str(), m["sender"].as_str()),
+        (Some("hi from A"), Some("alice"))
+    );
+
+    // Private messages across nodes.
+    let ack = bob
+        .call("privateMessage", json!({ "to": "alice", "message": "psst" }))
+        .await;
+    assert_eq!(
+        ack["data"]["delivered"], 0,
+        "the count is this node's; alice is on the other"
+    );
+    assert_eq!(
+        alice.expect_event("privateMessage").await,
+        json!({ "from": "bob", "message": "psst" })
+    );
+
+    // POST /posts on either node notifies everyone on both.
+    post(b, "/posts", json!({ "title": "Cluster" })).await;
+    for c in [&mut alice, &mut bob] {
+        assert_eq!(
+            c.expect_event("notification").await,
+            json!({ "message": "New post: Cluster" })
+        );
+    }
+    post(a, "/notify/bob", json!({ "message": "for bob" })).await;
+    assert_eq!(bob.expect_event("notification").await, json!({ "message": "for bob" }));
+}
