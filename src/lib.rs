@@ -85,6 +85,7 @@ pub mod layer;
 pub mod protocol;
 #[cfg(feature = "socketio")]
 pub mod socketio;
+mod util;
 
 #[cfg(feature = "jwt")]
 pub use auth::JwtAuth;

@@ -270,34 +270,9 @@ pub fn extract_token(parts: &Parts) -> Option<(String, TokenSource)> {
     let query = parts.uri.query()?;
     query.split('&').find_map(|pair| {
         let value = pair.strip_prefix("token=")?;
-        let token = percent_decode(value)?;
+        let token = crate::util::percent_decode(value)?;
         (!token.is_empty()).then_some((token, TokenSource::QueryParameter))
     })
-}
-
-/// Decodes `%XX` escapes and `+` of a query value; `None` when it is not valid UTF-8.
-fn percent_decode(value: &str) -> Option<String> {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -331,7 +306,7 @@ mod tests {
         let p = parts(http::Request::get("/ws?token=%zz"));
         assert_eq!(extract_token(&p), None);
         let p = parts(http::Request::get("/ws?token=%4"));
-        assert_eq!(extract_token(&p), Some(("%4".into(), TokenSource::QueryParameter)));
+        assert_eq!(extract_token(&p), None, "a malformed escape is no token");
     }
 
     #[test]

@@ -587,7 +587,7 @@ pub fn parse_query(query: &str) -> Result<EioQuery, EngineError> {
     }
     let sid = match sid {
         None | Some("") => None,
-        Some(raw) => Some(percent_decode(raw).ok_or(EngineError::BadRequest)?),
+        Some(raw) => Some(crate::util::percent_decode(raw).ok_or(EngineError::BadRequest)?),
     };
     Ok(EioQuery { transport, sid })
 }
@@ -630,45 +630,6 @@ impl EioQuery {
             }
             (Some(_), _) => Err(EngineError::BadRequest),
         }
-    }
-}
-
-/// Decodes `%XX` escapes and `+` (a space, as in form encoding); `None` if an escape is
-/// malformed or the result is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    if !s.bytes().any(|b| b == b'%' || b == b'+') {
-        return Some(s.to_owned());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let hi = hex(*bytes.get(i + 1)?)?;
-                let lo = hex(*bytes.get(i + 2)?)?;
-                out.push((hi << 4) | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
