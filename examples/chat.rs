@@ -154,6 +154,7 @@ pub fn app_with(secret: String, max_per_user: Option<usize>, builder: HubBuilder
     let router = Router::new()
         .route("/", get(page))
         .route("/realtime.js", get(client_js))
+        .route("/socketio-lite.js", get(socketio_client_js))
         .route("/login", post(login))
         .route("/posts", post(create_post))
         .route("/notify/{user}", post(notify_user))
@@ -248,6 +249,13 @@ async fn client_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../clients/js/realtime.js"),
+    )
+}
+
+async fn socketio_client_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../clients/js/socketio-lite.js"),
     )
 }
 

@@ -1,5 +1,6 @@
 //! Interop with the real socket.io-client from npm (and the `ws` package for the native
-//! protocol): runs `node --test tests/node/socketio.test.mjs` against a hub served here.
+//! protocol): runs `node --test tests/node/socketio.test.mjs` against a hub served here, and
+//! `tests/node/socketio-lite.test.mjs` (the demo page's small Socket.IO client) against another.
 //!
 //! Runs when `REALTIME_TEST_NODE=1` (`.ci/run` sets it after `npm ci` in tests/node); without
 //! it the test says so and does nothing. With it, a missing Node or package is a failure.
@@ -68,11 +69,11 @@ fn hub() -> Hub {
         .build()
 }
 
-#[tokio::test]
-async fn socketio_client_interop() {
+/// Runs `node --test tests/node/<script>` against a fresh [`hub`]; returns its stdout once it passed.
+async fn run_node_tests(script: &str) -> Option<String> {
     if std::env::var("REALTIME_TEST_NODE").is_err() {
         println!("node interop test did not run: set REALTIME_TEST_NODE=1 (needs node and `npm ci` in tests/node)");
-        return;
+        return None;
     }
     let hub = hub();
     let addr = serve_hub(&hub).await;
@@ -81,10 +82,10 @@ async fn socketio_client_interop() {
         .map(|u| (u.to_string(), Value::String(token(u))))
         .collect();
     let bad = sign(&json!({ "sub": "x", "exp": now() - 600 }));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/socketio.test.mjs");
+    let path = format!("{}/tests/node/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .args(["--test", "--test-reporter=spec", script])
+            .args(["--test", "--test-reporter=spec", &path])
             .env("BASE_URL", format!("http://{addr}"))
             .env("TOKENS", Value::Object(tokens).to_string())
             .env("BAD_TOKEN", bad)
@@ -93,8 +94,25 @@ async fn socketio_client_interop() {
     .await
     .unwrap()
     .expect("node must be installed when REALTIME_TEST_NODE is set");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the socket.io-client interop tests failed");
+    assert!(output.status.success(), "the node tests in {script} failed");
+    Some(stdout)
+}
+
+#[tokio::test]
+async fn socketio_client_interop() {
+    let Some(stdout) = run_node_tests("socketio.test.mjs").await else {
+        return;
+    };
     assert!(stdout.contains("pass 8"), "all eight interop tests ran and passed");
+}
+
+/// The demo page's small Socket.IO client (`clients/js/socketio-lite.js`), beside socket.io-client.
+#[tokio::test]
+async fn socketio_lite_client() {
+    let Some(stdout) = run_node_tests("socketio-lite.test.mjs").await else {
+        return;
+    };
+    assert!(stdout.contains("pass 6"), "all six socketio-lite tests ran and passed");
 }

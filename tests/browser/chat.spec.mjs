@@ -3,7 +3,8 @@
 //   node tests/browser/chat.spec.mjs http://127.0.0.1:3000
 //
 // Two users log in in two pages, join a room, chat, and one page closes: the other sees the
-// message and the online list change. A screenshot goes to ci-artifacts/chat.png. Exits
+// message and the online list change. alice uses the native protocol (/ws), bob the page's
+// Socket.IO client (/socket.io/): the server must have been built with the `socketio` feature. A screenshot goes to ci-artifacts/chat.png. Exits
 // non-zero on any failure (a missing Chromium included).
 
 import { mkdir } from 'node:fs/promises';
@@ -34,15 +35,24 @@ const browser = await chromium.launch({
 
 const pageErrors = [];
 
-async function open(user) {
+async function open(user, protocol) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   page.on('pageerror', (e) => pageErrors.push(`${user}: ${e.message}`));
   await page.goto(base);
   await page.fill('#user', user);
+  // The page probes /socket.io/ and marks the select with the result.
+  await page.locator('#protocol[data-socketio]').waitFor({ state: 'attached' });
+  if (protocol === 'socketio') {
+    const available = await page.getAttribute('#protocol', 'data-socketio');
+    if (available !== 'available') throw new Error(`the socketio option is ${available}`);
+  }
+  await page.selectOption('#protocol', protocol);
   await page.click('#login');
   await page.locator('#status.connected').waitFor();
+  const used = await page.evaluate(() => window.chat.protocol);
+  if (used !== protocol) throw new Error(`${user}: logged in with ${used}, not ${protocol}`);
   return { context, page };
 }
 
@@ -63,8 +73,8 @@ async function expectOnline(page, users) {
 
 let failed = false;
 try {
-  const alice = await open('alice');
-  const bob = await open('bob');
+  const alice = await open('alice', 'native');
+  const bob = await open('bob', 'socketio');
 
   for (const { page } of [alice, bob]) {
     await page.fill('#room', 'general');
@@ -73,6 +83,9 @@ try {
   }
   await expectOnline(alice.page, ['alice', 'bob']);
   await expectOnline(bob.page, ['alice', 'bob']);
+  // The room name field is not squeezed by the buttons beside it.
+  const roomWidth = await alice.page.$eval('#room', (e) => e.getBoundingClientRect().width);
+  if (roomWidth < 150) throw new Error(`the room field is ${roomWidth}px wide`);
 
   await alice.page.fill('#text', 'hello from the browser');
   await alice.page.click('#send');
