@@ -1,6 +1,8 @@
 //! The per-connection task: reads frames and hands them to the gateway, drains the outbound
 //! queue in batches (one flush per batch), pings, and enforces the limits and close codes.
 
+pub(crate) mod coalesce;
+
 use std::{
     collections::{HashMap, VecDeque},
     sync::{atomic::Ordering, Arc},

@@ -24,7 +24,7 @@ use tokio_tungstenite::{
 use super::future::ResponseBody;
 use crate::{
     auth::{extract_token, AuthRequest, SUBPROTOCOL},
-    connection::{self, Conn},
+    connection::{self, coalesce::CoalescingIo, Conn},
     hub::{registry::ReserveError, Hub, NsInner, Rejection},
 };
 use std::sync::Arc;
@@ -187,6 +187,10 @@ pub(crate) fn switching_protocols<B>(headers: &HeaderMap) -> Response<ResponseBo
 }
 
 /// The WebSocket settings of a connection: a small read buffer, messages up to `max_message`.
+///
+/// No write buffer in tungstenite (it would keep its largest capacity for the connection's
+/// life): every frame goes straight to the stream, which is a [`CoalescingIo`] that holds the
+/// writes until the writer's flush and frees its buffer after.
 pub(crate) fn ws_config(cfg: &crate::Config, max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
@@ -268,7 +272,12 @@ where
                 .counters
                 .connections_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+            let ws = WebSocketStream::from_raw_socket(
+                CoalescingIo::new(TokioIo::new(upgraded)),
+                Role::Server,
+                Some(ws_config),
+            )
+            .await;
             let (conn, rx) = Conn::new(id, identity, hub_task.inner.config.outbound_queue);
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));

@@ -16,6 +16,7 @@ use tokio_tungstenite::{
 
 use super::session::{Closed, Session};
 use crate::{
+    connection::coalesce::CoalescingIo,
     hub::{Hub, Rejection},
     layer::{
         future::ResponseBody,
@@ -305,7 +306,9 @@ where
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let ws =
+            WebSocketStream::from_raw_socket(CoalescingIo::new(TokioIo::new(upgraded)), Role::Server, Some(config))
+                .await;
         run_websocket(session, ws, upgrading).await;
     });
     ready(res)
@@ -343,7 +346,8 @@ where
     let mut rx = session.out_rx.lock().await;
     let carried = session.carry.lock().take();
     if let Some(m) = carried {
-        let _ = sink.feed(m).await;
+        // Sent now: under the write coalescing, a frame only leaves on a flush.
+        let _ = sink.send(m).await;
     }
     let batch = hub.inner.config.write_batch.max(1);
     loop {

@@ -1,0 +1,292 @@
+//! Write coalescing under the WebSocket codec.
+//!
+//! tungstenite runs with `write_buffer_size(0)`: every frame it is fed is written to its
+//! stream at once. Straight onto the socket that is one `write(2)` per message, however the
+//! connection's writer batches. [`CoalescingIo`] sits between tungstenite and the socket: it
+//! appends writes to a buffer and writes the buffer out on flush, so a batch (fed, then
+//! flushed once) leaves in one system call. After a flush the buffer is freed, so an idle
+//! connection holds no write buffer, even one that once received a burst.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Past this many buffered bytes, a write first writes the buffer out.
+pub(crate) const FLUSH_AT: usize = 64 * 1024;
+
+/// An `AsyncRead + AsyncWrite` that holds writes until a flush (or until [`FLUSH_AT`] bytes
+/// are buffered), and releases its buffer once it is written out.
+///
+/// Reads pass straight through. Writes are accepted whole into the buffer; `poll_flush` and
+/// `poll_shutdown` first write the buffer out, then flush or shut down the inner stream. A
+/// write larger than [`FLUSH_AT`] that finds the buffer empty goes straight to the inner
+/// stream, uncopied. On drop, what is still buffered gets one non-blocking write.
+#[derive(Debug)]
+pub(crate) struct CoalescingIo<T: AsyncWrite + Unpin> {
+    io: T,
+    buf: Vec<u8>,
+    /// How much of `buf` is already written out.
+    written: usize,
+}
+
+impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
+    pub(crate) fn new(io: T) -> Self {
+        Self {
+            io,
+            buf: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// Bytes accepted but not yet written to the inner stream.
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.written
+    }
+}
+
+impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
+    /// Writes the buffer out, then frees it.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.written < self.buf.len() {
+            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf[self.written..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.written += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        // Not `clear()`: the capacity is what an idle connection would keep.
+        self.buf = Vec::new();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What is still buffered goes out, if the stream takes it right away.
+///
+/// tungstenite writes its answer to a peer's close frame and then reports the connection
+/// closed without flushing its stream, so that answer is still here when the connection is
+/// dropped. One non-blocking attempt is what writing it straight to the socket would have
+/// made: a peer that reads nothing loses it either way.
+impl<T: AsyncWrite + Unpin> Drop for CoalescingIo<T> {
+    fn drop(&mut self) {
+        if self.written < self.buf.len() {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = self.poll_write_out(&mut cx);
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for CoalescingIo<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.buf.len() >= FLUSH_AT {
+            ready!(this.poll_write_out(cx))?;
+        }
+        if this.buf.is_empty() && data.len() >= FLUSH_AT {
+            return Pin::new(&mut this.io).poll_write(cx, data);
+        }
+        this.buf.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+        time::Duration,
+    };
+
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// A stream that counts the writes reaching it.
+    struct Counting {
+        inner: DuplexStream,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncRead for Counting {
+        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            let r = Pin::new(&mut this.inner).poll_write(cx, data);
+            if matches!(r, Poll::Ready(Ok(_))) {
+                this.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        }
+    }
+
+    fn pair(capacity: usize) -> (CoalescingIo<Counting>, DuplexStream, Arc<AtomicUsize>) {
+        let (a, b) = duplex(capacity);
+        let writes = Arc::new(AtomicUsize::new(0));
+        (
+            CoalescingIo::new(Counting {
+                inner: a,
+                writes: writes.clone(),
+            }),
+            b,
+            writes,
+        )
+    }
+
+    /// Whatever the peer can read right now.
+    async fn available(peer: &mut DuplexStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(20), peer.read(&mut chunk)).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn writes_wait_for_flush_then_leave_in_one_write() {
+        let (mut io, mut peer, writes) = pair(1 << 20);
+        for i in 0..100u8 {
+            io.write_all(&[i; 10]).await.unwrap();
+        }
+        assert_eq!(io.buffered(), 1000);
+        assert!(
+            available(&mut peer).await.is_empty(),
+            "nothing written before the flush"
+        );
+        assert_eq!(writes.load(Ordering::Relaxed), 0);
+
+        io.flush().await.unwrap();
+        assert_eq!(writes.load(Ordering::Relaxed), 1);
+        let got = available(&mut peer).await;
+        let want: Vec<u8> = (0..100u8).flat_map(|i| [i; 10]).collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn buffer_is_released_after_flush() {
+        let (mut io, mut peer, _) = pair(1 << 20);
+        io.write_all(&[7; 30_000]).await.unwrap();
+        assert!(io.buf.capacity() >= 30_000);
+        io.flush().await.unwrap();
+        assert_eq!(io.buf.capacity(), 0);
+        assert_eq!(io.buffered(), 0);
+        assert_eq!(available(&mut peer).await.len(), 30_000);
+    }
+
+    #[tokio::test]
+    async fn past_the_threshold_writes_go_out_without_a_flush() {
+        let (mut io, mut peer, writes) = pair(1 << 20);
+        let chunk = vec![1u8; 1000];
+        let n = FLUSH_AT / chunk.len() + 10;
+        for _ in 0..n {
+            io.write_all(&chunk).await.unwrap();
+        }
+        // The buffer was written out once on reaching the threshold, with no flush.
+        assert_eq!(writes.load(Ordering::Relaxed), 1);
+        assert!(io.buffered() < FLUSH_AT);
+        let early = available(&mut peer).await.len();
+        assert!(early >= FLUSH_AT, "{early}");
+        io.flush().await.unwrap();
+        assert_eq!(early + available(&mut peer).await.len(), n * chunk.len());
+    }
+
+    #[tokio::test]
+    async fn a_large_write_on_an_empty_buffer_is_not_copied() {
+        let (mut io, mut peer, writes) = pair(1 << 20);
+        let big = vec![3u8; FLUSH_AT * 2];
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; FLUSH_AT * 2];
+            peer.read_exact(&mut got).await.unwrap();
+            got
+        });
+        io.write_all(&big).await.unwrap();
+        assert_eq!(io.buffered(), 0);
+        assert_eq!(io.buf.capacity(), 0);
+        assert!(writes.load(Ordering::Relaxed) >= 1);
+        assert_eq!(reader.await.unwrap(), big);
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_a_slow_peer() {
+        // The pipe holds 1 KiB: the flush can only finish as the peer reads.
+        let (mut io, mut peer, _) = pair(1024);
+        io.write_all(&[9; 20_000]).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 20_000];
+            peer.read_exact(&mut got).await.unwrap();
+            got
+        });
+        io.flush().await.unwrap();
+        assert_eq!(io.buffered(), 0);
+        assert_eq!(reader.await.unwrap(), vec![9; 20_000]);
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_the_buffer_first() {
+        let (mut io, mut peer, _) = pair(1 << 20);
+        io.write_all(b"last words").await.unwrap();
+        io.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last words");
+    }
+
+    #[tokio::test]
+    async fn drop_writes_what_is_left() {
+        let (mut io, mut peer, _) = pair(1 << 20);
+        io.write_all(b"close frame").await.unwrap();
+        drop(io);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"close frame");
+    }
+
+    #[tokio::test]
+    async fn reads_pass_through() {
+        let (mut io, mut peer, _) = pair(1 << 20);
+        peer.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        io.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+    }
+}
