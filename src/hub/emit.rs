@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashSet,
+    hash::{BuildHasherDefault, Hasher},
     sync::{atomic::Ordering, OnceLock},
 };
 
@@ -136,7 +137,8 @@ impl<'a> Emit<'a> {
             // One target: each connection appears in it at most once, no de-duplication needed.
             visit(registry, target, &mut deliver);
         } else {
-            let mut seen = HashSet::new();
+            let expected = self.targets.iter().map(|t| target_len(registry, *t)).sum();
+            let mut seen: IdSet = HashSet::with_capacity_and_hasher(expected, Default::default());
             for target in &self.targets {
                 visit(registry, *target, &mut |conn: &Conn| {
                     if seen.insert(conn.id) {
@@ -198,6 +200,41 @@ impl<'a> Packet<'a> {
 }
 
 /// Calls `f` on each connection of one target.
+/// How many connections a target holds right now (a size hint: they may change meanwhile).
+fn target_len(registry: &Registry, target: Target<'_>) -> usize {
+    match target {
+        Target::All => registry.conns.len(),
+        Target::Room(room) => registry.rooms.get(room).map_or(0, |m| m.len()),
+        Target::User(user) => registry.users.get(user).map_or(0, |c| c.len()),
+        Target::Connection(_) => 1,
+    }
+}
+
+/// The recipients an emit to several targets has reached.
+type IdSet = HashSet<ConnectionId, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a [`ConnectionId`] with one multiplication. Ids are a hub-local sequence, never
+/// chosen by a peer, so SipHash's resistance to chosen keys buys nothing here; the odd
+/// multiplier keeps sequential ids apart in the low bits and spreads them over the high ones.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 fn visit(registry: &Registry, target: Target<'_>, f: &mut impl FnMut(&Conn)) {
     match target {
         Target::All => registry.conns.iter().for_each(|e| f(e.value())),
