@@ -19,6 +19,9 @@
 //! cargo run --release --example loadgen -- --conns 10000 --rooms-per-conn 2 --room-size 100 --source none
 //! # 10 broadcasts/s to all 10,000 connections, from HTTP (POST /posts)
 //! cargo run --release --example loadgen -- --conns 10000 --source http --rate 10 --duration 30
+//! # one room split over two demo instances in a cluster (built with `--features redis`, both
+//! # with the same REDIS_URL and JWT_SECRET): connections alternate between the two
+//! cargo run --release --example loadgen -- --url ws://127.0.0.1:3400/ws,ws://127.0.0.1:3401/ws
 //! ```
 //!
 //! # How a broadcast is measured
@@ -82,8 +85,10 @@ const STALL: Duration = Duration::from_secs(10);
 const USAGE: &str = "\
 loadgen: WebSocket load for the native protocol (loopback only)
 
-  --url URL              WebSocket endpoint            [ws://127.0.0.1:3000/ws]
-  --http URL             HTTP base for /posts, /login  [derived from --url]
+  --url URL[,URL...]     WebSocket endpoint(s)         [ws://127.0.0.1:3000/ws]
+                         several: connections spread over them round-robin, the
+                         broadcaster (and --http) on the first
+  --http URL             HTTP base for /posts, /login  [derived from the first --url]
   --conns N              connections                   [1000]
   --users N              distinct users (0: one per connection) [1]
   --rooms-per-conn N     rooms each connection joins   [1] (0: none)
@@ -111,6 +116,8 @@ enum Source {
 #[derive(Debug, Clone)]
 struct Args {
     url: String,
+    /// `url` split at commas: the servers, connections spread over them round-robin.
+    urls: Vec<String>,
     http: String,
     conns: usize,
     users: usize,
@@ -132,6 +139,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         url: "ws://127.0.0.1:3000/ws".into(),
+        urls: Vec::new(),
         http: String::new(),
         conns: 1000,
         users: 1,
@@ -184,12 +192,14 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    let Some(host) = loopback_authority(&a.url) else {
+    a.urls = a.url.split(',').map(str::to_owned).collect();
+    if let Some(bad) = a.urls.iter().find(|u| loopback_authority(u).is_none()) {
         return Err(format!(
-            "--url must be on loopback (127.x.x.x, [::1], localhost), not {}",
-            a.url
+            "--url must be on loopback (127.x.x.x, [::1], localhost), not {bad}"
         ));
-    };
+    }
+    a.url = a.urls[0].clone();
+    let host = loopback_authority(&a.url).expect("checked above");
     if a.http.is_empty() {
         a.http = format!("http://{host}");
     }
@@ -697,7 +707,7 @@ async fn main() {
         let rooms = (0..args.rooms_per_conn)
             .map(|j| format!("room{j}-{}", i / args.room_size))
             .collect();
-        let url = with_token(&args.url, &tokens[i % users]);
+        let url = with_token(&args.urls[i % args.urls.len()], &tokens[i % users]);
         tasks.push(tokio::spawn(client(
             url,
             rooms,
