@@ -41,7 +41,13 @@ async fn two_instances_act_as_one_chat() {
         println!("redis cluster test did not run: set REALTIME_TEST_REDIS=redis://127.0.0.1:6379");
         return;
     };
-    let prefix = format!("test-chat-{}", now());
+    // A prefix of its own: keys of an earlier run (presence counts live on for a while) must
+    // not be seen.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("test-chat-{nanos}-{}", std::process::id());
     let (a, b) = (instance(&url, &prefix).await, instance(&url, &prefix).await);
     let mut alice = connect(a, "alice").await;
     alice.expect_event("onlineUsers").await;
