@@ -17,8 +17,6 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde::Serialize;
-use tokio::sync::mpsc::Receiver;
-use tokio_tungstenite::tungstenite::Message;
 use tower_realtime::Hub;
 
 /// A chat message as the demo sends it: about 100 bytes once encoded.
@@ -38,7 +36,7 @@ const MESSAGE: ChatMessage<'static> = ChatMessage {
 };
 
 /// A hub with `n` connections (each its own user) in `room`.
-fn hub_with_room(n: usize, room: &str) -> (Hub, Vec<Receiver<Message>>) {
+fn hub_with_room(n: usize, room: &str) -> (Hub, Vec<tower_realtime::__private::Receiver>) {
     let hub = Hub::builder().build();
     let mut queues = Vec::with_capacity(n);
     for i in 0..n {
@@ -50,7 +48,7 @@ fn hub_with_room(n: usize, room: &str) -> (Hub, Vec<Receiver<Message>>) {
 }
 
 /// Empties every queue; returns how many frames were taken.
-fn drain(queues: &mut [Receiver<Message>]) -> usize {
+fn drain(queues: &mut [tower_realtime::__private::Receiver]) -> usize {
     let mut n = 0;
     for rx in queues {
         while rx.try_recv().is_ok() {
@@ -61,7 +59,11 @@ fn drain(queues: &mut [Receiver<Message>]) -> usize {
 }
 
 /// Times `emit` only; the queues are drained after each call, outside the timing.
-fn time_emits(iters: u64, queues: &mut [Receiver<Message>], mut emit: impl FnMut() -> usize) -> Duration {
+fn time_emits(
+    iters: u64,
+    queues: &mut [tower_realtime::__private::Receiver],
+    mut emit: impl FnMut() -> usize,
+) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let start = Instant::now();

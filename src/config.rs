@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | [`max_message_size`](Config::max_message_size) | 64 KiB | close `1009` (message too big): one frame, or the fragments of one message together; a frame announcing more is refused on its header |
 //! | [`outbound_queue`](Config::outbound_queue) | 1024 messages | the [`SlowConsumerPolicy`] applies (default: close `1013`) |
-//! | [`read_buffer_size`](Config::read_buffer_size) | 4 KiB | (buffer size, not a limit) |
+//! | [`read_buffer_size`](Config::read_buffer_size) | 2 KiB | (buffer size, not a limit: larger messages are read in several chunks) |
 //! | [`ping_interval`](Config::ping_interval) | 25 s | a ping is sent after this long |
 //! | [`ping_timeout`](Config::ping_timeout) | 20 s | no frame from the peer, or a write to it blocked, for `ping_interval + ping_timeout`: close `4001` |
 //! | [`max_rooms_per_connection`](Config::max_rooms_per_connection) | 100 | `error` event, the join does not happen |
@@ -84,7 +84,7 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             outbound_queue: 1024,
             slow_consumer: SlowConsumerPolicy::Close,
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 2 * 1024,
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
             max_rooms_per_connection: 100,

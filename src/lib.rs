@@ -87,6 +87,12 @@ pub mod protocol;
 pub mod socketio;
 mod util;
 
+/// Not part of the API: types the crate's benchmarks need.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::connection::outbox::Receiver;
+}
+
 #[cfg(feature = "jwt")]
 pub use auth::JwtAuth;
 pub use auth::{AllowAnonymous, AuthError, AuthRequest, Authenticator, Identity};

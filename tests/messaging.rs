@@ -290,7 +290,9 @@ async fn a_silent_peer_is_closed_after_the_ping_timeout() {
         .auth(JwtAuth::hs256(SECRET))
         .configure(|c| {
             c.ping_interval = Duration::from_millis(100);
-            c.ping_timeout = Duration::from_millis(100);
+            // Generous beside the interval, so that a loaded machine does not close the
+            // peer that does answer.
+            c.ping_timeout = Duration::from_millis(500);
         })
         .build();
     let addr = serve_hub(&hub).await;
@@ -318,7 +320,7 @@ async fn a_silent_peer_is_closed_after_the_ping_timeout() {
         let mut ws = ok.ws;
         while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
     });
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(hub.connection_count(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hub.connection_count(), 1, "a peer that answers pings is kept");
     reader.abort();
 }

@@ -2,6 +2,7 @@
 //! queue in batches (one flush per batch), pings, and enforces the limits and close codes.
 
 pub(crate) mod coalesce;
+pub(crate) mod outbox;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -14,7 +15,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{mpsc, oneshot, Notify},
+    sync::{oneshot, Notify},
     time::Instant,
 };
 use tokio_tungstenite::{
@@ -52,7 +53,7 @@ pub(crate) struct Conn {
     pub(crate) id: ConnectionId,
     pub(crate) proto: Proto,
     pub(crate) identity: Identity,
-    tx: mpsc::Sender<Message>,
+    tx: outbox::Sender,
     /// The connection's rooms: the reverse index of the registry's rooms → connections.
     rooms: Mutex<Vec<Arc<str>>>,
     /// Set once: why and how the connection is to be closed.
@@ -72,8 +73,8 @@ struct AckTable {
 }
 
 impl Conn {
-    pub(crate) fn new(id: ConnectionId, identity: Identity, capacity: usize) -> (Arc<Self>, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub(crate) fn new(id: ConnectionId, identity: Identity, capacity: usize) -> (Arc<Self>, outbox::Receiver) {
+        let (tx, rx) = outbox::channel(capacity);
         let notify = Arc::new(Notify::new());
         (Self::with_sender(id, Proto::Native, identity, tx, notify, None), rx)
     }
@@ -83,7 +84,7 @@ impl Conn {
         id: ConnectionId,
         proto: Proto,
         identity: Identity,
-        tx: mpsc::Sender<Message>,
+        tx: outbox::Sender,
         close_notify: Arc<Notify>,
         auth: Option<Box<Value>>,
     ) -> Arc<Self> {
@@ -105,7 +106,7 @@ impl Conn {
     pub(crate) fn send(&self, hub: &Hub, msg: Message) -> bool {
         match self.tx.try_send(msg) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(outbox::Full::Full) => {
                 let counters = &hub.inner.counters;
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
                 if hub.inner.config.slow_consumer == SlowConsumerPolicy::Close
@@ -116,7 +117,6 @@ impl Conn {
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -228,7 +228,7 @@ pub(crate) async fn run<S>(
     hub: Hub,
     ns: Arc<NsInner>,
     conn: Arc<Conn>,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: outbox::Receiver,
     ws: WebSocketStream<S>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -442,7 +442,7 @@ fn classify(e: WsError) -> End {
 async fn write_batch<S>(
     sink: &mut S,
     unsent: &mut Option<Message>,
-    rx: &mut mpsc::Receiver<Message>,
+    rx: &mut outbox::Receiver,
     hub: &Hub,
 ) -> Result<(), WsError>
 where
@@ -474,7 +474,7 @@ where
 async fn drain<S>(
     sink: &mut S,
     unsent: &mut Option<Message>,
-    rx: &mut mpsc::Receiver<Message>,
+    rx: &mut outbox::Receiver,
     hub: &Hub,
 ) -> Result<(), WsError>
 where

@@ -302,13 +302,7 @@ impl Hub {
     /// would drain). Nothing removes it but dropping the hub. For the crate's benchmarks
     /// (`benches/`), which measure emits without sockets; not part of the API.
     #[doc(hidden)]
-    pub fn __bench_attach(
-        &self,
-        user: &str,
-    ) -> (
-        ConnectionId,
-        tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Message>,
-    ) {
+    pub fn __bench_attach(&self, user: &str) -> (ConnectionId, crate::connection::outbox::Receiver) {
         let id = self.next_connection_id();
         let identity = crate::auth::Identity::user(user, Default::default());
         let (conn, rx) = crate::connection::Conn::new(id, identity, self.inner.config.outbound_queue);

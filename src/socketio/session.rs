@@ -55,9 +55,9 @@ pub(crate) struct Session {
     hub: Hub,
     /// The handshake request, for authentication at each CONNECT.
     parts: Parts,
-    out_tx: mpsc::Sender<Message>,
+    out_tx: crate::connection::outbox::Sender,
     /// Taken by the transport that writes: a pending poll, or the WebSocket.
-    pub(crate) out_rx: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    pub(crate) out_rx: tokio::sync::Mutex<crate::connection::outbox::Receiver>,
     /// A message a poll took from the queue but could not fit in its body.
     pub(crate) carry: Mutex<Option<Message>>,
     in_tx: mpsc::Sender<EioPacket>,
@@ -83,7 +83,7 @@ impl Session {
                 return None;
             }
         };
-        let (out_tx, out_rx) = mpsc::channel(hub.inner.config.outbound_queue.max(1));
+        let (out_tx, out_rx) = crate::connection::outbox::channel(hub.inner.config.outbound_queue);
         let (in_tx, in_rx) = mpsc::channel(64);
         let session = Arc::new(Self {
             sid: sid.clone(),

@@ -1,0 +1,121 @@
+//! A connection's outbound queue: bounded, never waiting on the sending side, and holding no
+//! storage while it is empty.
+//!
+//! tokio's bounded channel keeps the blocks it grew during a burst (a few KiB per connection,
+//! for as long as the connection lives); at tens of thousands of idle connections that is most
+//! of their memory. This queue is a `VecDeque` behind a mutex that gives its storage back each
+//! time a reader empties it.
+
+use std::{collections::VecDeque, sync::Arc};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Storage kept after the queue empties, in messages (a small reserve avoids reallocating
+/// for every single message).
+const KEEP: usize = 4;
+
+struct Shared {
+    queue: Mutex<VecDeque<Message>>,
+    /// Wakes the reader; a notification sent while it is not waiting is kept for it.
+    notify: Notify,
+    capacity: usize,
+}
+
+/// Why [`Sender::try_send`] did not queue a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The queue holds `capacity` messages already.
+    Full,
+}
+
+/// The sending side; cheap to clone (several Socket.IO namespaces share one queue).
+#[derive(Clone)]
+pub(crate) struct Sender(Arc<Shared>);
+
+/// The receiving side: one reader at a time.
+#[doc(hidden)]
+pub struct Receiver(Arc<Shared>);
+
+/// A queue of at most `capacity` messages.
+pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::new()),
+        notify: Notify::new(),
+        capacity: capacity.max(1),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+impl Sender {
+    /// Queues a message without waiting.
+    pub(crate) fn try_send(&self, msg: Message) -> Result<(), Full> {
+        let mut queue = self.0.queue.lock();
+        if queue.len() >= self.0.capacity {
+            return Err(Full::Full);
+        }
+        queue.push_back(msg);
+        drop(queue);
+        self.0.notify.notify_one();
+        Ok(())
+    }
+}
+
+impl Receiver {
+    /// The next message, waiting for one.
+    pub async fn recv(&mut self) -> Option<Message> {
+        loop {
+            if let Ok(msg) = self.try_recv() {
+                return Some(msg);
+            }
+            self.0.notify.notified().await;
+        }
+    }
+
+    /// The next message, if one is queued.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_recv(&mut self) -> Result<Message, ()> {
+        let mut queue = self.0.queue.lock();
+        let msg = queue.pop_front().ok_or(())?;
+        if queue.is_empty() && queue.capacity() > KEEP {
+            // Give the storage of a burst back.
+            *queue = VecDeque::new();
+        }
+        Ok(msg)
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.0.queue.lock().is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_fifo_that_frees_its_storage() {
+        let (tx, mut rx) = channel(10);
+        for i in 0..10 {
+            tx.try_send(Message::text(i.to_string())).unwrap();
+        }
+        assert_eq!(tx.try_send(Message::text("x")), Err(Full::Full));
+        for i in 0..10 {
+            assert_eq!(rx.recv().await, Some(Message::text(i.to_string())));
+        }
+        assert!(rx.is_empty());
+        assert_eq!(rx.0.queue.lock().capacity(), 0, "storage given back once empty");
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_is_woken() {
+        let (tx, mut rx) = channel(8);
+        let reader = tokio::spawn(async move { rx.recv().await });
+        tokio::task::yield_now().await;
+        tx.try_send(Message::text("hi")).unwrap();
+        assert_eq!(reader.await.unwrap(), Some(Message::text("hi")));
+    }
+}
