@@ -439,7 +439,7 @@ fn classify(e: WsError) -> End {
 /// Cancel-safe: a message leaves `unsent` or the queue only once the sink is ready to take
 /// it, so a batch cut short by a close loses nothing: what the sink took is written by the
 /// next flush, and `unsent` goes first in the next batch.
-async fn write_batch<S>(
+pub(crate) async fn write_batch<S>(
     sink: &mut S,
     unsent: &mut Option<Message>,
     rx: &mut outbox::Receiver,

@@ -349,7 +349,6 @@ where
         // Sent now: under the write coalescing, a frame only leaves on a flush.
         let _ = sink.send(m).await;
     }
-    let batch = hub.inner.config.write_batch.max(1);
     loop {
         tokio::select! {
             biased;
@@ -370,20 +369,11 @@ where
                 break;
             }
             Some(first) = rx.recv() => {
-                let mut bytes = first.len();
-                let mut result = sink.feed(first).await;
-                let mut n = 1;
-                while result.is_ok() && n < batch {
-                    let Ok(m) = rx.try_recv() else { break };
-                    bytes += m.len();
-                    result = sink.feed(m).await;
-                    n += 1;
-                }
-                if result.and(sink.flush().await).is_err() {
+                let mut unsent = Some(first);
+                if crate::connection::write_batch(&mut sink, &mut unsent, &mut rx, &hub).await.is_err() {
                     session.close(Closed::TransportGone);
                     break;
                 }
-                hub.inner.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
             }
             frame = stream.next() => {
                 let packet = match frame {
