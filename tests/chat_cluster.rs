@@ -11,7 +11,7 @@ mod chat;
 use std::net::SocketAddr;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use tower_realtime::{
     adapter::{RedisAdapter, RedisOptions},
     Hub,
@@ -23,16 +23,6 @@ async fn instance(url: &str, prefix: &str) -> SocketAddr {
     let (adapter, inbound) = RedisAdapter::connect(url, options).await.expect("Redis must answer");
     let (app, _hub) = chat::app_with(SECRET.to_owned(), None, Hub::builder().redis(adapter, inbound));
     serve(app).await
-}
-
-async fn post(addr: SocketAddr, path: &str, body: Value) -> Value {
-    let res = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    res.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -93,13 +83,13 @@ async fn two_instances_act_as_one_chat() {
     );
 
     // POST /posts on either node notifies everyone on both.
-    post(b, "/posts", json!({ "title": "Cluster" })).await;
+    post_json(b, "/posts", json!({ "title": "Cluster" })).await;
     for c in [&mut alice, &mut bob] {
         assert_eq!(
             c.expect_event("notification").await,
             json!({ "message": "New post: Cluster" })
         );
     }
-    post(a, "/notify/bob", json!({ "message": "for bob" })).await;
+    post_json(a, "/notify/bob", json!({ "message": "for bob" })).await;
     assert_eq!(bob.expect_event("notification").await, json!({ "message": "for bob" }));
 }

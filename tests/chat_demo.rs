@@ -18,15 +18,7 @@ async fn demo() -> (SocketAddr, tower_realtime::Hub) {
 }
 
 async fn login(addr: SocketAddr, user: &str) -> String {
-    let res: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/login"))
-        .json(&json!({ "user": user }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = post_json(addr, "/login", json!({ "user": user })).await;
     res["token"].as_str().expect("a token").to_owned()
 }
 
@@ -36,18 +28,6 @@ async fn join_chat(addr: SocketAddr, user: &str) -> (Client, Value) {
     let mut c = connect_token(addr, &token).await;
     let online = c.expect_event("onlineUsers").await;
     (c, online)
-}
-
-async fn post(addr: SocketAddr, path: &str, body: Value) -> Value {
-    reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -245,7 +225,7 @@ async fn http_routes_notify_through_the_hub() {
     let (mut bob1, _) = join_chat(addr, "bob").await;
     let (mut bob2, _) = join_chat(addr, "bob").await;
 
-    let res = post(addr, "/posts", json!({ "title": "Hello" })).await;
+    let res = post_json(addr, "/posts", json!({ "title": "Hello" })).await;
     assert_eq!(res["delivered"], 3);
     for c in [&mut alice, &mut bob1, &mut bob2] {
         assert_eq!(
@@ -254,12 +234,12 @@ async fn http_routes_notify_through_the_hub() {
         );
     }
 
-    let res = post(addr, "/notify/bob", json!({ "message": "for bob" })).await;
+    let res = post_json(addr, "/notify/bob", json!({ "message": "for bob" })).await;
     assert_eq!(res["delivered"], 2);
     for c in [&mut bob1, &mut bob2] {
         assert_eq!(c.expect_event("notification").await, json!({ "message": "for bob" }));
     }
     alice.expect_no_event("notification").await;
-    let res = post(addr, "/notify/nobody", json!({ "message": "x" })).await;
+    let res = post_json(addr, "/notify/nobody", json!({ "message": "x" })).await;
     assert_eq!(res["delivered"], 0);
 }

@@ -366,30 +366,20 @@ async fn the_notifications_example_reaches_every_device() {
     let mut laptop = open("alice").await;
     let mut bob = open("bob").await;
     let mut carol = open("carol").await;
-    let http = reqwest::Client::new();
 
-    let res: Value = (http.post(format!("http://{api}/notify/alice")))
-        .json(&json!({ "message": "hi alice" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = post_json(api, "/notify/alice", json!({ "message": "hi alice" })).await;
     assert_eq!(res["delivered"], 2);
     for c in [&mut phone, &mut laptop] {
         assert_eq!(c.expect_event("notification").await, json!({ "message": "hi alice" }));
     }
     bob.expect_no_event("notification").await;
 
-    let res: Value = (http.post(format!("http://{api}/notify")))
-        .json(&json!({ "users": ["alice", "bob", "alice"], "message": "team" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = post_json(
+        api,
+        "/notify",
+        json!({ "users": ["alice", "bob", "alice"], "message": "team" }),
+    )
+    .await;
     assert_eq!(res["delivered"], 3, "alice's two devices and bob's, each once");
     for c in [&mut phone, &mut laptop, &mut bob] {
         assert_eq!(c.expect_event("notification").await, json!({ "message": "team" }));
@@ -397,14 +387,7 @@ async fn the_notifications_example_reaches_every_device() {
     phone.expect_no_event("notification").await;
     carol.expect_no_event("notification").await;
 
-    let res: Value = (http.post(format!("http://{api}/notify/nobody")))
-        .json(&json!({ "message": "x" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = post_json(api, "/notify/nobody", json!({ "message": "x" })).await;
     assert_eq!(res["delivered"], 0, "an offline user: zero deliveries, no error");
     let online: Value = reqwest::get(format!("http://{api}/online"))
         .await

@@ -224,15 +224,7 @@ async fn http_handlers_broadcast_through_the_hub() {
     let mut a = connect(addr, "alice").await;
     let mut b = connect(addr, "bob").await;
     assert!(eventually(|| hub.connection_count() == 2).await);
-    let res: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/broadcast"))
-        .json(&json!({"title": "hi"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = post_json(addr, "/broadcast", json!({"title": "hi"})).await;
     assert_eq!(res["delivered"], 2);
     assert_eq!(a.expect_event("news").await, json!({"title": "hi"}));
     assert_eq!(b.expect_event("news").await, json!({"title": "hi"}));

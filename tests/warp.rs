@@ -8,7 +8,7 @@ mod common;
 mod warp_example;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test]
 async fn the_warp_example_serves_its_routes_and_the_hub() {
@@ -36,15 +36,7 @@ async fn the_warp_example_serves_its_routes_and_the_hub() {
     assert_eq!(hub.connection_count(), 1);
 
     // HTTP → realtime: a warp route emits through the hub.
-    let res: Value = reqwest::Client::new()
-        .post(format!("http://{addr}/notify"))
-        .json(&json!({ "message": "from warp" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let res = post_json(addr, "/notify", json!({ "message": "from warp" })).await;
     assert_eq!(res, json!({ "delivered": 1 }));
     assert_eq!(c.expect_event("notification").await, json!({ "message": "from warp" }));
 }

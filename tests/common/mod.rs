@@ -224,6 +224,17 @@ impl Client {
     }
 }
 
+/// POSTs `body` as JSON to `http://{addr}{path}` and returns the JSON answer.
+pub async fn post_json(addr: SocketAddr, path: &str, body: Value) -> Value {
+    let res = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    res.json().await.unwrap()
+}
+
 /// Polls `check` until it holds or [`WAIT`] passes.
 pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + WAIT;
