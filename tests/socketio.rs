@@ -206,3 +206,30 @@ async fn one_room_holds_native_and_socketio_connections() {
     assert_eq!(native.expect_event("hello").await, json!({ "x": 1 }));
     assert_eq!(s.until(|p| p.starts_with("42")).await, r#"42["hello",{"x":1}]"#);
 }
+
+#[tokio::test]
+async fn disconnect_in_both_directions() {
+    let hub = hub(SocketIoConfig::default());
+    let addr = serve_sio(&hub).await;
+    let connect = format!("40{}", json!({ "token": token("alice") }));
+
+    // The client leaves the namespace: the hub forgets the socket.
+    let (s, _) = Polling::open(addr).await;
+    s.post(&connect).await;
+    s.until(|p| p.starts_with("40")).await;
+    assert!(eventually(|| hub.is_online("alice")).await);
+    s.post("41").await;
+    assert!(
+        eventually(|| !hub.is_online("alice")).await,
+        "a client DISCONNECT ends the socket"
+    );
+
+    // The server disconnects the user: the client gets a DISCONNECT for the namespace.
+    let (s, _) = Polling::open(addr).await;
+    s.post(&connect).await;
+    s.until(|p| p.starts_with("40")).await;
+    assert!(eventually(|| hub.is_online("alice")).await);
+    assert_eq!(hub.disconnect_user("alice"), 1);
+    assert_eq!(s.until(|p| p.starts_with("41")).await, "41");
+    assert!(eventually(|| !hub.is_online("alice")).await);
+}
