@@ -60,6 +60,9 @@
 //! | `realtime_bytes_out_total` | counter | bytes of message payload written to sockets |
 //! | `realtime_dropped_total` | counter | messages dropped on a full connection queue |
 //! | `realtime_slow_consumer_closes_total` | counter | connections closed for a full queue |
+//! | `realtime_recovered_total` | counter | clients that came back and got what they missed |
+//! | `realtime_not_recovered_total` | counter | clients that asked to recover and could not |
+//! | `realtime_history_evicted_total` | counter | events evicted from histories |
 //! | `realtime_handshake_rejections_total` | counter | refused upgrades; label `cause`: `bad_request`, `origin`, `auth`, `limit`, `shutting_down` |
 //! | `realtime_handler_duration_seconds` | histogram | event handler run time; label `event` |
 //!
@@ -103,7 +106,7 @@ pub use gateway::{
     AckError, Args, Attachments, ConnectGuard, Data, DisconnectReason, ErrorEvent, EventContext, FromEvent, Guard,
     GuardContext, Handler, IntoErrorEvent, IntoReply, Json, Presence, RateLimit, RawMessage, Reply, Socket, State,
 };
-pub use hub::{ConnectionId, CounterSnapshot, Emit, Hub, HubBuilder, Namespace, NamespaceBuilder};
+pub use hub::{ConnectionId, CounterSnapshot, Emit, History, Hub, HubBuilder, Namespace, NamespaceBuilder};
 pub use layer::{RealtimeLayer, RealtimeService};
 
 /// The README's examples compile as doctests.

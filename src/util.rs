@@ -39,6 +39,15 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// The first value of `name` in a query string, percent-decoded. `Some(Err(()))` when it is
+/// there but does not decode.
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<Result<String, ()>> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value).ok_or(()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::percent_decode;

@@ -31,7 +31,11 @@ use crate::{
     auth::Identity,
     config::SlowConsumerPolicy,
     gateway::{DisconnectReason, ErrorEvent, Incoming, RateState, RawMessage, Refused, Socket},
-    hub::{registry::Join, ConnectionId, Hub, NsInner},
+    hub::{
+        history::{Ask, Offer, Recovery},
+        registry::Join,
+        ConnectionId, Hub, NsInner,
+    },
     protocol::{
         close_code,
         native::{self, Inbound},
@@ -64,6 +68,8 @@ pub(crate) struct Conn {
     pub(crate) auth: Option<Box<Value>>,
     /// Server emits waiting for the client's answer.
     acks: Mutex<AckTable>,
+    /// The connection's recovery session, when the hub keeps history and the client takes part.
+    pub(crate) recovery: Option<Box<Recovery>>,
 }
 
 #[derive(Default)]
@@ -73,10 +79,18 @@ struct AckTable {
 }
 
 impl Conn {
-    pub(crate) fn new(id: ConnectionId, identity: Identity, capacity: usize) -> (Arc<Self>, outbox::Receiver) {
+    pub(crate) fn new(
+        id: ConnectionId,
+        identity: Identity,
+        capacity: usize,
+        recovery: Option<Box<Recovery>>,
+    ) -> (Arc<Self>, outbox::Receiver) {
         let (tx, rx) = outbox::channel(capacity);
         let notify = Arc::new(Notify::new());
-        (Self::with_sender(id, Proto::Native, identity, tx, notify, None), rx)
+        (
+            Self::with_sender(id, Proto::Native, identity, tx, notify, None, recovery),
+            rx,
+        )
     }
 
     /// A connection writing into an existing queue (several Socket.IO namespaces share one).
@@ -87,6 +101,7 @@ impl Conn {
         tx: outbox::Sender,
         close_notify: Arc<Notify>,
         auth: Option<Box<Value>>,
+        recovery: Option<Box<Recovery>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -98,6 +113,7 @@ impl Conn {
             close_notify,
             auth,
             acks: Mutex::default(),
+            recovery,
         })
     }
 
@@ -107,16 +123,43 @@ impl Conn {
         match self.tx.try_send(msg) {
             Ok(()) => true,
             Err(outbox::Full::Full) => {
-                let counters = &hub.inner.counters;
-                counters.dropped.fetch_add(1, Ordering::Relaxed);
-                if hub.inner.config.slow_consumer == SlowConsumerPolicy::Close
-                    && self.request_close(close_code::TRY_AGAIN_LATER, "slow consumer")
-                {
-                    counters.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(conn = %self.id, "outbound queue full: closing a slow consumer");
-                }
+                self.overflowed(hub);
                 false
             }
+        }
+    }
+
+    /// Queues a history event (offset `seq`): held while the connection recovers, skipped
+    /// when its replay had it already.
+    pub(crate) fn send_at(&self, hub: &Hub, msg: Message, seq: u64) -> bool {
+        let Some(recovery) = &self.recovery else {
+            return self.send(hub, msg);
+        };
+        match recovery.offer(seq, msg, hub.inner.config.outbound_queue) {
+            Offer::Send(msg) => self.send(hub, msg),
+            Offer::Held => true,
+            Offer::Skip => false,
+            Offer::Full => {
+                self.overflowed(hub);
+                false
+            }
+        }
+    }
+
+    /// Queues frames past the queue's capacity: a replay, bounded by the history it comes from.
+    pub(crate) fn send_all(&self, msgs: Vec<Message>) {
+        self.tx.push_all(msgs);
+    }
+
+    /// A message did not fit: the slow-consumer policy applies.
+    fn overflowed(&self, hub: &Hub) {
+        let counters = &hub.inner.counters;
+        counters.dropped.fetch_add(1, Ordering::Relaxed);
+        if hub.inner.config.slow_consumer == SlowConsumerPolicy::Close
+            && self.request_close(close_code::TRY_AGAIN_LATER, "slow consumer")
+        {
+            counters.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(conn = %self.id, "outbound queue full: closing a slow consumer");
         }
     }
 
@@ -203,6 +246,9 @@ impl Conn {
     }
 }
 
+/// The event that tells a native client about its recovery session.
+pub(crate) const SESSION_EVENT: &str = "$session";
+
 /// Frames read while a handler runs: at most this many wait; then reading pauses.
 const BACKLOG: usize = 32;
 
@@ -230,6 +276,7 @@ pub(crate) async fn run<S>(
     conn: Arc<Conn>,
     mut rx: outbox::Receiver,
     ws: WebSocketStream<S>,
+    ask: Option<Ask>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -241,6 +288,19 @@ pub(crate) async fn run<S>(
     // so the hook sees a consistent hub; presence is announced only once the hook accepts.
     let user = conn.identity.user_key();
     ns.registry.insert(&conn);
+    if let Some(ask) = &ask {
+        // Before the connect hook: it sees the restored rooms, and the client reads `$session`
+        // (and its replay) before anything else.
+        let resume = match ask {
+            Ask::New => None,
+            Ask::Resume(resume) => Some(resume),
+        };
+        hub.recover(&ns, &conn, resume, |news| {
+            let data = news.to_json().to_string();
+            vec![Message::Text(native::encode_event_raw(SESSION_EVENT, &data, None))]
+        })
+        .await;
+    }
     if let Err(reason) = hub.go_live(user, ns.gateway.on_connect(socket.clone())).await {
         tracing::debug!(conn = %conn.id, %reason, "connection refused by the connect hook");
         let frame = close_frame(close_code::POLICY_VIOLATION, reason);
@@ -403,6 +463,8 @@ pub(crate) async fn run<S>(
         _ => None,
     };
     tracing::debug!(conn = %conn.id, reason = ?reason, code = ?code, "disconnected");
+    // The session is kept as the drop found it, before the hook can change its rooms.
+    hub.keep_session(&ns, &conn, &reason);
     ns.gateway.on_disconnect(socket, reason).await;
     // Server emits still waiting for an answer get `AckError::Disconnected`.
     conn.fail_acks();

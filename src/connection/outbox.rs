@@ -6,7 +6,13 @@
 //! of their memory. This queue is a `VecDeque` behind a mutex that gives its storage back each
 //! time a reader empties it.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -21,6 +27,9 @@ struct Shared {
     /// Wakes the reader; a notification sent while it is not waiting is kept for it.
     notify: Notify,
     capacity: usize,
+    /// Room made by [`Sender::push_all`] for a replay, on top of `capacity`, until the queue
+    /// is next empty.
+    extra: AtomicUsize,
 }
 
 /// Why [`Sender::try_send`] did not queue a message.
@@ -44,6 +53,7 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
         queue: Mutex::new(VecDeque::new()),
         notify: Notify::new(),
         capacity: capacity.max(1),
+        extra: AtomicUsize::new(0),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -52,13 +62,26 @@ impl Sender {
     /// Queues a message without waiting.
     pub(crate) fn try_send(&self, msg: Message) -> Result<(), Full> {
         let mut queue = self.0.queue.lock();
-        if queue.len() >= self.0.capacity {
+        if queue.len() >= self.0.capacity + self.0.extra.load(Ordering::Relaxed) {
             return Err(Full::Full);
         }
         queue.push_back(msg);
         drop(queue);
         self.0.notify.notify_one();
         Ok(())
+    }
+
+    /// Queues a replay whatever its length (it is bounded by the history it comes from, and
+    /// its frames share their bytes with it); live messages still get `capacity` on top of it.
+    pub(crate) fn push_all(&self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let mut queue = self.0.queue.lock();
+        self.0.extra.fetch_add(msgs.len(), Ordering::Relaxed);
+        queue.extend(msgs);
+        drop(queue);
+        self.0.notify.notify_one();
     }
 }
 
@@ -78,9 +101,12 @@ impl Receiver {
     pub fn try_recv(&mut self) -> Result<Message, ()> {
         let mut queue = self.0.queue.lock();
         let msg = queue.pop_front().ok_or(())?;
-        if queue.is_empty() && queue.capacity() > KEEP {
-            // Give the storage of a burst back.
-            *queue = VecDeque::new();
+        if queue.is_empty() {
+            self.0.extra.store(0, Ordering::Relaxed);
+            if queue.capacity() > KEEP {
+                // Give the storage of a burst back.
+                *queue = VecDeque::new();
+            }
         }
         Ok(msg)
     }
@@ -108,6 +134,22 @@ mod tests {
         assert!(rx.is_empty());
         assert_eq!(rx.0.queue.lock().capacity(), 0, "storage given back once empty");
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_replay_goes_past_the_capacity_and_leaves_room_for_live_messages() {
+        let (tx, mut rx) = channel(2);
+        tx.push_all((0..5).map(|i| Message::text(i.to_string())).collect());
+        tx.try_send(Message::text("live 1")).unwrap();
+        tx.try_send(Message::text("live 2")).unwrap();
+        assert_eq!(tx.try_send(Message::text("x")), Err(Full::Full));
+        for _ in 0..7 {
+            rx.try_recv().unwrap();
+        }
+        // Once empty, the queue is back to its own capacity.
+        tx.try_send(Message::text("a")).unwrap();
+        tx.try_send(Message::text("b")).unwrap();
+        assert_eq!(tx.try_send(Message::text("c")), Err(Full::Full));
     }
 
     #[tokio::test]

@@ -13,6 +13,9 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: Counter,
     pub(crate) dropped: Counter,
     pub(crate) slow_consumer_closes: Counter,
+    pub(crate) recovered: Counter,
+    pub(crate) not_recovered: Counter,
+    pub(crate) history_evicted: Counter,
     pub(crate) rejected_bad_request: AtomicU64,
     pub(crate) rejected_origin: AtomicU64,
     pub(crate) rejected_auth: AtomicU64,
@@ -30,6 +33,9 @@ impl Default for Counters {
             bytes_out: Counter::monotonic("realtime_bytes_out_total"),
             dropped: Counter::monotonic("realtime_dropped_total"),
             slow_consumer_closes: Counter::monotonic("realtime_slow_consumer_closes_total"),
+            recovered: Counter::monotonic("realtime_recovered_total"),
+            not_recovered: Counter::monotonic("realtime_not_recovered_total"),
+            history_evicted: Counter::monotonic("realtime_history_evicted_total"),
             rejected_bad_request: AtomicU64::default(),
             rejected_origin: AtomicU64::default(),
             rejected_auth: AtomicU64::default(),
@@ -59,7 +65,7 @@ enum Metric {
 
 impl Counter {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    fn monotonic(name: &'static str) -> Self {
+    pub(crate) fn monotonic(name: &'static str) -> Self {
         Self {
             value: AtomicU64::new(0),
             #[cfg(feature = "metrics")]
@@ -139,6 +145,9 @@ impl Counters {
             bytes_out: get(&self.bytes_out),
             dropped: get(&self.dropped),
             slow_consumer_closes: get(&self.slow_consumer_closes),
+            recovered: get(&self.recovered),
+            not_recovered: get(&self.not_recovered),
+            history_evicted: get(&self.history_evicted),
             rejected_bad_request: raw(&self.rejected_bad_request),
             rejected_origin: raw(&self.rejected_origin),
             rejected_auth: raw(&self.rejected_auth),
@@ -190,6 +199,12 @@ pub struct CounterSnapshot {
     pub dropped: u64,
     /// Connections closed because their queue was full.
     pub slow_consumer_closes: u64,
+    /// Clients that came back and recovered what they missed.
+    pub recovered: u64,
+    /// Clients that asked to recover and could not (told so, with the reason).
+    pub not_recovered: u64,
+    /// Events evicted from histories (by count, age or the memory cap).
+    pub history_evicted: u64,
     /// Upgrades refused as malformed (400, 405, 426).
     pub rejected_bad_request: u64,
     /// Upgrades refused for their Origin (403).

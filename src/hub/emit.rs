@@ -12,7 +12,11 @@ use serde::Serialize;
 use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{registry::Registry, ConnectionId, Hub, NsInner};
+use super::{
+    history::{HistoryState, NewEvent, StreamKey},
+    registry::Registry,
+    ConnectionId, Hub, NsInner,
+};
 use crate::{
     connection::{Conn, Proto},
     protocol::native,
@@ -111,7 +115,21 @@ impl<'a> Emit<'a> {
     pub fn emit<T: Serialize + ?Sized>(self, event: &str, data: &T) -> usize {
         match serde_json::to_string(data) {
             Ok(json) => {
-                let reached = self.send(&Packet::new(&self.ns.name, event, &json));
+                let reached = match self.history_streams() {
+                    Some((history, keys)) => {
+                        let evictions = &self.hub.inner.counters.history_evicted;
+                        let new = NewEvent {
+                            ns: &self.ns.name,
+                            event,
+                            data: &json,
+                            except: &self.except,
+                        };
+                        history.append(&keys, &new, evictions, |entry| {
+                            self.deliver(|proto| entry.frame(proto), Some(entry.seq))
+                        })
+                    }
+                    None => self.send(&Packet::new(&self.ns.name, event, &json)),
+                };
                 #[cfg(feature = "redis")]
                 self.publish(event, &json);
                 reached
@@ -123,13 +141,33 @@ impl<'a> Emit<'a> {
         }
     }
 
+    /// The hub's history and the streams this emit is kept in, when it is kept at all.
+    fn history_streams(&self) -> Option<(&'a HistoryState, SmallVec<[StreamKey; 2]>)> {
+        let history = self.hub.inner.history.as_ref()?;
+        let keys = history.streams(&self.ns.name, &self.targets);
+        (!keys.is_empty()).then_some((history, keys))
+    }
+
     /// Queues a packet for every recipient, encoded once per protocol.
     pub(crate) fn send(&self, packet: &Packet<'_>) -> usize {
+        self.deliver(|proto| packet.frame(proto), None)
+    }
+
+    /// Queues `frame(proto)` for every recipient; `seq` is the event's offset when it is kept
+    /// in a history.
+    fn deliver(&self, frame: impl Fn(Proto) -> Message, seq: Option<u64>) -> usize {
         let registry = &self.ns.registry;
         let except = &self.except;
         let mut reached = 0usize;
         let mut deliver = |conn: &Conn| {
-            if !except.contains(&conn.id) && conn.send(self.hub, packet.frame(conn.proto)) {
+            if except.contains(&conn.id) {
+                return;
+            }
+            let queued = match seq {
+                Some(seq) => conn.send_at(self.hub, frame(conn.proto), seq),
+                None => conn.send(self.hub, frame(conn.proto)),
+            };
+            if queued {
                 reached += 1;
             }
         };

@@ -5,6 +5,7 @@
 mod cluster;
 mod counters;
 mod emit;
+pub(crate) mod history;
 mod namespace;
 pub(crate) mod registry;
 
@@ -17,6 +18,8 @@ pub use counters::CounterSnapshot;
 pub(crate) use counters::Rejection;
 pub use emit::Emit;
 pub(crate) use emit::Target;
+pub use history::History;
+use history::HistoryState;
 
 use std::{
     any::{Any, TypeId},
@@ -91,6 +94,7 @@ pub(crate) struct HubInner {
     pub(crate) cluster: Option<cluster::Cluster>,
     #[cfg(feature = "socketio")]
     pub(crate) socketio: Option<crate::socketio::SocketIoState>,
+    pub(crate) history: Option<HistoryState>,
     shutdown_notify: tokio::sync::Notify,
 }
 
@@ -305,7 +309,7 @@ impl Hub {
     pub fn __bench_attach(&self, user: &str) -> (ConnectionId, crate::connection::outbox::Receiver) {
         let id = self.next_connection_id();
         let identity = crate::auth::Identity::user(user, Default::default());
-        let (conn, rx) = crate::connection::Conn::new(id, identity, self.inner.config.outbound_queue);
+        let (conn, rx) = crate::connection::Conn::new(id, identity, self.inner.config.outbound_queue, None);
         self.inner.default_ns.registry.insert(&conn);
         (id, rx)
     }
@@ -513,6 +517,7 @@ pub struct HubBuilder {
     state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     #[cfg(feature = "socketio")]
     socketio: Option<crate::socketio::SocketIoConfig>,
+    history: Option<History>,
     #[cfg(feature = "redis")]
     cluster: Option<(
         crate::adapter::RedisAdapter,
@@ -677,6 +682,15 @@ impl HubBuilder {
         self
     }
 
+    /// Keeps a bounded history of the events emitted to rooms, users or everyone, so that a
+    /// client that drops and comes back gets what it missed, in order, once (see [`History`]
+    /// for what is kept and for how long, and the protocol page for the exchange). Off by
+    /// default.
+    pub fn history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
+    }
+
     /// Replaces all limits and timeouts.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -743,6 +757,7 @@ impl HubBuilder {
                 cluster,
                 #[cfg(feature = "socketio")]
                 socketio: self.socketio.map(crate::socketio::SocketIoState::new),
+                history: self.history.map(HistoryState::new),
                 shutdown_notify: tokio::sync::Notify::new(),
             }),
         };

@@ -45,7 +45,12 @@ impl NsInner {
             return Err(ErrorEvent::new(message));
         }
         match self.registry.join(conn, room, cfg.max_rooms_per_connection) {
-            Join::Joined => Ok(true),
+            Join::Joined => {
+                if let (Some(recovery), Some(history)) = (&conn.recovery, &hub.inner.history) {
+                    recovery.joined(room, history.current());
+                }
+                Ok(true)
+            }
             Join::AlreadyIn => Ok(false),
             Join::TooManyRooms => Err(ErrorEvent::new(format!(
                 "too many rooms: at most {} per connection",

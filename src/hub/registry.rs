@@ -177,6 +177,9 @@ impl Registry {
 
     pub(crate) fn leave(&self, conn: &Arc<Conn>, room: &str) -> bool {
         if conn.remove_room(room) {
+            if let Some(recovery) = &conn.recovery {
+                recovery.left(room);
+            }
             self.remove_from_room(room, conn.id);
             true
         } else {

@@ -8,6 +8,7 @@
 //! | no `Connection: upgrade` / no `Upgrade: websocket` / no or bad `Sec-WebSocket-Key` / no `Sec-WebSocket-Version` | 400 |
 //! | `Sec-WebSocket-Version` is not 13 | 426, `Sec-WebSocket-Version: 13` |
 //! | `Origin` not allowed | 403 |
+//! | a malformed `session`, `epoch` or `offset` query parameter (recovery) | 400 |
 //! | authentication fails | 401, `{"error": "..."}` |
 //! | the user has `max_connections_per_user` connections | 429 |
 //! | the hub has `max_connections` connections | 503 |
@@ -25,7 +26,12 @@ use super::future::ResponseBody;
 use crate::{
     auth::{extract_token, AuthRequest, SUBPROTOCOL},
     connection::{self, coalesce::CoalescingIo, Conn},
-    hub::{registry::ReserveError, Hub, NsInner, Rejection},
+    hub::{
+        history::{random_id, Ask, Recovery, Resume},
+        registry::ReserveError,
+        Hub, NsInner, Rejection,
+    },
+    util::query_param,
 };
 use std::sync::Arc;
 
@@ -211,6 +217,10 @@ where
     if let Err(refusal) = check_request(&hub, &req) {
         return Box::pin(std::future::ready(refusal.into_response(&hub)));
     }
+    let ask = match recovery_ask(req.uri().query()) {
+        Ok(ask) => ask,
+        Err(refusal) => return Box::pin(std::future::ready(refusal.into_response(&hub))),
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     Box::pin(async move {
@@ -278,13 +288,55 @@ where
                 Some(ws_config),
             )
             .await;
-            let (conn, rx) = Conn::new(id, identity, hub_task.inner.config.outbound_queue);
+            // A client that takes part in recovery gets a session of its own (which a resumed
+            // session replaces).
+            let recovery = match (&ask, &hub_task.inner.history) {
+                (Some(_), Some(history)) => {
+                    Some(Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)))
+                }
+                _ => None,
+            };
+            let (conn, rx) = Conn::new(id, identity, hub_task.inner.config.outbound_queue, recovery);
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
-            tracing::Instrument::instrument(connection::run(hub_task, ns, conn, rx, ws), span).await;
+            tracing::Instrument::instrument(connection::run(hub_task, ns, conn, rx, ws, ask), span).await;
         });
         res
     })
+}
+
+/// Longest session id or epoch a client may present.
+const MAX_RECOVERY_TOKEN: usize = 64;
+
+/// What the query asks of recovery: nothing; a session (`recover=1`); or to resume one
+/// (`session`, with the `epoch` and `offset` of the last event received when there was one).
+fn recovery_ask(query: Option<&str>) -> Result<Option<Ask>, Refusal> {
+    let get = |name: &str| -> Result<Option<String>, Refusal> {
+        match query_param(query, name) {
+            None => Ok(None),
+            Some(Ok(v)) if v.len() <= MAX_RECOVERY_TOKEN => Ok(Some(v)),
+            Some(_) => Err(Refusal::bad(&format!("malformed `{name}` query parameter"))),
+        }
+    };
+    let Some(session) = get("session")?.filter(|s| !s.is_empty()) else {
+        return Ok(get("recover")?
+            .is_some_and(|v| v != "0" && v != "false")
+            .then_some(Ask::New));
+    };
+    let epoch = get("epoch")?.filter(|e| !e.is_empty());
+    let offset = match get("offset")?.filter(|o| !o.is_empty()) {
+        None => None,
+        Some(o) => Some(
+            o.parse::<u64>()
+                .map_err(|_| Refusal::bad("the `offset` query parameter must be a number"))?,
+        ),
+    };
+    Ok(Some(Ask::Resume(Resume {
+        session,
+        epoch,
+        offset,
+        unknown_offset: false,
+    })))
 }
 
 #[cfg(test)]

@@ -81,6 +81,18 @@ pub fn encode_event<T: Serialize + ?Sized>(event: &str, data: &T) -> Result<Utf8
     Ok(encode_event_raw(event, &serde_json::to_string(data)?, None))
 }
 
+/// Encodes an event frame kept in a history, with its position:
+/// `{"event":…,"data":…,"offset":…}`.
+pub fn encode_event_at(event: &str, data_json: &str, offset: u64) -> Utf8Bytes {
+    let mut buf = Vec::with_capacity(48 + event.len() + data_json.len());
+    buf.extend_from_slice(b"{\"event\":");
+    let _ = serde_json::to_writer(&mut buf, event);
+    buf.extend_from_slice(b",\"data\":");
+    buf.extend_from_slice(data_json.as_bytes());
+    let _ = write!(buf, ",\"offset\":{offset}}}");
+    into_utf8(buf)
+}
+
 /// Encodes an event frame around an already serialized payload, with an ack id when the server
 /// wants the client's answer: `{"event":…,"data":…,"id":…}`.
 pub fn encode_event_raw(event: &str, data_json: &str, id: Option<u64>) -> Utf8Bytes {

@@ -21,7 +21,10 @@ use crate::{
     auth::{extract_token, AuthRequest},
     connection::{Conn, Proto},
     gateway::{DisconnectReason, Incoming, RateState, Refused, Socket},
-    hub::{Hub, NsInner, Rejection},
+    hub::{
+        history::{parse_socketio_offset, random_id, Recovery, Resume},
+        Hub, NsInner, Rejection,
+    },
     protocol::{
         close_code,
         socketio::{packet, EioPacket, PacketKind, SioDecoder, SioPacket, Transport},
@@ -426,6 +429,11 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     }
 
     let id = hub.next_connection_id();
+    // Connection state recovery: a client that had a session presents its `pid`, and the
+    // offset of the last event it received, within its CONNECT data.
+    let resume = recovery_ask(auth.as_ref());
+    let recovery = (hub.inner.history.as_ref())
+        .map(|history| Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)));
     let auth = auth.map(Box::new);
     let conn = Conn::with_sender(
         id,
@@ -434,6 +442,7 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
         session.out_tx.clone(),
         session.notify.clone(),
         auth,
+        recovery,
     );
     let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
     ns.registry.insert(&conn);
@@ -446,7 +455,18 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     let mut connected = false;
     let accept = async {
         ns.gateway.check_connect(&socket)?;
-        session.queue(format!("4{}", packet::encode_connect(&ns.name, &id.to_string())));
+        if conn.recovery.is_some() {
+            // The CONNECT (with the session's `pid`: the old one when recovered), then the
+            // missed packets, before anything live.
+            hub.recover(&ns, &conn, resume.as_ref(), |news| {
+                let pid = news.session.as_deref().unwrap_or_default();
+                let connect = packet::encode_connect_with_pid(&ns.name, &id.to_string(), pid);
+                vec![Message::text(format!("4{connect}"))]
+            })
+            .await;
+        } else {
+            session.queue(format!("4{}", packet::encode_connect(&ns.name, &id.to_string())));
+        }
         connected = true;
         ns.gateway.connect_hook(socket.clone()).await
     };
@@ -468,11 +488,34 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
 async fn remove_socket(hub: &Hub, socket: Socket, reason: DisconnectReason) {
     let ns = socket.ns().clone();
     let conn = socket.conn().clone();
+    hub.keep_session(&ns, &conn, &reason);
     ns.gateway.on_disconnect(socket, reason).await;
     conn.fail_acks();
     ns.registry.remove(&conn);
     hub.go_offline(conn.identity.user_key()).await;
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The session a Socket.IO client asks to recover: `pid` and `offset` in its CONNECT data. An
+/// offset that is not one of ours (the client keeps the last string argument of any event)
+/// leaves the position unknown, which does not recover.
+fn recovery_ask(data: Option<&Value>) -> Option<Resume> {
+    let pid = data?.get("pid")?.as_str()?;
+    let mut resume = Resume {
+        session: pid.to_owned(),
+        ..Resume::default()
+    };
+    match data?.get("offset") {
+        None | Some(Value::Null) => {}
+        Some(offset) => match offset.as_str().and_then(parse_socketio_offset) {
+            Some((epoch, seq)) => {
+                resume.epoch = Some(epoch.to_owned());
+                resume.offset = Some(seq);
+            }
+            None => resume.unknown_offset = true,
+        },
+    }
+    Some(resume)
 }
 
 impl std::fmt::Debug for Session {

@@ -676,6 +676,18 @@ pub fn encode_event(ns: &str, event: &str, data_json: &str, ack_id: Option<u64>)
     event_packet(PacketKind::Event, ns, event, data_json, 0, ack_id)
 }
 
+/// An EVENT with one argument followed by the event's position in a history, as Socket.IO's
+/// connection state recovery sends it (the client keeps the last string argument):
+/// `2["message",{"text":"hi"},"3f2a-17"]`.
+pub fn encode_event_offset(ns: &str, event: &str, data_json: &str, offset: &str) -> String {
+    let mut out = event_packet(PacketKind::Event, ns, event, data_json, 0, None);
+    out.pop();
+    out.push(',');
+    push_json_str(&mut out, offset);
+    out.push(']');
+    out
+}
+
 /// A BINARY_EVENT with one argument holding `attachments` placeholders:
 /// `51-/chat,["file",{"_placeholder":true,"num":0}]`. Send the attachments after it. With no
 /// attachments this is [`encode_event`].
@@ -709,6 +721,17 @@ pub fn encode_connect(ns: &str, sid: &str) -> String {
     write_header(&mut out, PacketKind::Connect, 0, ns, None);
     out.push_str("{\"sid\":");
     push_json_str(&mut out, sid);
+    out.push('}');
+    out
+}
+
+/// The server's acceptance of a connection to `ns` with a recovery session:
+/// `0/chat,{"sid":"…","pid":"…"}` (Socket.IO's connection state recovery).
+pub fn encode_connect_with_pid(ns: &str, sid: &str, pid: &str) -> String {
+    let mut out = encode_connect(ns, sid);
+    out.pop();
+    out.push_str(",\"pid\":");
+    push_json_str(&mut out, pid);
     out.push('}');
     out
 }

@@ -1,0 +1,296 @@
+//! Missed-message recovery over the native protocol, over real sockets: a client drops, events
+//! are emitted while it is away, it comes back with its session and position.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+use tower_realtime::{Data, ErrorEvent, History, Hub, JwtAuth, Socket};
+
+fn test_hub(history: History) -> Hub {
+    Hub::builder()
+        .auth(JwtAuth::hs256(SECRET))
+        .history(history)
+        .on("join", |s: Socket, Data(room): Data<String>| async move {
+            s.join(&room)?;
+            Ok::<_, ErrorEvent>(json!({ "joined": room }))
+        })
+        .on("say", |s: Socket, Data(m): Data<Value>| async move {
+            let room = m["room"].as_str().unwrap_or_default().to_owned();
+            s.to(&room).emit("said", &m["text"]);
+        })
+        .on("whoami", |s: Socket| async move { json!({ "rooms": s.rooms() }) })
+        .build()
+}
+
+/// Connects as `user` with the recovery query `query` (`recover=1`, or `session=…&…`).
+async fn connect_with(addr: SocketAddr, user: &str, query: &str) -> Client {
+    let mut req = format!("ws://{addr}/ws?{query}").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {}", token(user)).parse().unwrap());
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect timed out")
+        .expect("connect failed");
+    Client::new(ws)
+}
+
+/// What a client remembers to come back: its session, epoch and last offset.
+struct Position {
+    session: String,
+    epoch: String,
+    offset: Option<u64>,
+}
+
+impl Position {
+    fn query(&self) -> String {
+        let mut q = format!("session={}&epoch={}", self.session, self.epoch);
+        if let Some(offset) = self.offset {
+            q.push_str(&format!("&offset={offset}"));
+        }
+        q
+    }
+
+    /// Takes the offset of a frame that has one.
+    fn saw(&mut self, frame: &Value) {
+        if let Some(offset) = frame["offset"].as_u64() {
+            assert!(self.offset.is_none_or(|o| offset > o), "offsets go up: {frame}");
+            self.offset = Some(offset);
+        }
+    }
+}
+
+async fn session(client: &mut Client) -> (Value, Position) {
+    let frame = client.next_frame().await;
+    assert_eq!(frame["event"], "$session", "the first frame tells the session: {frame}");
+    let data = frame["data"].clone();
+    let position = Position {
+        session: data["session"].as_str().expect("a session id").to_owned(),
+        epoch: data["epoch"].as_str().expect("an epoch").to_owned(),
+        offset: None,
+    };
+    (data, position)
+}
+
+/// Drops the TCP connection without a close frame (what a network drop looks like).
+fn drop_hard(client: Client) {
+    drop(client);
+}
+
+/// Connects `user` with a session, joins `room`, receives one event there, and drops: what
+/// the client remembers to come back.
+async fn gone_from(hub: &Hub, addr: SocketAddr, user: &str, room: &str) -> Position {
+    let mut client = connect_with(addr, user, "recover=1").await;
+    let (_, mut pos) = session(&mut client).await;
+    client.call("join", json!(room)).await;
+    hub.to_room(room).emit("said", &json!(0));
+    pos.saw(&client.next_frame().await);
+    drop_hard(client);
+    assert!(eventually(|| hub.connection_count() == 0).await);
+    pos
+}
+
+#[tokio::test]
+async fn a_dropped_client_gets_every_missed_event_once_in_order_then_live_ones() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    let mut alice = connect_with(addr, "alice", "recover=1").await;
+    let (news, mut pos) = session(&mut alice).await;
+    assert_eq!(news["recovered"], false);
+    assert_eq!(
+        alice.call("join", json!("general")).await["data"],
+        json!({ "joined": "general" })
+    );
+    assert_eq!(
+        alice.call("join", json!("random")).await["data"],
+        json!({ "joined": "random" })
+    );
+    for i in 0..3 {
+        hub.to_room("general").emit("said", &json!(i));
+        let frame = alice.next_frame().await;
+        assert_eq!(frame["data"], json!(i));
+        pos.saw(&frame);
+    }
+
+    drop_hard(alice);
+    assert!(eventually(|| hub.connection_count() == 0).await);
+    // While away: events to both rooms, and one to a room alice is not in.
+    for i in 3..8 {
+        let room = if i % 2 == 0 { "general" } else { "random" };
+        hub.to_room(room).emit("said", &json!(i));
+    }
+    hub.to_room("elsewhere").emit("said", &json!("not for alice"));
+
+    let mut alice = connect_with(addr, "alice", &pos.query()).await;
+    let (news, _) = session(&mut alice).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["missed"], 5);
+    assert_eq!(
+        news["session"].as_str(),
+        Some(pos.session.as_str()),
+        "the session is kept"
+    );
+    let mut rooms: Vec<String> = serde_json::from_value(news["rooms"].clone()).unwrap();
+    rooms.sort();
+    assert_eq!(rooms, ["general", "random"]);
+    for i in 3..8 {
+        let frame = alice.next_frame().await;
+        assert_eq!(frame["event"], "said");
+        assert_eq!(frame["data"], json!(i), "missed events in order");
+        pos.saw(&frame);
+    }
+    // The rooms are back: live delivery goes on after the replay, with nothing repeated.
+    hub.to_room("random").emit("said", &json!("live"));
+    let frame = alice.next_frame().await;
+    assert_eq!(frame["data"], "live");
+    pos.saw(&frame);
+    assert_eq!(
+        alice.call("whoami", json!(null)).await["data"]["rooms"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    alice.expect_no_event("said").await;
+    assert_eq!(hub.counters().recovered, 1);
+}
+
+#[tokio::test]
+async fn events_emitted_during_the_replay_come_after_it_without_gap_or_duplicate() {
+    let hub = test_hub(History::new().rooms("*").max_events(10_000));
+    let addr = serve_hub(&hub).await;
+    let mut pos = gone_from(&hub, addr, "alice", "general").await;
+    for i in 1..=2000 {
+        hub.to_room("general").emit("said", &json!(i));
+    }
+    // A producer keeps emitting while the client comes back.
+    let producer = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for i in 2001..=3000 {
+                hub.to_room("general").emit("said", &json!(i));
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+    let mut alice = connect_with(addr, "alice", &pos.query()).await;
+    let (news, _) = session(&mut alice).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    producer.await.unwrap();
+    for i in 1..=3000 {
+        let frame = alice.next_frame().await;
+        assert_eq!(frame["data"], json!(i), "event {i}: {frame}");
+        pos.saw(&frame);
+    }
+    alice.expect_no_event("said").await;
+}
+
+#[tokio::test]
+async fn after_the_window_the_client_is_told_it_did_not_recover() {
+    // Evicted: more events than the stream keeps.
+    let hub = test_hub(History::new().rooms("*").max_events(3));
+    let addr = serve_hub(&hub).await;
+    let pos = gone_from(&hub, addr, "alice", "general").await;
+    for i in 1..=5 {
+        hub.to_room("general").emit("said", &json!(i));
+    }
+    let mut alice = connect_with(addr, "alice", &pos.query()).await;
+    let (news, fresh) = session(&mut alice).await;
+    assert_eq!(news["recovered"], false);
+    assert_eq!(news["reason"], "missed events were evicted");
+    assert_ne!(fresh.session, pos.session, "a new session");
+    // Nothing restored, nothing replayed: the app resynchronises.
+    assert_eq!(alice.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+    alice.expect_no_event("said").await;
+    assert!(hub.counters().history_evicted >= 3);
+
+    // Expired: the session outlived its TTL.
+    let hub2 = test_hub(History::new().rooms("*").session_ttl(Duration::from_millis(100)));
+    let addr = serve_hub(&hub2).await;
+    let pos = gone_from(&hub2, addr, "bob", "general").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut bob = connect_with(addr, "bob", &pos.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], false);
+    assert_eq!(news["reason"], "unknown or expired session");
+    assert_eq!(hub2.counters().not_recovered, 1);
+}
+
+#[tokio::test]
+async fn a_new_epoch_after_a_restart_is_reported() {
+    let first = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&first).await;
+    let pos = gone_from(&first, addr, "alice", "general").await;
+    // The server restarts: the client comes back to a new process (a new hub, behind the
+    // same load balancer; here at another port).
+    let second = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&second).await;
+    let mut alice = connect_with(addr, "alice", &pos.query()).await;
+    let (news, fresh) = session(&mut alice).await;
+    assert_eq!(news["recovered"], false);
+    assert_eq!(news["reason"], "history was lost (epoch changed)");
+    assert_ne!(fresh.epoch, pos.epoch);
+}
+
+#[tokio::test]
+async fn sessions_belong_to_their_user_and_are_used_once() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    let pos = gone_from(&hub, addr, "alice", "general").await;
+    let mut mallory = connect_with(addr, "mallory", &pos.query()).await;
+    let (news, _) = session(&mut mallory).await;
+    assert_eq!(news["recovered"], false);
+    assert_eq!(news["reason"], "session belongs to another user");
+    assert_eq!(mallory.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+    // Taken by that attempt: the session is gone for everyone.
+    let mut alice = connect_with(addr, "alice", &pos.query()).await;
+    assert_eq!(session(&mut alice).await.0["reason"], "unknown or expired session");
+}
+
+#[tokio::test]
+async fn a_client_that_says_goodbye_leaves_no_session_and_plain_clients_see_no_session_event() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    let mut alice = connect_with(addr, "alice", "recover=1").await;
+    let (_, pos) = session(&mut alice).await;
+    alice.ws.send(Message::Close(None)).await.unwrap();
+    alice.close().await;
+    assert!(eventually(|| hub.connection_count() == 0).await);
+    let mut alice = connect_with(addr, "alice", &pos.query()).await;
+    assert_eq!(session(&mut alice).await.0["reason"], "unknown or expired session");
+
+    // A client that does not ask gets no `$session` event, and history frames carry an offset
+    // it may ignore.
+    let mut plain = connect(addr, "plain").await;
+    plain.call("join", json!("general")).await;
+    hub.to_room("general").emit("said", &json!("hi"));
+    let frame = plain.next_frame().await;
+    assert_eq!(frame["event"], "said");
+    assert!(frame["offset"].is_u64());
+}
+
+#[tokio::test]
+async fn a_hub_without_history_says_so_and_a_bad_offset_is_refused() {
+    let hub = Hub::builder().auth(JwtAuth::hs256(SECRET)).build();
+    let addr = serve_hub(&hub).await;
+    let mut alice = connect_with(addr, "alice", "session=abc&epoch=x&offset=3").await;
+    let news = alice.expect_event("$session").await;
+    assert_eq!(
+        news,
+        json!({ "session": null, "epoch": null, "recovered": false, "reason": "history is not enabled" })
+    );
+
+    let mut req = format!("ws://{addr}/ws?session=abc&offset=minus-one")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {}", token("alice")).parse().unwrap());
+    let (status, body) = handshake_status(req).await;
+    assert_eq!(status, 400);
+    assert_eq!(body.as_deref(), Some("the `offset` query parameter must be a number"));
+}
