@@ -17,7 +17,7 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde::Serialize;
-use tower_realtime::Hub;
+use tower_realtime::{History, Hub};
 
 /// A chat message as the demo sends it: about 100 bytes once encoded.
 #[derive(Serialize)]
@@ -37,7 +37,11 @@ const MESSAGE: ChatMessage<'static> = ChatMessage {
 
 /// A hub with `n` connections (each its own user) in `room`.
 fn hub_with_room(n: usize, room: &str) -> (Hub, Vec<tower_realtime::__private::Receiver>) {
-    let hub = Hub::builder().build();
+    hub_with_room_on(Hub::builder().build(), n, room)
+}
+
+/// `hub` with `n` connections (each its own user) in `room`.
+fn hub_with_room_on(hub: Hub, n: usize, room: &str) -> (Hub, Vec<tower_realtime::__private::Receiver>) {
     let mut queues = Vec::with_capacity(n);
     for i in 0..n {
         let (id, rx) = hub.__bench_attach(&format!("user-{i}"));
@@ -87,6 +91,30 @@ fn room_emit(c: &mut Criterion) {
     group.finish();
 }
 
+/// The cost of keeping a history: the same room emit with the room's history off and on (each
+/// emit then also takes an offset, is appended to the room's stream — evicting the oldest of
+/// its 100 events — and is encoded with its offset).
+fn room_emit_with_history(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout/history");
+    for n in [1usize, 1_000] {
+        for (label, history) in [("off", None), ("on", Some(History::new().rooms("*")))] {
+            let builder = Hub::builder();
+            let builder = match history {
+                Some(h) => builder.history(h),
+                None => builder,
+            };
+            let (hub, mut queues) = hub_with_room_on(builder.build(), n, "general");
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(BenchmarkId::new(label, n), |b| {
+                b.iter_custom(|iters| {
+                    time_emits(iters, &mut queues, || hub.to_room("general").emit("message", &MESSAGE))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 /// 10,000 recipients through the other targets: everyone (the whole registry), and two
 /// overlapping rooms (several targets: each recipient is de-duplicated through a set).
 fn everyone_and_two_rooms(c: &mut Criterion) {
@@ -121,6 +149,6 @@ fn everyone_and_two_rooms(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = room_emit, everyone_and_two_rooms
+    targets = room_emit, room_emit_with_history, everyone_and_two_rooms
 }
 criterion_main!(benches);

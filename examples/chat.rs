@@ -20,7 +20,7 @@ use axum::{
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_realtime::{Data, ErrorEvent, Hub, HubBuilder, JwtAuth, Presence, Socket, Valid};
+use tower_realtime::{Data, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, Socket, Valid};
 use validator::Validate;
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
@@ -66,6 +66,13 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
     // With the `socketio` feature, the same gateway also answers Socket.IO clients at /socket.io/.
     #[cfg(feature = "socketio")]
     let builder = builder.socketio(tower_realtime::socketio::SocketIoConfig::default());
+    // A client that drops (a phone asleep, a flaky network) gets the room messages and private
+    // messages it missed when it comes back, for two minutes. `HISTORY=off` keeps none (to
+    // measure what keeping it costs).
+    let builder = match std::env::var("HISTORY").as_deref() {
+        Ok("off") => builder,
+        _ => builder.history(History::new().rooms("*").users()),
+    };
     builder
         .auth(JwtAuth::hs256(secret))
         .configure(|c| {

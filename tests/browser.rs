@@ -21,7 +21,7 @@ use axum::{
 };
 use common::*;
 use serde_json::{json, Value};
-use tower_realtime::{Data, ErrorEvent, Hub, JwtAuth, Socket};
+use tower_realtime::{Data, ErrorEvent, History, Hub, JwtAuth, Socket};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long one Node script may run.
@@ -92,6 +92,7 @@ async fn the_demo_chat_in_chromium() {
 fn client_test_app() -> (Router, Hub) {
     let hub = Hub::builder()
         .auth(JwtAuth::hs256(SECRET))
+        .history(History::new().rooms("*"))
         .on("joinRoom", |socket: Socket, Data(room): Data<String>| async move {
             socket.join(&room)?;
             Ok::<_, ErrorEvent>(json!({ "room": room }))
@@ -139,6 +140,14 @@ fn client_test_app() -> (Router, Hub) {
         .route(
             "/rooms/{room}",
             get(|State(hub): State<Hub>, UrlPath(room): UrlPath<String>| async move { Json(hub.room_users(&room)) }),
+        )
+        .route(
+            "/emit/{room}",
+            post(
+                |State(hub): State<Hub>, UrlPath(room): UrlPath<String>, Json(data): Json<Value>| async move {
+                    Json(json!({ "reached": hub.to_room(&room).emit("news", &data) }))
+                },
+            ),
         )
         .with_state(hub.clone())
         .layer(hub.layer("/ws"));

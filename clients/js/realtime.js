@@ -10,6 +10,7 @@
  *                     {"event": name, "data": any, "id": n}   wants an ack
  *                     {"ack": n, "data": any}                 answer to server event n
  *   server → client   {"event": name, "data": any}            event
+ *                     {"event": name, "data": any, "offset": n}  event kept in a history
  *                     {"event": name, "data": any, "id": n}   event that wants an answer
  *                     {"ack": n, "data": any}                 ack of request n
  *                     {"event": "error", "data": {...}, "ack": n}  request n failed
@@ -23,8 +24,8 @@
  * Options: token (string | () => string | Promise<string>, called on every (re)connect),
  * tokenTransport ('protocol' → subprotocols ['realtime', 'bearer.<token>'], or 'query' →
  * '?token=<token>'), reconnect (true), minDelay (250 ms), maxDelay (10000 ms), ackTimeout
- * (5000 ms), maxQueue (100), joinEvent ('joinRoom'), leaveEvent ('leaveRoom'), WebSocket
- * (constructor, default globalThis.WebSocket; pass require('ws') in Node 20).
+ * (5000 ms), maxQueue (100), joinEvent ('joinRoom'), leaveEvent ('leaveRoom'), recover (true),
+ * WebSocket (constructor, default globalThis.WebSocket; pass require('ws') in Node 20).
  *
  * Listeners receive server events by name plus lifecycle events: 'connect' (every open),
  * 'reconnect' ({attempt}; opens after a drop, after rooms were rejoined), 'disconnect'
@@ -36,6 +37,16 @@
  * The first call answers (later ones, or a call after the connection that asked has closed,
  * do nothing); with several listeners, the first to call it wins:
  *   c.on('confirm', (question, ack) => ack(window.confirm(question)));
+ *
+ * Recovery (option recover, on by default; the server must keep a history): the client asks
+ * for a session when it connects (`?recover=1`), remembers the offset of the last history
+ * event it received, and after a drop presents both (`?session=…&epoch=…&offset=…`). The
+ * server's first frame, `$session`, says how that went:
+ * - recovered: 'recovered' ({missed, rooms}) fires; the server restored the rooms, and the
+ *   missed events follow, in order, before anything live (listeners get them as usual).
+ * - not recovered (history lost or too old): the client re-joins its rooms itself and emits
+ *   'resync' ({reason}) — the app reloads what it shows (the events in between are lost).
+ * Until `$session` arrives, rejoins and queued frames wait; 'connect' follows it.
  *
  * Behaviour notes:
  * - No reconnect after close(), or after close codes 1008 / 4401 / 4403 (auth/policy).
@@ -64,6 +75,7 @@
       maxDelay: o.maxDelay != null ? o.maxDelay : 10000,
       ackTimeout: o.ackTimeout != null ? o.ackTimeout : 5000,
       maxQueue: o.maxQueue != null ? o.maxQueue : 100,
+      recover: o.recover !== false,
       joinEvent: o.joinEvent || 'joinRoom',
       leaveEvent: o.leaveEvent || 'leaveRoom',
       WebSocket: o.WebSocket || root.WebSocket,
@@ -80,6 +92,9 @@
     this._hasOpened = false;  // an earlier socket was open (so the next open is a reconnect)
     this._first = null;       // {promise, resolve, reject} for connect()
     this._gen = 0;            // bumped by connect()/close(): stale async work checks it
+    this._session = null;     // recovery: {session, epoch} from the last `$session` frame
+    this._offset = null;      // recovery: offset of the last history event received
+    this._awaiting = null;    // {attempt, reopened} while waiting for `$session` after an open
   }
 
   var proto = RealtimeClient.prototype;
@@ -156,6 +171,9 @@
     if (ws) { try { ws.close(code || 1000, reason || ''); } catch (e) { /* already closing */ } }
     this._failAll(new Error('client closed'), true);
     this.rooms.clear();
+    this._session = null;
+    this._offset = null;
+    this._awaiting = null;
     this._settleFirst(new Error('client closed'));
     if (wasOpen) this._dispatch('disconnect', { code: code || 1000, reason: reason || '' });
   };
@@ -178,11 +196,14 @@
     }
     if (gen !== this._gen) return; // close() was called while the token was being fetched
     var url = this.url, protocols = ['realtime'];
+    var params = [];
     if (token && o.tokenTransport === 'query') {
-      url += (url.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(token);
+      params.push('token=' + encodeURIComponent(token));
     } else if (token) {
       protocols.push('bearer.' + token);
     }
+    if (o.recover) params.push(this._recoveryQuery());
+    if (params.length) url += (url.indexOf('?') < 0 ? '?' : '&') + params.join('&');
     var self = this, ws;
     try { ws = new o.WebSocket(url, protocols); } catch (e) {
       return this._afterClose({ code: 1006, reason: String(e && e.message) });
@@ -195,6 +216,7 @@
     ws.onclose = function (ev) {
       if (ws !== self._ws) return;
       self._ws = null;
+      self._awaiting = null;
       self._failSent(new Error('disconnected'));
       var info = { code: ev.code, reason: ev.reason || '' };
       if (opened) self._dispatch('disconnect', info);
@@ -202,15 +224,45 @@
     };
   };
 
+  // The recovery part of the URL: a new session, or the one to resume and how far we got.
+  proto._recoveryQuery = function () {
+    var s = this._session;
+    if (!s || !s.session) return 'recover=1';
+    var q = 'session=' + encodeURIComponent(s.session) + '&epoch=' + encodeURIComponent(s.epoch);
+    if (this._offset != null) q += '&offset=' + this._offset;
+    return q;
+  };
+
   proto._onOpen = function () {
     var attempt = this._attempt, reopened = this._hasOpened;
     this._attempt = 0;
     this._hasOpened = true;
-    // Re-join remembered rooms first, skipping rooms whose join frame is still queued.
+    if (this.options.recover) {
+      // The server's first frame is `$session`: whether the rooms came back decides what to do.
+      this._awaiting = { attempt: attempt, reopened: reopened };
+      return;
+    }
+    this._ready(attempt, reopened, false);
+  };
+
+  // `$session` arrived: keep the session; on a reconnect, say whether it recovered.
+  proto._onSession = function (news, awaiting) {
+    news = news || {};
+    var asked = !!(this._session && this._session.session);
+    this._session = news.session ? { session: news.session, epoch: news.epoch } : null;
+    if (!news.recovered) this._offset = null;
+    this._ready(awaiting.attempt, awaiting.reopened, !!news.recovered);
+    if (news.recovered) this._dispatch('recovered', { missed: news.missed, rooms: news.rooms });
+    else if (awaiting.reopened && asked) this._dispatch('resync', { reason: news.reason || 'not recovered' });
+  };
+
+  // The connection is usable: re-join rooms (unless the server restored them), flush the queue.
+  proto._ready = function (attempt, reopened, restored) {
     var queuedJoins = new Set(), self = this, o = this.options;
     this._queue.forEach(function (f) { if (f.event === o.joinEvent) queuedJoins.add(roomOf(f.data)); });
     this.rooms.forEach(function (room) {
-      if (!queuedJoins.has(room)) self._request(o.joinEvent, room, {}, false, room).catch(function () {});
+      if (restored || queuedJoins.has(room)) return;
+      self._request(o.joinEvent, room, {}, false, room).catch(function () {});
     });
     // Then flush what was emitted while disconnected, oldest first.
     var queue = this._queue;
@@ -248,6 +300,14 @@
     if (typeof raw !== 'string') return; // the protocol is text-only
     try { msg = JSON.parse(raw); } catch (e) { console.warn('realtime: ignoring non-JSON frame'); return; }
     if (!msg || typeof msg !== 'object') return;
+    if (this._awaiting) {
+      var awaiting = this._awaiting;
+      this._awaiting = null;
+      if (msg.event === '$session') return this._onSession(msg.data, awaiting);
+      // A server that does not answer recovery: go on without it.
+      this._ready(awaiting.attempt, awaiting.reopened, false);
+    }
+    if (typeof msg.offset === 'number') this._offset = msg.offset;
     if (msg.ack != null) {
       var p = this._pending.get(msg.ack);
       if (p) {
@@ -308,7 +368,7 @@
   };
 
   proto._sendOrQueue = function (frame) {
-    if (this.connected) return this._send(frame);
+    if (this.connected && !this._awaiting) return this._send(frame);
     this._queue.push(frame);
     if (this._queue.length > this.options.maxQueue) {
       var dropped = this._queue.shift();

@@ -53,7 +53,14 @@
  *   emitWithAck promise with Error(message) carrying .data (a Socket.IO server answers a
  *   failed request this way); errors of requests without an ack arrive as an 'error' event.
  * - Rooms joined through joinEvent (data: room name, or {room}) are remembered, forgotten
- *   through leaveEvent or when the server rejects the join, and re-joined on every reconnect.
+ *   through leaveEvent or when the server rejects the join, and re-joined on every reconnect
+ *   that did not recover.
+ * - Connection state recovery (when the server keeps a history), as socket.io-client: the
+ *   CONNECT after a drop carries the session's pid and the last offset (the last string
+ *   argument of an event); with the same pid back, `recovered` is true, the rooms were
+ *   restored, the missed events follow, and 'recovered' fires; otherwise 'resync'
+ *   ({reason}) tells the app to reload what it shows. Events kept in a history carry their
+ *   offset as one more, last, argument.
  * - Events emitted while disconnected are queued (oldest dropped past maxQueue) and sent
  *   after the rejoins, in order, once connected again.
  * - An ack promise rejects on timeout ('ack timeout'), on a disconnect after it was sent, or
@@ -181,6 +188,8 @@
     }
     this._failAll(new Error('client closed'), true);
     this.rooms.clear();
+    this._pid = null;
+    this._offset = null;
     this._settleFirst(new Error('client closed'));
     if (wasOpen) this._dispatch('disconnect', { code: code || 1000, reason: reason || '' });
   };
@@ -257,17 +266,23 @@
     this._settleFirst(err);
   };
 
-  proto._onConnected = function (sid) {
+  proto._onConnected = function (sid, pid) {
     var attempt = this._attempt, reopened = this._hasOpened;
+    // The same pid back means the server restored the rooms and replays what was missed.
+    var hadPid = !!this._pid;
+    this.recovered = !!pid && pid === this._pid;
+    this._pid = pid || null;
+    if (!this.recovered) this._offset = null;
     this._ready = true;
     this.id = sid;
     this._attempt = 0;
     this._hasOpened = true;
-    // Re-join remembered rooms first, skipping rooms whose join is still queued.
-    var queuedJoins = new Set(), self = this, o = this.options;
+    // Re-join remembered rooms first (unless restored), skipping rooms whose join is queued.
+    var queuedJoins = new Set(), self = this, o = this.options, restored = this.recovered;
     this._queue.forEach(function (f) { if (f.event === o.joinEvent) queuedJoins.add(roomOf(f.data)); });
     this.rooms.forEach(function (room) {
-      if (!queuedJoins.has(room)) self._request(o.joinEvent, room, {}, false, room).catch(function () {});
+      if (restored || queuedJoins.has(room)) return;
+      self._request(o.joinEvent, room, {}, false, room).catch(function () {});
     });
     // Then flush what was emitted while disconnected, oldest first.
     var queue = this._queue;
@@ -275,6 +290,8 @@
     queue.forEach(function (f) { self._send(f); });
     this._dispatch('connect');
     if (reopened) this._dispatch('reconnect', { attempt: attempt });
+    if (this.recovered) this._dispatch('recovered', { rooms: Array.from(this.rooms) });
+    else if (reopened && hadPid) this._dispatch('resync', { reason: 'not recovered' });
     this._settleFirst(null);
   };
 
@@ -308,7 +325,15 @@
         var open = parseJson(raw.slice(1)) || {};
         this._pingWindow = (open.pingInterval || 25000) + (open.pingTimeout || 20000);
         this._armPing();
-        ws.send('40' + (token ? JSON.stringify({ token: String(token) }) : ''));
+        // Connection state recovery, as socket.io-client does it: after a drop, the session's
+        // pid and the offset of the last event kept in a history go with the CONNECT.
+        var auth = token ? { token: String(token) } : null;
+        if (this._pid) {
+          auth = auth || {};
+          auth.pid = this._pid;
+          if (this._offset != null) auth.offset = this._offset;
+        }
+        ws.send('40' + (auth ? JSON.stringify(auth) : ''));
         return;
       }
       case '1': return this._lost(ws, { code: 1000, reason: 'transport close' });
@@ -333,7 +358,7 @@
     var payload = i < s.length ? parseJson(s.slice(i)) : undefined;
     switch (type) {
       case '0': // CONNECT answered
-        if (!this._ready) this._onConnected(payload && payload.sid);
+        if (!this._ready) this._onConnected(payload && payload.sid, payload && payload.pid);
         return;
       case '4': { // CONNECT_ERROR
         var d = payload && typeof payload === 'object' ? payload : { message: String(payload) };
@@ -348,6 +373,8 @@
       case '2': // EVENT
         if (!Array.isArray(payload) || typeof payload[0] !== 'string') return;
         var args = payload.slice(1);
+        // An event kept in a history ends with its offset (only when the server gave a pid).
+        if (this._pid && args.length && typeof args[args.length - 1] === 'string') this._offset = args[args.length - 1];
         if (id != null) args.push(this._acker(id));
         this._dispatchArgs(payload[0], args);
         return;

@@ -30,7 +30,14 @@ use crate::hub::Hub;
 use handler::ErasedHandler;
 
 /// Event names a client may not send: they are the server's own.
-pub const RESERVED_EVENTS: &[&str] = &["error", "connect", "connect_error", "disconnect", "disconnecting"];
+pub const RESERVED_EVENTS: &[&str] = &[
+    "error",
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "$session",
+];
 
 /// Why a connection ended, as the disconnect hook sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

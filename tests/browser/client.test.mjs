@@ -6,7 +6,8 @@
 // `leaveRoom`, `echo` (acks its data and emits it back as `echoed`) and `slow` (acks after the
 // given milliseconds), and test routes: `GET /token/{user}`, `POST /disconnect/{user}`,
 // `POST /ask/{user}` (emits its body to the user as `question`, with a server ack, and answers
-// with the client's ack) and `GET /rooms/{room}` (the users in a room).
+// with the client's ack), `GET /rooms/{room}` (the users in a room) and `POST /emit/{room}`
+// (emits its body to the room as `news`). The hub keeps a history of every room.
 
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -169,5 +170,45 @@ test('reconnects with backoff after the server drops it, and rejoins its rooms',
   assert.equal(tokens, 2, 'a fresh token for the new connection');
   assert.ok(c.rooms.has('general'));
   await eventually(async () => (await roomUsers()).includes('carol'), 'carol back in general');
+  c.close();
+});
+
+test('recovers after a drop: missed events once, in order, rooms restored; else resync', async () => {
+  const c = client({ token: () => token('dave'), minDelay: 200, maxDelay: 400 });
+  const got = [];
+  c.on('news', (n) => got.push(n));
+  await c.connect();
+  await c.emitWithAck('joinRoom', 'news');
+  const post = async (n) => {
+    const res = await fetch(`${base}/emit/news`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(n),
+    });
+    assert.equal(res.status, 200);
+  };
+  await post(1);
+  await eventually(() => got.length === 1, 'the first news');
+
+  // A network drop (no close frame); news keeps coming while the client is away.
+  const recovered = next(c, 'recovered');
+  c._ws.terminate();
+  for (const n of [2, 3, 4]) await post(n);
+  const news = await recovered;
+  assert.deepEqual(news.rooms, ['news']);
+  await eventually(() => got.length === 4, 'the missed news');
+  await post(5);
+  await eventually(() => got.length === 5, 'live news after the replay');
+  assert.deepEqual(got, [1, 2, 3, 4, 5], 'each once, in order');
+
+  // A position the server cannot honour (here: another epoch): told to resync, and the
+  // client re-joins its rooms itself.
+  const resync = next(c, 'resync');
+  c._session.epoch = 'another-epoch';
+  c._ws.terminate();
+  assert.match((await resync).reason, /epoch/);
+  await eventually(async () => (await (await fetch(`${base}/rooms/news`)).json()).includes('dave'), 'dave back in news');
+  await post(6);
+  await eventually(() => got.length === 6, 'live news after the resync');
   c.close();
 });
