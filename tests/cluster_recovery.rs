@@ -49,7 +49,14 @@ async fn node_at(url: &str, prefix: &str, history: History) -> (Hub, SocketAddr)
     let (adapter, inbound) = RedisAdapter::connect(url, options)
         .await
         .expect("Redis must answer when REALTIME_TEST_REDIS is set");
-    let hub = Hub::builder()
+    let builder = Hub::builder();
+    // Socket.IO clients too; a session that stops polling ends (and is kept) within 300 ms.
+    #[cfg(feature = "socketio")]
+    let builder = builder.socketio(
+        tower_realtime::socketio::SocketIoConfig::default()
+            .ping(Duration::from_millis(100), Duration::from_millis(200)),
+    );
+    let hub = builder
         .auth(JwtAuth::hs256(SECRET))
         .history(history)
         .on("join", |s: Socket, Data(room): Data<String>| async move {
@@ -419,4 +426,58 @@ async fn while_redis_is_away_kept_events_reach_local_clients_without_an_offset()
     assert!(frame["offset"].is_u64(), "{frame}");
     remote.expect_no_event("probe").await;
     drop(b);
+}
+
+/// Socket.IO's connection state recovery across nodes: the `pid` and the offset
+/// (`"<epoch>-<offset>"`, the last argument of each event) presented in the CONNECT.
+#[cfg(feature = "socketio")]
+#[tokio::test]
+async fn a_socketio_client_recovers_on_another_node() {
+    use common::socketio::Polling;
+
+    /// The data and the offset of an EVENT packet `42["said",<data>,"<offset>"]`.
+    fn said(packet: &str) -> (Value, String) {
+        let args: Vec<Value> = serde_json::from_str(&packet[2..]).unwrap();
+        assert_eq!(args[0], "said", "{packet}");
+        (args[1].clone(), args[2].as_str().expect("an offset").to_owned())
+    }
+
+    let prefix = unique_prefix();
+    let Some((a, addr_a)) = node(&prefix, History::new().rooms("*")).await else {
+        return skip();
+    };
+    let (b, addr_b) = node(&prefix, History::new().rooms("*")).await.unwrap();
+    let mut watcher = connect(addr_b, "watcher").await;
+    join(&mut watcher, "general").await;
+
+    let (s, _) = Polling::open(addr_a).await;
+    s.post(&format!("40{}", json!({ "token": token("alice") }))).await;
+    let connected: Value = serde_json::from_str(&s.until(|p| p.starts_with("40")).await[2..]).unwrap();
+    let pid = connected["pid"].as_str().expect("a pid").to_owned();
+    s.post(r#"421["join","general"]"#).await;
+    assert_eq!(s.until(|p| p.starts_with("431")).await, r#"431[{"joined":"general"}]"#);
+    emit_seen(&a, &mut watcher, "general", json!(0)).await;
+    let (data, mut offset) = said(&s.until(|p| p.starts_with("42")).await);
+    assert_eq!(data, 0);
+    // The client stops polling: its session times out, and is kept.
+    drop(s);
+    assert!(eventually(|| a.connection_count() == 0).await);
+    emit_seen(&a, &mut watcher, "general", json!(1)).await;
+    emit_seen(&b, &mut watcher, "general", json!(2)).await;
+
+    let (s, _) = Polling::open(addr_b).await;
+    let auth = json!({ "token": token("alice"), "pid": pid, "offset": offset });
+    s.post(&format!("40{auth}")).await;
+    let connected: Value = serde_json::from_str(&s.until(|p| p.starts_with("40")).await[2..]).unwrap();
+    assert_eq!(connected["pid"], json!(pid), "recovered: the same pid");
+    for i in 1..=2 {
+        let (data, next) = said(&s.until(|p| p.starts_with("42")).await);
+        assert_eq!(data, i, "missed events in order");
+        assert_ne!(next, offset);
+        offset = next;
+    }
+    emit_seen(&a, &mut watcher, "general", json!("live")).await;
+    let (data, _) = said(&s.until(|p| p.starts_with("42")).await);
+    assert_eq!(data, "live");
+    assert_eq!(b.counters().recovered, 1);
 }
