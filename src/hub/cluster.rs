@@ -169,9 +169,10 @@ impl HistoryState {
         epoch
     }
 
-    /// Delivers a history event from Redis to this node's recipients.
-    fn deliver_kept(&self, emit: &Emit<'_>, epoch: &str, offset: u64, event: &str, data: &str) {
-        let epoch = self.observe_epoch(emit.hub, epoch);
+    /// Notes a history event that came from Redis, whether or not it is for anyone here, and
+    /// returns its epoch.
+    fn arrived(&self, hub: &Hub, epoch: &str, offset: u64) -> Arc<str> {
+        let epoch = self.observe_epoch(hub, epoch);
         let before = self.delivered.swap(offset, Ordering::Relaxed);
         if before != 0 && offset != before + 1 {
             // Every history event is published on the channel every node reads: a hole means
@@ -179,18 +180,28 @@ impl HistoryState {
             // again). Its live connections miss them; they get them back by reconnecting.
             tracing::warn!(before, offset, "history: events did not reach this node");
         }
+        epoch
+    }
+
+    /// Delivers a history event from Redis to this node's recipients.
+    fn deliver_kept(&self, emit: &Emit<'_>, epoch: &Arc<str>, offset: u64, event: &str, data: &str) {
         let except = emit.except.iter().map(|id| id.0);
-        let entry = Entry::new(offset, &epoch, &emit.ns.name, event, data, except);
+        let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
         emit.deliver(|proto| entry.frame(proto), Some(offset));
         self.current.fetch_max(offset, Ordering::AcqRel);
     }
 }
 
-/// The epoch, asked of Redis (made there when it has none); as known when Redis does not
-/// answer. A node that has delivered nothing yet starts its offsets at Redis's last one.
+/// The epoch: as known, once this node has delivered history events (each one carries its
+/// epoch); before, asked of Redis (made there when it has none), and this node's offsets start
+/// at Redis's last one. As known when Redis does not answer.
 pub(super) async fn epoch_now(hub: &Hub, history: &HistoryState) -> Option<Arc<str>> {
+    let known = history.known_epoch();
+    if known.is_some() && history.delivered.load(Ordering::Relaxed) != 0 {
+        return known;
+    }
     let Some(cluster) = &hub.inner.cluster else {
-        return history.known_epoch();
+        return known;
     };
     match cluster.adapter.history_epoch(&history.params()).await {
         Ok((epoch, seq)) => {
@@ -362,6 +373,8 @@ async fn apply(hub: &Hub, message: Inbound) {
                 event,
                 data,
             } => {
+                let history = hub.inner.history.as_ref().filter(|h| h.shared);
+                let epoch = history.map(|h| h.arrived(hub, &epoch, offset));
                 let Some(ns) = hub.inner.namespaces.get(ns.as_str()) else {
                     return;
                 };
@@ -369,8 +382,8 @@ async fn apply(hub: &Hub, message: Inbound) {
                 for id in except {
                     emit = emit.except(ConnectionId(id));
                 }
-                match &hub.inner.history {
-                    Some(history) if history.shared => history.deliver_kept(&emit, &epoch, offset, &event, data.get()),
+                match (history, epoch) {
+                    (Some(history), Some(epoch)) => history.deliver_kept(&emit, &epoch, offset, &event, data.get()),
                     // A node that keeps no history delivers it as any emit.
                     _ => {
                         emit.send(&super::emit::Packet::new(&ns.name, &event, data.get()));
