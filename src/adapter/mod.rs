@@ -8,18 +8,22 @@
 //! other nodes, answers their queries, and tells the adapter about each user's connections.
 //!
 //! - **Wire format**: `{"v":1,"node":"<origin node id>","op":{...}}`, versioned (see
-//!   [`WIRE_VERSION`], [`Op`]). A node never receives its own ops.
+//!   [`WIRE_VERSION`], [`Op`]). A node never receives its own ops, except
+//!   [`Op::HistoryEmit`], which every node delivers from what Redis publishes.
 //! - **Delivery**: at most once. [`RedisAdapter::publish`] never waits; an op is lost (and
 //!   counted) when Redis is unreachable or the queue is full.
 //! - **Liveness**: a node whose last heartbeat is older than
 //!   [`node_timeout`](RedisOptions::node_timeout) is dead: it leaves
 //!   [`live_nodes`](RedisAdapter::live_nodes) at once, and its users are reported offline
 //!   ([`Inbound::PresenceChanged`]) within one more heartbeat.
+//! - **History**: for a hub with a [`History`](crate::History), the adapter keeps the
+//!   history in Redis (streams, offsets, epoch, sessions), so a client recovers on any node.
 //! - **Faults**: nothing panics; once connected, the adapter reconnects and subscribes again by
 //!   itself, and logs outages at most once per 10 s.
 //!
 //! `docs/cluster.md` describes the channels, keys, scripts and bounds in full.
 
+pub(crate) mod history;
 mod redis;
 mod scripts;
 mod wire;

@@ -17,12 +17,13 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig, PubSub},
-    Client, FromRedisValue, Script,
+    Client, Cmd, FromRedisValue, Script,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::{
+    history::{self, HistoryKeys, HistoryParams, HistoryScripts, Missed},
     scripts::Scripts,
     wire::{self, Decoded, Op, Query},
     AdapterStats, ClusterAnswer,
@@ -157,7 +158,9 @@ pub enum RedisAdapterError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Inbound {
-    /// An op published by another node (never one of this node's own).
+    /// An op published by another node (never one of this node's own, except a
+    /// [`HistoryEmit`](Op::HistoryEmit): those are delivered by every node from what Redis
+    /// publishes, the emitting node included).
     Op {
         /// The node that sent it.
         from: String,
@@ -310,10 +313,17 @@ impl Keys {
 }
 
 /// One op on its way to Redis.
-struct Outgoing {
-    channel: Arc<str>,
-    payload: Vec<u8>,
+enum Outgoing {
+    /// An op for the other nodes.
+    Publish { channel: Arc<str>, payload: Vec<u8> },
+    /// An emit kept in history: the append script, which publishes it.
+    Append(Cmd),
+    /// A command whose answer does not matter (a session kept for its client).
+    Command(Cmd),
 }
+
+/// Receives the number of history events evicted by each append.
+type EvictionHook = Box<dyn Fn(u64) + Send + Sync>;
 
 #[derive(Default)]
 struct Stats {
@@ -386,6 +396,9 @@ struct Shared {
     /// Live nodes as of the last successful read.
     live_cache: Mutex<Vec<String>>,
     scripts: Scripts,
+    history_scripts: HistoryScripts,
+    history_keys: HistoryKeys,
+    on_evicted: std::sync::OnceLock<EvictionHook>,
     warn_link: Warn,
     warn_queue: Warn,
     warn_inbound: Warn,
@@ -485,6 +498,9 @@ impl RedisAdapter {
                 .collect(),
             live_cache: Mutex::new(Vec::new()),
             scripts: Scripts::new(),
+            history_scripts: HistoryScripts::new(),
+            history_keys: HistoryKeys::new(&options.prefix),
+            on_evicted: std::sync::OnceLock::new(),
             warn_link: Warn::new(),
             warn_queue: Warn::new(),
             warn_inbound: Warn::new(),
@@ -533,6 +549,106 @@ impl RedisAdapter {
     pub fn publish_to(&self, node: &str, op: &Op) -> bool {
         let shared = self.shared();
         shared.enqueue(Keys::node_channel(&shared.options.prefix, node), op)
+    }
+
+    /// Keeps an emit in the cluster's history and publishes it with its offset (one script:
+    /// see `docs/cluster.md`). `op` is a [`HistoryEmit`](Op::HistoryEmit) whose epoch and
+    /// offset the script fills in. Never waits: the script is queued for the publisher, after
+    /// the ops published before it. Returns `false` when it is lost at once (Redis known to be
+    /// unreachable, or the queue full), counted in [`AdapterStats::lost`].
+    pub(crate) fn append_history(&self, op: &Op, streams: &[String], params: &HistoryParams) -> bool {
+        let shared = self.shared();
+        if !shared.can_send() {
+            return false;
+        }
+        let encoded = wire::encode(&shared.node, op);
+        let cmd = encoded.ok().and_then(|encoded| {
+            let scripts = &shared.history_scripts;
+            let channel = &*shared.keys.all;
+            history::append_cmd(scripts, &shared.history_keys, params, channel, op, &encoded, streams)
+        });
+        match cmd {
+            Some(cmd) => shared.queue(Outgoing::Append(cmd)),
+            None => {
+                shared.lose(
+                    1,
+                    &shared.warn_queue,
+                    "history emit could not be encoded: lost",
+                    &op.kind(),
+                );
+                false
+            }
+        }
+    }
+
+    /// Keeps a dropped connection's session (JSON) for `ttl`, for whichever node its client
+    /// comes back to. Never waits: the write is queued for the publisher. Returns `false` when
+    /// it could not be queued (Redis known to be unreachable, or the queue full).
+    pub(crate) fn keep_session(&self, id: &str, session: &str, ttl: Duration) -> bool {
+        let shared = self.shared();
+        if shared.closed.load(Ordering::Relaxed) || !shared.link_up.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(shared.history_keys.session(id))
+            .arg(session)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        shared.out.try_send(Outgoing::Command(cmd)).is_ok()
+    }
+
+    /// Takes a kept session, once (`GETDEL`): `None` when there is none (it expired, was
+    /// taken already, or never existed).
+    pub(crate) async fn take_session(&self, id: &str) -> Result<Option<String>, RedisAdapterError> {
+        if !history::plausible_session(id) {
+            return Ok(None);
+        }
+        let shared = self.shared();
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(shared.history_keys.session(id));
+        let mut conn = shared.conn();
+        let result = timed(shared.options.command_timeout, cmd.query_async(&mut conn)).await;
+        shared.track(result)
+    }
+
+    /// The history's epoch and last offset (a new epoch is made when Redis has none).
+    pub(crate) async fn history_epoch(&self, params: &HistoryParams) -> Result<(String, u64), RedisAdapterError> {
+        let shared = self.shared();
+        let invocation = history::epoch_invocation(&shared.history_scripts, &shared.history_keys, params);
+        let mut conn = shared.conn();
+        let result = timed(
+            shared.options.command_timeout,
+            invocation.invoke_async::<redis::Value>(&mut conn),
+        )
+        .await;
+        let value = shared.track(result)?;
+        history::parse_epoch(&value).map_err(|_| malformed_reply())
+    }
+
+    /// The events of `streams` after their offsets, for a session of `epoch`, and the last
+    /// offset given out, read at one instant.
+    pub(crate) async fn read_history(
+        &self,
+        params: &HistoryParams,
+        epoch: &str,
+        streams: &[(String, u64)],
+    ) -> Result<Missed, RedisAdapterError> {
+        let shared = self.shared();
+        let invocation =
+            history::read_invocation(&shared.history_scripts, &shared.history_keys, params, epoch, streams);
+        let mut conn = shared.conn();
+        let result = timed(
+            shared.options.command_timeout,
+            invocation.invoke_async::<redis::Value>(&mut conn),
+        )
+        .await;
+        let value = shared.track(result)?;
+        history::parse_missed(&value).map_err(|_| malformed_reply())
+    }
+
+    /// Gives the number of history events each append evicted to `hook` (set once).
+    pub(crate) fn on_history_evicted(&self, hook: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.shared().on_evicted.set(Box::new(hook));
     }
 
     /// Counts a new live connection of `user` on this node. `Ok(true)`: the user came online
@@ -691,6 +807,14 @@ impl RedisAdapter {
     }
 }
 
+/// A reply of a history script that is not what the script returns.
+fn malformed_reply() -> RedisAdapterError {
+    RedisAdapterError::Redis(redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply of a history script",
+    )))
+}
+
 /// Forgets a finished query, however its future ended.
 struct PendingGuard<'a> {
     shared: &'a Shared,
@@ -726,12 +850,7 @@ impl Shared {
     }
 
     fn enqueue(&self, channel: Arc<str>, op: &Op) -> bool {
-        if self.closed.load(Ordering::Relaxed) {
-            self.stats.lost.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        if !self.link_up.load(Ordering::Relaxed) {
-            self.lose(1, &self.warn_link, "redis unreachable: op lost", &"link down");
+        if !self.can_send() {
             return false;
         }
         let payload = match wire::encode(&self.node, op) {
@@ -741,7 +860,24 @@ impl Shared {
                 return false;
             }
         };
-        match self.out.try_send(Outgoing { channel, payload }) {
+        self.queue(Outgoing::Publish { channel, payload })
+    }
+
+    /// Whether anything can be queued for Redis now (when not, the op is counted as lost).
+    fn can_send(&self) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if !self.link_up.load(Ordering::Relaxed) {
+            self.lose(1, &self.warn_link, "redis unreachable: op lost", &"link down");
+            return false;
+        }
+        true
+    }
+
+    fn queue(&self, out: Outgoing) -> bool {
+        match self.out.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.lose(1, &self.warn_queue, "publish queue full: op lost", &"queue full");
@@ -807,6 +943,11 @@ impl Shared {
         }
         let mut conn = self.conn();
         let result = timed(self.options.command_timeout, invocation.invoke_async(&mut conn)).await;
+        self.track(result)
+    }
+
+    /// Notes what a command's result says about the link.
+    fn track<T>(&self, result: Result<T, RedisAdapterError>) -> Result<T, RedisAdapterError> {
         match &result {
             Ok(_) => self.up(),
             Err(RedisAdapterError::Redis(e)) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
@@ -977,28 +1118,111 @@ async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>, mut st
                 Err(_) => break,
             }
         }
-        let n = batch.len() as u64;
         if !shared.link_up.load(Ordering::Relaxed) {
-            shared.lose(n, &shared.warn_link, "redis unreachable: ops lost", &"link down");
+            let n = batch.iter().filter(|o| !matches!(o, Outgoing::Command(_))).count() as u64;
+            if n > 0 {
+                shared.lose(n, &shared.warn_link, "redis unreachable: ops lost", &"link down");
+            }
             batch.clear();
             continue;
         }
         let mut pipe = redis::pipe();
-        for out in &batch {
-            pipe.cmd("PUBLISH").arg(&*out.channel).arg(&out.payload).ignore();
+        // Every command's answer is looked at, an error in one not failing the others.
+        pipe.ignore_errors();
+        if batch.iter().any(|out| matches!(out, Outgoing::Append(_))) {
+            // The append scripts run by their SHA1, in order with everything else: loaded in
+            // the same pipeline, they never miss after a restart or a SCRIPT FLUSH.
+            pipe.cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(&shared.history_scripts.append_source)
+                .ignore();
+        }
+        let mut kinds = Vec::with_capacity(batch.len());
+        for out in batch.drain(..) {
+            kinds.push(match out {
+                Outgoing::Publish { channel, payload } => {
+                    pipe.cmd("PUBLISH").arg(&*channel).arg(payload);
+                    Kind::Op
+                }
+                Outgoing::Append(cmd) => {
+                    pipe.add_command(cmd);
+                    Kind::Append
+                }
+                Outgoing::Command(cmd) => {
+                    pipe.add_command(cmd);
+                    Kind::Command
+                }
+            });
         }
         let mut conn = shared.conn();
-        match timed(shared.options.command_timeout, pipe.exec_async(&mut conn)).await {
-            Ok(()) => {
-                shared.stats.published.fetch_add(n, Ordering::Relaxed);
+        match timed(
+            shared.options.command_timeout,
+            pipe.query_async::<Vec<redis::Value>>(&mut conn),
+        )
+        .await
+        {
+            Ok(answers) => {
                 shared.up();
+                shared.answered(&kinds, &answers);
             }
             Err(e) => {
-                shared.stats.lost.fetch_add(n, Ordering::Relaxed);
+                let ops = kinds.iter().filter(|k| !matches!(k, Kind::Command)).count();
+                shared.stats.lost.fetch_add(ops as u64, Ordering::Relaxed);
                 shared.down(&e);
             }
         }
-        batch.clear();
+    }
+}
+
+/// What a command of a publisher's pipeline was.
+enum Kind {
+    Op,
+    Append,
+    Command,
+}
+
+impl Shared {
+    /// Counts what Redis answered to a pipeline of the publisher.
+    fn answered(&self, kinds: &[Kind], answers: &[redis::Value]) {
+        let (mut published, mut lost, mut evicted) = (0u64, 0u64, 0u64);
+        for (kind, answer) in kinds.iter().zip(answers) {
+            let failed = match answer {
+                redis::Value::ServerError(e) => Some(e),
+                _ => None,
+            };
+            match (kind, failed) {
+                (Kind::Op, None) => published += 1,
+                (Kind::Append, None) => {
+                    published += 1;
+                    if let redis::Value::Int(n) = answer {
+                        evicted += u64::try_from(*n).unwrap_or(0);
+                    }
+                }
+                (Kind::Command, None) => {}
+                (Kind::Op | Kind::Append, Some(e)) => {
+                    lost += 1;
+                    self.warn_malformed
+                        .warn(&self.node, "redis refused an op: lost", &format!("{e:?}"));
+                }
+                (Kind::Command, Some(e)) => {
+                    self.warn_malformed
+                        .warn(&self.node, "redis refused a command", &format!("{e:?}"));
+                }
+            }
+        }
+        // Answers missing altogether (none expected): their ops count as lost.
+        lost += kinds
+            .iter()
+            .skip(answers.len())
+            .filter(|k| !matches!(k, Kind::Command))
+            .count() as u64;
+        self.stats.published.fetch_add(published, Ordering::Relaxed);
+        self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+        if evicted > 0 {
+            if let Some(hook) = self.on_evicted.get() {
+                hook(evicted);
+            }
+        }
     }
 }
 

@@ -95,6 +95,27 @@ pub enum Op {
         /// The event's payload, as JSON, serialized once by the emitting node.
         data: Box<RawValue>,
     },
+    /// An emit kept in the cluster's history (a hub with both a cluster and a
+    /// [`History`](crate::History)). Written by a Lua script that gives it its offset, keeps it
+    /// in Redis and publishes it in one step, so every node, the emitting one included,
+    /// receives these in offset order, and delivers them to its matching connections.
+    HistoryEmit {
+        /// The lifetime of the history the offset belongs to.
+        epoch: String,
+        /// The event's position, one sequence for the whole cluster.
+        offset: u64,
+        /// The namespace.
+        ns: String,
+        /// Who gets it (the union of the targets).
+        targets: Vec<Target>,
+        /// Connections left out, whatever the targets.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except: Vec<u64>,
+        /// The event name.
+        event: String,
+        /// The event's payload, as JSON.
+        data: Box<RawValue>,
+    },
     /// Close every connection of a user.
     DisconnectUser {
         /// The user.
@@ -164,6 +185,7 @@ impl Op {
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Emit { .. } => "emit",
+            Op::HistoryEmit { .. } => "history_emit",
             Op::DisconnectUser { .. } => "disconnect_user",
             Op::Disconnect { .. } => "disconnect",
             Op::Join { .. } => "join",
@@ -204,6 +226,9 @@ struct QueryIds {
     reply_to: String,
 }
 
+/// How an encoded history emit's op begins.
+const HISTORY_EMIT: &str = r#"{"history_emit":"#;
+
 /// Encodes a message from `node`.
 pub(crate) fn encode(node: &str, op: &Op) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&EnvelopeOut {
@@ -216,7 +241,7 @@ pub(crate) fn encode(node: &str, op: &Op) -> Result<Vec<u8>, serde_json::Error> 
 /// What a received message turned out to be.
 #[derive(Debug)]
 pub(crate) enum Decoded {
-    /// An op from another node.
+    /// An op from another node (or one of this node's own history emits).
     Op { from: String, op: Op },
     /// One of this node's own broadcasts, echoed by Redis.
     Own,
@@ -240,7 +265,11 @@ pub(crate) fn decode(payload: &[u8], me: &str) -> Result<Decoded, DecodeError> {
         return Err(DecodeError::Version(head.v));
     }
     if head.node == me {
-        return Ok(Decoded::Own);
+        // A history emit is delivered by every node from what Redis publishes, the emitting
+        // node included; anything else of our own was handled when it was sent.
+        if !head.op.get().starts_with(HISTORY_EMIT) {
+            return Ok(Decoded::Own);
+        }
     }
     let from = head.node.into_owned();
     match serde_json::from_str::<Op>(head.op.get()) {
@@ -287,6 +316,33 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(decode(&bytes, "node-a").unwrap(), Decoded::Own));
+    }
+
+    #[test]
+    fn history_emits_come_back_to_their_own_node() {
+        let op = Op::HistoryEmit {
+            epoch: "e1".into(),
+            offset: 42,
+            ns: "/".into(),
+            targets: vec![Target::Room("general".into())],
+            except: vec![],
+            event: "message".into(),
+            data: serde_json::value::to_raw_value(&json!("hi")).unwrap(),
+        };
+        let bytes = encode("node-a", &op).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"node":"node-a","op":{"history_emit":{"epoch":"e1","offset":42,"ns":"/","targets":[{"room":"general"}],"event":"message","data":"hi"}}}"#
+        );
+        for me in ["node-a", "node-b"] {
+            match decode(&bytes, me).unwrap() {
+                Decoded::Op {
+                    from,
+                    op: Op::HistoryEmit { offset, epoch, .. },
+                } => assert_eq!((from.as_str(), offset, epoch.as_str()), ("node-a", 42, "e1")),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 
     #[test]

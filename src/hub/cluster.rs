@@ -4,19 +4,32 @@
 //! - Emits are delivered to local recipients at once, then published once to the other nodes,
 //!   which deliver to theirs: each connection gets an event once, local ones without a round
 //!   trip through Redis. An emit to one local connection is not published at all.
+//! - With a [`History`](crate::History), the history is the cluster's, in Redis: an emit kept
+//!   in it gets its offset from a script that keeps it and publishes it in one step, and every
+//!   node, this one included, delivers it from what Redis publishes, in offset order. Sessions
+//!   of dropped connections are kept in Redis too, so a client recovers on any node.
 //! - Presence is cluster-wide: the presence hook fires for a user's first connection anywhere
 //!   and their last one anywhere, on one node only.
 //! - `disconnect_user`, and `join`/`leave`/`disconnect` of a connection on another node, act
 //!   wherever the connections are.
 
-use std::sync::{Arc, Weak};
+use std::sync::{atomic::Ordering, Arc, Weak};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
-use super::{ConnectionId, Emit, Hub, HubInner, Target};
+use super::{
+    history::{Entry, HistoryState, NotRecovered, Resume, Saved, StreamKey},
+    ConnectionId, Emit, Hub, HubInner, Target,
+};
 use crate::{
-    adapter::{self, ClusterAnswer, Inbound, Op, Query, RedisAdapter},
+    adapter::{
+        self,
+        history::{HistoryParams, Missed},
+        ClusterAnswer, Inbound, Op, Query, RedisAdapter,
+    },
     gateway::Presence,
 };
 
@@ -29,6 +42,14 @@ impl Cluster {
     /// Starts acting on what other nodes send, for as long as the hub lives.
     pub(crate) fn start(hub: &Hub, mut inbound: mpsc::Receiver<Inbound>) {
         let weak: Weak<HubInner> = Arc::downgrade(&hub.inner);
+        if let (Some(cluster), Some(_)) = (&hub.inner.cluster, &hub.inner.history) {
+            let weak = weak.clone();
+            cluster.adapter.on_history_evicted(move |n| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.counters.history_evicted.fetch_add(n, Ordering::Relaxed);
+                }
+            });
+        }
         tokio::spawn(async move {
             while let Some(message) = inbound.recv().await {
                 let Some(inner) = weak.upgrade() else { break };
@@ -79,6 +100,248 @@ impl Emit<'_> {
         };
         cluster.adapter.publish(&op);
     }
+
+    /// Keeps this emit in the cluster's history, in `keys`, and publishes it: every node, this
+    /// one included, delivers it when Redis hands it back. Returns `false` when it could not
+    /// be handed to the adapter (Redis unreachable, or the queue full).
+    pub(crate) fn publish_kept(
+        &self,
+        history: &HistoryState,
+        keys: &[StreamKey],
+        event: &str,
+        data_json: &str,
+    ) -> bool {
+        let Some(cluster) = &self.hub.inner.cluster else {
+            return false;
+        };
+        let Ok(data) = serde_json::value::RawValue::from_string(data_json.to_owned()) else {
+            return false;
+        };
+        let op = Op::HistoryEmit {
+            epoch: String::new(),
+            offset: 0,
+            ns: self.ns.name.to_string(),
+            targets: self.targets.iter().map(owned).collect(),
+            except: self.except.iter().map(|id| id.0).collect(),
+            event: event.to_owned(),
+            data,
+        };
+        let streams: Vec<String> = keys.iter().map(StreamKey::redis_name).collect();
+        cluster.adapter.append_history(&op, &streams, &history.params())
+    }
+}
+
+impl HistoryState {
+    /// What the adapter needs of this history.
+    fn params(&self) -> HistoryParams {
+        HistoryParams {
+            new_epoch: self.epoch.clone(),
+            max_events: self.cfg.max_events,
+            max_age: self.cfg.max_age,
+            session_ttl: self.cfg.session_ttl,
+            max_replay: self.cfg.max_replay,
+        }
+    }
+
+    /// Notes the epoch Redis has, and returns it. When it changed (Redis lost its data), the
+    /// offsets started over: what this node knew of the old ones is forgotten.
+    fn observe_epoch(&self, hub: &Hub, epoch: &str) -> Arc<str> {
+        let mut known = self.shared_epoch.lock();
+        if let Some(same) = known.as_ref().filter(|e| ***e == *epoch) {
+            return same.clone();
+        }
+        let changed = known.is_some();
+        let epoch: Arc<str> = Arc::from(epoch);
+        *known = Some(epoch.clone());
+        drop(known);
+        if changed {
+            tracing::warn!(%epoch, "history: the cluster's history was lost (new epoch); offsets start over");
+            self.delivered.store(0, Ordering::Relaxed);
+            self.current.store(0, Ordering::Release);
+            for ns in hub.inner.namespaces.values() {
+                for conn in ns.registry.conns.iter() {
+                    if let Some(recovery) = &conn.recovery {
+                        recovery.forget_replay();
+                    }
+                }
+            }
+        }
+        epoch
+    }
+
+    /// Notes a history event that came from Redis, whether or not it is for anyone here, and
+    /// returns its epoch.
+    fn arrived(&self, hub: &Hub, epoch: &str, offset: u64) -> Arc<str> {
+        let epoch = self.observe_epoch(hub, epoch);
+        let before = self.delivered.swap(offset, Ordering::Relaxed);
+        if before != 0 && offset != before + 1 {
+            // Every history event is published on the channel every node reads: a hole means
+            // some never reached this node (its inbound queue was full, or it was subscribing
+            // again). Its live connections miss them; they get them back by reconnecting.
+            tracing::warn!(before, offset, "history: events did not reach this node");
+        }
+        epoch
+    }
+
+    /// Delivers a history event from Redis to this node's recipients.
+    fn deliver_kept(&self, emit: &Emit<'_>, epoch: &Arc<str>, offset: u64, event: &str, data: &str) {
+        let except = emit.except.iter().map(|id| id.0);
+        let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
+        emit.deliver(|proto| entry.frame(proto), Some(offset));
+        self.current.fetch_max(offset, Ordering::AcqRel);
+    }
+}
+
+/// The epoch: as known, once this node has delivered history events (each one carries its
+/// epoch); before, asked of Redis (made there when it has none), and this node's offsets start
+/// at Redis's last one. As known when Redis does not answer.
+pub(super) async fn epoch_now(hub: &Hub, history: &HistoryState) -> Option<Arc<str>> {
+    let known = history.known_epoch();
+    if known.is_some() && history.delivered.load(Ordering::Relaxed) != 0 {
+        return known;
+    }
+    let Some(cluster) = &hub.inner.cluster else {
+        return known;
+    };
+    match cluster.adapter.history_epoch(&history.params()).await {
+        Ok((epoch, seq)) => {
+            let epoch = history.observe_epoch(hub, &epoch);
+            if history.delivered.load(Ordering::Relaxed) == 0 {
+                history.current.fetch_max(seq, Ordering::AcqRel);
+            }
+            Some(epoch)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "history: the epoch could not be read");
+            history.known_epoch()
+        }
+    }
+}
+
+/// A session as kept in Redis (JSON).
+#[derive(Serialize, Deserialize)]
+struct StoredSession {
+    user: Option<String>,
+    ns: String,
+    epoch: String,
+    /// Each room, with the offset at which the session joined it.
+    rooms: Vec<(String, u64)>,
+    since: u64,
+    conns: Vec<u64>,
+}
+
+/// Hands a dropped connection's session to the adapter, which writes it to Redis (for
+/// `session_ttl`) without making the caller wait.
+pub(super) fn keep_session(hub: &Hub, history: &HistoryState, id: &str, saved: &Saved) {
+    let Some(cluster) = &hub.inner.cluster else { return };
+    let stored = StoredSession {
+        user: saved.user.as_deref().map(str::to_owned),
+        ns: saved.ns.to_string(),
+        epoch: saved.epoch.to_string(),
+        rooms: saved.rooms.iter().map(|(r, j)| (r.to_string(), *j)).collect(),
+        since: saved.since,
+        conns: saved.conns.to_vec(),
+    };
+    let Ok(json) = serde_json::to_string(&stored) else {
+        return;
+    };
+    if !cluster.adapter.keep_session(id, &json, history.cfg.session_ttl) {
+        tracing::debug!(
+            session = id,
+            "history: Redis unreachable or busy, the session is not kept"
+        );
+    }
+}
+
+/// Takes the session `resume` names from Redis (once), when this client may have it.
+pub(super) async fn take_session(
+    hub: &Hub,
+    user: Option<&Arc<str>>,
+    ns: &Arc<str>,
+    resume: &Resume,
+) -> Result<Saved, NotRecovered> {
+    let Some(cluster) = &hub.inner.cluster else {
+        return Err(NotRecovered::Unavailable);
+    };
+    let json = match cluster.adapter.take_session(&resume.session).await {
+        Ok(Some(json)) => json,
+        Ok(None) => return Err(NotRecovered::UnknownSession),
+        Err(e) => {
+            tracing::debug!(error = %e, "history: the session could not be read");
+            return Err(NotRecovered::Unavailable);
+        }
+    };
+    let stored: StoredSession = serde_json::from_str(&json).map_err(|_| NotRecovered::UnknownSession)?;
+    if resume.epoch.as_deref().is_some_and(|e| e != stored.epoch) {
+        return Err(NotRecovered::EpochChanged);
+    }
+    if stored.user.as_deref() != user.map(|u| &**u) || *stored.ns != **ns {
+        return Err(NotRecovered::WrongUser);
+    }
+    Ok(Saved {
+        user: stored.user.map(Arc::from),
+        ns: ns.clone(),
+        epoch: Arc::from(stored.epoch),
+        rooms: stored.rooms.into_iter().map(|(r, j)| (Arc::from(r), j)).collect(),
+        since: stored.since,
+        conns: SmallVec::from_vec(stored.conns),
+        at: std::time::Instant::now(),
+    })
+}
+
+/// Reads from Redis what a session missed after `offset`, in offset order, one each, and the
+/// last offset given out at that instant.
+pub(super) async fn read_missed(
+    hub: &Hub,
+    history: &HistoryState,
+    saved: &Saved,
+    offset: u64,
+) -> Result<(Vec<Arc<Entry>>, u64), NotRecovered> {
+    let Some(cluster) = &hub.inner.cluster else {
+        return Err(NotRecovered::Unavailable);
+    };
+    let streams: Vec<(String, u64)> = (history.wanted(saved).into_iter())
+        .map(|(key, joined)| (key.redis_name(), offset.max(joined)))
+        .collect();
+    let missed = cluster
+        .adapter
+        .read_history(&history.params(), &saved.epoch, &streams)
+        .await;
+    match missed {
+        Err(e) => {
+            tracing::debug!(error = %e, "history: the missed events could not be read");
+            Err(NotRecovered::Unavailable)
+        }
+        Ok(Missed::EpochChanged { epoch }) => {
+            if !epoch.is_empty() {
+                history.observe_epoch(hub, &epoch);
+            }
+            Err(NotRecovered::EpochChanged)
+        }
+        Ok(Missed::Evicted) => Err(NotRecovered::Evicted),
+        Ok(Missed::TooMany) => Err(NotRecovered::TooMany),
+        Ok(Missed::Events { upto, events, .. }) => {
+            let mut out: Vec<Arc<Entry>> = (events.into_iter())
+                .filter(|e| !e.except.iter().any(|id| saved.conns.contains(id)))
+                .map(|e| {
+                    Arc::new(Entry::new(
+                        e.offset,
+                        &saved.epoch,
+                        &saved.ns,
+                        &e.event,
+                        &e.data,
+                        e.except,
+                    ))
+                })
+                .collect();
+            out.sort_unstable_by_key(|e| e.seq);
+            out.dedup_by_key(|e| e.seq);
+            if out.len() > history.cfg.max_replay {
+                return Err(NotRecovered::TooMany);
+            }
+            Ok((out, upto))
+        }
+    }
 }
 
 /// Acts on one message from another node.
@@ -100,6 +363,32 @@ async fn apply(hub: &Hub, message: Inbound) {
                     emit = emit.except(ConnectionId(id));
                 }
                 emit.send(&super::emit::Packet::new(&ns.name, &event, data.get()));
+            }
+            Op::HistoryEmit {
+                epoch,
+                offset,
+                ns,
+                targets,
+                except,
+                event,
+                data,
+            } => {
+                let history = hub.inner.history.as_ref().filter(|h| h.shared);
+                let epoch = history.map(|h| h.arrived(hub, &epoch, offset));
+                let Some(ns) = hub.inner.namespaces.get(ns.as_str()) else {
+                    return;
+                };
+                let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
+                for id in except {
+                    emit = emit.except(ConnectionId(id));
+                }
+                match (history, epoch) {
+                    (Some(history), Some(epoch)) => history.deliver_kept(&emit, &epoch, offset, &event, data.get()),
+                    // A node that keeps no history delivers it as any emit.
+                    _ => {
+                        emit.send(&super::emit::Packet::new(&ns.name, &event, data.get()));
+                    }
+                }
             }
             Op::DisconnectUser { user } => {
                 hub.disconnect_user_locally(&user);

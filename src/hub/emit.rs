@@ -112,10 +112,25 @@ impl<'a> Emit<'a> {
     ///
     /// A payload that cannot be serialized (a map with non-string keys, say) reaches nobody
     /// and is logged.
+    ///
+    /// In a cluster with a [`History`](crate::History) (feature `redis`), an event kept in the
+    /// history is queued for its recipients when Redis hands it back with its offset, on every
+    /// node alike: `emit` then returns 0. While Redis is unreachable it is delivered at once to
+    /// this node's recipients, like an event that is not kept (see `docs/cluster.md`).
     pub fn emit<T: Serialize + ?Sized>(self, event: &str, data: &T) -> usize {
         match serde_json::to_string(data) {
             Ok(json) => {
-                let reached = match self.history_streams() {
+                let kept = self.history_streams();
+                #[cfg(feature = "redis")]
+                if let Some((history, keys)) = kept.as_ref().filter(|(h, _)| h.shared) {
+                    if self.publish_kept(history, keys, event, &json) {
+                        return 0;
+                    }
+                    // Not handed to Redis (unreachable, or the queue is full; counted as lost
+                    // by the adapter): this node's recipients get it as an event not kept.
+                    return self.send(&Packet::new(&self.ns.name, event, &json));
+                }
+                let reached = match kept {
                     Some((history, keys)) => {
                         let evictions = &self.hub.inner.counters.history_evicted;
                         let new = NewEvent {
@@ -155,7 +170,7 @@ impl<'a> Emit<'a> {
 
     /// Queues `frame(proto)` for every recipient; `seq` is the event's offset when it is kept
     /// in a history.
-    fn deliver(&self, frame: impl Fn(Proto) -> Message, seq: Option<u64>) -> usize {
+    pub(super) fn deliver(&self, frame: impl Fn(Proto) -> Message, seq: Option<u64>) -> usize {
         let registry = &self.ns.registry;
         let except = &self.except;
         let mut reached = 0usize;

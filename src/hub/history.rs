@@ -20,6 +20,15 @@
 //! under the hold, the replay is queued, followed by the held events it does not already
 //! contain. Live delivery resumes from there.
 //!
+//! ## In a cluster
+//!
+//! With the `redis` feature and a hub joined to a cluster, the history lives in Redis: the
+//! offsets and the epoch are the cluster's, every node delivers history events in offset order
+//! from what Redis publishes, and sessions are kept in Redis, so a client that drops on one
+//! node recovers on any other (`docs/cluster.md` has the keys, scripts and bounds). The
+//! memory cap and the session cap below are then this node's business no more: the streams
+//! are bounded by count and age, the sessions by their time to live.
+//!
 //! ## Bounds
 //!
 //! Each stream keeps at most [`History::max_events`] events for at most [`History::max_age`];
@@ -63,6 +72,11 @@ use crate::{
 /// | [`session_ttl`](Self::session_ttl) | 120 s | how long a dropped connection's session waits for its client |
 /// | [`max_replay`](Self::max_replay) | 10,000 | most events replayed to one client; a larger gap is not recovered |
 /// | [`max_sessions`](Self::max_sessions) | 100,000 | sessions waiting at once (single node); past it, no new one is kept |
+///
+/// In a cluster (feature `redis`, `HubBuilder::redis`), the
+/// history is kept in Redis, for the whole cluster: give every node the same `History`.
+/// `max_bytes` and `max_sessions` then do not apply (streams are bounded by `max_events` and
+/// time, sessions by `session_ttl`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -224,6 +238,18 @@ impl StreamKey {
             kind,
             name: Arc::from(name),
         }
+    }
+
+    /// The stream's name in Redis: `<kind><length of ns>:<ns>:<name>`, kind `a` (everyone),
+    /// `r` (a room) or `u` (a user), e.g. `r1:/:general`; the length keeps any two apart.
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis_name(&self) -> String {
+        let kind = match self.kind {
+            StreamKind::All => 'a',
+            StreamKind::Room => 'r',
+            StreamKind::User => 'u',
+        };
+        format!("{kind}{}:{}:{}", self.ns.len(), self.ns, self.name)
     }
 }
 
@@ -461,6 +487,9 @@ pub(crate) enum NotRecovered {
     WrongUser,
     /// The client's position is not one this hub gave out.
     UnknownOffset,
+    /// The history could not be read (in a cluster: Redis did not answer).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Unavailable,
 }
 
 impl NotRecovered {
@@ -473,6 +502,7 @@ impl NotRecovered {
             Self::TooMany => "too many missed events",
             Self::WrongUser => "session belongs to another user",
             Self::UnknownOffset => "unknown position",
+            Self::Unavailable => "history is unavailable",
         }
     }
 }
@@ -489,7 +519,7 @@ pub(crate) struct Saved {
     pub(crate) since: u64,
     /// The session's connection ids, newest last (an emit that left one out is not replayed).
     pub(crate) conns: SmallVec<[u64; 4]>,
-    at: Instant,
+    pub(crate) at: Instant,
 }
 
 /// What a client asks of recovery at its handshake.
@@ -592,6 +622,31 @@ impl Recovery {
         self.skip_upto.store(HOLD, Ordering::Release);
     }
 
+    /// Ends the hold: queues `first` (what tells the client), then the replay merged with the
+    /// live events held meanwhile that come after `after`; from then on, live history events
+    /// go through, except those at or below `skip` (in the replay already, or older).
+    fn release(&self, conn: &Conn, first: Vec<Message>, replay: Vec<(u64, Message)>, after: u64, skip: u64) {
+        let mut held = self.held.lock();
+        let live: Vec<(u64, Message)> = (std::mem::take(&mut *held).into_iter())
+            .filter(|(seq, _)| *seq > after)
+            .collect();
+        let mut all = first;
+        all.extend(merge(replay, live));
+        conn.send_all(all);
+        self.skip_upto.store(skip, Ordering::Release);
+    }
+
+    /// Forgets which offsets the replay covered: they belonged to another epoch.
+    #[cfg(feature = "redis")]
+    pub(crate) fn forget_replay(&self) {
+        let _ = (self.skip_upto).fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| (s != HOLD).then_some(0));
+    }
+
+    /// A new session starts no earlier than `seq`.
+    fn raise_since(&self, seq: u64) {
+        self.since.fetch_max(seq, Ordering::Relaxed);
+    }
+
     pub(crate) fn joined(&self, room: &str, seq: u64) {
         self.joined.lock().insert(Arc::from(room), seq);
     }
@@ -645,14 +700,27 @@ fn merge(replay: Vec<(u64, Message)>, held: Vec<(u64, Message)>) -> Vec<Message>
     all.into_iter().map(|(_, m)| m).collect()
 }
 
-/// A hub's history: the store (on this node) and the sessions waiting for their clients.
+/// A hub's history: the store (on this node) and the sessions waiting for their clients; in a
+/// cluster, both are in Redis, and this is what the node knows of them.
 pub(crate) struct HistoryState {
     pub(crate) cfg: History,
+    /// The epoch of this node's history; in a cluster, the epoch proposed when Redis has none.
     pub(crate) epoch: Arc<str>,
     store: Mutex<Store>,
-    /// The last offset given out (read without the store's lock, for join offsets).
-    current: AtomicU64,
+    /// The last offset given out (read without the store's lock, for join offsets); in a
+    /// cluster, the last one delivered on this node.
+    pub(crate) current: AtomicU64,
     sessions: Mutex<HashMap<Arc<str>, Saved>>,
+    /// The history is the cluster's, in Redis.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: bool,
+    /// In a cluster: the epoch as last seen in Redis (none before the first look).
+    #[cfg(feature = "redis")]
+    pub(crate) shared_epoch: Mutex<Option<Arc<str>>>,
+    /// In a cluster: the offset of the last history event delivered on this node, to notice
+    /// the ones that never arrived.
+    #[cfg(feature = "redis")]
+    pub(crate) delivered: AtomicU64,
 }
 
 impl fmt::Debug for HistoryState {
@@ -682,14 +750,88 @@ pub(crate) fn random_id(bytes: usize) -> String {
 }
 
 impl HistoryState {
-    pub(crate) fn new(cfg: History) -> Self {
+    /// A history of this node only, or (`shared`) of the cluster, kept in Redis.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub(crate) fn new(cfg: History, shared: bool) -> Self {
         Self {
             cfg,
             epoch: Arc::from(random_id(8)),
             store: Mutex::default(),
             current: AtomicU64::new(0),
             sessions: Mutex::default(),
+            #[cfg(feature = "redis")]
+            shared,
+            #[cfg(feature = "redis")]
+            shared_epoch: Mutex::new(None),
+            #[cfg(feature = "redis")]
+            delivered: AtomicU64::new(0),
         }
+    }
+
+    /// The epoch as this node knows it (in a cluster, none until Redis was asked or an event
+    /// came).
+    pub(crate) fn known_epoch(&self) -> Option<Arc<str>> {
+        #[cfg(feature = "redis")]
+        if self.shared {
+            return self.shared_epoch.lock().clone();
+        }
+        Some(self.epoch.clone())
+    }
+
+    /// The epoch, from Redis in a cluster (as known when Redis does not answer).
+    async fn epoch_now(&self, hub: &Hub) -> Option<Arc<str>> {
+        #[cfg(feature = "redis")]
+        if self.shared {
+            return super::cluster::epoch_now(hub, self).await;
+        }
+        let _ = hub;
+        Some(self.epoch.clone())
+    }
+
+    /// Takes the session `resume` names, when this client may have it.
+    async fn take_checked(
+        &self,
+        hub: &Hub,
+        user: Option<&Arc<str>>,
+        ns: &Arc<str>,
+        resume: &Resume,
+    ) -> Result<Saved, NotRecovered> {
+        if resume.unknown_offset {
+            return Err(NotRecovered::UnknownOffset);
+        }
+        #[cfg(feature = "redis")]
+        if self.shared {
+            return super::cluster::take_session(hub, user, ns, resume).await;
+        }
+        let _ = hub;
+        self.check(user, ns, resume)
+    }
+
+    /// What a session missed after `offset` (see [`missed`](Self::missed)).
+    async fn read_missed(&self, hub: &Hub, saved: &Saved, offset: u64) -> Result<(Vec<Arc<Entry>>, u64), NotRecovered> {
+        #[cfg(feature = "redis")]
+        if self.shared {
+            return super::cluster::read_missed(hub, self, saved, offset).await;
+        }
+        let _ = hub;
+        self.missed(saved, offset)
+    }
+
+    /// The streams a session takes part in, each with the offset from which it was there.
+    pub(crate) fn wanted(&self, saved: &Saved) -> Vec<(StreamKey, u64)> {
+        let mut wanted: Vec<(StreamKey, u64)> = saved
+            .rooms
+            .iter()
+            .filter(|(room, _)| self.cfg.keeps_room(room))
+            .map(|(room, joined)| (StreamKey::new(&saved.ns, StreamKind::Room, room), *joined))
+            .collect();
+        if self.cfg.broadcasts {
+            wanted.push((StreamKey::new(&saved.ns, StreamKind::All, ""), saved.since));
+        }
+        if let (true, Some(user)) = (self.cfg.users, &saved.user) {
+            wanted.push((StreamKey::new(&saved.ns, StreamKind::User, user), saved.since));
+        }
+        wanted
     }
 
     /// The last offset given out.
@@ -779,20 +921,9 @@ impl HistoryState {
     /// The events a session missed after `offset`, in offset order, one each, and the last
     /// offset given out when they were read (every event up to it has been delivered or held).
     fn missed(&self, saved: &Saved, offset: u64) -> Result<(Vec<Arc<Entry>>, u64), NotRecovered> {
+        let wanted = self.wanted(saved);
         let store = self.store.lock();
         let now = Instant::now();
-        let mut wanted: Vec<(StreamKey, u64)> = saved
-            .rooms
-            .iter()
-            .filter(|(room, _)| self.cfg.keeps_room(room))
-            .map(|(room, joined)| (StreamKey::new(&saved.ns, StreamKind::Room, room), *joined))
-            .collect();
-        if self.cfg.broadcasts {
-            wanted.push((StreamKey::new(&saved.ns, StreamKind::All, ""), saved.since));
-        }
-        if let (true, Some(user)) = (self.cfg.users, &saved.user) {
-            wanted.push((StreamKey::new(&saved.ns, StreamKind::User, user), saved.since));
-        }
         let mut out: Vec<Arc<Entry>> = Vec::new();
         for (key, joined) in wanted {
             let from = offset.max(joined);
@@ -826,62 +957,7 @@ impl HistoryState {
         Ok((out, store.seq))
     }
 
-    /// Recovers a session on the connection behind `recovery`, which is registered already:
-    /// `room(name, true)` puts it in a saved room (`false` takes it out again when the recovery
-    /// fails), `queue` takes the frames to write before anything live: the replay, merged with
-    /// the live events held meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn recover(
-        &self,
-        recovery: &Recovery,
-        user: Option<&Arc<str>>,
-        ns: &Arc<str>,
-        resume: &Resume,
-        proto: Proto,
-        room: impl Fn(&str, bool),
-        queue: impl FnOnce(Result<&Recovered, NotRecovered>, Vec<Message>),
-    ) {
-        let verdict = self.check(user, ns, resume);
-        let saved = match verdict {
-            Ok(saved) => saved,
-            Err(e) => return queue(Err(e), Vec::new()),
-        };
-        // Held from here: live history events wait until the replay is queued.
-        recovery.hold();
-        for (name, _) in &saved.rooms {
-            room(name, true);
-        }
-        let offset = resume.offset.unwrap_or(0);
-        match self.missed(&saved, offset) {
-            Ok((entries, upto)) => {
-                recovery.adopt(&resume.session, &saved);
-                let recovered = Recovered {
-                    rooms: saved.rooms.iter().map(|(r, _)| r.to_string()).collect(),
-                    missed: entries.len(),
-                };
-                let replay = entries.iter().map(|e| (e.seq, e.frame(proto))).collect();
-                let mut held = recovery.held.lock();
-                queue(Ok(&recovered), merge(replay, std::mem::take(&mut *held)));
-                // Every event up to `upto` was delivered or held before the replay was read;
-                // with a cluster's delivery lagging behind, late copies of them are skipped.
-                recovery.skip_upto.store(upto, Ordering::Release);
-            }
-            Err(e) => {
-                for (name, _) in &saved.rooms {
-                    room(name, false);
-                }
-                let mut held = recovery.held.lock();
-                let frames: Vec<Message> = std::mem::take(&mut *held).into_iter().map(|(_, m)| m).collect();
-                queue(Err(e), frames);
-                recovery.skip_upto.store(0, Ordering::Release);
-            }
-        }
-    }
-
     fn check(&self, user: Option<&Arc<str>>, ns: &Arc<str>, resume: &Resume) -> Result<Saved, NotRecovered> {
-        if resume.unknown_offset {
-            return Err(NotRecovered::UnknownOffset);
-        }
         if resume.epoch.as_deref().is_some_and(|e| e != &*self.epoch) {
             return Err(NotRecovered::EpochChanged);
         }
@@ -952,35 +1028,69 @@ impl Hub {
             conn.send_all(answer(&news));
             return false;
         };
+        // From here, live history events wait until the client has been told of its session,
+        // and has its replay.
+        recovery.hold();
         let Some(resume) = resume else {
+            let epoch = history.epoch_now(self).await;
+            // A new session starts with what this node delivers from now on.
+            recovery.raise_since(history.current());
             let news = SessionNews {
                 session: Some(recovery.session()),
-                epoch: Some(&history.epoch),
+                epoch: epoch.as_deref(),
                 outcome: None,
             };
-            conn.send_all(answer(&news));
+            recovery.release(conn, answer(&news), Vec::new(), 0, 0);
             return false;
         };
-        let mut recovered = false;
-        let room = |name: &str, join: bool| {
-            if join {
-                let _ = ns.join(self, conn, name);
-            } else {
-                ns.registry.leave(conn, name);
+        let user = conn.identity.user_key();
+        let offset = resume.offset.unwrap_or(0);
+        let outcome = match history.take_checked(self, user, &ns.name, resume).await {
+            Err(e) => Err(e),
+            Ok(saved) => {
+                for (name, _) in &saved.rooms {
+                    let _ = ns.join(self, conn, name);
+                }
+                match history.read_missed(self, &saved, offset).await {
+                    Ok(missed) => Ok((saved, missed)),
+                    Err(e) => {
+                        for (name, _) in &saved.rooms {
+                            ns.registry.leave(conn, name);
+                        }
+                        Err(e)
+                    }
+                }
             }
         };
-        let user = conn.identity.user_key();
-        history.recover(recovery, user, &ns.name, resume, conn.proto, room, |outcome, frames| {
-            recovered = outcome.is_ok();
-            let news = SessionNews {
-                session: Some(recovery.session()),
-                epoch: Some(&history.epoch),
-                outcome: Some(outcome),
-            };
-            let mut all = answer(&news);
-            all.extend(frames);
-            conn.send_all(all);
-        });
+        let recovered = outcome.is_ok();
+        match outcome {
+            Ok((saved, (entries, upto))) => {
+                recovery.adopt(&resume.session, &saved);
+                let recovered = Recovered {
+                    rooms: saved.rooms.iter().map(|(r, _)| r.to_string()).collect(),
+                    missed: entries.len(),
+                };
+                let news = SessionNews {
+                    session: Some(recovery.session()),
+                    epoch: Some(&saved.epoch),
+                    outcome: Some(Ok(&recovered)),
+                };
+                let replay = entries.iter().map(|e| (e.seq, e.frame(conn.proto))).collect();
+                // Every event up to `upto` was delivered, held or in the replay when the replay
+                // was read; in a cluster, where delivery lags behind, late copies are skipped,
+                // and held copies of what the client had already.
+                recovery.release(conn, answer(&news), replay, offset, upto.max(offset));
+            }
+            Err(e) => {
+                let epoch = history.known_epoch();
+                let news = SessionNews {
+                    session: Some(recovery.session()),
+                    epoch: epoch.as_deref(),
+                    outcome: Some(Err(e)),
+                };
+                recovery.release(conn, answer(&news), Vec::new(), 0, 0);
+            }
+        }
         let counters = &self.inner.counters;
         match recovered {
             true => counters.recovered.fetch_add(1, Ordering::Relaxed),
@@ -1006,7 +1116,14 @@ impl Hub {
             DisconnectReason::TransportClosed | DisconnectReason::TransportError(_) => true,
         };
         if dropped {
-            let saved = recovery.save(conn.identity.user_key(), &ns.name, &history.epoch, &conn.rooms());
+            // In a cluster, nothing is known of the history before Redis was first asked.
+            let Some(epoch) = history.known_epoch() else { return };
+            let saved = recovery.save(conn.identity.user_key(), &ns.name, &epoch, &conn.rooms());
+            #[cfg(feature = "redis")]
+            if history.shared {
+                super::cluster::keep_session(self, history, &recovery.session(), &saved);
+                return;
+            }
             if !history.keep(recovery.session(), saved) {
                 tracing::debug!(conn = %conn.id, "too many sessions kept: this one is not");
             }
@@ -1040,7 +1157,7 @@ mod tests {
     }
 
     fn state(cfg: History) -> HistoryState {
-        HistoryState::new(cfg.rooms("*"))
+        HistoryState::new(cfg.rooms("*"), false)
     }
 
     fn emit(h: &HistoryState, room: &str, data: &str) -> u64 {

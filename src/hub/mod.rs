@@ -685,7 +685,8 @@ impl HubBuilder {
     /// Keeps a bounded history of the events emitted to rooms, users or everyone, so that a
     /// client that drops and comes back gets what it missed, in order, once (see [`History`]
     /// for what is kept and for how long, and the protocol page for the exchange). Off by
-    /// default.
+    /// default. In a cluster (feature `redis`, with `.redis(..)`), the history is the
+    /// cluster's, kept in Redis, and a client recovers on any node.
     pub fn history(mut self, history: History) -> Self {
         self.history = Some(history);
         self
@@ -738,6 +739,11 @@ impl HubBuilder {
             Some((adapter, inbound)) => (Some(cluster::Cluster { adapter }), Some(inbound)),
             None => (None, None),
         };
+        // In a cluster, the history is the cluster's, in Redis.
+        #[cfg(feature = "redis")]
+        let shared_history = cluster.is_some();
+        #[cfg(not(feature = "redis"))]
+        let shared_history = false;
         let hub = Hub {
             inner: Arc::new(HubInner {
                 config: self.config,
@@ -757,7 +763,7 @@ impl HubBuilder {
                 cluster,
                 #[cfg(feature = "socketio")]
                 socketio: self.socketio.map(crate::socketio::SocketIoState::new),
-                history: self.history.map(HistoryState::new),
+                history: self.history.map(|h| HistoryState::new(h, shared_history)),
                 shutdown_notify: tokio::sync::Notify::new(),
             }),
         };

@@ -1,0 +1,510 @@
+//! History kept in Redis, for a hub that has both a cluster and a
+//! [`History`](crate::History): offsets and the epoch come from Redis, so they hold for the
+//! whole cluster, and so do the streams and the sessions of dropped connections.
+//!
+//! With the prefix `P`:
+//!
+//! - `P:h`, a hash: `epoch` (the lifetime of the history) and `seq` (the last offset given
+//!   out). Made again, with a new epoch, when it is missing (Redis lost its data, or the
+//!   cluster was idle long enough for it to expire).
+//! - `P:h:<epoch>:s:<stream>`, a stream per room, user or broadcast stream: the event with
+//!   offset `N` has the id `0-N`, and the fields `e` (event), `d` (payload, JSON), `x`
+//!   (connection ids left out, comma separated) and `t` (when, in ms by Redis's clock).
+//! - `P:h:<epoch>:w:<stream>`, a string: the highest offset evicted from the stream.
+//! - `P:h:session:<id>`, a string: a dropped connection's session (JSON), kept for
+//!   `session_ttl` and taken once.
+//!
+//! The hub's side (what to keep, how to recover) is in the hub's `cluster` module.
+
+use std::time::Duration;
+
+use redis::{Cmd, Script, Value};
+
+use super::wire::Op;
+
+/// The shortest life of `P:h` after its last use.
+const META_TTL_MIN: Duration = Duration::from_secs(24 * 3600);
+
+/// Reads the epoch, making a new one (and starting the offsets over) when there is none.
+const PRELUDE: &str = r#"
+local meta = KEYS[1]
+local function current_epoch(candidate, ttl)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    redis.call('DEL', meta)
+    redis.call('HSET', meta, 'epoch', candidate)
+    epoch = candidate
+  end
+  redis.call('PEXPIRE', meta, ttl)
+  return epoch
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function field(fields, name)
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+"#;
+
+/// `ARGV[1]`: a new epoch, used when there is none; `ARGV[2]`: the life of `P:h` (ms).
+/// Returns `{epoch, last offset}`.
+const EPOCH: &str = r#"
+local epoch = current_epoch(ARGV[1], tonumber(ARGV[2]))
+return {epoch, tonumber(redis.call('HGET', meta, 'seq') or '0')}
+"#;
+
+/// Keeps one event and publishes it with its offset, atomically.
+///
+/// `ARGV`: 1 a new epoch, 2 the life of `P:h` (ms), 3 `P:h:`, 4 `max_events`, 5 `max_age`
+/// (ms), 6 the life of a stream (ms), 7 the channel, 8 and 9 the message before and after
+/// its position, 10 the event, 11 the payload, 12 the ids left out, 13.. the streams.
+/// Returns the number of events evicted.
+const APPEND: &str = r#"
+local epoch = current_epoch(ARGV[1], tonumber(ARGV[2]))
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+local offset = string.format('%d', seq)
+local id = '0-' .. offset
+local now = now_ms()
+local base = ARGV[3] .. epoch .. ':'
+local max_events = tonumber(ARGV[4])
+local cutoff = now - tonumber(ARGV[5])
+local ttl = tonumber(ARGV[6])
+local evicted = 0
+for i = 13, #ARGV do
+  local s = base .. 's:' .. ARGV[i]
+  local w = base .. 'w:' .. ARGV[i]
+  redis.call('XADD', s, id, 'e', ARGV[10], 'd', ARGV[11], 'x', ARGV[12], 't', now)
+  local mark = nil
+  local over = redis.call('XLEN', s) - max_events
+  if over > 0 then
+    local gone = redis.call('XRANGE', s, '-', '+', 'COUNT', over)
+    mark = gone[#gone][1]
+    redis.call('XTRIM', s, 'MAXLEN', max_events)
+    evicted = evicted + #gone
+  end
+  -- The oldest events past max_age go too, a few per append; a reader counts any it finds
+  -- as evicted, and the key expires when the stream is quiet.
+  local oldest = redis.call('XRANGE', s, '-', '+', 'COUNT', 8)
+  for _, e in ipairs(oldest) do
+    if (tonumber(field(e[2], 't')) or now) >= cutoff then break end
+    redis.call('XDEL', s, e[1])
+    mark = e[1]
+    evicted = evicted + 1
+  end
+  if mark then
+    redis.call('SET', w, string.sub(mark, 3), 'PX', ttl)
+  else
+    redis.call('PEXPIRE', w, ttl)
+  end
+  redis.call('PEXPIRE', s, ttl)
+end
+redis.call('PUBLISH', ARGV[7], ARGV[8] .. '"epoch":"' .. epoch .. '","offset":' .. offset .. ARGV[9])
+return evicted
+"#;
+
+/// Reads what a session missed, with the last offset given out, atomically.
+///
+/// `ARGV`: 1 the session's epoch, 2 `P:h:`, 3 `max_age` (ms), 4 `max_replay`, then pairs of
+/// a stream and the offset after which its events are wanted. Returns `{epoch, last offset,
+/// status}`, and with the status `ok` the events of each stream (`XRANGE` replies); other
+/// statuses: `epoch` (changed), `evicted`, `too_many`.
+const READ: &str = r#"
+local epoch = redis.call('HGET', meta, 'epoch')
+local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
+if epoch ~= ARGV[1] then return {epoch or '', seq, 'epoch'} end
+local base = ARGV[2] .. epoch .. ':'
+local cutoff = now_ms() - tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local out = {epoch, seq, 'ok'}
+local total = 0
+for i = 5, #ARGV - 1, 2 do
+  local from = ARGV[i + 1]
+  local mark = tonumber(redis.call('GET', base .. 'w:' .. ARGV[i]) or '0')
+  if mark > tonumber(from) then return {epoch, seq, 'evicted'} end
+  local entries = redis.call('XRANGE', base .. 's:' .. ARGV[i], '(0-' .. from, '+', 'COUNT', limit + 1)
+  for _, e in ipairs(entries) do
+    if (tonumber(field(e[2], 't')) or 0) < cutoff then return {epoch, seq, 'evicted'} end
+  end
+  total = total + #entries
+  -- One stream over the limit is too many; several may repeat an event, so their sum may
+  -- reach twice the limit before the caller counts each once.
+  if #entries > limit or total > 2 * limit then return {epoch, seq, 'too_many'} end
+  table.insert(out, entries)
+end
+return out
+"#;
+
+/// The history scripts (sent by their SHA1; the publisher loads `append` in each pipeline
+/// that runs it, so a Redis that restarted or flushed its scripts does not fail it).
+pub(crate) struct HistoryScripts {
+    pub(crate) epoch: Script,
+    pub(crate) append: Script,
+    pub(crate) read: Script,
+    /// The source of `append`, for `SCRIPT LOAD`.
+    pub(crate) append_source: String,
+}
+
+impl HistoryScripts {
+    pub(crate) fn new() -> Self {
+        let source = |body: &str| format!("{PRELUDE}{body}");
+        let append_source = source(APPEND);
+        Self {
+            epoch: Script::new(&source(EPOCH)),
+            append: Script::new(&append_source),
+            read: Script::new(&source(READ)),
+            append_source,
+        }
+    }
+}
+
+/// What the hub's [`History`](crate::History) says about Redis's part.
+#[derive(Debug, Clone)]
+pub(crate) struct HistoryParams {
+    /// The epoch to use when Redis has none (a fresh random one).
+    pub(crate) new_epoch: std::sync::Arc<str>,
+    pub(crate) max_events: usize,
+    pub(crate) max_age: Duration,
+    pub(crate) session_ttl: Duration,
+    pub(crate) max_replay: usize,
+}
+
+impl HistoryParams {
+    /// How long a stream outlives its last event: a session that saw it may come back for
+    /// `session_ttl`, and wants nothing older than `max_age`.
+    fn stream_ttl_ms(&self) -> u64 {
+        ms(self.max_age + self.session_ttl).max(1)
+    }
+
+    fn meta_ttl_ms(&self) -> u64 {
+        ms(META_TTL_MIN).max(self.stream_ttl_ms())
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Key names.
+pub(crate) struct HistoryKeys {
+    meta: String,
+    /// `P:h:`, followed by the epoch for streams, or by `session:`.
+    base: String,
+}
+
+impl HistoryKeys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            meta: format!("{prefix}:h"),
+            base: format!("{prefix}:h:"),
+        }
+    }
+
+    pub(crate) fn session(&self, id: &str) -> String {
+        format!("{}session:{id}", self.base)
+    }
+}
+
+/// Whether a client's session id can be one we gave out (so that nothing else is looked up).
+pub(crate) fn plausible_session(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Where the epoch and the offset go in an encoded history emit.
+const POSITION: &str = r#""epoch":"","offset":0"#;
+
+/// The append script's invocation for `op` (a [`HistoryEmit`](Op::HistoryEmit), encoded with
+/// an empty epoch and offset 0 as `encoded`), kept in `streams` and published on `channel`.
+pub(crate) fn append_cmd(
+    scripts: &HistoryScripts,
+    keys: &HistoryKeys,
+    params: &HistoryParams,
+    channel: &str,
+    op: &Op,
+    encoded: &[u8],
+    streams: &[String],
+) -> Option<Cmd> {
+    let Op::HistoryEmit {
+        except, event, data, ..
+    } = op
+    else {
+        return None;
+    };
+    let at = encoded.windows(POSITION.len()).position(|w| w == POSITION.as_bytes())?;
+    let (head, tail) = (&encoded[..at], &encoded[at + POSITION.len()..]);
+    let except: Vec<String> = except.iter().map(u64::to_string).collect();
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(scripts.append.get_hash())
+        .arg(1)
+        .arg(&keys.meta)
+        .arg(&*params.new_epoch)
+        .arg(params.meta_ttl_ms())
+        .arg(&keys.base)
+        .arg(params.max_events.max(1))
+        .arg(ms(params.max_age))
+        .arg(params.stream_ttl_ms())
+        .arg(channel)
+        .arg(head)
+        .arg(tail)
+        .arg(event)
+        .arg(data.get())
+        .arg(except.join(","));
+    for stream in streams {
+        cmd.arg(stream);
+    }
+    Some(cmd)
+}
+
+/// The epoch invocation.
+pub(crate) fn epoch_invocation<'a>(
+    scripts: &'a HistoryScripts,
+    keys: &HistoryKeys,
+    params: &HistoryParams,
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = scripts.epoch.prepare_invoke();
+    invocation
+        .key(&keys.meta)
+        .arg(&*params.new_epoch)
+        .arg(params.meta_ttl_ms());
+    invocation
+}
+
+/// The read invocation: the events of `streams` (each with the offset after which they are
+/// wanted), for a session of `epoch`.
+pub(crate) fn read_invocation<'a>(
+    scripts: &'a HistoryScripts,
+    keys: &HistoryKeys,
+    params: &HistoryParams,
+    epoch: &str,
+    streams: &[(String, u64)],
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = scripts.read.prepare_invoke();
+    invocation
+        .key(&keys.meta)
+        .arg(epoch)
+        .arg(&keys.base)
+        .arg(ms(params.max_age))
+        .arg(params.max_replay);
+    for (stream, from) in streams {
+        invocation.arg(stream).arg(*from);
+    }
+    invocation
+}
+
+/// One event read back from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredEvent {
+    pub(crate) offset: u64,
+    pub(crate) event: String,
+    /// The payload, JSON.
+    pub(crate) data: String,
+    pub(crate) except: Vec<u64>,
+}
+
+/// What the read script found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// The events, by stream (a stream's events in offset order; streams may share events),
+    /// and the last offset given out when they were read.
+    Events {
+        epoch: String,
+        upto: u64,
+        events: Vec<StoredEvent>,
+    },
+    /// The history is of another epoch than the session's (`epoch` is the current one, empty
+    /// when there is none).
+    EpochChanged { epoch: String },
+    /// Some of the wanted events were evicted.
+    Evicted,
+    /// More than `max_replay` events.
+    TooMany,
+}
+
+/// Why a reply could not be read.
+#[derive(Debug)]
+pub(crate) struct Malformed;
+
+fn text(v: &Value) -> Result<String, Malformed> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).map_err(|_| Malformed),
+        Value::SimpleString(s) => Ok(s.clone()),
+        Value::VerbatimString { text, .. } => Ok(text.clone()),
+        _ => Err(Malformed),
+    }
+}
+
+fn number(v: &Value) -> Result<u64, Malformed> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).map_err(|_| Malformed),
+        other => text(other)?.parse().map_err(|_| Malformed),
+    }
+}
+
+/// Reads the epoch script's reply: `(epoch, last offset)`.
+pub(crate) fn parse_epoch(v: &Value) -> Result<(String, u64), Malformed> {
+    match v {
+        Value::Array(items) if items.len() == 2 => Ok((text(&items[0])?, number(&items[1])?)),
+        _ => Err(Malformed),
+    }
+}
+
+/// Reads the read script's reply.
+pub(crate) fn parse_missed(v: &Value) -> Result<Missed, Malformed> {
+    let Value::Array(items) = v else { return Err(Malformed) };
+    let [epoch, upto, status, streams @ ..] = &items[..] else {
+        return Err(Malformed);
+    };
+    let epoch = text(epoch)?;
+    let upto = number(upto)?;
+    match text(status)?.as_str() {
+        "epoch" => return Ok(Missed::EpochChanged { epoch }),
+        "evicted" => return Ok(Missed::Evicted),
+        "too_many" => return Ok(Missed::TooMany),
+        "ok" => {}
+        _ => return Err(Malformed),
+    }
+    let mut events = Vec::new();
+    for stream in streams {
+        let Value::Array(entries) = stream else {
+            return Err(Malformed);
+        };
+        for entry in entries {
+            events.push(parse_entry(entry)?);
+        }
+    }
+    Ok(Missed::Events { epoch, upto, events })
+}
+
+fn parse_entry(v: &Value) -> Result<StoredEvent, Malformed> {
+    let Value::Array(parts) = v else { return Err(Malformed) };
+    let [id, Value::Array(fields)] = &parts[..] else {
+        return Err(Malformed);
+    };
+    let id = text(id)?;
+    let offset = id.strip_prefix("0-").ok_or(Malformed)?.parse().map_err(|_| Malformed)?;
+    let (mut event, mut data, mut except) = (None, None, Vec::new());
+    for pair in fields.chunks(2) {
+        let [name, value] = pair else { return Err(Malformed) };
+        match text(name)?.as_str() {
+            "e" => event = Some(text(value)?),
+            "d" => data = Some(text(value)?),
+            "x" => {
+                except = (text(value)?.split(',').filter(|s| !s.is_empty()))
+                    .map(|s| s.parse().map_err(|_| Malformed))
+                    .collect::<Result<_, _>>()?;
+            }
+            _ => {}
+        }
+    }
+    Ok(StoredEvent {
+        offset,
+        event: event.ok_or(Malformed)?,
+        data: data.ok_or(Malformed)?,
+        except,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_read_reply_is_parsed() {
+        let entry = |id: &str, data: &str, except: &str| {
+            Value::Array(vec![
+                bulk(id),
+                Value::Array(vec![
+                    bulk("e"),
+                    bulk("said"),
+                    bulk("d"),
+                    bulk(data),
+                    bulk("x"),
+                    bulk(except),
+                    bulk("t"),
+                    bulk("1700000000000"),
+                ]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            bulk("abcd"),
+            Value::Int(9),
+            bulk("ok"),
+            Value::Array(vec![entry("0-4", "1", ""), entry("0-7", "\"x\"", "12,13")]),
+            Value::Array(vec![]),
+        ]);
+        let Missed::Events { epoch, upto, events } = parse_missed(&reply).unwrap() else {
+            panic!("events expected");
+        };
+        assert_eq!((epoch.as_str(), upto), ("abcd", 9));
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].offset, 7);
+        assert_eq!(events[1].data, "\"x\"");
+        assert_eq!(events[1].except, vec![12, 13]);
+        let changed = Value::Array(vec![bulk("new"), Value::Int(1), bulk("epoch")]);
+        assert_eq!(
+            parse_missed(&changed).unwrap(),
+            Missed::EpochChanged { epoch: "new".into() }
+        );
+        assert!(parse_missed(&Value::Int(1)).is_err());
+    }
+
+    #[test]
+    fn the_position_is_found_in_an_encoded_history_emit() {
+        let op = Op::HistoryEmit {
+            epoch: String::new(),
+            offset: 0,
+            ns: "/".into(),
+            targets: vec![super::super::Target::Room("r".into())],
+            except: vec![5],
+            event: "e".into(),
+            data: serde_json::value::to_raw_value(&1).unwrap(),
+        };
+        let encoded = super::super::wire::encode("n", &op).unwrap();
+        let params = HistoryParams {
+            new_epoch: "e1".into(),
+            max_events: 3,
+            max_age: Duration::from_secs(1),
+            session_ttl: Duration::from_secs(1),
+            max_replay: 10,
+        };
+        let cmd = append_cmd(
+            &HistoryScripts::new(),
+            &HistoryKeys::new("p"),
+            &params,
+            "p#all",
+            &op,
+            &encoded,
+            &["r1:/:r".into()],
+        )
+        .unwrap();
+        let args: Vec<String> = cmd
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(args[11], r#"{"v":1,"node":"n","op":{"history_emit":{"#);
+        assert_eq!(
+            args[12],
+            r#","ns":"/","targets":[{"room":"r"}],"except":[5],"event":"e","data":1}}}"#
+        );
+        assert_eq!(args[15], "5");
+        assert_eq!(args[16], "r1:/:r");
+    }
+
+    #[test]
+    fn session_ids_are_checked_before_any_lookup() {
+        assert!(plausible_session("0123abcdef"));
+        assert!(!plausible_session(""));
+        assert!(!plausible_session("a:b"));
+        assert!(!plausible_session(&"a".repeat(65)));
+    }
+}
