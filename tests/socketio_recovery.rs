@@ -1,21 +1,27 @@
-//! Socket.IO connection state recovery (`pid` and `offset`), with hand-driven Engine.IO
+//! Socket.IO connection state recovery (`pid` and `offset`), with the real socket.io-client
+//! from npm (`node --test tests/node/recovery.test.mjs`) and with hand-driven Engine.IO
 //! requests.
+//!
+//! The node tests run when `REALTIME_TEST_NODE=1` (`.ci/run` sets it after `npm ci` in
+//! tests/node); without it they say so and do nothing. The hand-driven tests always run.
 #![cfg(feature = "socketio")]
 
 mod common;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, process::Command, sync::Arc, time::Duration};
 
 use axum::{
-    extract::Path,
+    extract::{Path, Request},
     routing::{get, post},
     Json, Router,
 };
 use common::{socketio::Polling, *};
 use futures_util::{SinkExt, StreamExt};
+use parking_lot::RwLock;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
+use tower::ServiceExt;
 use tower_realtime::{
     socketio::SocketIoConfig, Data, DisconnectReason, ErrorEvent, History, Hub, JwtAuth, RateLimit, Socket,
 };
@@ -73,6 +79,68 @@ fn app(hub: &Hub) -> Router {
             }),
         )
         .layer(hub.layer("/ws"))
+}
+
+/// A server restart behind one address: `POST /restart` shuts the first hub down (its clients
+/// are disconnected and reconnect) and sends every later request to the second, a new process
+/// as far as recovery knows (a new epoch, no sessions).
+async fn serve_restartable(first: Hub, second: Hub) -> SocketAddr {
+    let current = Arc::new(RwLock::new(app(&first)));
+    let next = app(&second);
+    let switch = current.clone();
+    let forward = current.clone();
+    let outer = Router::new()
+        .route(
+            "/restart",
+            post(move || async move {
+                *switch.write() = next.clone();
+                let still_open = first.shutdown().await;
+                Json(json!({ "stillOpen": still_open }))
+            }),
+        )
+        .fallback_service(tower::service_fn(move |req: Request| {
+            let app = forward.read().clone();
+            app.oneshot(req)
+        }));
+    serve(outer).await
+}
+
+#[tokio::test]
+async fn socketio_client_recovers_its_session() {
+    if std::env::var("REALTIME_TEST_NODE").is_err() {
+        println!("node recovery test did not run: set REALTIME_TEST_NODE=1 (needs node and `npm ci` in tests/node)");
+        return;
+    }
+    // Recovery within the window; eviction (more missed than a room keeps) after it.
+    let main = hub(History::new().rooms("*").max_events(20));
+    let main_addr = serve(app(&main)).await;
+    // Sessions that expire quickly.
+    let short = hub(History::new().rooms("*").session_ttl(Duration::from_millis(300)));
+    let short_addr = serve(app(&short)).await;
+    let restart_addr = serve_restartable(hub(History::new().rooms("*")), hub(History::new().rooms("*"))).await;
+
+    let tokens: serde_json::Map<String, Value> = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+        .iter()
+        .map(|u| (u.to_string(), Value::String(token(u))))
+        .collect();
+    let path = format!("{}/tests/node/recovery.test.mjs", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec", &path])
+            .env("BASE_URL", format!("http://{main_addr}"))
+            .env("SHORT_TTL_URL", format!("http://{short_addr}"))
+            .env("RESTART_URL", format!("http://{restart_addr}"))
+            .env("TOKENS", Value::Object(tokens).to_string())
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node must be installed when REALTIME_TEST_NODE is set");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the node tests in recovery.test.mjs failed");
+    assert!(stdout.contains("pass 7"), "all seven recovery tests ran and passed");
+    assert!(main.counters().recovered >= 3, "{:?}", main.counters());
 }
 
 /// Sends a CONNECT with `auth` (the token added) and returns the answer's data.
