@@ -109,7 +109,7 @@ async function dropAndReturn(base, user, s, drop, away) {
     attempted = true;
   });
   const down = once(s, 'disconnect');
-  drop();
+  await drop();
   const [reason] = await down;
   assert.notEqual(reason, 'io client disconnect');
   assert.notEqual(reason, 'io server disconnect');
@@ -171,6 +171,8 @@ test('polling: the client closes its transport', async () => {
 
 test('polling upgraded to websocket: the server drops the transport', async () => {
   const s = await recoversWithinTheWindow('dave', {}, async (s) => {
+    if (s.io.engine.transport.name !== 'websocket') await once(s.io.engine, 'upgrade');
+    assert.equal(s.io.engine.transport.name, 'websocket');
     s.emit('dropMe');
   });
   assert.ok(s.connected);
