@@ -20,6 +20,16 @@
 //! Authentication runs at each namespace's CONNECT: the token is the CONNECT's `auth.token`,
 //! else one of the handshake's [token sources](crate::auth). A refusal is a CONNECT_ERROR with
 //! the reason as its `message`.
+//!
+//! On a hub with [`HubBuilder::history`](crate::HubBuilder::history), Socket.IO's connection
+//! state recovery is on: the CONNECT answer carries a `pid`, kept events carry
+//! `"<epoch>-<offset>"` as their last argument, and a client that presents its `pid` and last
+//! offset after a drop gets the same `pid` back (`socket.recovered`), its rooms, and the events
+//! it missed, before anything live. A drop is a transport that closed or failed, a ping
+//! timeout, or the server closing for a reason the client may come back from (shutdown, a
+//! slow consumer, [`Socket::close_transport`](crate::Socket::close_transport)); an Engine.IO
+//! close packet counts as one for the sockets it did not DISCONNECT. A DISCONNECT, or a socket
+//! the server put out (`disconnect`, a flood, a protocol error), keeps nothing.
 
 mod session;
 mod transport;

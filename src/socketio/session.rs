@@ -37,12 +37,15 @@ const BACKLOG: usize = 32;
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Closed {
-    /// The client sent a close packet: a pending poll answers `6` (noop).
+    /// The client sent a close packet: a pending poll answers `6` (noop). For the namespace
+    /// sockets it had not disconnected this is a dropped transport, as Socket.IO's
+    /// "transport close": a deliberate goodbye is a DISCONNECT.
     ByClient,
     /// The transport went away (TCP drop, WebSocket closed).
     TransportGone,
     /// The server closed it (shutdown, slow consumer, ping timeout, protocol error): the client
-    /// gets a close packet (`1`) when a transport can still carry it.
+    /// gets a close packet (`1`) when a transport can still carry it. The cause is kept with
+    /// [`Session::close_by_server`].
     ByServer,
 }
 
@@ -72,6 +75,8 @@ pub(crate) struct Session {
     /// Tells the pending poll to answer `6` (noop) because an upgrade is completing.
     pub(crate) upgrade_noop: Notify,
     closed: Mutex<Option<Closed>>,
+    /// Why the server closed the session, as a close code and reason (the first cause wins).
+    cause: Mutex<Option<(u16, &'static str)>>,
     closed_notify: Notify,
 }
 
@@ -104,6 +109,7 @@ impl Session {
             polling: AtomicBool::new(false),
             upgrade_noop: Notify::new(),
             closed: Mutex::new(None),
+            cause: Mutex::new(None),
             closed_notify: Notify::new(),
         });
         sio.sessions.insert(sid, session.clone());
@@ -133,6 +139,25 @@ impl Session {
             drop(closed);
             self.closed_notify.notify_waiters();
             self.notify.notify_one();
+        }
+    }
+
+    /// Closes the session on the server's side, for `code` and `reason`: what its sockets'
+    /// disconnect reason says, and whether their recovery sessions are kept for the client.
+    pub(crate) fn close_by_server(&self, code: u16, reason: &'static str) {
+        self.cause.lock().get_or_insert((code, reason));
+        self.close(Closed::ByServer);
+    }
+
+    /// The disconnect reason of a socket still connected when the session ended `how`.
+    fn disconnect_reason(&self, how: Closed) -> DisconnectReason {
+        match how {
+            Closed::ByClient | Closed::TransportGone => DisconnectReason::TransportClosed,
+            Closed::ByServer => {
+                let (code, reason) =
+                    (*self.cause.lock()).unwrap_or((close_code::GOING_AWAY, "server closed the session"));
+                DisconnectReason::ServerClosed(code, reason.into())
+            }
         }
     }
 
@@ -202,6 +227,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
                     }
                 }
                 if failed {
+                    session.close_by_server(close_code::PROTOCOL_ERROR, "protocol violation");
                     break Closed::ByServer;
                 }
             }
@@ -225,6 +251,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
                             Ok(None) => continue,
                             Err(e) => {
                                 tracing::debug!(sid = %session.sid, error = %e, "malformed Socket.IO packet: closing");
+                                session.close_by_server(close_code::PROTOCOL_ERROR, "malformed Socket.IO packet");
                                 break Closed::ByServer;
                             }
                         };
@@ -236,7 +263,10 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
                         }
                         match on_packet(&session, &mut sockets, p) {
                             Ok(next) => inflight = inflight.or(next),
-                            Err(()) => break Closed::ByServer,
+                            Err(()) => {
+                                session.close_by_server(close_code::PROTOCOL_ERROR, "protocol violation");
+                                break Closed::ByServer;
+                            }
                         }
                     }
                     EioPacket::Open(_) | EioPacket::Upgrade | EioPacket::Noop => {}
@@ -245,6 +275,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
             _ = &mut heartbeat => {
                 if awaiting_pong {
                     tracing::debug!(sid = %session.sid, "ping timeout");
+                    session.close_by_server(close_code::PING_TIMEOUT, "ping timeout");
                     break Closed::ByServer;
                 }
                 session.queue(EioPacket::Ping(None).encode());
@@ -254,6 +285,26 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
         }
     };
 
+    // The DISCONNECTs the client sent before the end, still waiting their turn or not read
+    // yet (a WebSocket's close frame can overtake them): those sockets said goodbye, and
+    // nothing is kept for them.
+    let mut goodbyes: Vec<String> = (backlog.iter())
+        .filter(|p| p.kind == PacketKind::Disconnect)
+        .map(|p| p.ns.clone())
+        .collect();
+    in_rx.close();
+    while let Ok(packet) = in_rx.try_recv() {
+        let decoded = match packet {
+            EioPacket::Message(text) => decoder.decode_text(&text),
+            EioPacket::BinaryMessage(bytes) => decoder.decode_binary(bytes),
+            _ => continue,
+        };
+        match decoded {
+            Ok(Some(p)) if p.kind == PacketKind::Disconnect => goodbyes.push(p.ns),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     // A handler or connect still running finishes first (its side effects are not cut in half).
     if let Some(fut) = inflight.take() {
         if let Outcome::Connected(socket) = fut.await {
@@ -261,13 +312,19 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
             sockets.insert(socket.namespace().to_owned(), Entry { socket, rate });
         }
     }
-    let reason = match how {
-        Closed::ByClient => DisconnectReason::ClientClosed(None),
-        Closed::TransportGone => DisconnectReason::TransportClosed,
-        Closed::ByServer => DisconnectReason::ServerClosed(close_code::GOING_AWAY, "server closed the session".into()),
-    };
+    for ns in goodbyes {
+        if let Some(entry) = sockets.remove(&ns) {
+            remove_socket(&hub, entry.socket, DisconnectReason::ClientClosed(None)).await;
+        }
+    }
+    let reason = session.disconnect_reason(how);
     for (_, entry) in sockets.drain() {
-        remove_socket(&hub, entry.socket, reason.clone()).await;
+        // A socket the server was closing ends for that reason (a flood, a slow consumer).
+        let reason = match entry.socket.conn().close_requested() {
+            Some((code, why)) => DisconnectReason::ServerClosed(code, why.into()),
+            None => reason.clone(),
+        };
+        remove_socket(&hub, entry.socket, reason).await;
     }
     if how == Closed::ByServer {
         session.queue(EioPacket::Close.encode());
@@ -288,6 +345,8 @@ async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, En
     for (ns, code) in requested {
         if code != close_code::DISCONNECTED_BY_SERVER {
             // Shutdown, slow consumer, flooding: the whole session goes; clients reconnect.
+            let why = sockets[&ns].socket.conn().close_requested().map_or("", |(_, why)| why);
+            session.close_by_server(code, why);
             return Some(Closed::ByServer);
         }
         // The app disconnected this socket: a DISCONNECT, as Socket.IO's `socket.disconnect()`.
@@ -431,7 +490,8 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     let id = hub.next_connection_id();
     // Connection state recovery: a client that had a session presents its `pid`, and the
     // offset of the last event it received, within its CONNECT data.
-    let resume = recovery_ask(auth.as_ref());
+    let epoch = hub.inner.history.as_ref().map(|h| &*h.epoch);
+    let resume = recovery_ask(auth.as_ref(), epoch);
     let recovery = (hub.inner.history.as_ref())
         .map(|history| Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)));
     let auth = auth.map(Box::new);
@@ -499,7 +559,12 @@ async fn remove_socket(hub: &Hub, socket: Socket, reason: DisconnectReason) {
 /// The session a Socket.IO client asks to recover: `pid` and `offset` in its CONNECT data. An
 /// offset that is not one of ours (the client keeps the last string argument of any event)
 /// leaves the position unknown, which does not recover.
-fn recovery_ask(data: Option<&Value>) -> Option<Resume> {
+///
+/// An offset of an earlier `epoch` is no position at all: the client keeps its last offset
+/// across sessions, so a client whose session began after a restart, and that has had no
+/// history event since, still presents one from before. Its session, if it is of this epoch,
+/// has everything since it began; if it is not, it does not recover.
+fn recovery_ask(data: Option<&Value>, epoch: Option<&str>) -> Option<Resume> {
     let pid = data?.get("pid")?.as_str()?;
     let mut resume = Resume {
         session: pid.to_owned(),
@@ -508,8 +573,9 @@ fn recovery_ask(data: Option<&Value>) -> Option<Resume> {
     match data?.get("offset") {
         None | Some(Value::Null) => {}
         Some(offset) => match offset.as_str().and_then(parse_socketio_offset) {
-            Some((epoch, seq)) => {
-                resume.epoch = Some(epoch.to_owned());
+            Some((of, _)) if epoch.is_some_and(|current| current != of) => {}
+            Some((of, seq)) => {
+                resume.epoch = Some(of.to_owned());
                 resume.offset = Some(seq);
             }
             None => resume.unknown_offset = true,

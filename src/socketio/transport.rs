@@ -22,9 +22,12 @@ use crate::{
         future::ResponseBody,
         handshake::{check_upgrade, switching_protocols, ws_config},
     },
-    protocol::socketio::{
-        engineio::{self, POLLING_CONTENT_TYPE, POST_OK_BODY},
-        EioPacket, EngineError, OpenPacket, PayloadBuilder, RequestKind, Transport,
+    protocol::{
+        close_code,
+        socketio::{
+            engineio::{self, POLLING_CONTENT_TYPE, POST_OK_BODY},
+            EioPacket, EngineError, OpenPacket, PayloadBuilder, RequestKind, Transport,
+        },
     },
 };
 
@@ -172,14 +175,14 @@ where
                 let body = match Limited::new(req.into_body(), max).collect().await {
                     Ok(collected) => collected.to_bytes(),
                     Err(_) => {
-                        session.close(Closed::ByServer);
+                        session.close_by_server(close_code::MESSAGE_TOO_BIG, "payload too large");
                         return reply.respond(&hub, StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "payload too large");
                     }
                 };
                 let packets = match engineio::decode_payload_bytes(&body, max) {
                     Ok(packets) => packets,
                     Err(_) => {
-                        session.close(Closed::ByServer);
+                        session.close_by_server(close_code::PROTOCOL_ERROR, "malformed payload");
                         return reply.error(&hub, EngineError::BadRequest);
                     }
                 };
@@ -380,7 +383,7 @@ where
                     Some(Ok(Message::Text(t))) => match EioPacket::decode(&t) {
                         Ok(p) => p,
                         Err(_) => {
-                            session.close(Closed::ByServer);
+                            session.close_by_server(close_code::PROTOCOL_ERROR, "malformed Engine.IO packet");
                             continue;
                         }
                     },
