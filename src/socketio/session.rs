@@ -490,8 +490,9 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     let id = hub.next_connection_id();
     // Connection state recovery: a client that had a session presents its `pid`, and the
     // offset of the last event it received, within its CONNECT data.
-    let epoch = hub.inner.history.as_ref().map(|h| &*h.epoch);
-    let resume = recovery_ask(auth.as_ref(), epoch);
+    // (In a cluster the epoch is Redis's, as this node last saw it.)
+    let epoch = hub.inner.history.as_ref().and_then(|h| h.known_epoch());
+    let resume = recovery_ask(auth.as_ref(), epoch.as_deref());
     let recovery = (hub.inner.history.as_ref())
         .map(|history| Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)));
     let auth = auth.map(Box::new);
