@@ -18,7 +18,12 @@ mod jwt;
 #[cfg(feature = "jwt")]
 pub use jwt::{JwtAuth, JwtError};
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+};
 
 use http::{request::Parts, HeaderMap};
 use serde_json::{Map, Value};
@@ -27,17 +32,30 @@ use serde_json::{Map, Value};
 pub const SUBPROTOCOL: &str = "realtime";
 
 /// Who is on the other end of a connection: a user id and the claims that came with it.
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Identity {
     user_id: Option<Arc<str>>,
-    claims: Map<String, Value>,
+    /// The claims as JSON text: every connection keeps its identity for its whole life, and
+    /// most never look at their claims after the handshake, so they keep a few dozen bytes
+    /// rather than a map. Parsed into `claims` on first use.
+    claims_json: Option<Box<str>>,
+    claims: OnceLock<Map<String, Value>>,
 }
 
 impl Identity {
     /// An authenticated user, with the claims of their token (or any other attributes).
     pub fn user(user_id: impl Into<Arc<str>>, claims: Map<String, Value>) -> Self {
+        let (claims_json, claims) = match claims.is_empty() {
+            true => (None, OnceLock::new()),
+            false => match serde_json::to_string(&claims) {
+                Ok(json) => (Some(json.into_boxed_str()), OnceLock::new()),
+                // Not expected (a map of JSON values serializes); keep the map itself then.
+                Err(_) => (None, OnceLock::from(claims)),
+            },
+        };
         Self {
             user_id: Some(user_id.into()),
+            claims_json,
             claims,
         }
     }
@@ -46,7 +64,8 @@ impl Identity {
     pub fn anonymous() -> Self {
         Self {
             user_id: None,
-            claims: Map::new(),
+            claims_json: None,
+            claims: OnceLock::new(),
         }
     }
 
@@ -61,18 +80,22 @@ impl Identity {
 
     /// All the claims.
     pub fn claims(&self) -> &Map<String, Value> {
-        &self.claims
+        self.claims.get_or_init(|| {
+            (self.claims_json.as_deref())
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default()
+        })
     }
 
     /// One claim by name.
     pub fn claim(&self, name: &str) -> Option<&Value> {
-        self.claims.get(name)
+        self.claims().get(name)
     }
 
     /// Whether the claim `name` is the string `value`, or an array holding it
     /// (handy for `role` and `roles` claims).
     pub fn has_claim_value(&self, name: &str, value: &str) -> bool {
-        match self.claims.get(name) {
+        match self.claims().get(name) {
             Some(Value::String(s)) => s == value,
             Some(Value::Array(items)) => items.iter().any(|v| v.as_str() == Some(value)),
             _ => false,
@@ -85,8 +108,14 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("user_id", &self.user_id)
-            .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("claims", &self.claims().keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+impl PartialEq for Identity {
+    fn eq(&self, other: &Self) -> bool {
+        self.user_id == other.user_id && self.claims() == other.claims()
     }
 }
 
@@ -281,6 +310,21 @@ mod tests {
 
     fn parts(req: http::request::Builder) -> Parts {
         req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn claims_are_kept_as_given() {
+        let claims: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "sub": "42", "exp": 1_900_000_000u64, "roles": ["admin", "user"], "ratio": 0.5, "nested": {"a": [1, null]}
+        }))
+        .unwrap();
+        let identity = Identity::user("42", claims.clone());
+        assert_eq!(identity.claims(), &claims);
+        assert_eq!(identity.claim("ratio"), Some(&serde_json::json!(0.5)));
+        assert!(identity.has_claim_value("roles", "admin"));
+        assert_eq!(identity.clone(), identity);
+        assert_ne!(identity, Identity::user("42", Map::new()));
+        assert!(Identity::anonymous().claims().is_empty());
     }
 
     #[test]

@@ -275,14 +275,16 @@ pub(crate) async fn run<S>(
     ns: Arc<NsInner>,
     conn: Arc<Conn>,
     mut rx: outbox::Receiver,
-    ws: WebSocketStream<S>,
-    ask: Option<Ask>,
+    ws: Box<WebSocketStream<S>>,
+    ask: Option<Box<Ask>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
     hub.inner.counters.connections.fetch_add(1, Ordering::Relaxed);
-    let (mut sink, mut stream) = ws.split();
+    // The stream comes boxed, and the recovery request too: a task keeps room for its
+    // arguments for as long as it lives, so they cost a pointer each rather than their size.
+    let (mut sink, mut stream) = (*ws).split();
 
     // The connection is live (reachable by user, counted online) while its connect hook runs,
     // so the hook sees a consistent hub; presence is announced only once the hook accepts.
@@ -291,20 +293,24 @@ pub(crate) async fn run<S>(
     if let Some(ask) = &ask {
         // Before the connect hook: it sees the restored rooms, and the client reads `$session`
         // (and its replay) before anything else.
-        let resume = match ask {
+        let resume = match &**ask {
             Ask::New => None,
             Ask::Resume(resume) => Some(resume),
         };
-        hub.recover(&ns, &conn, resume, |news| {
+        Box::pin(hub.recover(&ns, &conn, resume, |news| {
             let data = news.to_json().to_string();
             vec![Message::Text(native::encode_event_raw(SESSION_EVENT, &data, None))]
-        })
+        }))
         .await;
     }
-    if let Err(reason) = hub.go_live(user, ns.gateway.on_connect(socket.clone())).await {
+    if let Err(reason) = Box::pin(hub.go_live(user, ns.gateway.on_connect(socket.clone()))).await {
         tracing::debug!(conn = %conn.id, %reason, "connection refused by the connect hook");
         let frame = close_frame(close_code::POLICY_VIOLATION, reason);
-        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
+        let _ = Box::pin(tokio::time::timeout(
+            CLOSE_GRACE,
+            sink.send(Message::Close(Some(frame))),
+        ))
+        .await;
         ns.registry.remove(&conn);
         hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
         return;
@@ -338,7 +344,7 @@ pub(crate) async fn run<S>(
                     // Deliver what is already queued before saying goodbye; a shutdown allows
                     // its whole deadline for it.
                     let grace = if hub.is_shutting_down() { cfg.shutdown_timeout } else { CLOSE_GRACE };
-                    let _ = tokio::time::timeout(grace, drain(&mut sink, &mut unsent, &mut rx, &hub)).await;
+                    let _ = Box::pin(tokio::time::timeout(grace, drain(&mut sink, &mut unsent, &mut rx, &hub))).await;
                 }
                 break End::Close(code, reason.to_owned());
             }
@@ -413,7 +419,7 @@ pub(crate) async fn run<S>(
                     Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(frame))) => {
                         // tungstenite answers the close; read on until the stream ends.
-                        let _ = tokio::time::timeout(CLOSE_GRACE, sink.flush()).await;
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, sink.flush())).await;
                         break End::Gone(DisconnectReason::ClientClosed(frame.map(|f| u16::from(f.code))));
                     }
                     Some(Err(e)) => break classify(e),
@@ -426,7 +432,8 @@ pub(crate) async fn run<S>(
                 }
                 if last_seen.elapsed() >= cfg.ping_interval && !pinged {
                     pinged = true;
-                    match tokio::time::timeout(cfg.ping_timeout, sink.send(Message::Ping(Default::default()))).await {
+                    let ping = tokio::time::timeout(cfg.ping_timeout, sink.send(Message::Ping(Default::default())));
+                    match Box::pin(ping).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => break End::Gone(DisconnectReason::TransportError(e.to_string())),
                         // The peer accepts nothing, not even a ping.
@@ -440,13 +447,18 @@ pub(crate) async fn run<S>(
     let reason = match end {
         End::Close(code, reason) => {
             let frame = close_frame(code, reason.clone());
-            if tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame))))
-                .await
-                .is_ok()
+            // The ending steps are boxed: the task's size is that of its largest state, and
+            // these run once.
+            if Box::pin(tokio::time::timeout(
+                CLOSE_GRACE,
+                sink.send(Message::Close(Some(frame))),
+            ))
+            .await
+            .is_ok()
             {
                 // Wait (briefly) for the peer's close, so the close handshake completes.
-                let _ =
-                    tokio::time::timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+                let rest = async { while let Some(Ok(_)) = stream.next().await {} };
+                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, rest)).await;
             }
             DisconnectReason::ServerClosed(code, reason)
         }
@@ -465,11 +477,11 @@ pub(crate) async fn run<S>(
     tracing::debug!(conn = %conn.id, reason = ?reason, code = ?code, "disconnected");
     // The session is kept as the drop found it, before the hook can change its rooms.
     hub.keep_session(&ns, &conn, &reason);
-    ns.gateway.on_disconnect(socket, reason).await;
+    Box::pin(ns.gateway.on_disconnect(socket, reason)).await;
     // Server emits still waiting for an answer get `AckError::Disconnected`.
     conn.fail_acks();
     ns.registry.remove(&conn);
-    hub.go_offline(user).await;
+    Box::pin(hub.go_offline(user)).await;
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
 }
 

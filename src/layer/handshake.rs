@@ -299,7 +299,9 @@ where
             let (conn, rx) = Conn::new(id, identity, hub_task.inner.config.outbound_queue, recovery);
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
-            tracing::Instrument::instrument(connection::run(hub_task, ns, conn, rx, ws, ask), span).await;
+            // A task of its own, holding only what the connection needs for its whole life.
+            let run = connection::run(hub_task, ns, conn, rx, Box::new(ws), ask.map(Box::new));
+            tokio::spawn(tracing::Instrument::instrument(run, span));
         });
         res
     })
