@@ -6,7 +6,7 @@ mod common;
 use std::{net::SocketAddr, time::Duration};
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 use tower_realtime::{Data, ErrorEvent, History, Hub, JwtAuth, Socket};
@@ -293,4 +293,50 @@ async fn a_hub_without_history_says_so_and_a_bad_offset_is_refused() {
     let (status, body) = handshake_status(req).await;
     assert_eq!(status, 400);
     assert_eq!(body.as_deref(), Some("the `offset` query parameter must be a number"));
+}
+
+#[tokio::test]
+async fn a_client_back_before_its_old_connection_is_seen_gone_takes_the_session_over() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    // The old connection: it stops reading (its network went away), but the server has not
+    // noticed — no close, no reset.
+    let mut old = connect_with(addr, "alice", "recover=1").await;
+    let (_, mut pos) = session(&mut old).await;
+    old.call("join", json!("general")).await;
+    hub.to_room("general").emit("said", &json!(0));
+    pos.saw(&old.next_frame().await);
+    for i in 1..=3 {
+        hub.to_room("general").emit("said", &json!(i));
+    }
+
+    let mut new = connect_with(addr, "alice", &pos.query()).await;
+    let (news, _) = session(&mut new).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["session"].as_str(), Some(pos.session.as_str()));
+    for i in 1..=3 {
+        assert_eq!(new.next_frame().await["data"], json!(i));
+    }
+    hub.to_room("general").emit("said", &json!("live"));
+    assert_eq!(new.next_frame().await["data"], "live");
+    // The old connection was put out with 4002 (after what was already queued for it).
+    let close = loop {
+        match old.ws.next().await {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4002);
+    assert!(eventually(|| hub.connection_count() == 1).await);
+
+    // Someone else cannot take a session over: bob keeps his connection.
+    let mut bob = connect_with(addr, "bob", "recover=1").await;
+    let (_, bobs) = session(&mut bob).await;
+    let mut mallory = connect_with(addr, "mallory", &bobs.query()).await;
+    assert_eq!(session(&mut mallory).await.0["reason"], "unknown or expired session");
+    assert_eq!(
+        bob.call("join", json!("general")).await["data"],
+        json!({ "joined": "general" })
+    );
 }

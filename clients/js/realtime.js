@@ -217,6 +217,8 @@
       if (ws !== self._ws) return;
       self._ws = null;
       self._awaiting = null;
+      // 4002: a newer connection took this session over; this client starts a new one.
+      if (ev.code === 4002) { self._session = null; self._offset = null; }
       self._failSent(new Error('disconnected'));
       var info = { code: ev.code, reason: ev.reason || '' };
       if (opened) self._dispatch('disconnect', info);

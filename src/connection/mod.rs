@@ -305,6 +305,9 @@ pub(crate) async fn run<S>(
     }
     if let Err(reason) = Box::pin(hub.go_live(user, ns.gateway.on_connect(socket.clone()))).await {
         tracing::debug!(conn = %conn.id, %reason, "connection refused by the connect hook");
+        // Refused: no session to keep (this lets go of the one recovery gave it).
+        let refused = DisconnectReason::ServerClosed(close_code::POLICY_VIOLATION, reason.clone());
+        hub.keep_session(&ns, &conn, &refused);
         let frame = close_frame(close_code::POLICY_VIOLATION, reason);
         let _ = Box::pin(tokio::time::timeout(
             CLOSE_GRACE,
@@ -444,6 +447,14 @@ pub(crate) async fn run<S>(
         }
     };
 
+    // The session is kept as the end found it, before the close handshake (which may wait on a
+    // dead peer) and before the hook can change its rooms: a client that is already back can
+    // resume it at once.
+    let ending = match &end {
+        End::Close(code, reason) => DisconnectReason::ServerClosed(*code, reason.clone()),
+        End::Gone(reason) => reason.clone(),
+    };
+    hub.keep_session(&ns, &conn, &ending);
     let reason = match end {
         End::Close(code, reason) => {
             let frame = close_frame(code, reason.clone());
@@ -475,8 +486,6 @@ pub(crate) async fn run<S>(
         _ => None,
     };
     tracing::debug!(conn = %conn.id, reason = ?reason, code = ?code, "disconnected");
-    // The session is kept as the drop found it, before the hook can change its rooms.
-    hub.keep_session(&ns, &conn, &reason);
     Box::pin(ns.gateway.on_disconnect(socket, reason)).await;
     // Server emits still waiting for an answer get `AckError::Disconnected`.
     conn.fail_acks();

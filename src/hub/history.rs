@@ -543,6 +543,10 @@ pub(crate) struct Resume {
     pub(crate) unknown_offset: bool,
 }
 
+/// How long a connection resuming a session waits for the older connection holding it to
+/// let it go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+
 /// Marks a connection whose live history events are held while it recovers.
 const HOLD: u64 = u64::MAX;
 
@@ -711,6 +715,11 @@ pub(crate) struct HistoryState {
     /// cluster, the last one delivered on this node.
     pub(crate) current: AtomicU64,
     sessions: Mutex<HashMap<Arc<str>, Saved>>,
+    /// The open connections with a session, by session id: a client back before its old
+    /// connection was seen to be gone takes the session over.
+    live: Mutex<HashMap<Arc<str>, std::sync::Weak<Conn>>>,
+    /// Woken when a session is kept.
+    kept: tokio::sync::Notify,
     /// The history is the cluster's, in Redis.
     #[cfg(feature = "redis")]
     pub(crate) shared: bool,
@@ -759,6 +768,8 @@ impl HistoryState {
             store: Mutex::default(),
             current: AtomicU64::new(0),
             sessions: Mutex::default(),
+            live: Mutex::default(),
+            kept: tokio::sync::Notify::new(),
             #[cfg(feature = "redis")]
             shared,
             #[cfg(feature = "redis")]
@@ -909,7 +920,56 @@ impl HistoryState {
             sessions.retain(|_, s| s.at.elapsed() <= ttl);
         }
         sessions.insert(id, saved);
+        drop(sessions);
+        self.kept.notify_waiters();
         true
+    }
+
+    /// Whether this node's sessions are kept here (not in a cluster's Redis).
+    fn local(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if self.shared {
+            return false;
+        }
+        true
+    }
+
+    /// `conn` holds session `id` from now on.
+    fn hold_session(&self, id: Arc<str>, conn: &Arc<Conn>) {
+        self.live.lock().insert(id, Arc::downgrade(conn));
+    }
+
+    /// `conn` ended: it holds its session no more.
+    fn end_session(&self, id: &str, conn: &Conn) {
+        let mut live = self.live.lock();
+        if live.get(id).is_some_and(|w| std::ptr::eq(w.as_ptr(), conn)) {
+            live.remove(id);
+        }
+    }
+
+    /// A client is back with session `id` while another connection still holds it: the
+    /// client's old connection, which this server has not yet seen to be gone (a network
+    /// change, a phone waking up). That one is closed with `4002` and its session kept, for
+    /// `conn` to resume. Waits at most `TAKEOVER_WAIT`.
+    async fn take_over(&self, id: &str, conn: &Conn) {
+        let old = self.live.lock().get(id).and_then(std::sync::Weak::upgrade);
+        let Some(old) = old else { return };
+        if old.id == conn.id || old.identity.user_key() != conn.identity.user_key() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        old.request_close(
+            close_code::SESSION_TAKEN_OVER,
+            "session taken over by a newer connection",
+        );
+        drop(old);
+        loop {
+            let kept = self.kept.notified();
+            if !self.live.lock().contains_key(id) || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline, kept).await;
+        }
     }
 
     /// Takes a kept session (once), unless it expired.
@@ -1035,6 +1095,7 @@ impl Hub {
             let epoch = history.epoch_now(self).await;
             // A new session starts with what this node delivers from now on.
             recovery.raise_since(history.current());
+            history.hold_session(recovery.session(), conn);
             let news = SessionNews {
                 session: Some(recovery.session()),
                 epoch: epoch.as_deref(),
@@ -1045,6 +1106,9 @@ impl Hub {
         };
         let user = conn.identity.user_key();
         let offset = resume.offset.unwrap_or(0);
+        if history.local() && conn.proto == Proto::Native {
+            history.take_over(&resume.session, conn).await;
+        }
         let outcome = match history.take_checked(self, user, &ns.name, resume).await {
             Err(e) => Err(e),
             Ok(saved) => {
@@ -1066,6 +1130,7 @@ impl Hub {
         match outcome {
             Ok((saved, (entries, upto))) => {
                 recovery.adopt(&resume.session, &saved);
+                history.hold_session(recovery.session(), conn);
                 let recovered = Recovered {
                     rooms: saved.rooms.iter().map(|(r, _)| r.to_string()).collect(),
                     missed: entries.len(),
@@ -1082,6 +1147,7 @@ impl Hub {
                 recovery.release(conn, answer(&news), replay, offset, upto.max(offset));
             }
             Err(e) => {
+                history.hold_session(recovery.session(), conn);
                 let epoch = history.known_epoch();
                 let news = SessionNews {
                     session: Some(recovery.session()),
@@ -1105,12 +1171,14 @@ impl Hub {
         let (Some(history), Some(recovery)) = (&self.inner.history, &conn.recovery) else {
             return;
         };
+        history.end_session(&recovery.session(), conn);
         let dropped = match reason {
             DisconnectReason::ClientClosed(code) => code.is_some_and(|c| c != close_code::NORMAL),
             DisconnectReason::ServerClosed(code, _) => [
                 close_code::GOING_AWAY,
                 close_code::PING_TIMEOUT,
                 close_code::TRY_AGAIN_LATER,
+                close_code::SESSION_TAKEN_OVER,
             ]
             .contains(code),
             DisconnectReason::TransportClosed | DisconnectReason::TransportError(_) => true,

@@ -28,4 +28,7 @@ pub mod close_code {
     pub const DISCONNECTED_BY_SERVER: u16 = 4000;
     /// Nothing was received from the peer for `ping_interval + ping_timeout`.
     pub const PING_TIMEOUT: u16 = 4001;
+    /// A newer connection resumed this connection's recovery session (the client came back
+    /// before this one was seen to be gone); the session went to the newer one.
+    pub const SESSION_TAKEN_OVER: u16 = 4002;
 }
