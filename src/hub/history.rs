@@ -718,7 +718,7 @@ pub(crate) struct HistoryState {
     /// The open connections with a session, by session id: a client back before its old
     /// connection was seen to be gone takes the session over.
     live: Mutex<HashMap<Arc<str>, std::sync::Weak<Conn>>>,
-    /// Woken when a session is kept.
+    /// Woken when a connection lets go of its session (after keeping it, when it does).
     kept: tokio::sync::Notify,
     /// The history is the cluster's, in Redis.
     #[cfg(feature = "redis")]
@@ -920,8 +920,6 @@ impl HistoryState {
             sessions.retain(|_, s| s.at.elapsed() <= ttl);
         }
         sessions.insert(id, saved);
-        drop(sessions);
-        self.kept.notify_waiters();
         true
     }
 
@@ -944,6 +942,9 @@ impl HistoryState {
         let mut live = self.live.lock();
         if live.get(id).is_some_and(|w| std::ptr::eq(w.as_ptr(), conn)) {
             live.remove(id);
+            drop(live);
+            // A takeover waiting for this connection stops waiting, kept session or not.
+            self.kept.notify_waiters();
         }
     }
 
@@ -1171,7 +1172,6 @@ impl Hub {
         let (Some(history), Some(recovery)) = (&self.inner.history, &conn.recovery) else {
             return;
         };
-        history.end_session(&recovery.session(), conn);
         let dropped = match reason {
             DisconnectReason::ClientClosed(code) => code.is_some_and(|c| c != close_code::NORMAL),
             DisconnectReason::ServerClosed(code, _) => [
@@ -1183,19 +1183,23 @@ impl Hub {
             .contains(code),
             DisconnectReason::TransportClosed | DisconnectReason::TransportError(_) => true,
         };
-        if dropped {
-            // In a cluster, nothing is known of the history before Redis was first asked.
-            let Some(epoch) = history.known_epoch() else { return };
+        // In a cluster, nothing is known of the history before Redis was first asked.
+        let epoch = if dropped { history.known_epoch() } else { None };
+        if let Some(epoch) = epoch {
             let saved = recovery.save(conn.identity.user_key(), &ns.name, &epoch, &conn.rooms());
             #[cfg(feature = "redis")]
-            if history.shared {
+            let kept_in_redis = history.shared;
+            #[cfg(not(feature = "redis"))]
+            let kept_in_redis = false;
+            if kept_in_redis {
+                #[cfg(feature = "redis")]
                 super::cluster::keep_session(self, history, &recovery.session(), &saved);
-                return;
-            }
-            if !history.keep(recovery.session(), saved) {
+            } else if !history.keep(recovery.session(), saved) {
                 tracing::debug!(conn = %conn.id, "too many sessions kept: this one is not");
             }
         }
+        // Last: a takeover waiting for this connection finds the session kept.
+        history.end_session(&recovery.session(), conn);
     }
 }
 

@@ -537,6 +537,12 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
         } else {
             refuse(&reason);
         }
+        // Refused: no session to keep (this lets go of the one recovery gave it).
+        hub.keep_session(
+            &ns,
+            &conn,
+            &DisconnectReason::ServerClosed(close_code::POLICY_VIOLATION, reason),
+        );
         ns.registry.remove(&conn);
         counters.connections.fetch_sub(1, Ordering::Relaxed);
         return Outcome::Nothing;
