@@ -241,7 +241,15 @@
     this._hasOpened = true;
     if (this.options.recover) {
       // The server's first frame is `$session`: whether the rooms came back decides what to do.
-      this._awaiting = { attempt: attempt, reopened: reopened };
+      // A server that says nothing (one without recovery) is not waited for past 3 s.
+      var self = this, ws = this._ws, awaiting = { attempt: attempt, reopened: reopened };
+      this._awaiting = awaiting;
+      var timer = setTimeout(function () {
+        if (self._awaiting !== awaiting || ws !== self._ws) return;
+        self._awaiting = null;
+        self._ready(attempt, reopened, false);
+      }, 3000);
+      if (timer && timer.unref) timer.unref(); // in Node, not a reason to stay alive
       return;
     }
     this._ready(attempt, reopened, false);
