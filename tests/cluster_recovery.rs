@@ -13,9 +13,8 @@ mod proxy;
 
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
-use common::*;
+use common::{recovery::*, *};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tower_realtime::{
     adapter::{RedisAdapter, RedisOptions},
     Data, ErrorEvent, History, Hub, JwtAuth, Socket,
@@ -68,58 +67,6 @@ async fn node_at(url: &str, prefix: &str, history: History) -> (Hub, SocketAddr)
         .build();
     let addr = serve_hub(&hub).await;
     (hub, addr)
-}
-
-/// Connects as `user` with the recovery query `query` (`recover=1`, or `session=…&…`).
-async fn connect_with(addr: SocketAddr, user: &str, query: &str) -> Client {
-    let mut req = format!("ws://{addr}/ws?{query}").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {}", token(user)).parse().unwrap());
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("connect timed out")
-        .expect("connect failed");
-    Client::new(ws)
-}
-
-/// What a client remembers to come back: its session, epoch and last offset.
-#[derive(Clone)]
-struct Position {
-    session: String,
-    epoch: String,
-    offset: Option<u64>,
-}
-
-impl Position {
-    fn query(&self) -> String {
-        let mut q = format!("session={}&epoch={}", self.session, self.epoch);
-        if let Some(offset) = self.offset {
-            q.push_str(&format!("&offset={offset}"));
-        }
-        q
-    }
-
-    /// Takes the offset of a history frame; offsets only go up.
-    fn saw(&mut self, frame: &Value) {
-        let offset = frame["offset"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("a history frame: {frame}"));
-        assert!(self.offset.is_none_or(|o| offset > o), "offsets go up: {frame}");
-        self.offset = Some(offset);
-    }
-}
-
-/// Reads the `$session` event, which comes first.
-async fn session(client: &mut Client) -> (Value, Position) {
-    let frame = client.next_frame().await;
-    assert_eq!(frame["event"], "$session", "the first frame tells the session: {frame}");
-    let data = frame["data"].clone();
-    let position = Position {
-        session: data["session"].as_str().expect("a session id").to_owned(),
-        epoch: data["epoch"].as_str().expect("an epoch").to_owned(),
-        offset: None,
-    };
-    (data, position)
 }
 
 async fn join(client: &mut Client, room: &str) {

@@ -5,7 +5,7 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::*;
+use common::{recovery::*, *};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
@@ -25,55 +25,6 @@ fn test_hub(history: History) -> Hub {
         })
         .on("whoami", |s: Socket| async move { json!({ "rooms": s.rooms() }) })
         .build()
-}
-
-/// Connects as `user` with the recovery query `query` (`recover=1`, or `session=…&…`).
-async fn connect_with(addr: SocketAddr, user: &str, query: &str) -> Client {
-    let mut req = format!("ws://{addr}/ws?{query}").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {}", token(user)).parse().unwrap());
-    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("connect timed out")
-        .expect("connect failed");
-    Client::new(ws)
-}
-
-/// What a client remembers to come back: its session, epoch and last offset.
-struct Position {
-    session: String,
-    epoch: String,
-    offset: Option<u64>,
-}
-
-impl Position {
-    fn query(&self) -> String {
-        let mut q = format!("session={}&epoch={}", self.session, self.epoch);
-        if let Some(offset) = self.offset {
-            q.push_str(&format!("&offset={offset}"));
-        }
-        q
-    }
-
-    /// Takes the offset of a frame that has one.
-    fn saw(&mut self, frame: &Value) {
-        if let Some(offset) = frame["offset"].as_u64() {
-            assert!(self.offset.is_none_or(|o| offset > o), "offsets go up: {frame}");
-            self.offset = Some(offset);
-        }
-    }
-}
-
-async fn session(client: &mut Client) -> (Value, Position) {
-    let frame = client.next_frame().await;
-    assert_eq!(frame["event"], "$session", "the first frame tells the session: {frame}");
-    let data = frame["data"].clone();
-    let position = Position {
-        session: data["session"].as_str().expect("a session id").to_owned(),
-        epoch: data["epoch"].as_str().expect("an epoch").to_owned(),
-        offset: None,
-    };
-    (data, position)
 }
 
 /// Drops the TCP connection without a close frame (what a network drop looks like).

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use common::*;
 use serde::Deserialize;
@@ -71,33 +71,14 @@ fn hub() -> Hub {
 
 /// Runs `node --test tests/node/<script>` against a fresh [`hub`]; returns its stdout once it passed.
 async fn run_node_tests(script: &str) -> Option<String> {
-    if std::env::var("REALTIME_TEST_NODE").is_err() {
-        println!("node interop test did not run: set REALTIME_TEST_NODE=1 (needs node and `npm ci` in tests/node)");
+    if !node_enabled("node interop test") {
         return None;
     }
     let hub = hub();
     let addr = serve_hub(&hub).await;
-    let tokens: serde_json::Map<String, Value> = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
-        .iter()
-        .map(|u| (u.to_string(), Value::String(token(u))))
-        .collect();
     let bad = sign(&json!({ "sub": "x", "exp": now() - 600 }));
-    let path = format!("{}/tests/node/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["--test", "--test-reporter=spec", &path])
-            .env("BASE_URL", format!("http://{addr}"))
-            .env("TOKENS", Value::Object(tokens).to_string())
-            .env("BAD_TOKEN", bad)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node must be installed when REALTIME_TEST_NODE is set");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the node tests in {script} failed");
-    Some(stdout)
+    let env = vec![("BASE_URL", format!("http://{addr}")), ("BAD_TOKEN", bad)];
+    Some(run_node(script, env).await)
 }
 
 #[tokio::test]

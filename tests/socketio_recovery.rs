@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::{net::SocketAddr, process::Command, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     extract::{Path, Request},
@@ -107,8 +107,7 @@ async fn serve_restartable(first: Hub, second: Hub) -> SocketAddr {
 
 #[tokio::test]
 async fn socketio_client_recovers_its_session() {
-    if std::env::var("REALTIME_TEST_NODE").is_err() {
-        println!("node recovery test did not run: set REALTIME_TEST_NODE=1 (needs node and `npm ci` in tests/node)");
+    if !node_enabled("node recovery test") {
         return;
     }
     // Recovery within the window; eviction (more missed than a room keeps) after it.
@@ -119,26 +118,12 @@ async fn socketio_client_recovers_its_session() {
     let short_addr = serve(app(&short)).await;
     let restart_addr = serve_restartable(hub(History::new().rooms("*")), hub(History::new().rooms("*"))).await;
 
-    let tokens: serde_json::Map<String, Value> = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
-        .iter()
-        .map(|u| (u.to_string(), Value::String(token(u))))
-        .collect();
-    let path = format!("{}/tests/node/recovery.test.mjs", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["--test", "--test-reporter=spec", &path])
-            .env("BASE_URL", format!("http://{main_addr}"))
-            .env("SHORT_TTL_URL", format!("http://{short_addr}"))
-            .env("RESTART_URL", format!("http://{restart_addr}"))
-            .env("TOKENS", Value::Object(tokens).to_string())
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node must be installed when REALTIME_TEST_NODE is set");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the node tests in recovery.test.mjs failed");
+    let env = vec![
+        ("BASE_URL", format!("http://{main_addr}")),
+        ("SHORT_TTL_URL", format!("http://{short_addr}")),
+        ("RESTART_URL", format!("http://{restart_addr}")),
+    ];
+    let stdout = run_node("recovery.test.mjs", env).await;
     assert!(stdout.contains("pass 7"), "all seven recovery tests ran and passed");
     assert!(main.counters().recovered >= 3, "{:?}", main.counters());
 }

@@ -615,13 +615,7 @@ impl RedisAdapter {
     pub(crate) async fn history_epoch(&self, params: &HistoryParams) -> Result<(String, u64), RedisAdapterError> {
         let shared = self.shared();
         let invocation = history::epoch_invocation(&shared.history_scripts, &shared.history_keys, params);
-        let mut conn = shared.conn();
-        let result = timed(
-            shared.options.command_timeout,
-            invocation.invoke_async::<redis::Value>(&mut conn),
-        )
-        .await;
-        let value = shared.track(result)?;
+        let value: redis::Value = shared.invoke(&invocation).await?;
         history::parse_epoch(&value).map_err(|_| malformed_reply())
     }
 
@@ -636,13 +630,7 @@ impl RedisAdapter {
         let shared = self.shared();
         let invocation =
             history::read_invocation(&shared.history_scripts, &shared.history_keys, params, epoch, streams);
-        let mut conn = shared.conn();
-        let result = timed(
-            shared.options.command_timeout,
-            invocation.invoke_async::<redis::Value>(&mut conn),
-        )
-        .await;
-        let value = shared.track(result)?;
+        let value: redis::Value = shared.invoke(&invocation).await?;
         history::parse_missed(&value).map_err(|_| malformed_reply())
     }
 
@@ -941,6 +929,15 @@ impl Shared {
         for arg in extra {
             invocation.arg(*arg);
         }
+        self.invoke(&invocation).await
+    }
+
+    /// Runs a prepared script within the command timeout, noting what the result says about
+    /// the link.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisAdapterError> {
         let mut conn = self.conn();
         let result = timed(self.options.command_timeout, invocation.invoke_async(&mut conn)).await;
         self.track(result)

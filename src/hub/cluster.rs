@@ -344,6 +344,17 @@ pub(super) async fn read_missed(
     }
 }
 
+/// The emit another node asked for, to this node's connections (`None` for a namespace this
+/// node does not have).
+fn remote_emit<'a>(hub: &'a Hub, ns: &str, targets: &'a [adapter::Target], except: Vec<u64>) -> Option<Emit<'a>> {
+    let ns = hub.inner.namespaces.get(ns)?;
+    let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
+    for id in except {
+        emit = emit.except(ConnectionId(id));
+    }
+    Some(emit)
+}
+
 /// Acts on one message from another node.
 async fn apply(hub: &Hub, message: Inbound) {
     match message {
@@ -355,14 +366,10 @@ async fn apply(hub: &Hub, message: Inbound) {
                 event,
                 data,
             } => {
-                let Some(ns) = hub.inner.namespaces.get(ns.as_str()) else {
+                let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
                     return;
                 };
-                let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
-                for id in except {
-                    emit = emit.except(ConnectionId(id));
-                }
-                emit.send(&super::emit::Packet::new(&ns.name, &event, data.get()));
+                emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
             }
             Op::HistoryEmit {
                 epoch,
@@ -375,18 +382,14 @@ async fn apply(hub: &Hub, message: Inbound) {
             } => {
                 let history = hub.inner.history.as_ref().filter(|h| h.shared);
                 let epoch = history.map(|h| h.arrived(hub, &epoch, offset));
-                let Some(ns) = hub.inner.namespaces.get(ns.as_str()) else {
+                let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
                     return;
                 };
-                let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
-                for id in except {
-                    emit = emit.except(ConnectionId(id));
-                }
                 match (history, epoch) {
                     (Some(history), Some(epoch)) => history.deliver_kept(&emit, &epoch, offset, &event, data.get()),
                     // A node that keeps no history delivers it as any emit.
                     _ => {
-                        emit.send(&super::emit::Packet::new(&ns.name, &event, data.get()));
+                        emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
                     }
                 }
             }

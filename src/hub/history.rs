@@ -1187,15 +1187,13 @@ impl Hub {
         let epoch = if dropped { history.known_epoch() } else { None };
         if let Some(epoch) = epoch {
             let saved = recovery.save(conn.identity.user_key(), &ns.name, &epoch, &conn.rooms());
-            #[cfg(feature = "redis")]
-            let kept_in_redis = history.shared;
-            #[cfg(not(feature = "redis"))]
-            let kept_in_redis = false;
-            if kept_in_redis {
+            if history.local() {
+                if !history.keep(recovery.session(), saved) {
+                    tracing::debug!(conn = %conn.id, "too many sessions kept: this one is not");
+                }
+            } else {
                 #[cfg(feature = "redis")]
                 super::cluster::keep_session(self, history, &recovery.session(), &saved);
-            } else if !history.keep(recovery.session(), saved) {
-                tracing::debug!(conn = %conn.id, "too many sessions kept: this one is not");
             }
         }
         // Last: a takeover waiting for this connection finds the session kept.

@@ -2,6 +2,7 @@
 //! client that reads events with a timeout.
 #![allow(dead_code)]
 
+pub mod recovery;
 #[cfg(feature = "socketio")]
 pub mod socketio;
 
@@ -85,7 +86,16 @@ pub async fn connect(addr: SocketAddr, user: &str) -> Client {
 }
 
 pub async fn connect_token(addr: SocketAddr, token: &str) -> Client {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    connect_at(&format!("ws://{addr}/ws"), token).await
+}
+
+/// Connects as `user` to `/ws` with the query `query` (e.g. recovery's `recover=1`).
+pub async fn connect_with(addr: SocketAddr, user: &str, query: &str) -> Client {
+    connect_at(&format!("ws://{addr}/ws?{query}"), &token(user)).await
+}
+
+async fn connect_at(url: &str, token: &str) -> Client {
+    let mut req = url.into_client_request().unwrap();
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
@@ -245,4 +255,39 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     check()
+}
+
+/// Whether the tests that run Node scripts against the hub are on (`REALTIME_TEST_NODE`);
+/// when they are not, says that `what` did not run.
+pub fn node_enabled(what: &str) -> bool {
+    let on = std::env::var("REALTIME_TEST_NODE").is_ok();
+    if !on {
+        println!("{what} did not run: set REALTIME_TEST_NODE=1 (needs node and `npm ci` in tests/node)");
+    }
+    on
+}
+
+/// Runs `node --test tests/node/<script>` with `env`, and `TOKENS` holding a token for each of
+/// alice, bob, carol, dave, erin, frank and grace; asserts that it passed and returns its
+/// output.
+pub async fn run_node(script: &str, env: Vec<(&'static str, String)>) -> String {
+    let tokens: serde_json::Map<String, Value> = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
+        .iter()
+        .map(|u| (u.to_string(), Value::String(token(u))))
+        .collect();
+    let path = format!("{}/tests/node/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .args(["--test", "--test-reporter=spec", &path])
+            .env("TOKENS", Value::Object(tokens).to_string())
+            .envs(env)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node must be installed when REALTIME_TEST_NODE is set");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the node tests in {script} failed");
+    stdout
 }
