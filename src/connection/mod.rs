@@ -119,8 +119,8 @@ impl Conn {
 
     /// Queues a frame without waiting. Returns whether it was queued; on a full queue the
     /// hub's slow-consumer policy applies.
-    pub(crate) fn send(&self, hub: &Hub, msg: Message) -> bool {
-        match self.tx.try_send(msg) {
+    pub(crate) fn send(&self, hub: &Hub, msg: impl Into<outbox::Frame>) -> bool {
+        match self.tx.try_send(msg.into()) {
             Ok(()) => true,
             Err(outbox::Full::Full) => {
                 self.overflowed(hub);
@@ -131,7 +131,7 @@ impl Conn {
 
     /// Queues a history event (offset `seq`): held while the connection recovers, skipped
     /// when its replay had it already.
-    pub(crate) fn send_at(&self, hub: &Hub, msg: Message, seq: u64) -> bool {
+    pub(crate) fn send_at(&self, hub: &Hub, msg: outbox::Frame, seq: u64) -> bool {
         let Some(recovery) = &self.recovery else {
             return self.send(hub, msg);
         };
@@ -147,7 +147,7 @@ impl Conn {
     }
 
     /// Queues frames past the queue's capacity: a replay, bounded by the history it comes from.
-    pub(crate) fn send_all(&self, msgs: Vec<Message>) {
+    pub(crate) fn send_all(&self, msgs: Vec<outbox::Frame>) {
         self.tx.push_all(msgs);
     }
 
@@ -299,7 +299,11 @@ pub(crate) async fn run<S>(
         };
         Box::pin(hub.recover(&ns, &conn, resume, |news| {
             let data = news.to_json().to_string();
-            vec![Message::Text(native::encode_event_raw(SESSION_EVENT, &data, None))]
+            vec![outbox::Frame::new(Message::Text(native::encode_event_raw(
+                SESSION_EVENT,
+                &data,
+                None,
+            )))]
         }))
         .await;
     }
@@ -334,7 +338,7 @@ pub(crate) async fn run<S>(
     let mut backlog: VecDeque<Pending> = VecDeque::new();
     // A message taken from the queue but not yet accepted by the sink: a write cancelled by a
     // close keeps it here, so the drain before a `1001` or `4000` still delivers it.
-    let mut unsent: Option<Message> = None;
+    let mut unsent: Option<outbox::Frame> = None;
     // A write that makes no progress for this long means the peer reads nothing at all.
     let stall_limit = cfg.ping_interval + cfg.ping_timeout;
 
@@ -524,7 +528,7 @@ fn classify(e: WsError) -> End {
 /// next flush, and `unsent` goes first in the next batch.
 pub(crate) async fn write_batch<S>(
     sink: &mut S,
-    unsent: &mut Option<Message>,
+    unsent: &mut Option<outbox::Frame>,
     rx: &mut outbox::Receiver,
     hub: &Hub,
 ) -> Result<(), WsError>
@@ -544,7 +548,8 @@ where
         futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
         if let Some(msg) = unsent.take() {
             bytes += msg.len();
-            sink.start_send_unpin(msg)?;
+            // The last recipient takes the message itself; the others, a clone of its bytes.
+            sink.start_send_unpin(Arc::unwrap_or_clone(msg))?;
             n += 1;
         }
     }
@@ -556,7 +561,7 @@ where
 /// Writes everything queued, in batches.
 async fn drain<S>(
     sink: &mut S,
-    unsent: &mut Option<Message>,
+    unsent: &mut Option<outbox::Frame>,
     rx: &mut outbox::Receiver,
     hub: &Hub,
 ) -> Result<(), WsError>

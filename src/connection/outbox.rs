@@ -5,6 +5,11 @@
 //! for as long as the connection lives); at tens of thousands of idle connections that is most
 //! of their memory. This queue is a `VecDeque` behind a mutex that gives its storage back each
 //! time a reader empties it.
+//!
+//! A slot is one pointer ([`Frame`]): a burst queued to many connections at once (every member
+//! of a room told of each join, say) costs 8 bytes per message and recipient rather than the
+//! size of a [`Message`] (56). What a burst allocates the allocator tends to keep once it is
+//! freed, so this is what the connections keep paying for, idle, long after the burst.
 
 use std::{
     collections::VecDeque,
@@ -18,12 +23,15 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
+/// A queued message: shared by every connection it goes to, one pointer per queue slot.
+pub(crate) type Frame = Arc<Message>;
+
 /// Storage kept after the queue empties, in messages (a small reserve avoids reallocating
 /// for every single message).
 const KEEP: usize = 4;
 
 struct Shared {
-    queue: Mutex<VecDeque<Message>>,
+    queue: Mutex<VecDeque<Frame>>,
     /// Wakes the reader; a notification sent while it is not waiting is kept for it.
     notify: Notify,
     capacity: usize,
@@ -60,7 +68,7 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
 
 impl Sender {
     /// Queues a message without waiting.
-    pub(crate) fn try_send(&self, msg: Message) -> Result<(), Full> {
+    pub(crate) fn try_send(&self, msg: Frame) -> Result<(), Full> {
         let mut queue = self.0.queue.lock();
         if queue.len() >= self.0.capacity + self.0.extra.load(Ordering::Relaxed) {
             return Err(Full::Full);
@@ -73,7 +81,7 @@ impl Sender {
 
     /// Queues a replay whatever its length (it is bounded by the history it comes from, and
     /// its frames share their bytes with it); live messages still get `capacity` on top of it.
-    pub(crate) fn push_all(&self, msgs: Vec<Message>) {
+    pub(crate) fn push_all(&self, msgs: Vec<Frame>) {
         if msgs.is_empty() {
             return;
         }
@@ -87,7 +95,7 @@ impl Sender {
 
 impl Receiver {
     /// The next message, waiting for one.
-    pub async fn recv(&mut self) -> Option<Message> {
+    pub async fn recv(&mut self) -> Option<Frame> {
         loop {
             if let Ok(msg) = self.try_recv() {
                 return Some(msg);
@@ -98,7 +106,7 @@ impl Receiver {
 
     /// The next message, if one is queued.
     #[allow(clippy::result_unit_err)]
-    pub fn try_recv(&mut self) -> Result<Message, ()> {
+    pub fn try_recv(&mut self) -> Result<Frame, ()> {
         let mut queue = self.0.queue.lock();
         let msg = queue.pop_front().ok_or(())?;
         if queue.is_empty() {
@@ -125,11 +133,11 @@ mod tests {
     async fn bounded_fifo_that_frees_its_storage() {
         let (tx, mut rx) = channel(10);
         for i in 0..10 {
-            tx.try_send(Message::text(i.to_string())).unwrap();
+            tx.try_send(Frame::new(Message::text(i.to_string()))).unwrap();
         }
-        assert_eq!(tx.try_send(Message::text("x")), Err(Full::Full));
+        assert_eq!(tx.try_send(Frame::new(Message::text("x"))), Err(Full::Full));
         for i in 0..10 {
-            assert_eq!(rx.recv().await, Some(Message::text(i.to_string())));
+            assert_eq!(rx.recv().await, Some(Frame::new(Message::text(i.to_string()))));
         }
         assert!(rx.is_empty());
         assert_eq!(rx.0.queue.lock().capacity(), 0, "storage given back once empty");
@@ -139,17 +147,17 @@ mod tests {
     #[test]
     fn a_replay_goes_past_the_capacity_and_leaves_room_for_live_messages() {
         let (tx, mut rx) = channel(2);
-        tx.push_all((0..5).map(|i| Message::text(i.to_string())).collect());
-        tx.try_send(Message::text("live 1")).unwrap();
-        tx.try_send(Message::text("live 2")).unwrap();
-        assert_eq!(tx.try_send(Message::text("x")), Err(Full::Full));
+        tx.push_all((0..5).map(|i| Frame::new(Message::text(i.to_string()))).collect());
+        tx.try_send(Frame::new(Message::text("live 1"))).unwrap();
+        tx.try_send(Frame::new(Message::text("live 2"))).unwrap();
+        assert_eq!(tx.try_send(Frame::new(Message::text("x"))), Err(Full::Full));
         for _ in 0..7 {
             rx.try_recv().unwrap();
         }
         // Once empty, the queue is back to its own capacity.
-        tx.try_send(Message::text("a")).unwrap();
-        tx.try_send(Message::text("b")).unwrap();
-        assert_eq!(tx.try_send(Message::text("c")), Err(Full::Full));
+        tx.try_send(Frame::new(Message::text("a"))).unwrap();
+        tx.try_send(Frame::new(Message::text("b"))).unwrap();
+        assert_eq!(tx.try_send(Frame::new(Message::text("c"))), Err(Full::Full));
     }
 
     #[tokio::test]
@@ -157,7 +165,7 @@ mod tests {
         let (tx, mut rx) = channel(8);
         let reader = tokio::spawn(async move { rx.recv().await });
         tokio::task::yield_now().await;
-        tx.try_send(Message::text("hi")).unwrap();
-        assert_eq!(reader.await.unwrap(), Some(Message::text("hi")));
+        tx.try_send(Frame::new(Message::text("hi"))).unwrap();
+        assert_eq!(reader.await.unwrap(), Some(Frame::new(Message::text("hi"))));
     }
 }

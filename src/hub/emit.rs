@@ -18,7 +18,7 @@ use super::{
     ConnectionId, Hub, NsInner,
 };
 use crate::{
-    connection::{Conn, Proto},
+    connection::{outbox::Frame, Conn, Proto},
     protocol::native,
 };
 
@@ -170,7 +170,7 @@ impl<'a> Emit<'a> {
 
     /// Queues `frame(proto)` for every recipient; `seq` is the event's offset when it is kept
     /// in a history.
-    pub(super) fn deliver(&self, frame: impl Fn(Proto) -> Message, seq: Option<u64>) -> usize {
+    pub(super) fn deliver(&self, frame: impl Fn(Proto) -> Frame, seq: Option<u64>) -> usize {
         let registry = &self.ns.registry;
         let except = &self.except;
         let mut reached = 0usize;
@@ -216,9 +216,9 @@ pub(crate) struct Packet<'a> {
     ns: &'a str,
     event: &'a str,
     data_json: &'a str,
-    native: OnceLock<Message>,
+    native: OnceLock<Frame>,
     #[cfg(feature = "socketio")]
-    socketio: OnceLock<Message>,
+    socketio: OnceLock<Frame>,
 }
 
 impl<'a> Packet<'a> {
@@ -234,10 +234,16 @@ impl<'a> Packet<'a> {
     }
 
     /// The frame for a connection speaking `proto` (a cheap clone of shared bytes).
-    pub(crate) fn frame(&self, proto: Proto) -> Message {
+    pub(crate) fn frame(&self, proto: Proto) -> Frame {
         match proto {
             Proto::Native => (self.native)
-                .get_or_init(|| Message::Text(native::encode_event_raw(self.event, self.data_json, None)))
+                .get_or_init(|| {
+                    Frame::new(Message::Text(native::encode_event_raw(
+                        self.event,
+                        self.data_json,
+                        None,
+                    )))
+                })
                 .clone(),
             #[cfg(feature = "socketio")]
             Proto::SocketIo => (self.socketio)
@@ -245,7 +251,7 @@ impl<'a> Packet<'a> {
                     // An Engine.IO message (`4`) carrying a Socket.IO EVENT.
                     let packet =
                         crate::protocol::socketio::packet::encode_event(self.ns, self.event, self.data_json, None);
-                    Message::text(format!("4{packet}"))
+                    Frame::new(Message::text(format!("4{packet}")))
                 })
                 .clone(),
         }

@@ -53,7 +53,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{counters::Counter, ConnectionId, Hub, NsInner, Target};
 use crate::{
-    connection::{Conn, Proto},
+    connection::{outbox::Frame, Conn, Proto},
     gateway::DisconnectReason,
     protocol::{close_code, native},
 };
@@ -276,9 +276,9 @@ pub(crate) struct Entry {
     except: SmallVec<[u64; 2]>,
     #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     epoch: Arc<str>,
-    native: OnceLock<Message>,
+    native: OnceLock<Frame>,
     #[cfg(feature = "socketio")]
-    socketio: OnceLock<Message>,
+    socketio: OnceLock<Frame>,
 }
 
 impl fmt::Debug for Entry {
@@ -320,10 +320,16 @@ impl Entry {
     }
 
     /// The frame for a connection speaking `proto`, carrying the event's position.
-    pub(crate) fn frame(&self, proto: Proto) -> Message {
+    pub(crate) fn frame(&self, proto: Proto) -> Frame {
         match proto {
             Proto::Native => (self.native)
-                .get_or_init(|| Message::Text(native::encode_event_at(&self.event, &self.data, self.seq)))
+                .get_or_init(|| {
+                    Frame::new(Message::Text(native::encode_event_at(
+                        &self.event,
+                        &self.data,
+                        self.seq,
+                    )))
+                })
                 .clone(),
             #[cfg(feature = "socketio")]
             Proto::SocketIo => (self.socketio)
@@ -335,7 +341,7 @@ impl Entry {
                         &self.data,
                         &offset,
                     );
-                    Message::text(format!("4{packet}"))
+                    Frame::new(Message::text(format!("4{packet}")))
                 })
                 .clone(),
         }
@@ -556,7 +562,7 @@ pub(crate) struct Recovery {
     /// [`HOLD`] while recovering; afterwards the highest offset replayed (live history events
     /// at or below it were in the replay and are skipped).
     skip_upto: AtomicU64,
-    held: Mutex<Vec<(u64, Message)>>,
+    held: Mutex<Vec<(u64, Frame)>>,
     /// The offset at which the connection joined each room.
     joined: Mutex<HashMap<Arc<str>, u64>>,
     since: AtomicU64,
@@ -574,7 +580,7 @@ impl fmt::Debug for Recovery {
 /// What [`Recovery::offer`] did with a live history event.
 pub(crate) enum Offer {
     /// Queue it now.
-    Send(Message),
+    Send(Frame),
     /// Held until the recovery finishes.
     Held,
     /// Already in the replay.
@@ -600,7 +606,7 @@ impl Recovery {
     }
 
     /// A live history event for this connection.
-    pub(crate) fn offer(&self, seq: u64, msg: Message, cap: usize) -> Offer {
+    pub(crate) fn offer(&self, seq: u64, msg: Frame, cap: usize) -> Offer {
         let skip = self.skip_upto.load(Ordering::Acquire);
         if skip == HOLD {
             let mut held = self.held.lock();
@@ -629,9 +635,9 @@ impl Recovery {
     /// Ends the hold: queues `first` (what tells the client), then the replay merged with the
     /// live events held meanwhile that come after `after`; from then on, live history events
     /// go through, except those at or below `skip` (in the replay already, or older).
-    fn release(&self, conn: &Conn, first: Vec<Message>, replay: Vec<(u64, Message)>, after: u64, skip: u64) {
+    fn release(&self, conn: &Conn, first: Vec<Frame>, replay: Vec<(u64, Frame)>, after: u64, skip: u64) {
         let mut held = self.held.lock();
-        let live: Vec<(u64, Message)> = (std::mem::take(&mut *held).into_iter())
+        let live: Vec<(u64, Frame)> = (std::mem::take(&mut *held).into_iter())
             .filter(|(seq, _)| *seq > after)
             .collect();
         let mut all = first;
@@ -695,7 +701,7 @@ impl Recovery {
 }
 
 /// The replay and the held events, merged in offset order, each offset once.
-fn merge(replay: Vec<(u64, Message)>, held: Vec<(u64, Message)>) -> Vec<Message> {
+fn merge(replay: Vec<(u64, Frame)>, held: Vec<(u64, Frame)>) -> Vec<Frame> {
     let mut all = replay;
     all.extend(held);
     // Stable: for an offset in both, the replay's frame comes first and stays.
@@ -1078,7 +1084,7 @@ impl Hub {
         ns: &Arc<NsInner>,
         conn: &Arc<Conn>,
         resume: Option<&Resume>,
-        answer: impl FnOnce(&SessionNews<'_>) -> Vec<Message>,
+        answer: impl FnOnce(&SessionNews<'_>) -> Vec<Frame>,
     ) -> bool {
         let (Some(history), Some(recovery)) = (&self.inner.history, &conn.recovery) else {
             let news = SessionNews {
@@ -1306,15 +1312,22 @@ mod tests {
     fn held_events_follow_the_replay_without_duplicates() {
         let r = Recovery::new(Arc::from("s"), 0, ConnectionId(1));
         r.hold();
-        assert!(matches!(r.offer(5, Message::text("5"), 10), Offer::Held));
-        assert!(matches!(r.offer(7, Message::text("7"), 10), Offer::Held));
+        assert!(matches!(r.offer(5, Frame::new(Message::text("5")), 10), Offer::Held));
+        assert!(matches!(r.offer(7, Frame::new(Message::text("7")), 10), Offer::Held));
         // The replay holds 3 and 5; 7 came live only.
-        let replay = vec![(3, Message::text("3")), (5, Message::text("5"))];
+        let replay = vec![(3, Frame::new(Message::text("3"))), (5, Frame::new(Message::text("5")))];
         let frames = merge(replay, std::mem::take(&mut *r.held.lock()));
         r.skip_upto.store(5, Ordering::Release);
-        assert_eq!(frames, vec![Message::text("3"), Message::text("5"), Message::text("7")]);
-        assert!(matches!(r.offer(4, Message::text("4"), 10), Offer::Skip));
-        assert!(matches!(r.offer(8, Message::text("8"), 10), Offer::Send(_)));
+        assert_eq!(
+            frames,
+            vec![
+                Frame::new(Message::text("3")),
+                Frame::new(Message::text("5")),
+                Frame::new(Message::text("7"))
+            ]
+        );
+        assert!(matches!(r.offer(4, Frame::new(Message::text("4")), 10), Offer::Skip));
+        assert!(matches!(r.offer(8, Frame::new(Message::text("8")), 10), Offer::Send(_)));
     }
 
     #[test]

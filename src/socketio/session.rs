@@ -17,6 +17,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::connection::outbox::Frame;
+
 use crate::{
     auth::{extract_token, AuthRequest},
     connection::{Conn, Proto},
@@ -65,7 +67,7 @@ pub(crate) struct Session {
     /// Taken by the transport that writes: a pending poll, or the WebSocket.
     pub(crate) out_rx: tokio::sync::Mutex<crate::connection::outbox::Receiver>,
     /// A message a poll took from the queue but could not fit in its body.
-    pub(crate) carry: Mutex<Option<Message>>,
+    pub(crate) carry: Mutex<Option<Frame>>,
     in_tx: mpsc::Sender<EioPacket>,
     /// Wakes the session task when one of its sockets is asked to close.
     notify: Arc<Notify>,
@@ -128,7 +130,7 @@ impl Session {
 
     /// Queues an Engine.IO packet for the client, without waiting.
     fn queue(&self, text: String) {
-        let _ = self.out_tx.try_send(Message::text(text));
+        let _ = self.out_tx.try_send(Frame::new(Message::text(text)));
     }
 
     /// Marks the session closed (the first reason wins) and wakes its transports and task.
@@ -522,7 +524,7 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
             hub.recover(&ns, &conn, resume.as_ref(), |news| {
                 let pid = news.session.as_deref().unwrap_or_default();
                 let connect = packet::encode_connect_with_pid(&ns.name, &id.to_string(), pid);
-                vec![Message::text(format!("4{connect}"))]
+                vec![Frame::new(Message::text(format!("4{connect}")))]
             })
             .await;
         } else {

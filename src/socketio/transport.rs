@@ -241,9 +241,9 @@ async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
         return Ok(EioPacket::Noop.encode());
     };
     let mut body = PayloadBuilder::new(max);
-    push(&mut body, first);
+    push(&mut body, &first);
     while let Ok(m) = rx.try_recv() {
-        if !push(&mut body, m.clone()) {
+        if !push(&mut body, &m) {
             *session.carry.lock() = Some(m);
             break;
         }
@@ -252,10 +252,10 @@ async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
 }
 
 /// Adds a queued frame to a polling body; `false` when it does not fit.
-fn push(body: &mut PayloadBuilder, m: Message) -> bool {
+fn push(body: &mut PayloadBuilder, m: &Message) -> bool {
     match m {
         Message::Text(t) => body.push_encoded(t.as_str()),
-        Message::Binary(b) => body.push(&EioPacket::BinaryMessage(b)),
+        Message::Binary(b) => body.push(&EioPacket::BinaryMessage(b.clone())),
         _ => true,
     }
 }
@@ -350,7 +350,7 @@ where
     let carried = session.carry.lock().take();
     if let Some(m) = carried {
         // Sent now: under the write coalescing, a frame only leaves on a flush.
-        let _ = sink.send(m).await;
+        let _ = sink.send(std::sync::Arc::unwrap_or_clone(m)).await;
     }
     loop {
         tokio::select! {
@@ -360,7 +360,7 @@ where
                 if how != Closed::TransportGone {
                     let drain = async {
                         while let Ok(m) = rx.try_recv() {
-                            if sink.feed(m).await.is_err() {
+                            if sink.feed(std::sync::Arc::unwrap_or_clone(m)).await.is_err() {
                                 return;
                             }
                         }
