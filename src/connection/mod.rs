@@ -342,10 +342,15 @@ pub(crate) async fn run<S>(
     // A write that makes no progress for this long means the peer reads nothing at all.
     let stall_limit = cfg.ping_interval + cfg.ping_timeout;
 
+    // Armed once: a `Notified` registers as a waiter when first polled and stays registered,
+    // so the passes of the loop below do not each take the `Notify`'s lock to register anew;
+    // once it has fired it stays ready (a close, once asked for, stays asked for).
+    let closed = conn.close_notify.notified();
+    tokio::pin!(closed);
     let end = loop {
         tokio::select! {
             biased;
-            _ = conn.close_notify.notified() => {
+            _ = &mut closed => {
                 let (code, reason) = conn.close.lock().unwrap_or((close_code::NORMAL, ""));
                 if code == close_code::GOING_AWAY || code == close_code::DISCONNECTED_BY_SERVER {
                     // Deliver what is already queued before saying goodbye; a shutdown allows
@@ -358,13 +363,13 @@ pub(crate) async fn run<S>(
             Some(first) = rx.recv() => {
                 // `unsent` is empty here: a batch is only cut short on the way to closing.
                 unsent = Some(first);
+                // Biased: a write that completes at once returns before the stall timer is
+                // ever polled, so it is not registered with the timer wheel for every batch.
                 let written = tokio::select! {
+                    biased;
                     r = write_batch(&mut sink, &mut unsent, &mut rx, &hub) => r.map(|()| true),
-                    _ = conn.close_notify.notified() => {
-                        // Re-arm for the branch above.
-                        conn.close_notify.notify_one();
-                        Ok(true)
-                    }
+                    // Ready again at the top of the loop, where the close is handled.
+                    _ = &mut closed => Ok(true),
                     // While a write is blocked nothing is read and no ping goes out: a peer
                     // that accepts nothing for the whole ping window is dead all the same.
                     _ = tokio::time::sleep(stall_limit) => Ok(false),

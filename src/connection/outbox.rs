@@ -19,8 +19,8 @@ use std::{
     },
 };
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A queued message: shared by every connection it goes to, one pointer per queue slot.
@@ -32,8 +32,9 @@ const KEEP: usize = 4;
 
 struct Shared {
     queue: Mutex<VecDeque<Frame>>,
-    /// Wakes the reader; a notification sent while it is not waiting is kept for it.
-    notify: Notify,
+    /// The reader's waker. One reader at a time, so an `AtomicWaker` will do: no lock and no
+    /// list of waiters, as a `Notify` would take on every wait.
+    waker: AtomicWaker,
     capacity: usize,
     /// Room made by [`Sender::push_all`] for a replay, on top of `capacity`, until the queue
     /// is next empty.
@@ -59,7 +60,7 @@ pub struct Receiver(Arc<Shared>);
 pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
-        notify: Notify::new(),
+        waker: AtomicWaker::new(),
         capacity: capacity.max(1),
         extra: AtomicUsize::new(0),
     });
@@ -75,7 +76,7 @@ impl Sender {
         }
         queue.push_back(msg);
         drop(queue);
-        self.0.notify.notify_one();
+        self.0.waker.wake();
         Ok(())
     }
 
@@ -89,19 +90,23 @@ impl Sender {
         self.0.extra.fetch_add(msgs.len(), Ordering::Relaxed);
         queue.extend(msgs);
         drop(queue);
-        self.0.notify.notify_one();
+        self.0.waker.wake();
     }
 }
 
 impl Receiver {
     /// The next message, waiting for one.
     pub async fn recv(&mut self) -> Option<Frame> {
-        loop {
-            if let Ok(msg) = self.try_recv() {
-                return Some(msg);
+        std::future::poll_fn(|cx| {
+            // Registered before looking: a message queued after the look wakes this poll's
+            // task, and one queued before it is found.
+            self.0.waker.register(cx.waker());
+            match self.try_recv() {
+                Ok(msg) => std::task::Poll::Ready(Some(msg)),
+                Err(()) => std::task::Poll::Pending,
             }
-            self.0.notify.notified().await;
-        }
+        })
+        .await
     }
 
     /// The next message, if one is queued.
