@@ -275,7 +275,7 @@ pub(crate) async fn run<S>(
     ns: Arc<NsInner>,
     conn: Arc<Conn>,
     mut rx: outbox::Receiver,
-    ws: Box<WebSocketStream<S>>,
+    ws: Box<WebSocketStream<coalesce::CoalescingIo<S>>>,
     ask: Option<Box<Ask>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -284,6 +284,7 @@ pub(crate) async fn run<S>(
     hub.inner.counters.connections.fetch_add(1, Ordering::Relaxed);
     // The stream comes boxed, and the recovery request too: a task keeps room for its
     // arguments for as long as it lives, so they cost a pointer each rather than their size.
+    let out = ws.get_ref().outgoing();
     let (mut sink, mut stream) = (*ws).split();
 
     // The connection is live (reachable by user, counted online) while its connect hook runs,
@@ -356,7 +357,7 @@ pub(crate) async fn run<S>(
                     // Deliver what is already queued before saying goodbye; a shutdown allows
                     // its whole deadline for it.
                     let grace = if hub.is_shutting_down() { cfg.shutdown_timeout } else { CLOSE_GRACE };
-                    let _ = Box::pin(tokio::time::timeout(grace, drain(&mut sink, &mut unsent, &mut rx, &hub))).await;
+                    let _ = Box::pin(tokio::time::timeout(grace, drain(&mut sink, &out, &mut unsent, &mut rx, &hub))).await;
                 }
                 break End::Close(code, reason.to_owned());
             }
@@ -367,7 +368,7 @@ pub(crate) async fn run<S>(
                 // ever polled, so it is not registered with the timer wheel for every batch.
                 let written = tokio::select! {
                     biased;
-                    r = write_batch(&mut sink, &mut unsent, &mut rx, &hub) => r.map(|()| true),
+                    r = write_batch(&mut sink, &out, &mut unsent, &mut rx, &hub) => r.map(|()| true),
                     // Ready again at the top of the loop, where the close is handled.
                     _ = &mut closed => Ok(true),
                     // While a write is blocked nothing is read and no ping goes out: a peer
@@ -528,11 +529,14 @@ fn classify(e: WsError) -> End {
 /// Writes `unsent` (when set) and whatever else is queued, up to `write_batch` messages, then
 /// flushes once.
 ///
-/// Cancel-safe: a message leaves `unsent` or the queue only once the sink is ready to take
-/// it, so a batch cut short by a close loses nothing: what the sink took is written by the
-/// next flush, and `unsent` goes first in the next batch.
+/// Text and binary messages are framed straight into the connection's write buffer (`out`);
+/// anything else goes through the sink, behind them. Cancel-safe: a message leaves `unsent`
+/// or the queue only once it is in the buffer or taken by the sink, so a batch cut short by
+/// a close loses nothing: what was taken is written by the next flush, and `unsent` goes
+/// first in the next batch.
 pub(crate) async fn write_batch<S>(
     sink: &mut S,
+    out: &coalesce::Outgoing,
     unsent: &mut Option<outbox::Frame>,
     rx: &mut outbox::Receiver,
     hub: &Hub,
@@ -550,13 +554,18 @@ where
                 Err(_) => break,
             }
         }
-        futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
-        if let Some(msg) = unsent.take() {
-            bytes += msg.len();
-            // The last recipient takes the message itself; the others, a clone of its bytes.
-            sink.start_send_unpin(Arc::unwrap_or_clone(msg))?;
-            n += 1;
+        if out.buffered() >= coalesce::FLUSH_AT {
+            sink.flush().await?;
         }
+        let Some(msg) = unsent.take() else { break };
+        bytes += msg.len();
+        if out.push(&msg).is_none() {
+            *unsent = Some(msg);
+            futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
+            let msg = unsent.take().expect("set above");
+            sink.start_send_unpin(Arc::unwrap_or_clone(msg))?;
+        }
+        n += 1;
     }
     sink.flush().await?;
     hub.inner.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -566,6 +575,7 @@ where
 /// Writes everything queued, in batches.
 async fn drain<S>(
     sink: &mut S,
+    out: &coalesce::Outgoing,
     unsent: &mut Option<outbox::Frame>,
     rx: &mut outbox::Receiver,
     hub: &Hub,
@@ -574,7 +584,7 @@ where
     S: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
     while unsent.is_some() || !rx.is_empty() {
-        write_batch(sink, unsent, rx, hub).await?;
+        write_batch(sink, out, unsent, rx, hub).await?;
     }
     Ok(())
 }

@@ -318,12 +318,13 @@ where
 }
 
 /// The WebSocket transport of a session.
-async fn run_websocket<S>(session: Arc<Session>, ws: WebSocketStream<S>, upgrading: bool)
+async fn run_websocket<S>(session: Arc<Session>, ws: WebSocketStream<CoalescingIo<S>>, upgrading: bool)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let hub = session.hub().clone();
     let Some(sio) = hub.inner.socketio.as_ref() else { return };
+    let out = ws.get_ref().outgoing();
     let (mut sink, mut stream) = ws.split();
     if upgrading {
         if !probe(&session, &mut sink, &mut stream, sio.config.ping_timeout).await {
@@ -373,7 +374,7 @@ where
             }
             Some(first) = rx.recv() => {
                 let mut unsent = Some(first);
-                if crate::connection::write_batch(&mut sink, &mut unsent, &mut rx, &hub).await.is_err() {
+                if crate::connection::write_batch(&mut sink, &out, &mut unsent, &mut rx, &hub).await.is_err() {
                     session.close(Closed::TransportGone);
                     break;
                 }
