@@ -1,5 +1,6 @@
-//! A load generator for a native-protocol WebSocket server: the chat demo, your own app, or
-//! the baseline (`examples/baseline_broadcast.rs`).
+//! A load generator for a WebSocket server speaking the native protocol or Socket.IO: the
+//! chat demo, your own app, or the baselines (`examples/baseline_broadcast.rs`,
+//! `examples/baseline_socketioxide.rs`).
 //!
 //! It opens `--conns` real WebSocket connections (tokens in the `token` query parameter),
 //! joins each to rooms with the demo's `joinRoom` event (waiting for the ack), then drives
@@ -57,6 +58,14 @@
 //! would measure that instead. Raise the demo's per-user cap accordingly
 //! (`MAX_CONNECTIONS_PER_USER`).
 //!
+//! # Socket.IO
+//!
+//! With `--protocol socketio` the connections speak Socket.IO v5 over a WebSocket (Engine.IO
+//! v4): `--url` is the Engine.IO path (`ws://127.0.0.1:3000/socket.io/`; `EIO=4` and
+//! `transport=websocket` are added), the token goes in the CONNECT packet's `auth`
+//! (`{"token"}`) as well as in the query, the same events are sent as Socket.IO EVENT
+//! packets (`joinRoom` with an ack id), and Engine.IO pings are answered.
+//!
 //! Loopback only: this tool refuses any host but 127.x.x.x, [::1] and localhost.
 
 use std::{
@@ -73,7 +82,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
+use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message, Utf8Bytes};
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
 /// Deliveries are counted per broadcast in a ring of this many slots (a power of two).
@@ -86,6 +95,7 @@ const USAGE: &str = "\
 loadgen: WebSocket load for the native protocol (loopback only)
 
   --url URL[,URL...]     WebSocket endpoint(s)         [ws://127.0.0.1:3000/ws]
+  --protocol native|socketio                           [native]
                          several: connections spread over them round-robin, the
                          broadcaster (and --http) on the first
   --http URL             HTTP base for /posts, /login  [derived from the first --url]
@@ -113,9 +123,99 @@ enum Source {
     None,
 }
 
+/// What the connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Native,
+    SocketIo,
+}
+
+impl Protocol {
+    /// The address to open, with the token (and Engine.IO's parameters).
+    fn url(self, url: &str, token: &str) -> String {
+        let url = with_token(url, token);
+        match self {
+            Protocol::Native => url,
+            Protocol::SocketIo => format!("{url}&EIO=4&transport=websocket"),
+        }
+    }
+
+    /// Joins `room`, asking for an ack with `id`.
+    fn join(self, room: &str, id: usize) -> String {
+        match self {
+            Protocol::Native => json!({ "event": "joinRoom", "data": room, "id": id }).to_string(),
+            Protocol::SocketIo => format!("42{id}{}", json!(["joinRoom", room])),
+        }
+    }
+
+    fn is_ack(self, text: &str) -> bool {
+        match self {
+            Protocol::Native => text.starts_with("{\"ack\":"),
+            Protocol::SocketIo => text.starts_with("43"),
+        }
+    }
+
+    fn is_refusal(self, text: &str) -> bool {
+        match self {
+            Protocol::Native => text.contains("\"event\":\"error\""),
+            Protocol::SocketIo => text.starts_with("44") || text.starts_with("42[\"error\""),
+        }
+    }
+
+    /// A broadcast to `room0-0`.
+    fn message(self, stamp: &str) -> String {
+        let data = json!({ "text": stamp, "room": "room0-0" });
+        match self {
+            Protocol::Native => json!({ "event": "message", "data": data }).to_string(),
+            Protocol::SocketIo => format!("42{}", json!(["message", data])),
+        }
+    }
+
+    /// The answer a frame needs at once, if any: Engine.IO's pong.
+    fn answer(self, text: &str) -> Option<&'static str> {
+        (self == Protocol::SocketIo && text == "2").then_some("3")
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a connection; for Socket.IO, also the Engine.IO session and the default namespace.
+async fn open(protocol: Protocol, url: String, token: &str) -> Result<Ws, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    async fn next(ws: &mut Ws) -> Result<Utf8Bytes, String> {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => Ok(t),
+            Ok(Some(Ok(_))) => Ok(Utf8Bytes::default()),
+            _ => Err("socket.io: connection lost while opening".to_owned()),
+        }
+    }
+    if protocol == Protocol::SocketIo {
+        if !next(&mut ws).await?.starts_with('0') {
+            return Err("socket.io: no Engine.IO open packet".into());
+        }
+        let connect = format!("40{}", json!({ "token": token }));
+        ws.send(Message::Text(connect.into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            let t = next(&mut ws).await?;
+            if t.starts_with("40") {
+                break;
+            }
+            if t.starts_with("44") {
+                return Err(format!("socket.io: CONNECT refused: {}", t.as_str()));
+            }
+        }
+    }
+    Ok(ws)
+}
+
 #[derive(Debug, Clone)]
 struct Args {
     url: String,
+    protocol: Protocol,
     /// `url` split at commas: the servers, connections spread over them round-robin.
     urls: Vec<String>,
     http: String,
@@ -139,6 +239,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         url: "ws://127.0.0.1:3000/ws".into(),
+        protocol: Protocol::Native,
         urls: Vec::new(),
         http: String::new(),
         conns: 1000,
@@ -166,6 +267,13 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--url" => a.url = value()?,
             "--http" => a.http = value()?,
+            "--protocol" => {
+                a.protocol = match value()?.as_str() {
+                    "native" => Protocol::Native,
+                    "socketio" => Protocol::SocketIo,
+                    other => return Err(format!("--protocol: native or socketio, not {other}")),
+                }
+            }
             "--conns" => a.conns = num(&flag, value()?)?,
             "--users" => a.users = num(&flag, value()?)?,
             "--rooms-per-conn" => a.rooms_per_conn = num(&flag, value()?)?,
@@ -420,7 +528,9 @@ enum Phase {
 
 /// One receiving connection: connect, wait for the join phase, join, then read until stopped.
 async fn client(
+    protocol: Protocol,
     url: String,
+    token: String,
     rooms: Vec<String>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
@@ -428,11 +538,11 @@ async fn client(
 ) {
     let connected = {
         let _permit = permits.acquire().await;
-        tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true).await
+        open(protocol, url, &token).await
     };
     let mut ws = match connected {
-        Ok((ws, _)) => ws,
-        Err(e) => return shared.fail(format!("handshake: {e}")),
+        Ok(ws) => ws,
+        Err(e) => return shared.fail(e),
     };
     shared.connected.fetch_add(1, Ordering::Relaxed);
     shared.changed.notify_one();
@@ -456,7 +566,7 @@ async fn client(
                 }
                 if now == Phase::Join {
                     for (id, room) in rooms.iter().enumerate() {
-                        let frame = json!({ "event": "joinRoom", "data": room, "id": id + 1 }).to_string();
+                        let frame = protocol.join(room, id + 1);
                         if let Err(e) = ws.send(Message::Text(frame.into())).await {
                             return shared.fail(format!("joinRoom: {e}"));
                         }
@@ -467,10 +577,15 @@ async fn client(
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
                     if let Some(p) = pending.as_mut() {
-                        if t.starts_with("{\"ack\":") {
+                        if protocol.is_ack(&t) {
                             *p -= 1;
-                        } else if t.contains("\"event\":\"error\"") {
+                        } else if protocol.is_refusal(&t) {
                             return shared.fail(format!("joinRoom refused: {}", t.as_str()));
+                        }
+                    }
+                    if let Some(answer) = protocol.answer(&t) {
+                        if let Err(e) = ws.send(Message::text(answer)).await {
+                            return shared.fail(format!("before joining: {e}"));
                         }
                     }
                     local.on_text(&t);
@@ -491,17 +606,26 @@ async fn client(
     let stop = phase.wait_for(|p| *p == Phase::Stop);
     tokio::pin!(stop);
     loop {
-        tokio::select! {
+        let answer = tokio::select! {
             biased;
             msg = ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => local.on_text(&t),
-                Some(Ok(_)) => {}
+                Some(Ok(Message::Text(t))) => {
+                    local.on_text(&t);
+                    protocol.answer(&t)
+                }
+                Some(Ok(_)) => None,
                 Some(Err(_)) | None => {
                     shared.dropped.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
             },
             _ = &mut stop => break,
+        };
+        if let Some(answer) = answer {
+            if ws.send(Message::text(answer)).await.is_err() {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
         }
     }
     local.flush();
@@ -509,11 +633,10 @@ async fn client(
 
 /// Sends broadcasts, one way or the other.
 enum Sender {
+    /// The broadcaster's connection (shared with its reader, which answers pings).
     Ws(
-        futures_util::stream::SplitSink<
-            tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-            Message,
-        >,
+        Protocol,
+        Arc<tokio::sync::Mutex<futures_util::stream::SplitSink<Ws, Message>>>,
     ),
     Http(reqwest::Client, String),
 }
@@ -522,9 +645,13 @@ impl Sender {
     async fn send(&mut self, seq: u64) -> Result<(), String> {
         let stamp = format!("lg:{seq}:{}", unix_ns());
         match self {
-            Sender::Ws(sink) => {
-                let frame = json!({ "event": "message", "data": { "text": stamp, "room": "room0-0" } }).to_string();
-                sink.send(Message::Text(frame.into())).await.map_err(|e| e.to_string())
+            Sender::Ws(protocol, sink) => {
+                let frame = protocol.message(&stamp);
+                sink.lock()
+                    .await
+                    .send(Message::Text(frame.into()))
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Sender::Http(client, url) => {
                 let res = client
@@ -545,24 +672,31 @@ impl Sender {
 
 /// The broadcaster's connection for `--source ws`: joined to `room0-0`; its own copies of the
 /// broadcasts are read and ignored.
-async fn ws_broadcaster(url: String) -> Result<Sender, String> {
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+async fn ws_broadcaster(protocol: Protocol, url: String, token: &str) -> Result<Sender, String> {
+    let ws = open(protocol, url, token)
         .await
-        .map_err(|e| format!("broadcaster handshake: {e}"))?;
+        .map_err(|e| format!("broadcaster: {e}"))?;
     let (mut sink, mut stream) = ws.split();
-    let frame = json!({ "event": "joinRoom", "data": "room0-0", "id": 1 }).to_string();
-    sink.send(Message::Text(frame.into()))
+    sink.send(Message::Text(protocol.join("room0-0", 1).into()))
         .await
         .map_err(|e| e.to_string())?;
     loop {
         match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t.starts_with("{\"ack\":") => break,
+            Ok(Some(Ok(Message::Text(t)))) if protocol.is_ack(&t) => break,
             Ok(Some(Ok(_))) => {}
             _ => return Err("broadcaster: no ack for joinRoom".into()),
         }
     }
-    tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
-    Ok(Sender::Ws(sink))
+    let sink = Arc::new(tokio::sync::Mutex::new(sink));
+    let answers = sink.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = stream.next().await {
+            if let Some(answer) = msg.to_text().ok().and_then(|t| protocol.answer(t)) {
+                let _ = answers.lock().await.send(Message::text(answer)).await;
+            }
+        }
+    });
+    Ok(Sender::Ws(protocol, sink))
 }
 
 fn read_status_kib(pid: u32, field: &str) -> Option<u64> {
@@ -707,9 +841,12 @@ async fn main() {
         let rooms = (0..args.rooms_per_conn)
             .map(|j| format!("room{j}-{}", i / args.room_size))
             .collect();
-        let url = with_token(&args.urls[i % args.urls.len()], &tokens[i % users]);
+        let token = tokens[i % users].clone();
+        let url = args.protocol.url(&args.urls[i % args.urls.len()], &token);
         tasks.push(tokio::spawn(client(
+            args.protocol,
             url,
+            token,
             rooms,
             shared.clone(),
             permits.clone(),
@@ -776,7 +913,7 @@ async fn main() {
     let mut measured = false;
     if args.source != Source::None && args.duration > 0.0 {
         let sender = match args.source {
-            Source::Ws => ws_broadcaster(with_token(&args.url, &tokens[0])).await,
+            Source::Ws => ws_broadcaster(args.protocol, args.protocol.url(&args.url, &tokens[0]), &tokens[0]).await,
             _ => Ok(Sender::Http(http.clone(), format!("{}/posts", args.http))),
         };
         match sender {
