@@ -176,6 +176,10 @@ impl<'a> AuthRequest<'a> {
     }
 
     /// The request's method, URI, headers and extensions.
+    ///
+    /// For a Socket.IO CONNECT, these are the Engine.IO handshake's method, URI and headers,
+    /// copied when the session started; its extensions are not kept (they may hold on to the
+    /// server's read buffer, 16 KiB for every session, for as long as the session lives).
     pub fn parts(&self) -> &'a Parts {
         self.parts
     }

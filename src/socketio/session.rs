@@ -82,6 +82,35 @@ pub(crate) struct Session {
     closed_notify: Notify,
 }
 
+/// The request's method, URI, version and headers, in allocations of their own.
+///
+/// A session keeps its handshake's head for as long as it lives (each namespace's CONNECT is
+/// authenticated against it). The server parsed that head in place: its URI and header values
+/// are slices of the connection's read buffer (16 KiB here), and every slice, or anything in
+/// the extensions holding one (a framework's copy of the URI, say), keeps the whole buffer
+/// alive. A copy of the URI and headers takes a few hundred bytes. The extensions are not kept.
+fn detach(parts: Parts) -> Parts {
+    let Parts {
+        method,
+        uri,
+        version,
+        headers,
+        ..
+    } = parts;
+    let (mut copy, ()) = http::Request::new(()).into_parts();
+    copy.method = method;
+    copy.version = version;
+    copy.uri = http::Uri::try_from(uri.to_string()).unwrap_or(uri);
+    copy.headers.reserve(headers.len());
+    for (name, value) in &headers {
+        let name = http::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let mut fresh = http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        fresh.set_sensitive(value.is_sensitive());
+        copy.headers.append(name, fresh);
+    }
+    copy
+}
+
 impl Session {
     /// Creates a session and spawns its task.
     pub(crate) fn start(hub: Hub, parts: Parts, transport: Transport) -> Option<Arc<Self>> {
@@ -98,7 +127,7 @@ impl Session {
         let session = Arc::new(Self {
             sid: sid.clone(),
             hub: hub.clone(),
-            parts,
+            parts: detach(parts),
             out_tx,
             out_rx: tokio::sync::Mutex::new(out_rx),
             carry: Mutex::new(None),
@@ -598,5 +627,36 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("sid", &self.sid)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detach;
+
+    #[test]
+    fn a_detached_head_keeps_method_uri_version_and_headers_but_not_extensions() {
+        let mut secret = http::HeaderValue::from_static("Bearer abc");
+        secret.set_sensitive(true);
+        let req = http::Request::builder()
+            .method("GET")
+            .uri("/socket.io/?EIO=4&transport=websocket&token=t")
+            .version(http::Version::HTTP_11)
+            .header("authorization", secret)
+            .header("x-custom", "1")
+            .header("x-custom", "2")
+            .extension(42u32)
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let copy = detach(parts.clone());
+        assert_eq!(copy.method, parts.method);
+        assert_eq!(copy.uri, parts.uri);
+        assert_eq!(copy.version, parts.version);
+        assert_eq!(copy.headers, parts.headers);
+        let values: Vec<_> = copy.headers.get_all("x-custom").iter().collect();
+        assert_eq!(values, ["1", "2"], "repeated headers kept, in order");
+        assert!(copy.headers["authorization"].is_sensitive());
+        assert_eq!(copy.extensions.get::<u32>(), None);
     }
 }
