@@ -68,7 +68,8 @@ pub(crate) struct Session {
     pub(crate) out_rx: tokio::sync::Mutex<crate::connection::outbox::Receiver>,
     /// A message a poll took from the queue but could not fit in its body.
     pub(crate) carry: Mutex<Option<Frame>>,
-    in_tx: mpsc::Sender<EioPacket>,
+    /// Boxed: the channel allocates its first block of 32 slots up front, for every session.
+    in_tx: mpsc::Sender<Box<EioPacket>>,
     /// Wakes the session task when one of its sockets is asked to close.
     notify: Arc<Notify>,
     pub(crate) state: Mutex<TransportState>,
@@ -154,7 +155,7 @@ impl Session {
 
     /// Hands an inbound packet to the session task. `false` once the session has ended.
     pub(crate) async fn receive(&self, packet: EioPacket) -> bool {
-        self.in_tx.send(packet).await.is_ok()
+        self.in_tx.send(Box::new(packet)).await.is_ok()
     }
 
     /// Queues an Engine.IO packet for the client, without waiting.
@@ -221,7 +222,7 @@ struct Entry {
 
 /// The session task: decodes packets, connects and disconnects namespace sockets, runs their
 /// handlers one at a time, and keeps the heartbeat.
-async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
+async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<Box<EioPacket>>) {
     let hub = session.hub.clone();
     let Some(sio) = hub.inner.socketio.as_ref() else { return };
     let (ping_interval, ping_timeout) = (sio.config.ping_interval, sio.config.ping_timeout);
@@ -238,7 +239,9 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
             biased;
             how = session.wait_closed() => break how,
             _ = session.notify.notified() => {
-                if let Some(how) = close_requests(&session, &mut sockets).await {
+                // Boxed, as the steps below: they run rarely, and a task is the size of its largest
+                // state for as long as it lives.
+                if let Some(how) = Box::pin(close_requests(&session, &mut sockets)).await {
                     break how;
                 }
             }
@@ -264,6 +267,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
             }
             packet = in_rx.recv(), if inflight.is_none() || backlog.len() < BACKLOG => {
                 let Some(packet) = packet else { break Closed::TransportGone };
+                let packet = *packet;
                 match packet {
                     EioPacket::Pong(_) => {
                         awaiting_pong = false;
@@ -325,7 +329,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
         .collect();
     in_rx.close();
     while let Ok(packet) = in_rx.try_recv() {
-        let decoded = match packet {
+        let decoded = match *packet {
             EioPacket::Message(text) => decoder.decode_text(&text),
             EioPacket::BinaryMessage(bytes) => decoder.decode_binary(bytes),
             _ => continue,
@@ -345,7 +349,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
     }
     for ns in goodbyes {
         if let Some(entry) = sockets.remove(&ns) {
-            remove_socket(&hub, entry.socket, DisconnectReason::ClientClosed(None)).await;
+            Box::pin(remove_socket(&hub, entry.socket, DisconnectReason::ClientClosed(None))).await;
         }
     }
     let reason = session.disconnect_reason(how);
@@ -355,7 +359,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<EioPacket>) {
             Some((code, why)) => DisconnectReason::ServerClosed(code, why.into()),
             None => reason.clone(),
         };
-        remove_socket(&hub, entry.socket, reason).await;
+        Box::pin(remove_socket(&hub, entry.socket, reason)).await;
     }
     if how == Closed::ByServer {
         session.queue(EioPacket::Close.encode());
@@ -384,7 +388,7 @@ async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, En
         if let Some(entry) = sockets.remove(&ns) {
             session.queue(format!("4{}", packet::encode_disconnect(&ns)));
             let reason = DisconnectReason::ServerClosed(code, "disconnected by server".into());
-            remove_socket(&session.hub, entry.socket, reason).await;
+            Box::pin(remove_socket(&session.hub, entry.socket, reason)).await;
         }
     }
     None
