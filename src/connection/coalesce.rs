@@ -12,7 +12,9 @@
 //! the payload and a header of 2 to 10 bytes, then flushes through tungstenite as before.
 //! tungstenite keeps the reading side, pings and pongs, and the close handshake, and what it
 //! writes lands in the same buffer, in order: it only ever writes whole frames, and a
-//! `send` through it completes once its frame is in the buffer and written out.
+//! `send` through it completes once its frame is in the buffer and written out. (A frame
+//! only `feed` to it, not yet flushed, could still be held by tungstenite or the split sink
+//! and land behind frames pushed here: callers flush before handing over to the writer.)
 
 use std::{
     io,
@@ -41,8 +43,8 @@ pub(crate) struct Outgoing(Arc<Mutex<Buf>>);
 
 impl Outgoing {
     /// Frames a text or binary message into the buffer (a server's frames are not masked)
-    /// and returns its payload's length; `None` for any other kind, which is left to
-    /// tungstenite.
+    /// and returns how many bytes now wait for a flush; `None` for any other kind, which is
+    /// left to tungstenite.
     pub(crate) fn push(&self, msg: &Message) -> Option<usize> {
         let (opcode, payload): (u8, &[u8]) = match msg {
             Message::Text(t) => (0x1, t.as_bytes()),
@@ -65,11 +67,11 @@ impl Outgoing {
             data.extend_from_slice(&(len as u64).to_be_bytes());
         }
         data.extend_from_slice(payload);
-        Some(len)
+        Some(data.len() - buf.written)
     }
 
     /// Bytes waiting for a flush.
-    pub(crate) fn buffered(&self) -> usize {
+    fn buffered(&self) -> usize {
         let buf = self.0.lock();
         buf.data.len() - buf.written
     }
@@ -357,10 +359,19 @@ mod tests {
         let out = io.outgoing();
         // Each length form: 7 bits, 16 bits, 64 bits, and the edges between them.
         let sizes = [0usize, 1, 125, 126, 65_535, 65_536, 70_000];
+        let mut buffered = 0;
         for &n in &sizes {
-            assert_eq!(out.push(&Message::text("x".repeat(n))), Some(n));
+            // The header: 2 bytes, 4 with a 16-bit length, 10 with a 64-bit one.
+            buffered += n + if n < 126 {
+                2
+            } else if n <= 65_535 {
+                4
+            } else {
+                10
+            };
+            assert_eq!(out.push(&Message::text("x".repeat(n))), Some(buffered));
         }
-        assert_eq!(out.push(&Message::binary(vec![7u8; 300])), Some(300));
+        assert_eq!(out.push(&Message::binary(vec![7u8; 300])), Some(buffered + 304));
         assert_eq!(
             out.push(&Message::Ping(Default::default())),
             None,

@@ -554,18 +554,20 @@ where
                 Err(_) => break,
             }
         }
-        if out.buffered() >= coalesce::FLUSH_AT {
-            sink.flush().await?;
-        }
         let Some(msg) = unsent.take() else { break };
         bytes += msg.len();
-        if out.push(&msg).is_none() {
-            *unsent = Some(msg);
-            futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
-            let msg = unsent.take().expect("set above");
-            sink.start_send_unpin(Arc::unwrap_or_clone(msg))?;
-        }
         n += 1;
+        match out.push(&msg) {
+            // Past the threshold, the buffer goes out before it grows further.
+            Some(buffered) if buffered >= coalesce::FLUSH_AT => sink.flush().await?,
+            Some(_) => {}
+            None => {
+                *unsent = Some(msg);
+                futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
+                let msg = unsent.take().expect("set above");
+                sink.start_send_unpin(Arc::unwrap_or_clone(msg))?;
+            }
+        }
     }
     sink.flush().await?;
     hub.inner.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
