@@ -214,6 +214,36 @@ async fn a_user_emit_reaches_every_connection_of_that_user_once() {
     );
 }
 
+#[tokio::test]
+async fn a_user_keeps_their_other_connections_when_one_closes() {
+    let (hub, addr) = setup().await;
+    let mut tabs = Vec::new();
+    for _ in 0..4 {
+        tabs.push(connect(addr, "alice").await);
+    }
+    assert!(eventually(|| hub.connections_of("alice").len() == 4).await);
+    let ids = hub.connections_of("alice");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first: {ids:?}");
+
+    // Close the second and the last; the first and third remain, in order.
+    let last = tabs.pop().unwrap();
+    let second = tabs.remove(1);
+    second.close().await;
+    last.close().await;
+    assert!(eventually(|| hub.connections_of("alice").len() == 2).await);
+    assert_eq!(hub.connections_of("alice"), [ids[0], ids[2]]);
+    assert_eq!(hub.to_user("alice").emit("ping", &json!(7)), 2);
+    for tab in &mut tabs {
+        assert_eq!(tab.expect_event("ping").await, json!(7));
+    }
+
+    for tab in tabs {
+        tab.close().await;
+    }
+    assert!(eventually(|| hub.connections_of("alice").is_empty()).await);
+    assert!(!hub.is_online("alice"));
+}
+
 fn tab1_id(hub: &Hub, user: &str) -> tower_realtime::ConnectionId {
     hub.connections_of(user)[0]
 }

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashSet,
-    hash::{BuildHasherDefault, Hasher},
+    hash::BuildHasherDefault,
     sync::{atomic::Ordering, OnceLock},
 };
 
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     history::{HistoryState, NewEvent, StreamKey},
-    registry::Registry,
+    registry::{IdHasher, Registry},
     ConnectionId, Hub, NsInner,
 };
 use crate::{
@@ -272,28 +272,6 @@ fn target_len(registry: &Registry, target: Target<'_>) -> usize {
 /// The recipients an emit to several targets has reached.
 type IdSet = HashSet<ConnectionId, BuildHasherDefault<IdHasher>>;
 
-/// Hashes a [`ConnectionId`] with one multiplication. Ids are a hub-local sequence, never
-/// chosen by a peer, so SipHash's resistance to chosen keys buys nothing here; the odd
-/// multiplier keeps sequential ids apart in the low bits and spreads them over the high ones.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 fn visit(registry: &Registry, target: Target<'_>, f: &mut impl FnMut(&Conn)) {
     match target {
         Target::All => registry.conns.iter().for_each(|e| f(e.value())),
@@ -304,7 +282,7 @@ fn visit(registry: &Registry, target: Target<'_>, f: &mut impl FnMut(&Conn)) {
         }
         Target::User(user) => {
             if let Some(conns) = registry.users.get(user) {
-                conns.iter().for_each(|c| f(c));
+                conns.values().for_each(|c| f(c));
             }
         }
         Target::Connection(id) => {

@@ -280,7 +280,9 @@ impl Hub {
     pub(crate) fn disconnect_user_locally(&self, user: &str) -> usize {
         let mut n = 0;
         for ns in self.inner.namespaces.values() {
-            let conns = ns.registry.users.get(user).map(|c| c.clone()).unwrap_or_default();
+            let conns: Vec<_> = (ns.registry.users.get(user))
+                .map(|c| c.values().cloned().collect())
+                .unwrap_or_default();
             for conn in &conns {
                 conn.request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
             }

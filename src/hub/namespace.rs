@@ -162,11 +162,13 @@ impl Namespace {
         users
     }
 
-    /// The live connections of a user in this namespace.
+    /// The live connections of a user in this namespace, oldest first.
     pub fn connections_of(&self, user: &str) -> Vec<ConnectionId> {
-        (self.ns.registry.users.get(user))
-            .map(|conns| conns.iter().map(|c| c.id).collect())
-            .unwrap_or_default()
+        let mut ids: Vec<_> = (self.ns.registry.users.get(user))
+            .map(|conns| conns.keys().copied().collect())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
     }
 
     /// The number of connections in this namespace.

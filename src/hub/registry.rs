@@ -7,6 +7,7 @@
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -124,12 +125,37 @@ impl Slots {
     }
 }
 
+/// Hashes a [`ConnectionId`] with one multiplication. Ids are a hub-local sequence, never
+/// chosen by a peer, so SipHash's resistance to chosen keys buys nothing here; the odd
+/// multiplier keeps sequential ids apart in the low bits and spreads them over the high ones.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The connections of one user or one room, by id: adding or removing one is O(1).
+pub(crate) type Members = HashMap<ConnectionId, Arc<Conn>, BuildHasherDefault<IdHasher>>;
+
 /// The connections, users and rooms of one namespace.
 #[derive(Default)]
 pub(crate) struct Registry {
     pub(crate) conns: DashMap<ConnectionId, Arc<Conn>>,
-    pub(crate) users: DashMap<Arc<str>, Vec<Arc<Conn>>>,
-    pub(crate) rooms: DashMap<Arc<str>, HashMap<ConnectionId, Arc<Conn>>>,
+    pub(crate) users: DashMap<Arc<str>, Members>,
+    pub(crate) rooms: DashMap<Arc<str>, Members>,
 }
 
 /// Outcome of a room join.
@@ -145,7 +171,10 @@ impl Registry {
     pub(crate) fn insert(&self, conn: &Arc<Conn>) {
         self.conns.insert(conn.id, conn.clone());
         if let Some(user) = conn.identity.user_key() {
-            self.users.entry(user.clone()).or_default().push(conn.clone());
+            self.users
+                .entry(user.clone())
+                .or_default()
+                .insert(conn.id, conn.clone());
         }
     }
 
@@ -157,7 +186,7 @@ impl Registry {
         self.conns.remove(&conn.id);
         if let Some(user) = conn.identity.user_key() {
             if let Entry::Occupied(mut e) = self.users.entry(user.clone()) {
-                e.get_mut().retain(|c| c.id != conn.id);
+                e.get_mut().remove(&conn.id);
                 if e.get().is_empty() {
                     e.remove();
                 }
