@@ -62,8 +62,10 @@ pub(crate) struct Conn {
     rooms: Mutex<Vec<Arc<str>>>,
     /// Set once: why and how the connection is to be closed.
     close: Mutex<Option<(u16, &'static str)>>,
-    /// Wakes whoever runs the connection (shared by the sockets of one Socket.IO session).
-    close_notify: Arc<Notify>,
+    /// Wakes whoever runs the connection when a close is requested: the sockets of one
+    /// Socket.IO session share their session's; without one, the outbound queue's reader is
+    /// nudged (a native connection's task reads it).
+    close_notify: Option<Arc<Notify>>,
     /// What a Socket.IO client sent in its CONNECT (`auth`), if anything.
     pub(crate) auth: Option<Box<Value>>,
     /// Server emits waiting for the client's answer.
@@ -86,9 +88,8 @@ impl Conn {
         recovery: Option<Box<Recovery>>,
     ) -> (Arc<Self>, outbox::Receiver) {
         let (tx, rx) = outbox::channel(capacity);
-        let notify = Arc::new(Notify::new());
         (
-            Self::with_sender(id, Proto::Native, identity, tx, notify, None, recovery),
+            Self::with_sender(id, Proto::Native, identity, tx, None, None, recovery),
             rx,
         )
     }
@@ -99,7 +100,7 @@ impl Conn {
         proto: Proto,
         identity: Identity,
         tx: outbox::Sender,
-        close_notify: Arc<Notify>,
+        close_notify: Option<Arc<Notify>>,
         auth: Option<Box<Value>>,
         recovery: Option<Box<Recovery>>,
     ) -> Arc<Self> {
@@ -172,7 +173,10 @@ impl Conn {
         }
         *close = Some((code, reason));
         drop(close);
-        self.close_notify.notify_one();
+        match &self.close_notify {
+            Some(notify) => notify.notify_one(),
+            None => self.tx.nudge(),
+        }
         true
     }
 
@@ -182,7 +186,6 @@ impl Conn {
     }
 
     /// The close requested for this connection, if any.
-    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) fn close_requested(&self) -> Option<(u16, &'static str)> {
         *self.close.lock()
     }
@@ -343,25 +346,29 @@ pub(crate) async fn run<S>(
     // A write that makes no progress for this long means the peer reads nothing at all.
     let stall_limit = cfg.ping_interval + cfg.ping_timeout;
 
-    // Armed once: a `Notified` registers as a waiter when first polled and stays registered,
-    // so the passes of the loop below do not each take the `Notify`'s lock to register anew;
-    // once it has fired it stays ready (a close, once asked for, stays asked for).
-    let closed = conn.close_notify.notified();
-    tokio::pin!(closed);
+    // Most wake-ups are for the outbound queue: the read side and the ping timer are polled
+    // only once they have woken (gates, see `outbox`). A close request nudges the queue's
+    // reader.
+    let wakes = rx.wakes();
+    const READ: u8 = 1;
+    const PING: u8 = 2;
     let end = loop {
         tokio::select! {
             biased;
-            _ = &mut closed => {
-                let (code, reason) = conn.close.lock().unwrap_or((close_code::NORMAL, ""));
-                if code == close_code::GOING_AWAY || code == close_code::DISCONNECTED_BY_SERVER {
-                    // Deliver what is already queued before saying goodbye; a shutdown allows
-                    // its whole deadline for it.
-                    let grace = if hub.is_shutting_down() { cfg.shutdown_timeout } else { CLOSE_GRACE };
-                    let _ = Box::pin(tokio::time::timeout(grace, drain(&mut sink, &out, &mut unsent, &mut rx, &hub))).await;
-                }
-                break End::Close(code, reason.to_owned());
-            }
-            Some(first) = rx.recv() => {
+            next = rx.next() => {
+                let first = match next {
+                    outbox::Next::Message(first) => first,
+                    outbox::Next::Nudged => {
+                        let Some((code, reason)) = conn.close_requested() else { continue };
+                        if code == close_code::GOING_AWAY || code == close_code::DISCONNECTED_BY_SERVER {
+                            // Deliver what is already queued before saying goodbye; a shutdown
+                            // allows its whole deadline for it.
+                            let grace = if hub.is_shutting_down() { cfg.shutdown_timeout } else { CLOSE_GRACE };
+                            let _ = Box::pin(tokio::time::timeout(grace, drain(&mut sink, &out, &mut unsent, &mut rx, &hub))).await;
+                        }
+                        break End::Close(code, reason.to_owned());
+                    }
+                };
                 // `unsent` is empty here: a batch is only cut short on the way to closing.
                 unsent = Some(first);
                 // Biased: a write that completes at once returns before the stall timer is
@@ -369,8 +376,8 @@ pub(crate) async fn run<S>(
                 let written = tokio::select! {
                     biased;
                     r = write_batch(&mut sink, &out, &mut unsent, &mut rx, &hub) => r.map(|()| true),
-                    // Ready again at the top of the loop, where the close is handled.
-                    _ = &mut closed => Ok(true),
+                    // Taken at the top of the loop, where the close is handled.
+                    () = wakes.nudged() => Ok(true),
                     // While a write is blocked nothing is read and no ping goes out: a peer
                     // that accepts nothing for the whole ping window is dead all the same.
                     _ = tokio::time::sleep(stall_limit) => Ok(false),
@@ -392,7 +399,7 @@ pub(crate) async fn run<S>(
                     };
                 }
             }
-            frame = stream.next(), if inflight.is_none() || backlog.len() < BACKLOG => {
+            frame = std::future::poll_fn(|cx| wakes.poll_gated(READ, cx, |cx| stream.poll_next_unpin(cx))), if inflight.is_none() || backlog.len() < BACKLOG => {
                 last_seen = Instant::now();
                 pinged = false;
                 match frame {
@@ -439,7 +446,7 @@ pub(crate) async fn run<S>(
                     None => break End::Gone(DisconnectReason::TransportClosed),
                 }
             }
-            _ = ping.tick() => {
+            _ = std::future::poll_fn(|cx| wakes.poll_gated(PING, cx, |cx| ping.poll_tick(cx))) => {
                 if last_seen.elapsed() >= cfg.ping_interval + cfg.ping_timeout {
                     break End::Close(close_code::PING_TIMEOUT, "ping timeout".to_owned());
                 }

@@ -10,13 +10,24 @@
 //! of a room told of each join, say) costs 8 bytes per message and recipient rather than the
 //! size of a [`Message`] (56). What a burst allocates the allocator tends to keep once it is
 //! freed, so this is what the connections keep paying for, idle, long after the burst.
+//!
+//! The queue is also where its reader's task is woken for anything else: a close request
+//! ([`Sender::nudge`]), and the reader's other sources — the socket's read side, the ping
+//! timer — through gates ([`Wakes::poll_gated`]). A connection's loop waits on all of these
+//! at once, and `select!` polls every one on each pass; most passes are for the queue, and
+//! polling the socket and the timer there would find nothing new yet take locks on the way
+//! (the socket's readiness, tungstenite's wakers, the timer entry). A gated source is polled
+//! only if it woke since it last returned `Pending`, or if it returned an item last time (a
+//! stream may hold more without waking anyone). The gates' state lives here, in an
+//! allocation every connection has anyway.
 
 use std::{
     collections::VecDeque,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
+    task::{Context, Poll, Wake, Waker},
 };
 
 use futures_util::task::AtomicWaker;
@@ -39,6 +50,23 @@ struct Shared {
     /// Room made by [`Sender::push_all`] for a replay, on top of `capacity`, until the queue
     /// is next empty.
     extra: AtomicUsize,
+    /// Set by [`Sender::nudge`]: the reader has something to look at besides the queue.
+    nudged: AtomicBool,
+    /// One bit per gated source: set when the source is to be polled at the next pass.
+    gates: AtomicU8,
+}
+
+/// The gated sources' waker: any of them waking opens every gate (a source that did not wake
+/// is then polled once for nothing, which costs what polling it did before gates).
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.gates.store(u8::MAX, Ordering::Release);
+        self.waker.wake();
+    }
 }
 
 /// Why [`Sender::try_send`] did not queue a message.
@@ -63,6 +91,8 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
         waker: AtomicWaker::new(),
         capacity: capacity.max(1),
         extra: AtomicUsize::new(0),
+        nudged: AtomicBool::new(false),
+        gates: AtomicU8::new(u8::MAX),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -92,6 +122,67 @@ impl Sender {
         drop(queue);
         self.0.waker.wake();
     }
+
+    /// Wakes the reader for something other than a message (a close request, say): its
+    /// [`Receiver::next`] answers [`Next::Nudged`] before any message.
+    pub(crate) fn nudge(&self) {
+        self.0.nudged.store(true, Ordering::Release);
+        self.0.waker.wake();
+    }
+}
+
+/// The reader task's other wake-ups: nudges, and gated sources. Used from the reader's task
+/// while the [`Receiver`] itself is busy elsewhere.
+pub(crate) struct Wakes {
+    shared: Arc<Shared>,
+    /// What gated sources are polled with.
+    waker: Waker,
+}
+
+impl Wakes {
+    /// Waits for a nudge, and leaves it for [`Receiver::next`] to take.
+    pub(crate) async fn nudged(&self) {
+        std::future::poll_fn(|cx| {
+            self.shared.waker.register(cx.waker());
+            if self.shared.nudged.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Polls a source through `poll` if its gate (`gate`: a bit of its own) is open, with a
+    /// waker that opens the gates; `Pending` at once otherwise.
+    pub(crate) fn poll_gated<T>(
+        &self,
+        gate: u8,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        // The task is registered before the gate is looked at: a wake after the look reaches
+        // this task, and one before it left the gate open.
+        self.shared.waker.register(cx.waker());
+        if self.shared.gates.fetch_and(!gate, Ordering::AcqRel) & gate == 0 {
+            return Poll::Pending;
+        }
+        match poll(&mut Context::from_waker(&self.waker)) {
+            Poll::Ready(v) => {
+                self.shared.gates.fetch_or(gate, Ordering::Release);
+                Poll::Ready(v)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What [`Receiver::next`] found.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Next {
+    /// [`Sender::nudge`] was called since the last `Nudged`.
+    Nudged,
+    Message(Frame),
 }
 
 impl Receiver {
@@ -102,11 +193,34 @@ impl Receiver {
             // task, and one queued before it is found.
             self.0.waker.register(cx.waker());
             match self.try_recv() {
-                Ok(msg) => std::task::Poll::Ready(Some(msg)),
-                Err(()) => std::task::Poll::Pending,
+                Ok(msg) => Poll::Ready(Some(msg)),
+                Err(()) => Poll::Pending,
             }
         })
         .await
+    }
+
+    /// A nudge, or else the next message, waiting for either.
+    pub(crate) async fn next(&mut self) -> Next {
+        std::future::poll_fn(|cx| {
+            self.0.waker.register(cx.waker());
+            if self.0.nudged.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(Next::Nudged);
+            }
+            match self.try_recv() {
+                Ok(msg) => Poll::Ready(Next::Message(msg)),
+                Err(()) => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// A handle on the reader's other wake-ups.
+    pub(crate) fn wakes(&self) -> Wakes {
+        Wakes {
+            shared: self.0.clone(),
+            waker: Waker::from(self.0.clone()),
+        }
     }
 
     /// The next message, if one is queued.
@@ -166,11 +280,112 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_nudge_comes_before_messages_and_once() {
+        let (tx, mut rx) = channel(8);
+        tx.try_send(Frame::new(Message::text("a"))).unwrap();
+        tx.nudge();
+        tx.nudge();
+        let wakes = rx.wakes();
+        wakes.nudged().await;
+        wakes.nudged().await;
+        assert_eq!(rx.next().await, Next::Nudged);
+        assert_eq!(rx.next().await, Next::Message(Frame::new(Message::text("a"))));
+
+        let waiting = tokio::spawn(async move {
+            wakes.nudged().await;
+            rx.next().await
+        });
+        tokio::task::yield_now().await;
+        tx.nudge();
+        assert_eq!(waiting.await.unwrap(), Next::Nudged);
+    }
+
+    #[tokio::test]
     async fn a_waiting_reader_is_woken() {
         let (tx, mut rx) = channel(8);
         let reader = tokio::spawn(async move { rx.recv().await });
         tokio::task::yield_now().await;
         tx.try_send(Frame::new(Message::text("hi"))).unwrap();
         assert_eq!(reader.await.unwrap(), Some(Frame::new(Message::text("hi"))));
+    }
+
+    /// An unbounded receiver as a `Stream`.
+    fn stream(mut rx: tokio::sync::mpsc::UnboundedReceiver<u32>) -> impl futures_util::Stream<Item = u32> + Unpin {
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+
+    #[test]
+    fn a_gated_source_is_polled_again_only_after_a_wake() {
+        use futures_util::StreamExt;
+        let (_tx, rx) = channel(8);
+        let wakes = rx.wakes();
+        let (a_tx, a_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (b_tx, b_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (mut a_rx, mut b_rx) = (stream(a_rx), stream(b_rx));
+        let polls = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut poll_a = |cx: &mut Context<'_>| {
+            wakes.poll_gated(1, cx, |cx| {
+                polls[0].fetch_add(1, Ordering::Relaxed);
+                a_rx.poll_next_unpin(cx)
+            })
+        };
+        let mut poll_b = |cx: &mut Context<'_>| {
+            wakes.poll_gated(2, cx, |cx| {
+                polls[1].fetch_add(1, Ordering::Relaxed);
+                b_rx.poll_next_unpin(cx)
+            })
+        };
+        let counts = || polls.each_ref().map(|p| p.load(Ordering::Relaxed));
+
+        // Open at first: each is polled once, finds nothing; after that, neither is.
+        for _ in 0..3 {
+            assert!(poll_a(&mut cx).is_pending());
+            assert!(poll_b(&mut cx).is_pending());
+        }
+        assert_eq!(counts(), [1, 1]);
+
+        // Two items for `a`: one wake. Both come out, one poll each, then one more poll finds
+        // nothing and the gate shuts. `b` is polled once for nothing (any wake opens all).
+        a_tx.send(1).unwrap();
+        a_tx.send(2).unwrap();
+        assert_eq!(poll_a(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(poll_a(&mut cx), Poll::Ready(Some(2)));
+        for _ in 0..3 {
+            assert!(poll_a(&mut cx).is_pending());
+            assert!(poll_b(&mut cx).is_pending());
+        }
+        assert_eq!(counts(), [4, 2]);
+
+        b_tx.send(7).unwrap();
+        assert_eq!(poll_b(&mut cx), Poll::Ready(Some(7)));
+        assert!(poll_b(&mut cx).is_pending());
+        assert_eq!(counts(), [4, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_gated_source_wakes_the_waiting_task() {
+        use futures_util::StreamExt;
+        let (src_tx, src_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut src = stream(src_rx);
+        let reader = tokio::spawn(async move {
+            let (_tx, rx) = channel(8);
+            let wakes = rx.wakes();
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let next = std::future::poll_fn(|cx| wakes.poll_gated(1, cx, |cx| src.poll_next_unpin(cx)));
+                match next.await {
+                    Some(v) => got.push(v),
+                    None => break,
+                }
+            }
+            got
+        });
+        for i in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            src_tx.send(i).unwrap();
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+        assert_eq!(got.expect("woken").unwrap(), [0, 1, 2]);
     }
 }

@@ -536,7 +536,7 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
         Proto::SocketIo,
         identity,
         session.out_tx.clone(),
-        session.notify.clone(),
+        Some(session.notify.clone()),
         auth,
         recovery,
     );
