@@ -350,8 +350,6 @@ pub(crate) async fn run<S>(
     // only once they have woken (gates, see `outbox`). A close request nudges the queue's
     // reader.
     let wakes = rx.wakes();
-    const READ: u8 = 1;
-    const PING: u8 = 2;
     let end = loop {
         tokio::select! {
             biased;
@@ -399,7 +397,7 @@ pub(crate) async fn run<S>(
                     };
                 }
             }
-            frame = std::future::poll_fn(|cx| wakes.poll_gated(READ, cx, |cx| stream.poll_next_unpin(cx))), if inflight.is_none() || backlog.len() < BACKLOG => {
+            frame = std::future::poll_fn(|cx| wakes.poll_gated(outbox::READ, cx, |cx| stream.poll_next_unpin(cx))), if inflight.is_none() || backlog.len() < BACKLOG => {
                 last_seen = Instant::now();
                 pinged = false;
                 match frame {
@@ -446,7 +444,7 @@ pub(crate) async fn run<S>(
                     None => break End::Gone(DisconnectReason::TransportClosed),
                 }
             }
-            _ = std::future::poll_fn(|cx| wakes.poll_gated(PING, cx, |cx| ping.poll_tick(cx))) => {
+            _ = std::future::poll_fn(|cx| wakes.poll_gated(outbox::PING, cx, |cx| ping.poll_tick(cx))) => {
                 if last_seen.elapsed() >= cfg.ping_interval + cfg.ping_timeout {
                     break End::Close(close_code::PING_TIMEOUT, "ping timeout".to_owned());
                 }

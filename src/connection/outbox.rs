@@ -131,6 +131,11 @@ impl Sender {
     }
 }
 
+/// The gate of the socket's read side.
+pub(crate) const READ: u8 = 1;
+/// The gate of the ping timer.
+pub(crate) const PING: u8 = 2;
+
 /// The reader task's other wake-ups: nudges, and gated sources. Used from the reader's task
 /// while the [`Receiver`] itself is busy elsewhere.
 pub(crate) struct Wakes {

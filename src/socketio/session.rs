@@ -171,6 +171,8 @@ impl Session {
             drop(closed);
             self.closed_notify.notify_waiters();
             self.notify.notify_one();
+            // The WebSocket transport's loop waits on the outbound queue.
+            self.out_tx.nudge();
         }
     }
 

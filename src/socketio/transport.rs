@@ -16,7 +16,10 @@ use tokio_tungstenite::{
 
 use super::session::{Closed, Session};
 use crate::{
-    connection::coalesce::CoalescingIo,
+    connection::{
+        coalesce::CoalescingIo,
+        outbox::{self, Next, Receiver},
+    },
     hub::{Hub, Rejection},
     layer::{
         future::ResponseBody,
@@ -353,33 +356,30 @@ where
         // Sent now: under the write coalescing, a frame only leaves on a flush.
         let _ = sink.send(std::sync::Arc::unwrap_or_clone(m)).await;
     }
+    // As a native connection's loop (`connection::run`): the read side is polled only once
+    // it has woken, and a close wakes the loop through the queue.
+    let wakes = rx.wakes();
     loop {
         tokio::select! {
             biased;
-            how = session.wait_closed() => {
-                // Deliver what is queued (a close packet among it), then close the WebSocket.
-                if how != Closed::TransportGone {
-                    let drain = async {
-                        while let Ok(m) = rx.try_recv() {
-                            if sink.feed(std::sync::Arc::unwrap_or_clone(m)).await.is_err() {
-                                return;
-                            }
+            next = rx.next() => {
+                let first = match next {
+                    Next::Message(first) => first,
+                    Next::Nudged => match session.closed() {
+                        Some(how) => {
+                            close_websocket(how, &mut sink, &mut rx).await;
+                            break;
                         }
-                        let _ = sink.flush().await;
-                    };
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
-                }
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
-                break;
-            }
-            Some(first) = rx.recv() => {
+                        None => continue,
+                    },
+                };
                 let mut unsent = Some(first);
                 if crate::connection::write_batch(&mut sink, &out, &mut unsent, &mut rx, &hub).await.is_err() {
                     session.close(Closed::TransportGone);
                     break;
                 }
             }
-            frame = stream.next() => {
+            frame = std::future::poll_fn(|cx| wakes.poll_gated(outbox::READ, cx, |cx| stream.poll_next_unpin(cx))) => {
                 let packet = match frame {
                     Some(Ok(Message::Text(t))) => match EioPacket::decode(&t) {
                         Ok(p) => p,
@@ -406,6 +406,26 @@ where
             }
         }
     }
+}
+
+/// Delivers what is queued (a close packet among it), unless the transport is gone, then
+/// closes the WebSocket; a second for each.
+async fn close_websocket<Si>(how: Closed, sink: &mut Si, rx: &mut Receiver)
+where
+    Si: futures_util::Sink<Message> + Unpin,
+{
+    if how != Closed::TransportGone {
+        let drain = async {
+            while let Ok(m) = rx.try_recv() {
+                if sink.feed(Arc::unwrap_or_clone(m)).await.is_err() {
+                    return;
+                }
+            }
+            let _ = sink.flush().await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
 }
 
 /// The upgrade's probe: `2probe` → `3probe`, the pending poll answered with a noop, then `5`.
