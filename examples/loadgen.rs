@@ -9,7 +9,8 @@
 //! - handshakes/s, with at most `--inflight` handshakes under way;
 //! - server RSS per connection, from `/proc/<--server-pid>/status` (`VmRSS`) before connecting
 //!   and after the connections have joined their rooms and settled;
-//! - delivered messages/s, and p50/p99/max latency from send to receipt.
+//! - delivered messages/s, and p50/p99/max latency from send to receipt;
+//! - connections the server closed during the run, and why the first of them was closed.
 //!
 //! ```text
 //! # the server (the demo; raise the per-user cap, and the fd limit for 10,000 connections)
@@ -206,6 +207,11 @@ async fn open(protocol: Protocol, url: String, token: &str) -> Result<Ws, String
             }
             if t.starts_with("44") {
                 return Err(format!("socket.io: CONNECT refused: {}", t.as_str()));
+            }
+            // A server may ping before it answers the CONNECT (socketioxide pings at once):
+            // unanswered, that ping closes the connection a ping timeout later.
+            if let Some(answer) = protocol.answer(&t) {
+                ws.send(Message::text(answer)).await.map_err(|e| e.to_string())?;
             }
         }
     }
@@ -429,6 +435,8 @@ struct Shared {
     /// Members of the broadcast room (`room0-0`), joined.
     in_bcast_room: AtomicUsize,
     first_error: Mutex<Option<String>>,
+    /// Why the first connection that ended during the run ended.
+    first_drop: Mutex<Option<String>>,
     changed: Notify,
 }
 
@@ -447,8 +455,14 @@ impl Shared {
             dropped: AtomicUsize::new(0),
             in_bcast_room: AtomicUsize::new(0),
             first_error: Mutex::new(None),
+            first_drop: Mutex::new(None),
             changed: Notify::new(),
         }
+    }
+
+    fn drop_connection(&self, why: impl FnOnce() -> String) {
+        self.first_drop.lock().get_or_insert_with(why);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     fn fail(&self, what: String) {
@@ -613,17 +627,28 @@ async fn client(
                     local.on_text(&t);
                     protocol.answer(&t)
                 }
+                Some(Ok(Message::Close(frame))) => {
+                    shared.drop_connection(|| match frame {
+                        Some(f) => format!("closed by the server: {} {}", f.code, f.reason),
+                        None => "closed by the server".to_owned(),
+                    });
+                    break;
+                }
                 Some(Ok(_)) => None,
-                Some(Err(_)) | None => {
-                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                Some(Err(e)) => {
+                    shared.drop_connection(|| e.to_string());
+                    break;
+                }
+                None => {
+                    shared.drop_connection(|| "connection ended without a close frame".to_owned());
                     break;
                 }
             },
             _ = &mut stop => break,
         };
         if let Some(answer) = answer {
-            if ws.send(Message::text(answer)).await.is_err() {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = ws.send(Message::text(answer)).await {
+                shared.drop_connection(|| format!("answering a ping: {e}"));
                 break;
             }
         }
@@ -923,11 +948,18 @@ async fn main() {
     }
 
     let dropped = shared.dropped.load(Ordering::Relaxed);
+    let first_drop = shared.first_drop.lock().clone();
     report.put(
         "dropped_connections",
         dropped,
-        format!("connections closed during the run: {dropped}"),
+        match &first_drop {
+            Some(why) => format!("connections closed during the run: {dropped}; the first: {why}"),
+            None => format!("connections closed during the run: {dropped}"),
+        },
     );
+    if let Some(why) = first_drop {
+        report.json.insert("first_drop".into(), why.into());
+    }
     let _ = phase_tx.send(Phase::Stop);
     // The receivers flush their last latency samples as they stop.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
