@@ -93,12 +93,12 @@ const RING: usize = 1 << 16;
 const STALL: Duration = Duration::from_secs(10);
 
 const USAGE: &str = "\
-loadgen: WebSocket load for the native protocol (loopback only)
+loadgen: WebSocket load, native protocol or Socket.IO (loopback only)
 
   --url URL[,URL...]     WebSocket endpoint(s)         [ws://127.0.0.1:3000/ws]
-  --protocol native|socketio                           [native]
                          several: connections spread over them round-robin, the
                          broadcaster (and --http) on the first
+  --protocol native|socketio                           [native]
   --http URL             HTTP base for /posts, /login  [derived from the first --url]
   --conns N              connections                   [1000]
   --users N              distinct users (0: one per connection) [1]

@@ -37,6 +37,12 @@ struct Buf {
     written: usize,
 }
 
+impl Buf {
+    fn pending(&self) -> usize {
+        self.data.len() - self.written
+    }
+}
+
 /// The writer's way into a connection's write buffer.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing(Arc<Mutex<Buf>>);
@@ -67,13 +73,12 @@ impl Outgoing {
             data.extend_from_slice(&(len as u64).to_be_bytes());
         }
         data.extend_from_slice(payload);
-        Some(data.len() - buf.written)
+        Some(buf.pending())
     }
 
     /// Bytes waiting for a flush.
     fn buffered(&self) -> usize {
-        let buf = self.0.lock();
-        buf.data.len() - buf.written
+        self.0.lock().pending()
     }
 }
 
@@ -157,11 +162,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for CoalescingIo<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let buffered = this.buf.0.lock().data.len();
-        if buffered >= FLUSH_AT {
-            ready!(this.poll_write_out(cx))?;
-        }
         let mut buf = this.buf.0.lock();
+        if buf.data.len() >= FLUSH_AT {
+            drop(buf);
+            ready!(this.poll_write_out(cx))?;
+            buf = this.buf.0.lock();
+        }
         if buf.data.is_empty() && data.len() >= FLUSH_AT {
             drop(buf);
             return Pin::new(&mut this.io).poll_write(cx, data);
@@ -182,6 +188,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
+
 #[cfg(test)]
 mod tests {
     use std::{

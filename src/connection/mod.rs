@@ -580,7 +580,7 @@ where
 }
 
 /// Writes everything queued, in batches.
-async fn drain<S>(
+pub(crate) async fn drain<S>(
     sink: &mut S,
     out: &coalesce::Outgoing,
     unsent: &mut Option<outbox::Frame>,

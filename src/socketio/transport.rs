@@ -17,7 +17,7 @@ use tokio_tungstenite::{
 use super::session::{Closed, Session};
 use crate::{
     connection::{
-        coalesce::CoalescingIo,
+        coalesce::{CoalescingIo, Outgoing},
         outbox::{self, Next, Receiver},
     },
     hub::{Hub, Rejection},
@@ -367,7 +367,7 @@ where
                     Next::Message(first) => first,
                     Next::Nudged => match session.closed() {
                         Some(how) => {
-                            close_websocket(how, &mut sink, &mut rx).await;
+                            close_websocket(how, &mut sink, &out, &mut rx, &hub).await;
                             break;
                         }
                         None => continue,
@@ -410,19 +410,13 @@ where
 
 /// Delivers what is queued (a close packet among it), unless the transport is gone, then
 /// closes the WebSocket; a second for each.
-async fn close_websocket<Si>(how: Closed, sink: &mut Si, rx: &mut Receiver)
+async fn close_websocket<Si>(how: Closed, sink: &mut Si, out: &Outgoing, rx: &mut Receiver, hub: &Hub)
 where
-    Si: futures_util::Sink<Message> + Unpin,
+    Si: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
     if how != Closed::TransportGone {
-        let drain = async {
-            while let Ok(m) = rx.try_recv() {
-                if sink.feed(Arc::unwrap_or_clone(m)).await.is_err() {
-                    return;
-                }
-            }
-            let _ = sink.flush().await;
-        };
+        let mut unsent = None;
+        let drain = crate::connection::drain(sink, out, &mut unsent, rx, hub);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
