@@ -1,0 +1,425 @@
+//! [`RedisAdapter`]: the cluster layer on Redis pub/sub, a sorted set of live nodes and
+//! presence hashes kept atomic by Lua scripts.
+//!
+//! This file holds the handle and its public methods; the rest is split by role:
+//! `options` (settings, node id, errors), `inbound` (messages for the hub, query replies),
+//! `keys` (key and channel names), `shared` (the state the handle and the tasks share),
+//! `presence` (this node's users), the three background tasks `publisher`, `subscriber` and
+//! `heartbeat`, and `warn` (outage warnings).
+
+use std::{
+    collections::HashSet,
+    fmt,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use redis::{aio::ConnectionManager, Client};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use self::{
+    heartbeat::heartbeat,
+    keys::Keys,
+    options::random_node_id,
+    presence::shard_of,
+    publisher::{publisher, Outgoing},
+    shared::{manager_config, timed, Shared},
+    subscriber::{subscribe, subscriber},
+};
+use super::{
+    history::{self, HistoryParams, Missed},
+    wire::{self, Op, Query},
+    AdapterStats, ClusterAnswer,
+};
+
+mod heartbeat;
+mod inbound;
+mod keys;
+mod options;
+mod presence;
+mod publisher;
+mod shared;
+mod subscriber;
+mod warn;
+
+pub use inbound::{Inbound, QueryReply};
+pub use options::{RedisAdapterError, RedisOptions};
+
+/// A cluster layer on Redis: ops between nodes on pub/sub, node liveness by heartbeat, and
+/// cluster-wide presence. `Clone` is one `Arc` bump; the background tasks stop when the last
+/// clone is dropped (the node then leaves the cluster view after the node timeout), or at
+/// [`shutdown`](Self::shutdown).
+///
+/// ```no_run
+/// use tower_realtime::adapter::{Inbound, Op, RedisAdapter, RedisOptions, Target};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let (adapter, mut inbound) = RedisAdapter::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
+/// adapter.publish(&Op::emit("/", vec![Target::All], vec![], "notification", &"hello")?);
+/// while let Some(message) = inbound.recv().await {
+///     match message {
+///         Inbound::Op { from, op } => println!("{from} says {}", op.kind()),
+///         Inbound::Query { reply, .. } => drop(reply.send(serde_json::json!(0))),
+///         Inbound::PresenceChanged { online, offline } => println!("{online:?} {offline:?}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisAdapter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// Dropped with the last clone: the background tasks see it and end.
+    stop: watch::Sender<bool>,
+}
+
+impl fmt::Debug for RedisAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAdapter")
+            .field("node", &self.inner.shared.node)
+            .field("prefix", &self.inner.shared.options.prefix)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl RedisAdapter {
+    /// Connects to Redis at `url` (`redis://host:port/db`), subscribes, and registers this
+    /// node. Fails when Redis cannot be reached within the command timeout: it does not retry
+    /// (the app decides whether to start without a cluster, retry, or stop). Once connected,
+    /// it never fails again for an outage: it reconnects and subscribes again by itself.
+    ///
+    /// The receiver carries what the local hub must act on; read it in a loop. Needs a Tokio
+    /// runtime (the adapter spawns three tasks).
+    pub async fn connect(
+        url: &str,
+        options: RedisOptions,
+    ) -> Result<(RedisAdapter, mpsc::Receiver<Inbound>), RedisAdapterError> {
+        options.check()?;
+        let node = options.node_id.clone().unwrap_or_else(random_node_id);
+        let client = Client::open(url)?;
+        let keys = Keys::new(&options.prefix, &node);
+        let limit = options.command_timeout;
+        let conn = timed(
+            limit,
+            ConnectionManager::new_with_config(client.clone(), manager_config(&options)),
+        )
+        .await?;
+        // Subscribed before registering: once other nodes see this one, it hears them.
+        let pubsub = subscribe(&client, &keys, limit).await?;
+
+        let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
+        let (in_tx, in_rx) = mpsc::channel(options.inbound_queue);
+        let shared = Arc::new(Shared::new(node, keys, client, conn, out_tx, in_tx, options));
+        // Registers, and clears what an earlier run with the same node id left behind.
+        shared.sync().await?;
+
+        let (stop, _) = watch::channel(false);
+        tokio::spawn(publisher(shared.clone(), out_rx, stop.subscribe()));
+        tokio::spawn(subscriber(shared.clone(), pubsub, stop.subscribe()));
+        tokio::spawn(heartbeat(shared.clone(), stop.subscribe()));
+        Ok((
+            RedisAdapter {
+                inner: Arc::new(Inner { shared, stop }),
+            },
+            in_rx,
+        ))
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.shared().node
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &RedisOptions {
+        &self.shared().options
+    }
+
+    /// Sends an op to every other node. Never waits: the op is encoded and queued for a
+    /// background task. Returns `false` when it is lost at once: Redis is known to be
+    /// unreachable, or the queue is full. Ops that then fail to reach Redis are lost too. Every
+    /// loss is counted ([`AdapterStats::lost`]): delivery is at most once.
+    pub fn publish(&self, op: &Op) -> bool {
+        let shared = self.shared();
+        shared.enqueue(shared.keys.all.clone(), op)
+    }
+
+    /// Sends an op to one node only (same guarantees as [`publish`](Self::publish)).
+    pub fn publish_to(&self, node: &str, op: &Op) -> bool {
+        let shared = self.shared();
+        shared.enqueue(Keys::node_channel(&shared.options.prefix, node), op)
+    }
+
+    /// Keeps an emit in the cluster's history and publishes it with its offset (one script:
+    /// see `docs/cluster.md`). `op` is a [`HistoryEmit`](Op::HistoryEmit) whose epoch and
+    /// offset the script fills in. Never waits: the script is queued for the publisher, after
+    /// the ops published before it. Returns `false` when it is lost at once (Redis known to be
+    /// unreachable, or the queue full), counted in [`AdapterStats::lost`].
+    pub(crate) fn append_history(&self, op: &Op, streams: &[String], params: &HistoryParams) -> bool {
+        let shared = self.shared();
+        if !shared.can_send() {
+            return false;
+        }
+        let encoded = wire::encode(&shared.node, op);
+        let cmd = encoded.ok().and_then(|encoded| {
+            let scripts = &shared.history_scripts;
+            let channel = &*shared.keys.all;
+            history::append_cmd(scripts, &shared.history_keys, params, channel, op, &encoded, streams)
+        });
+        match cmd {
+            Some(cmd) => shared.queue(Outgoing::Append(cmd)),
+            None => {
+                shared.lose(
+                    1,
+                    &shared.warn_queue,
+                    "history emit could not be encoded: lost",
+                    &op.kind(),
+                );
+                false
+            }
+        }
+    }
+
+    /// Keeps a dropped connection's session (JSON) for `ttl`, for whichever node its client
+    /// comes back to. Never waits: the write is queued for the publisher. Returns `false` when
+    /// it could not be queued (Redis known to be unreachable, or the queue full).
+    pub(crate) fn keep_session(&self, id: &str, session: &str, ttl: Duration) -> bool {
+        let shared = self.shared();
+        if shared.closed.load(Ordering::Relaxed) || !shared.link_up.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(shared.history_keys.session(id))
+            .arg(session)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        shared.out.try_send(Outgoing::Command(cmd)).is_ok()
+    }
+
+    /// Takes a kept session, once (`GETDEL`): `None` when there is none (it expired, was
+    /// taken already, or never existed).
+    pub(crate) async fn take_session(&self, id: &str) -> Result<Option<String>, RedisAdapterError> {
+        if !history::plausible_session(id) {
+            return Ok(None);
+        }
+        let shared = self.shared();
+        let mut cmd = redis::cmd("GETDEL");
+        cmd.arg(shared.history_keys.session(id));
+        let mut conn = shared.conn();
+        let result = timed(shared.options.command_timeout, cmd.query_async(&mut conn)).await;
+        shared.track(result)
+    }
+
+    /// The history's epoch and last offset (a new epoch is made when Redis has none).
+    pub(crate) async fn history_epoch(&self, params: &HistoryParams) -> Result<(String, u64), RedisAdapterError> {
+        let shared = self.shared();
+        let invocation = history::epoch_invocation(&shared.history_scripts, &shared.history_keys, params);
+        let value: redis::Value = shared.invoke(&invocation).await?;
+        history::parse_epoch(&value).map_err(|_| malformed_reply())
+    }
+
+    /// The events of `streams` after their offsets, for a session of `epoch`, and the last
+    /// offset given out, read at one instant.
+    pub(crate) async fn read_history(
+        &self,
+        params: &HistoryParams,
+        epoch: &str,
+        streams: &[(String, u64)],
+    ) -> Result<Missed, RedisAdapterError> {
+        let shared = self.shared();
+        let invocation =
+            history::read_invocation(&shared.history_scripts, &shared.history_keys, params, epoch, streams);
+        let value: redis::Value = shared.invoke(&invocation).await?;
+        history::parse_missed(&value).map_err(|_| malformed_reply())
+    }
+
+    /// Gives the number of history events each append evicted to `hook` (set once).
+    pub(crate) fn on_history_evicted(&self, hook: impl Fn(u64) + Send + Sync + 'static) {
+        let _ = self.shared().on_evicted.set(Box::new(hook));
+    }
+
+    /// Counts a new live connection of `user` on this node. `Ok(true)`: the user came online
+    /// cluster-wide (their first live connection on any live node); of nodes racing on the same
+    /// user, exactly one gets `true`.
+    ///
+    /// On `Err` (Redis unreachable, or this node not registered) the connection is still
+    /// counted locally; it is published when the node syncs again, and a user that this
+    /// brings online is then reported as [`Inbound::PresenceChanged`].
+    pub async fn user_connected(&self, user: &str) -> Result<bool, RedisAdapterError> {
+        self.shared().presence_change(user, 1).await.map(|change| change == 1)
+    }
+
+    /// Counts the end of a live connection of `user` on this node. `Ok(true)`: the user went
+    /// offline cluster-wide (no live connection left on any live node). An unknown user
+    /// gives `Ok(false)` without asking Redis. `Err` as for
+    /// [`user_connected`](Self::user_connected).
+    pub async fn user_disconnected(&self, user: &str) -> Result<bool, RedisAdapterError> {
+        self.shared().presence_change(user, -1).await.map(|change| change == -1)
+    }
+
+    /// Whether `user` has a live connection on this node (no Redis involved).
+    pub async fn is_local_user(&self, user: &str) -> bool {
+        self.shared().presence[shard_of(user)].lock().await.contains_key(user)
+    }
+
+    /// The users with a live connection on any live node, sorted. When Redis cannot be read,
+    /// the answer is this node's own users, marked partial, with the other nodes last known
+    /// alive as missing.
+    pub async fn online_users(&self) -> ClusterAnswer<Vec<String>> {
+        let shared = self.shared();
+        match shared
+            .run::<(Vec<String>, Vec<String>)>(&shared.scripts.online, &[])
+            .await
+        {
+            Ok((mut users, offline)) => {
+                shared.report(Vec::new(), offline);
+                users.sort_unstable();
+                users.dedup();
+                ClusterAnswer::complete(users)
+            }
+            Err(_) => {
+                let mut users = Vec::new();
+                for shard in &shared.presence {
+                    users.extend(shard.lock().await.keys().cloned());
+                }
+                users.sort_unstable();
+                ClusterAnswer {
+                    value: users,
+                    partial: true,
+                    missing_nodes: shared.other_cached_nodes(),
+                }
+            }
+        }
+    }
+
+    /// The ids of the live nodes (this one included while registered), sorted. A node is live
+    /// while its last heartbeat is at most [`RedisOptions::node_timeout`] old.
+    pub async fn live_nodes(&self) -> Result<Vec<String>, RedisAdapterError> {
+        self.shared().live_nodes().await
+    }
+
+    /// Asks every other live node `query` and gathers their answers, until all answered or
+    /// `timeout` (default [`RedisOptions::query_timeout`]) passed. The answer is
+    /// [partial](ClusterAnswer::partial) when a node did not answer in time, answered with an
+    /// error, or could not be asked (Redis unreachable); those are the
+    /// [`missing_nodes`](ClusterAnswer::missing_nodes). Answers come in no particular order;
+    /// this node's own answer is not included.
+    pub async fn request(&self, query: Query, timeout: Option<Duration>) -> ClusterAnswer<Vec<Value>> {
+        let shared = self.shared();
+        let timeout = timeout.unwrap_or(shared.options.query_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (others, known) = match tokio::time::timeout(timeout, shared.live_nodes()).await {
+            Ok(Ok(nodes)) => (
+                nodes.into_iter().filter(|n| *n != shared.node).collect::<Vec<_>>(),
+                true,
+            ),
+            _ => (shared.other_cached_nodes(), false),
+        };
+        if known && others.is_empty() {
+            return ClusterAnswer::complete(Vec::new());
+        }
+        let id = shared.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel(others.len().clamp(1, 1024) + 8);
+        shared.pending.insert(id, tx);
+        let _pending = PendingGuard { shared, id };
+        let op = Op::Query {
+            id,
+            reply_to: shared.node.clone(),
+            query,
+        };
+        if !known || !shared.enqueue(shared.keys.all.clone(), &op) {
+            let mut missing = others;
+            missing.sort_unstable();
+            return ClusterAnswer {
+                value: Vec::new(),
+                partial: true,
+                missing_nodes: missing,
+            };
+        }
+        let mut waiting: HashSet<String> = others.into_iter().collect();
+        let mut answered: HashSet<String> = HashSet::new();
+        let mut failed: Vec<String> = Vec::new();
+        let mut values = Vec::new();
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((from, answer))) => {
+                    waiting.remove(&from);
+                    if !answered.insert(from.clone()) {
+                        continue; // one answer per node
+                    }
+                    match answer {
+                        Ok(value) => values.push(value),
+                        Err(_) => failed.push(from),
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut missing: Vec<String> = waiting.into_iter().chain(failed).collect();
+        missing.sort_unstable();
+        ClusterAnswer {
+            value: values,
+            partial: !missing.is_empty(),
+            missing_nodes: missing,
+        }
+    }
+
+    /// Counters, and whether Redis is reachable now.
+    pub fn stats(&self) -> AdapterStats {
+        let s = self.shared();
+        AdapterStats {
+            published: s.stats.published.load(Ordering::Relaxed),
+            lost: s.stats.lost.load(Ordering::Relaxed),
+            received: s.stats.received.load(Ordering::Relaxed),
+            dropped: s.stats.dropped.load(Ordering::Relaxed),
+            malformed: s.stats.malformed.load(Ordering::Relaxed),
+            reconnects: s.stats.reconnects.load(Ordering::Relaxed),
+            link_up: s.link_up.load(Ordering::Relaxed),
+            subscribed: s.subscribed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Leaves the cluster now: stops the background tasks (of every clone) and marks this
+    /// node dead, so that the next heartbeat of another node reports its remaining users as
+    /// gone offline. Ops published afterwards are lost; presence calls answer
+    /// [`NotRegistered`](RedisAdapterError::NotRegistered).
+    pub async fn shutdown(&self) -> Result<(), RedisAdapterError> {
+        let shared = self.shared();
+        shared.closed.store(true, Ordering::Relaxed);
+        self.inner.stop.send_replace(true);
+        let mut conn = shared.conn();
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&shared.keys.nodes).arg("XX").arg(0).arg(&shared.node);
+        timed(shared.options.command_timeout, cmd.exec_async(&mut conn)).await
+    }
+}
+
+/// A reply of a history script that is not what the script returns.
+fn malformed_reply() -> RedisAdapterError {
+    RedisAdapterError::Redis(redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply of a history script",
+    )))
+}
+
+/// Forgets a finished query, however its future ended.
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.pending.remove(&self.id);
+    }
+}

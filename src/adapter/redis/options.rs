@@ -1,0 +1,135 @@
+//! The adapter's settings ([`RedisOptions`], checked before connecting), the node id, and what
+//! can go wrong ([`RedisAdapterError`]).
+
+use std::{
+    hash::{BuildHasher, Hash, Hasher},
+    time::{Duration, Instant},
+};
+
+/// Longest node id.
+const MAX_NODE_ID_LEN: usize = 64;
+
+/// Settings of a [`RedisAdapter`](super::RedisAdapter).
+///
+/// | setting | default |
+/// |---|---|
+/// | [`prefix`](Self::prefix) | `"tower-realtime"` |
+/// | [`heartbeat`](Self::heartbeat) | 2 s |
+/// | [`node_timeout`](Self::node_timeout) | 6 s |
+/// | [`query_timeout`](Self::query_timeout) | 1 s |
+/// | [`command_timeout`](Self::command_timeout) | 1 s |
+/// | [`node_id`](Self::node_id) | random (16 hex digits) |
+/// | [`publish_queue`](Self::publish_queue) | 4096 ops |
+/// | [`inbound_queue`](Self::inbound_queue) | 4096 messages |
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// Start of every channel and key name: nodes with the same prefix form one cluster.
+    pub prefix: String,
+    /// How often a node announces that it is alive.
+    pub heartbeat: Duration,
+    /// A node whose last heartbeat is older than this is dead. Must be longer than
+    /// `heartbeat` (three heartbeats is a good value).
+    pub node_timeout: Duration,
+    /// How long [`RedisAdapter::request`](super::RedisAdapter::request) waits for answers
+    /// when given no timeout.
+    pub query_timeout: Duration,
+    /// Longest wait for Redis: connecting, and every command.
+    pub command_timeout: Duration,
+    /// This node's id (letters, digits, `-` and `_`, at most 64); `None`: a random one.
+    pub node_id: Option<String>,
+    /// Ops waiting to be written to Redis; past it,
+    /// [`RedisAdapter::publish`](super::RedisAdapter::publish) counts them as lost.
+    pub publish_queue: usize,
+    /// Messages from other nodes waiting for the hub; past it they are dropped and counted.
+    pub inbound_queue: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "tower-realtime".to_owned(),
+            heartbeat: Duration::from_secs(2),
+            node_timeout: Duration::from_secs(6),
+            query_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+            node_id: None,
+            publish_queue: 4096,
+            inbound_queue: 4096,
+        }
+    }
+}
+
+impl RedisOptions {
+    pub(super) fn check(&self) -> Result<(), RedisAdapterError> {
+        let bad = |why: &str| Err(RedisAdapterError::Options(why.to_owned()));
+        if self.prefix.is_empty() || self.prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return bad("the prefix must be non-empty, without spaces");
+        }
+        if self.heartbeat.is_zero() || self.command_timeout.is_zero() || self.query_timeout.is_zero() {
+            return bad("heartbeat, command_timeout and query_timeout must be above zero");
+        }
+        if self.node_timeout <= self.heartbeat {
+            return bad("node_timeout must be longer than heartbeat");
+        }
+        if self.publish_queue == 0 || self.inbound_queue == 0 {
+            return bad("publish_queue and inbound_queue must be above zero");
+        }
+        if let Some(id) = &self.node_id {
+            let ok = !id.is_empty()
+                && id.len() <= MAX_NODE_ID_LEN
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return bad("the node id must be 1 to 64 letters, digits, '-' or '_'");
+            }
+        }
+        Ok(())
+    }
+
+    /// The longest a dead node stays in
+    /// [`RedisAdapter::live_nodes`](super::RedisAdapter::live_nodes) (and its users in
+    /// [`RedisAdapter::online_users`](super::RedisAdapter::online_users)), counted from its
+    /// last heartbeat: `node_timeout`.
+    pub fn liveness_bound(&self) -> Duration {
+        self.node_timeout
+    }
+
+    /// The longest until a live node reports the users of a dead node as gone offline
+    /// ([`Inbound::PresenceChanged`](super::Inbound::PresenceChanged)), counted from the dead
+    /// node's last heartbeat: `node_timeout + heartbeat` (plus one `command_timeout` when
+    /// Redis is slow).
+    pub fn presence_expiry_bound(&self) -> Duration {
+        self.node_timeout + self.heartbeat
+    }
+}
+
+/// What went wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisAdapterError {
+    /// The options are not usable.
+    #[error("invalid Redis adapter options: {0}")]
+    Options(String),
+    /// Redis refused, or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer within the command timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// This node is not in the cluster's view (its registration lapsed, or Redis lost its
+    /// data). It registers again on its next heartbeat, publishing its presence anew.
+    #[error("this node is not registered in the cluster; it registers again on its next heartbeat")]
+    NotRegistered,
+}
+
+/// A random node id: 16 hex digits.
+pub(super) fn random_node_id() -> String {
+    let n = getrandom::u64().unwrap_or_else(|_| {
+        // No OS randomness: std's randomly keyed hasher over the time and process id.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        Instant::now().hash(&mut h);
+        std::process::id().hash(&mut h);
+        h.finish()
+    });
+    format!("{n:016x}")
+}

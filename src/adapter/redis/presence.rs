@@ -1,0 +1,94 @@
+//! This node's presence: users and their live connection counts, kept locally in shards and
+//! published to Redis by the presence and sync scripts.
+
+use std::{
+    hash::{Hash, Hasher},
+    sync::atomic::Ordering,
+};
+
+use super::{options::RedisAdapterError, shared::Shared};
+
+/// Presence is kept in this many independently locked parts (by user).
+pub(super) const PRESENCE_SHARDS: usize = 16;
+
+pub(super) fn shard_of(user: &str) -> usize {
+    let mut h = std::hash::DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % PRESENCE_SHARDS as u64) as usize
+}
+
+impl Shared {
+    /// Applies +1 / -1 to a user's local count and publishes the new count. Returns the
+    /// cluster-wide change (1 online, -1 offline, 0 none).
+    pub(super) async fn presence_change(&self, user: &str, delta: i32) -> Result<i64, RedisAdapterError> {
+        let mut shard = self.presence[shard_of(user)].lock().await;
+        let count = match (shard.get_mut(user), delta > 0) {
+            (Some(n), true) => {
+                *n = n.saturating_add(1);
+                *n
+            }
+            (None, true) => {
+                shard.insert(user.to_owned(), 1);
+                1
+            }
+            (Some(n), false) => {
+                *n = n.saturating_sub(1);
+                let n = *n;
+                if n == 0 {
+                    shard.remove(user);
+                }
+                n
+            }
+            (None, false) => return Ok(0),
+        };
+        // The shard stays locked until Redis has the new count: per user, counts reach Redis in
+        // order, and a sync cannot interleave.
+        let count = count.to_string();
+        let result = self
+            .run::<(i64, Vec<String>)>(&self.scripts.presence, &[user, &count])
+            .await;
+        drop(shard);
+        match result {
+            Ok((-2, offline)) => {
+                self.report(Vec::new(), offline);
+                self.needs_sync.store(true, Ordering::Relaxed);
+                self.wake_heartbeat.notify_one();
+                Err(RedisAdapterError::NotRegistered)
+            }
+            Ok((change, offline)) => {
+                self.report(Vec::new(), offline);
+                Ok(change)
+            }
+            Err(e) => {
+                self.needs_sync.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers this node and replaces its presence in Redis with the local truth.
+    pub(super) async fn sync(&self) -> Result<(), RedisAdapterError> {
+        let mut guards = Vec::with_capacity(self.presence.len());
+        for shard in &self.presence {
+            guards.push(shard.lock().await);
+        }
+        let pairs: Vec<String> = guards
+            .iter()
+            .flat_map(|g| g.iter().flat_map(|(user, n)| [user.clone(), n.to_string()]))
+            .collect();
+        let args: Vec<&str> = pairs.iter().map(String::as_str).collect();
+        self.needs_sync.store(false, Ordering::Relaxed);
+        let result = self.run::<(Vec<String>, Vec<String>)>(&self.scripts.sync, &args).await;
+        drop(guards);
+        match result {
+            Ok((online, offline)) => {
+                self.report(online, offline);
+                Ok(())
+            }
+            Err(e) => {
+                self.needs_sync.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+}

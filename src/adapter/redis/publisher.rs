@@ -1,0 +1,147 @@
+//! The publisher task: writes queued ops and commands to Redis in pipelines, and counts what
+//! Redis answered.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use redis::Cmd;
+use tokio::sync::{mpsc, watch};
+
+use super::shared::{timed, Shared};
+
+/// Ops written to Redis in one pipeline at most.
+const PUBLISH_BATCH: usize = 64;
+
+/// One op on its way to Redis.
+pub(super) enum Outgoing {
+    /// An op for the other nodes.
+    Publish { channel: Arc<str>, payload: Vec<u8> },
+    /// An emit kept in history: the append script, which publishes it.
+    Append(Cmd),
+    /// A command whose answer does not matter (a session kept for its client).
+    Command(Cmd),
+}
+
+/// Writes queued ops to Redis, in pipelines of up to [`PUBLISH_BATCH`].
+pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>, mut stop: watch::Receiver<bool>) {
+    let mut batch: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            first = rx.recv() => match first {
+                Some(first) => batch.push(first),
+                None => return,
+            },
+        }
+        while batch.len() < PUBLISH_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        if !shared.link_up.load(Ordering::Relaxed) {
+            let n = batch.iter().filter(|o| !matches!(o, Outgoing::Command(_))).count() as u64;
+            if n > 0 {
+                shared.lose(n, &shared.warn_link, "redis unreachable: ops lost", &"link down");
+            }
+            batch.clear();
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        // Every command's answer is looked at, an error in one not failing the others.
+        pipe.ignore_errors();
+        if batch.iter().any(|out| matches!(out, Outgoing::Append(_))) {
+            // The append scripts run by their SHA1, in order with everything else: loaded in
+            // the same pipeline, they never miss after a restart or a SCRIPT FLUSH.
+            pipe.cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(&shared.history_scripts.append_source)
+                .ignore();
+        }
+        let mut kinds = Vec::with_capacity(batch.len());
+        for out in batch.drain(..) {
+            kinds.push(match out {
+                Outgoing::Publish { channel, payload } => {
+                    pipe.cmd("PUBLISH").arg(&*channel).arg(payload);
+                    Kind::Op
+                }
+                Outgoing::Append(cmd) => {
+                    pipe.add_command(cmd);
+                    Kind::Append
+                }
+                Outgoing::Command(cmd) => {
+                    pipe.add_command(cmd);
+                    Kind::Command
+                }
+            });
+        }
+        let mut conn = shared.conn();
+        match timed(
+            shared.options.command_timeout,
+            pipe.query_async::<Vec<redis::Value>>(&mut conn),
+        )
+        .await
+        {
+            Ok(answers) => {
+                shared.up();
+                shared.answered(&kinds, &answers);
+            }
+            Err(e) => {
+                let ops = kinds.iter().filter(|k| !matches!(k, Kind::Command)).count();
+                shared.stats.lost.fetch_add(ops as u64, Ordering::Relaxed);
+                shared.down(&e);
+            }
+        }
+    }
+}
+
+/// What a command of a publisher's pipeline was.
+pub(super) enum Kind {
+    Op,
+    Append,
+    Command,
+}
+
+impl Shared {
+    /// Counts what Redis answered to a pipeline of the publisher.
+    pub(super) fn answered(&self, kinds: &[Kind], answers: &[redis::Value]) {
+        let (mut published, mut lost, mut evicted) = (0u64, 0u64, 0u64);
+        for (kind, answer) in kinds.iter().zip(answers) {
+            let failed = match answer {
+                redis::Value::ServerError(e) => Some(e),
+                _ => None,
+            };
+            match (kind, failed) {
+                (Kind::Op, None) => published += 1,
+                (Kind::Append, None) => {
+                    published += 1;
+                    if let redis::Value::Int(n) = answer {
+                        evicted += u64::try_from(*n).unwrap_or(0);
+                    }
+                }
+                (Kind::Command, None) => {}
+                (Kind::Op | Kind::Append, Some(e)) => {
+                    lost += 1;
+                    self.warn_malformed
+                        .warn(&self.node, "redis refused an op: lost", &format!("{e:?}"));
+                }
+                (Kind::Command, Some(e)) => {
+                    self.warn_malformed
+                        .warn(&self.node, "redis refused a command", &format!("{e:?}"));
+                }
+            }
+        }
+        // Answers missing altogether (none expected): their ops count as lost.
+        lost += kinds
+            .iter()
+            .skip(answers.len())
+            .filter(|k| !matches!(k, Kind::Command))
+            .count() as u64;
+        self.stats.published.fetch_add(published, Ordering::Relaxed);
+        self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+        if evicted > 0 {
+            if let Some(hook) = self.on_evicted.get() {
+                hook(evicted);
+            }
+        }
+    }
+}

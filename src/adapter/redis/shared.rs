@@ -1,0 +1,311 @@
+//! What the adapter handle and its background tasks share ([`Shared`]), and its operations:
+//! queueing ops for the publisher, delivering messages to the hub, running scripts, and
+//! tracking whether Redis is reachable.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    Client, FromRedisValue, Script,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+
+use super::{
+    inbound::Inbound,
+    keys::Keys,
+    options::{RedisAdapterError, RedisOptions},
+    presence::PRESENCE_SHARDS,
+    publisher::Outgoing,
+    warn::Warn,
+};
+use crate::adapter::{
+    history::{HistoryKeys, HistoryScripts},
+    scripts::Scripts,
+    wire::{self, Op},
+};
+
+/// Receives the number of history events evicted by each append.
+pub(super) type EvictionHook = Box<dyn Fn(u64) + Send + Sync>;
+
+#[derive(Default)]
+pub(super) struct Stats {
+    pub(super) published: AtomicU64,
+    pub(super) lost: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) malformed: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+}
+
+/// Where the replies to one query go: (answering node, answer or error).
+pub(super) type ReplyTx = mpsc::Sender<(String, Result<Value, String>)>;
+
+/// What the adapter and its tasks share.
+pub(super) struct Shared {
+    pub(super) node: String,
+    pub(super) options: RedisOptions,
+    pub(super) keys: Keys,
+    pub(super) client: Client,
+    /// The command connection (replaced when it stays broken).
+    pub(super) conn: Mutex<ConnectionManager>,
+    pub(super) out: mpsc::Sender<Outgoing>,
+    pub(super) inbound: mpsc::Sender<Inbound>,
+    /// Queries waiting for replies: id → where the replies go.
+    pub(super) pending: DashMap<u64, ReplyTx>,
+    pub(super) next_query: AtomicU64,
+    pub(super) stats: Stats,
+    /// The last command to Redis succeeded.
+    pub(super) link_up: AtomicBool,
+    /// The subscription is in place.
+    pub(super) subscribed: AtomicBool,
+    /// [`RedisAdapter::shutdown`](super::RedisAdapter::shutdown) was called: nothing is sent
+    /// any more.
+    pub(super) closed: AtomicBool,
+    pub(super) failures: AtomicU32,
+    /// The presence in Redis may differ from `presence`: publish it all again.
+    pub(super) needs_sync: AtomicBool,
+    pub(super) wake_heartbeat: Notify,
+    /// This node's users and their live connection counts: the truth Redis is synced from.
+    pub(super) presence: Vec<tokio::sync::Mutex<HashMap<String, u32>>>,
+    /// Live nodes as of the last successful read.
+    pub(super) live_cache: Mutex<Vec<String>>,
+    pub(super) scripts: Scripts,
+    pub(super) history_scripts: HistoryScripts,
+    pub(super) history_keys: HistoryKeys,
+    pub(super) on_evicted: std::sync::OnceLock<EvictionHook>,
+    pub(super) warn_link: Warn,
+    pub(super) warn_queue: Warn,
+    pub(super) warn_inbound: Warn,
+    pub(super) warn_malformed: Warn,
+}
+
+pub(super) fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.command_timeout))
+        .set_response_timeout(Some(options.command_timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(options.command_timeout)
+}
+
+pub(super) async fn timed<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisAdapterError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RedisAdapterError::Timeout(limit)),
+    }
+}
+
+impl Shared {
+    /// The state of a node that has just connected: the link up and the subscription in place,
+    /// no users, no pending queries.
+    pub(super) fn new(
+        node: String,
+        keys: Keys,
+        client: Client,
+        conn: ConnectionManager,
+        out: mpsc::Sender<Outgoing>,
+        inbound: mpsc::Sender<Inbound>,
+        options: RedisOptions,
+    ) -> Self {
+        Self {
+            node,
+            keys,
+            client,
+            conn: Mutex::new(conn),
+            out,
+            inbound,
+            pending: DashMap::new(),
+            next_query: AtomicU64::new(1),
+            stats: Stats::default(),
+            link_up: AtomicBool::new(true),
+            subscribed: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            needs_sync: AtomicBool::new(false),
+            wake_heartbeat: Notify::new(),
+            presence: (0..PRESENCE_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(HashMap::new()))
+                .collect(),
+            live_cache: Mutex::new(Vec::new()),
+            scripts: Scripts::new(),
+            history_scripts: HistoryScripts::new(),
+            history_keys: HistoryKeys::new(&options.prefix),
+            on_evicted: std::sync::OnceLock::new(),
+            warn_link: Warn::new(),
+            warn_queue: Warn::new(),
+            warn_inbound: Warn::new(),
+            warn_malformed: Warn::new(),
+            options,
+        }
+    }
+
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.conn.lock().clone()
+    }
+
+    pub(super) fn other_cached_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .live_cache
+            .lock()
+            .iter()
+            .filter(|n| **n != self.node)
+            .cloned()
+            .collect();
+        nodes.sort_unstable();
+        nodes
+    }
+
+    pub(super) fn lose(&self, n: u64, warn: &Warn, what: &str, error: &dyn fmt::Display) {
+        self.stats.lost.fetch_add(n, Ordering::Relaxed);
+        warn.warn(&self.node, what, error);
+    }
+
+    pub(super) fn enqueue(&self, channel: Arc<str>, op: &Op) -> bool {
+        if !self.can_send() {
+            return false;
+        }
+        let payload = match wire::encode(&self.node, op) {
+            Ok(p) => p,
+            Err(e) => {
+                self.lose(1, &self.warn_queue, "op could not be encoded: lost", &e);
+                return false;
+            }
+        };
+        self.queue(Outgoing::Publish { channel, payload })
+    }
+
+    /// Whether anything can be queued for Redis now (when not, the op is counted as lost).
+    pub(super) fn can_send(&self) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if !self.link_up.load(Ordering::Relaxed) {
+            self.lose(1, &self.warn_link, "redis unreachable: op lost", &"link down");
+            return false;
+        }
+        true
+    }
+
+    pub(super) fn queue(&self, out: Outgoing) -> bool {
+        match self.out.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lose(1, &self.warn_queue, "publish queue full: op lost", &"queue full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    pub(super) fn reply(&self, to: &str, id: u64, answer: Value, error: Option<String>) -> bool {
+        self.enqueue(
+            Keys::node_channel(&self.options.prefix, to),
+            &Op::Reply { id, answer, error },
+        )
+    }
+
+    /// A command to Redis succeeded.
+    pub(super) fn up(&self) {
+        self.link_up.store(true, Ordering::Relaxed);
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A command to Redis failed.
+    pub(super) fn down(&self, error: &RedisAdapterError) {
+        self.link_up.store(false, Ordering::Relaxed);
+        self.warn_link.warn(&self.node, "redis unreachable", error);
+    }
+
+    /// Hands presence changes to the hub.
+    pub(super) fn report(&self, online: Vec<String>, offline: Vec<String>) {
+        if online.is_empty() && offline.is_empty() {
+            return;
+        }
+        self.deliver(Inbound::PresenceChanged { online, offline });
+    }
+
+    pub(super) fn deliver(&self, message: Inbound) {
+        if let Err(e) = self.inbound.try_send(message) {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => "inbound queue full: message dropped",
+                mpsc::error::TrySendError::Closed(_) => "inbound receiver gone: message dropped",
+            };
+            self.warn_inbound.warn(&self.node, why, &"the hub does not keep up");
+        }
+    }
+
+    /// Runs a script with the common keys and arguments, then `extra` arguments.
+    pub(super) async fn run<T: FromRedisValue>(&self, script: &Script, extra: &[&str]) -> Result<T, RedisAdapterError> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(&self.keys.nodes)
+            .key(&self.keys.presence)
+            .arg(&self.keys.presence_prefix)
+            .arg(self.options.node_timeout.as_millis() as u64)
+            .arg(&self.node)
+            .arg(self.retention_ms());
+        for arg in extra {
+            invocation.arg(*arg);
+        }
+        self.invoke(&invocation).await
+    }
+
+    /// Runs a prepared script within the command timeout, noting what the result says about
+    /// the link.
+    pub(super) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisAdapterError> {
+        let mut conn = self.conn();
+        let result = timed(self.options.command_timeout, invocation.invoke_async(&mut conn)).await;
+        self.track(result)
+    }
+
+    /// Notes what a command's result says about the link.
+    pub(super) fn track<T>(&self, result: Result<T, RedisAdapterError>) -> Result<T, RedisAdapterError> {
+        match &result {
+            Ok(_) => self.up(),
+            Err(RedisAdapterError::Redis(e)) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
+                // Redis answered, with an error: the link is fine.
+                self.up();
+                self.warn_malformed.warn(&self.node, "script failed", e);
+            }
+            Err(e) => self.down(e),
+        }
+        result
+    }
+
+    /// How long the keys outlive the last heartbeat of every node.
+    fn retention_ms(&self) -> u64 {
+        (self.options.node_timeout.as_millis() as u64)
+            .saturating_mul(10)
+            .max(60_000)
+    }
+
+    pub(super) async fn live_nodes(&self) -> Result<Vec<String>, RedisAdapterError> {
+        let (mut nodes, offline) = self.run::<(Vec<String>, Vec<String>)>(&self.scripts.live, &[]).await?;
+        self.report(Vec::new(), offline);
+        nodes.sort_unstable();
+        *self.live_cache.lock() = nodes.clone();
+        Ok(nodes)
+    }
+}
