@@ -27,3 +27,22 @@ impl Keys {
         Arc::from(format!("{prefix}#node#{node}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_made_from_the_prefix_and_the_node_id() {
+        let keys = Keys::new("app", "node-1");
+        assert_eq!(keys.nodes, "app:nodes");
+        assert_eq!(keys.presence, "app:presence");
+        assert_eq!(keys.presence_prefix, "app:presence:");
+        assert_eq!(&*keys.all, "app#all");
+        assert_eq!(keys.own, "app#node#node-1");
+        // What another node publishes to this one lands on the channel it subscribed to.
+        assert_eq!(&*Keys::node_channel("app", "node-1"), keys.own);
+        assert_eq!(&*Keys::node_channel("app", "node-2"), "app#node#node-2");
+        assert_eq!(&*Keys::new("other", "node-1").all, "other#all");
+    }
+}

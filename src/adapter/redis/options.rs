@@ -133,3 +133,81 @@ pub(super) fn random_node_id() -> String {
     });
     format!("{n:016x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_node_id(id: &str) -> RedisOptions {
+        RedisOptions {
+            node_id: Some(id.to_owned()),
+            ..RedisOptions::default()
+        }
+    }
+
+    #[test]
+    fn node_ids_are_letters_digits_dashes_and_underscores_up_to_64() {
+        for id in ["a", "node-1_B", &"x".repeat(MAX_NODE_ID_LEN)] {
+            assert!(with_node_id(id).check().is_ok(), "{id:?} refused");
+        }
+        for id in [
+            "",
+            &"x".repeat(MAX_NODE_ID_LEN + 1),
+            "a b",
+            "a:b",
+            "a#b",
+            "a.b",
+            "é",
+            "a\n",
+        ] {
+            assert!(
+                matches!(with_node_id(id).check(), Err(RedisAdapterError::Options(_))),
+                "{id:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn random_node_ids_are_16_hex_digits_and_valid() {
+        let (a, b) = (random_node_id(), random_node_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(
+                id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{id}"
+            );
+            assert!(with_node_id(id).check().is_ok());
+        }
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn unusable_options_are_refused() {
+        assert!(RedisOptions::default().check().is_ok());
+        let second = Duration::from_secs(1);
+        let bad: [fn(&mut RedisOptions); 7] = [
+            |o| o.prefix = String::new(),
+            |o| o.prefix = "my app".into(),
+            |o| o.heartbeat = Duration::ZERO,
+            |o| o.query_timeout = Duration::ZERO,
+            |o| o.node_timeout = o.heartbeat,
+            |o| o.publish_queue = 0,
+            |o| o.inbound_queue = 0,
+        ];
+        for (i, change) in bad.iter().enumerate() {
+            let mut options = RedisOptions::default();
+            change(&mut options);
+            assert!(
+                matches!(options.check(), Err(RedisAdapterError::Options(_))),
+                "change {i} accepted"
+            );
+        }
+        let options = RedisOptions {
+            heartbeat: second,
+            node_timeout: 3 * second,
+            ..RedisOptions::default()
+        };
+        assert_eq!(options.liveness_bound(), 3 * second);
+        assert_eq!(options.presence_expiry_bound(), 4 * second);
+    }
+}

@@ -92,3 +92,24 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn a_user_always_lands_in_the_same_shard() {
+        let mut used = HashSet::new();
+        for i in 0..1000 {
+            let user = format!("user-{i}");
+            let shard = shard_of(&user);
+            assert!(shard < PRESENCE_SHARDS);
+            assert_eq!(shard_of(&user.clone()), shard, "{user}");
+            used.insert(shard);
+        }
+        // The users spread over every shard.
+        assert_eq!(used.len(), PRESENCE_SHARDS);
+    }
+}

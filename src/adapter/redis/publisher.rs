@@ -145,3 +145,46 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::{super::shared::unconnected, *};
+
+    #[tokio::test]
+    async fn what_redis_answered_is_counted_per_command() {
+        let (shared, _out, _inbound) = unconnected("a", "p", 8);
+        let evicted = Arc::new(AtomicU64::new(0));
+        let seen = evicted.clone();
+        let _ = shared.on_evicted.set(Box::new(move |n| {
+            seen.fetch_add(n, Ordering::Relaxed);
+        }));
+        let refused = redis::parse_redis_value(b"-ERR refused\r\n").unwrap();
+        assert!(matches!(refused, redis::Value::ServerError(_)));
+        let kinds = [
+            Kind::Op,
+            Kind::Append,
+            Kind::Op,
+            Kind::Command,
+            Kind::Command,
+            Kind::Op,
+            Kind::Append,
+            Kind::Command,
+        ];
+        let answers = [
+            redis::Value::Int(1),
+            redis::Value::Int(3),
+            refused.clone(),
+            redis::Value::Okay,
+            refused,
+            // The last three got no answer at all.
+        ];
+        shared.answered(&kinds, &answers);
+        // Published: the first op and the append; lost: the refused op, and the op and the
+        // append with no answer; commands count as neither.
+        assert_eq!(shared.stats.published.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.stats.lost.load(Ordering::Relaxed), 3);
+        assert_eq!(evicted.load(Ordering::Relaxed), 3);
+    }
+}

@@ -309,3 +309,63 @@ impl Shared {
         Ok(nodes)
     }
 }
+
+/// A node's shared state that never talks to Redis (its command connection is lazy, and no test
+/// uses it), with the publisher's end of its queue and the hub's receiver. Needs a Tokio runtime.
+#[cfg(test)]
+pub(super) fn unconnected(
+    node: &str,
+    prefix: &str,
+    inbound_queue: usize,
+) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
+    let options = RedisOptions {
+        prefix: prefix.to_owned(),
+        node_id: Some(node.to_owned()),
+        inbound_queue,
+        ..RedisOptions::default()
+    };
+    let client = Client::open("redis://127.0.0.1:1/").unwrap();
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
+    let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
+    let (in_tx, in_rx) = mpsc::channel(inbound_queue);
+    let keys = Keys::new(prefix, node);
+    let shared = Shared::new(node.to_owned(), keys, client, conn, out_tx, in_tx, options);
+    (Arc::new(shared), out_rx, in_rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapter::wire::Decoded;
+
+    #[tokio::test]
+    async fn ops_go_out_in_an_envelope_from_this_node_and_are_lost_when_they_cannot() {
+        let (shared, mut out, _inbound) = unconnected("a", "p", 8);
+        let op = Op::DisconnectUser { user: "u".into() };
+        assert!(shared.enqueue(shared.keys.all.clone(), &op));
+        let Ok(Outgoing::Publish { channel, payload }) = out.try_recv() else {
+            panic!("a publish was expected");
+        };
+        assert_eq!(&*channel, "p#all");
+        match wire::decode(&payload, "b").unwrap() {
+            Decoded::Op {
+                from,
+                op: Op::DisconnectUser { user },
+            } => assert_eq!((from.as_str(), user.as_str()), ("a", "u")),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(wire::decode(&payload, "a").unwrap(), Decoded::Own));
+        assert_eq!(shared.stats.lost.load(Ordering::Relaxed), 0);
+
+        // Redis known to be away: lost at once, counted, nothing queued.
+        shared.link_up.store(false, Ordering::Relaxed);
+        assert!(!shared.enqueue(shared.keys.all.clone(), &op));
+        assert_eq!(shared.stats.lost.load(Ordering::Relaxed), 1);
+        // After shutdown, likewise.
+        shared.link_up.store(true, Ordering::Relaxed);
+        shared.closed.store(true, Ordering::Relaxed);
+        assert!(!shared.enqueue(shared.keys.all.clone(), &op));
+        assert_eq!(shared.stats.lost.load(Ordering::Relaxed), 2);
+        assert!(out.try_recv().is_err());
+    }
+}

@@ -122,3 +122,188 @@ pub(super) async fn subscriber(shared: Arc<Shared>, first: PubSub, mut stop: wat
         shared.warn_link.warn(&shared.node, "subscription lost", &why);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tokio::sync::mpsc;
+
+    use super::{
+        super::{publisher::Outgoing, shared::unconnected},
+        *,
+    };
+    use crate::adapter::{wire::Query, Target};
+
+    fn from(node: &str, op: &Op) -> Vec<u8> {
+        wire::encode(node, op).unwrap()
+    }
+
+    fn join(conn: u64) -> Op {
+        Op::Join { conn, room: "r".into() }
+    }
+
+    /// The next op queued for Redis: its channel, sender and op.
+    fn sent(out: &mut mpsc::Receiver<Outgoing>) -> (String, String, Op) {
+        let Ok(Outgoing::Publish { channel, payload }) = out.try_recv() else {
+            panic!("a publish was expected");
+        };
+        match wire::decode(&payload, "someone else").unwrap() {
+            Decoded::Op { from, op } => (channel.to_string(), from, op),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn count(shared: &Shared) -> (u64, u64, u64) {
+        let s = &shared.stats;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        (load(&s.received), load(&s.malformed), load(&s.dropped))
+    }
+
+    #[tokio::test]
+    async fn own_ops_are_ignored_except_history_emits_and_others_reach_the_hub() {
+        let (shared, mut out, mut inbound) = unconnected("a", "p", 8);
+        shared.on_message(&from("a", &join(1)));
+        assert!(inbound.try_recv().is_err());
+        assert_eq!(count(&shared), (0, 0, 0));
+
+        shared.on_message(&from("b", &join(2)));
+        match inbound.try_recv() {
+            Ok(Inbound::Op {
+                from,
+                op: Op::Join { conn, room },
+            }) => assert_eq!((from.as_str(), conn, room.as_str()), ("b", 2, "r")),
+            other => panic!("unexpected {other:?}"),
+        }
+
+        let history = Op::HistoryEmit {
+            epoch: "e".into(),
+            offset: 5,
+            ns: "/".into(),
+            targets: vec![Target::All],
+            except: vec![],
+            event: "m".into(),
+            data: serde_json::value::to_raw_value(&1).unwrap(),
+        };
+        shared.on_message(&from("a", &history));
+        match inbound.try_recv() {
+            Ok(Inbound::Op {
+                from,
+                op: Op::HistoryEmit { offset, .. },
+            }) => assert_eq!((from.as_str(), offset), ("a", 5)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(count(&shared), (2, 0, 0));
+        assert!(out.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn malformed_messages_are_counted_and_dropped() {
+        let (shared, mut out, mut inbound) = unconnected("a", "p", 8);
+        let bad: [&[u8]; 7] = [
+            b"",
+            b"not json",
+            b"\xff\xfe",
+            br#"{"v":2,"node":"b","op":{"join":{"conn":1,"room":"r"}}}"#,
+            br#"{"v":1,"node":"b","op":{"teleport":{}}}"#,
+            br#"{"v":1,"node":"b","op":{"join":{"conn":"one","room":"r"}}}"#,
+            br#"{"v":1,"op":{"join":{"conn":1,"room":"r"}}}"#,
+        ];
+        for payload in bad {
+            shared.on_message(payload);
+        }
+        assert_eq!(count(&shared), (0, bad.len() as u64, 0));
+        assert!(inbound.try_recv().is_err());
+        assert!(out.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn replies_go_to_the_pending_query_of_their_id() {
+        let (shared, _out, mut inbound) = unconnected("a", "p", 8);
+        let (tx7, mut rx7) = mpsc::channel(4);
+        let (tx8, mut rx8) = mpsc::channel(4);
+        shared.pending.insert(7, tx7);
+        shared.pending.insert(8, tx8);
+        let reply = |id, answer, error: Option<&str>| Op::Reply {
+            id,
+            answer,
+            error: error.map(str::to_owned),
+        };
+        shared.on_message(&from("b", &reply(7, json!([1, 2]), None)));
+        shared.on_message(&from("c", &reply(7, Value::Null, Some("boom"))));
+        shared.on_message(&from("b", &reply(99, json!(0), None)));
+        assert_eq!(rx7.try_recv().unwrap(), ("b".to_owned(), Ok(json!([1, 2]))));
+        assert_eq!(rx7.try_recv().unwrap(), ("c".to_owned(), Err("boom".to_owned())));
+        assert!(rx7.try_recv().is_err());
+        assert!(rx8.try_recv().is_err());
+        // Replies are the adapter's business, not the hub's.
+        assert!(inbound.try_recv().is_err());
+        assert_eq!(count(&shared), (3, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn queries_reach_the_hub_with_a_way_back_to_the_asker() {
+        let (shared, mut out, mut inbound) = unconnected("a", "p", 8);
+        let query = |id| Op::Query {
+            id,
+            reply_to: "b".into(),
+            query: Query::RoomsOf { conn: 1 },
+        };
+        shared.on_message(&from("b", &query(4)));
+        shared.on_message(&from("b", &query(5)));
+        let mut replies = Vec::new();
+        for _ in 0..2 {
+            match inbound.try_recv() {
+                Ok(Inbound::Query {
+                    from,
+                    query: Query::RoomsOf { conn: 1 },
+                    reply,
+                }) => {
+                    assert_eq!((from.as_str(), reply.to()), ("b", "b"));
+                    replies.push(reply);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let unanswered = replies.pop().unwrap();
+        let answered = replies.pop().unwrap();
+        assert_eq!((answered.id(), unanswered.id()), (4, 5));
+
+        assert!(answered.send(json!(["r"])));
+        let (channel, sender, op) = sent(&mut out);
+        assert_eq!((channel.as_str(), sender.as_str()), ("p#node#b", "a"));
+        assert!(matches!(op, Op::Reply { id: 4, answer, error: None } if answer == json!(["r"])));
+
+        drop(unanswered);
+        let (channel, _, op) = sent(&mut out);
+        assert_eq!(channel, "p#node#b");
+        assert!(matches!(op, Op::Reply { id: 5, answer: Value::Null, error: Some(e) } if e == "not answered"));
+        assert!(out.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_query_not_understood_is_answered_with_an_error() {
+        let (shared, mut out, mut inbound) = unconnected("a", "p", 8);
+        shared.on_message(br#"{"v":1,"node":"b","op":{"query":{"id":9,"reply_to":"b","query":{"weather":{}}}}}"#);
+        assert!(inbound.try_recv().is_err());
+        assert_eq!(count(&shared), (0, 1, 0));
+        let (channel, sender, op) = sent(&mut out);
+        assert_eq!((channel.as_str(), sender.as_str()), ("p#node#b", "a"));
+        assert!(matches!(op, Op::Reply { id: 9, answer: Value::Null, error: Some(e) } if e == "unknown query"));
+    }
+
+    #[tokio::test]
+    async fn messages_past_a_full_inbound_queue_are_dropped_and_counted() {
+        let (shared, _out, mut inbound) = unconnected("a", "p", 1);
+        shared.on_message(&from("b", &join(1)));
+        shared.on_message(&from("b", &join(2)));
+        assert_eq!(count(&shared), (2, 0, 1));
+        assert!(matches!(
+            inbound.try_recv(),
+            Ok(Inbound::Op {
+                op: Op::Join { conn: 1, .. },
+                ..
+            })
+        ));
+        assert!(inbound.try_recv().is_err());
+    }
+}

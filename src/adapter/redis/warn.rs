@@ -39,3 +39,27 @@ impl Warn {
         tracing::warn!(node, %error, suppressed, "redis adapter: {what}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_is_logged_at_most_once_per_period_and_the_rest_counted() {
+        let warn = Warn::new();
+        warn.warn("n", "redis unreachable", &"down");
+        assert!(warn.last.lock().is_some());
+        assert_eq!(warn.suppressed.load(Ordering::Relaxed), 0);
+        warn.warn("n", "redis unreachable", &"down");
+        warn.warn("n", "redis unreachable", &"down");
+        assert_eq!(warn.suppressed.load(Ordering::Relaxed), 2);
+        // Once the period has passed, the next one is logged, and the count starts over.
+        let Some(earlier) = Instant::now().checked_sub(WARN_EVERY) else {
+            return; // the clock is too young to go back a period
+        };
+        *warn.last.lock() = Some(earlier);
+        warn.warn("n", "redis unreachable", &"down");
+        assert_eq!(warn.suppressed.load(Ordering::Relaxed), 0);
+        assert!(warn.last.lock().is_some_and(|t| t > earlier));
+    }
+}
