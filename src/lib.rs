@@ -50,6 +50,9 @@
 //! Recorded through the [`metrics`](https://docs.rs/metrics) facade, to whatever recorder the
 //! app installs (a Prometheus exporter, say); without one they cost next to nothing. The
 //! counters (not the histogram) are also readable from [`Hub::counters`], feature or not.
+//! Every series but the histogram is registered at zero when the hub is built, so install the
+//! recorder before building the hub: a recorder installed later sees a series from its first
+//! change only.
 //!
 //! | name | kind | what it counts |
 //! |---|---|---|

@@ -10,6 +10,7 @@ mod chat;
 
 use std::net::SocketAddr;
 
+use axum::Router;
 use common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -38,8 +39,32 @@ fn value(text: &str, series: &str) -> f64 {
 // One test in this binary: the recorder is process-wide.
 #[tokio::test]
 async fn counters_move_when_a_client_connects_and_sends() {
+    // The recorder first, then the hub: the hub registers its series with it when built.
+    let metrics = chat::with_metrics(Router::new());
     let (app, hub) = chat::app(SECRET.to_owned(), None);
-    let addr = serve(chat::with_metrics(app)).await;
+    let addr = serve(metrics.merge(app)).await;
+
+    // The first scrape, before any connection: every series of the crate docs' table (but the
+    // histogram, labelled by event) is there, at zero.
+    let text = scrape(addr).await;
+    for series in [
+        "realtime_connections",
+        "realtime_connections_total",
+        "realtime_messages_in_total",
+        "realtime_messages_out_total",
+        "realtime_bytes_out_total",
+        "realtime_dropped_total",
+        "realtime_slow_consumer_closes_total",
+        "realtime_recovered_total",
+        "realtime_not_recovered_total",
+        "realtime_history_evicted_total",
+    ] {
+        assert_eq!(value(&text, series), 0.0, "{series} before any connection");
+    }
+    for cause in ["bad_request", "origin", "auth", "limit", "shutting_down"] {
+        let series = format!(r#"realtime_handshake_rejections_total{{cause="{cause}"}}"#);
+        assert_eq!(value(&text, &series), 0.0, "{series} before any connection");
+    }
 
     // A refused handshake: no token.
     let req = format!("ws://{addr}/ws").into_client_request().unwrap();

@@ -23,9 +23,11 @@ pub(crate) struct Counters {
     pub(crate) rejected_shutdown: AtomicU64,
 }
 
+/// Built once per hub, when it is built: with the feature `metrics`, that also registers every
+/// series at zero with the recorder installed then (see [`Counters::register`]).
 impl Default for Counters {
     fn default() -> Self {
-        Self {
+        let counters = Self {
             connections: Counter::gauge("realtime_connections"),
             connections_total: Counter::monotonic("realtime_connections_total"),
             messages_in: Counter::monotonic("realtime_messages_in_total"),
@@ -41,7 +43,10 @@ impl Default for Counters {
             rejected_auth: AtomicU64::default(),
             rejected_limit: AtomicU64::default(),
             rejected_shutdown: AtomicU64::default(),
-        }
+        };
+        #[cfg(feature = "metrics")]
+        counters.register();
+        counters
     }
 }
 
@@ -108,6 +113,17 @@ impl Counter {
     pub(crate) fn load(&self, order: Ordering) -> u64 {
         self.value.load(order)
     }
+
+    /// Makes the series exist in the recorder without changing it: a scrape lists it at zero
+    /// before anything was counted. Adding zero, not setting zero, leaves alone what another hub
+    /// of the process already counted under the same name.
+    #[cfg(feature = "metrics")]
+    fn register(&self) {
+        match self.metric {
+            Metric::Counter(name) => metrics::counter!(name).increment(0),
+            Metric::Gauge(name) => metrics::gauge!(name).increment(0.0),
+        }
+    }
 }
 
 /// Why an upgrade was refused, for [`Counters`].
@@ -118,6 +134,18 @@ pub(crate) enum Rejection {
     Auth,
     Limit,
     ShuttingDown,
+}
+
+impl Rejection {
+    /// Every cause, for registering each at zero: a new cause goes here too.
+    #[cfg(feature = "metrics")]
+    const ALL: [Rejection; 5] = [
+        Rejection::BadRequest,
+        Rejection::Origin,
+        Rejection::Auth,
+        Rejection::Limit,
+        Rejection::ShuttingDown,
+    ];
 }
 
 impl Counters {
@@ -132,6 +160,31 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         export::rejected(cause);
+    }
+
+    /// Registers every series of the crate docs' "Metrics" table at zero, but the histogram
+    /// (labelled by event, it appears with the first handled event): each counter and the gauge,
+    /// and the rejections for each cause. Only a recorder installed by then sees them: a
+    /// recorder installed after the hub is built sees a series from its first change only.
+    #[cfg(feature = "metrics")]
+    fn register(&self) {
+        for counter in [
+            &self.connections,
+            &self.connections_total,
+            &self.messages_in,
+            &self.messages_out,
+            &self.bytes_out,
+            &self.dropped,
+            &self.slow_consumer_closes,
+            &self.recovered,
+            &self.not_recovered,
+            &self.history_evicted,
+        ] {
+            counter.register();
+        }
+        for cause in Rejection::ALL {
+            export::rejections(cause).increment(0);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> CounterSnapshot {
@@ -164,6 +217,11 @@ pub(crate) mod export {
     use super::Rejection;
 
     pub(crate) fn rejected(cause: Rejection) {
+        rejections(cause).increment(1);
+    }
+
+    /// The rejections counter of one cause.
+    pub(super) fn rejections(cause: Rejection) -> metrics::Counter {
         let cause = match cause {
             Rejection::BadRequest => "bad_request",
             Rejection::Origin => "origin",
@@ -171,7 +229,7 @@ pub(crate) mod export {
             Rejection::Limit => "limit",
             Rejection::ShuttingDown => "shutting_down",
         };
-        metrics::counter!("realtime_handshake_rejections_total", "cause" => cause).increment(1);
+        metrics::counter!("realtime_handshake_rejections_total", "cause" => cause)
     }
 
     /// How long a handler took, from its call to its reply (or error, or panic).
