@@ -174,7 +174,8 @@ pub fn app_with(secret: String, max_per_user: Option<usize>, builder: HubBuilder
 }
 
 /// Adds `GET /metrics`: the hub's metrics in Prometheus text format (feature `metrics`). It
-/// installs the process-wide `metrics` recorder, so it is called once.
+/// installs the process-wide `metrics` recorder, so it is called once, before the hub is
+/// built (the hub registers its series at zero as it is built).
 #[cfg(feature = "metrics")]
 pub fn with_metrics(app: Router) -> Router {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -306,9 +307,12 @@ async fn main() {
     if std::env::var("REDIS_URL").is_ok() {
         tracing::warn!("REDIS_URL is set, but this build has no `redis` feature: running alone");
     }
+    // The recorder before the hub: the hub registers every series at zero as it is built.
+    #[cfg(feature = "metrics")]
+    let metrics = with_metrics(Router::new());
     let (app, hub) = app_with(secret, max_per_user, builder);
     #[cfg(feature = "metrics")]
-    let app = with_metrics(app);
+    let app = metrics.merge(app);
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = listen(addr).expect("could not listen");

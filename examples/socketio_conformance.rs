@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tower_realtime::{
-    socketio::{Cors, SocketIoConfig},
-    AllowAnonymous, Args, Attachments, Hub, NamespaceBuilder, Reply, Socket,
+    socketio::SocketIoConfig, AllowAnonymous, Args, Attachments, Hub, NamespaceBuilder, Reply, Socket,
 };
 
 /// The behaviour shared by `/` and `/custom`.
@@ -42,8 +41,7 @@ fn conformance(ns: NamespaceBuilder) -> NamespaceBuilder {
 pub fn hub() -> Hub {
     let config = SocketIoConfig::default()
         .ping(Duration::from_millis(300), Duration::from_millis(200))
-        .max_payload(1_000_000)
-        .cors(Cors::any());
+        .max_payload(1_000_000);
     Hub::builder()
         .auth(AllowAnonymous::new())
         .allow_any_origin()

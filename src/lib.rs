@@ -83,11 +83,14 @@
 #[cfg(feature = "redis")]
 pub mod adapter;
 pub mod auth;
+mod builder;
 pub mod config;
 mod connection;
 pub mod gateway;
 pub mod hub;
 pub mod layer;
+mod origin;
+mod outbox;
 pub mod protocol;
 #[cfg(feature = "socketio")]
 pub mod socketio;
@@ -96,20 +99,21 @@ mod util;
 /// Not part of the API: types the crate's benchmarks need.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::connection::outbox::Receiver;
+    pub use crate::outbox::Receiver;
 }
 
 #[cfg(feature = "jwt")]
 pub use auth::JwtAuth;
 pub use auth::{AllowAnonymous, AuthError, AuthRequest, Authenticator, Identity};
+pub use builder::{HubBuilder, NamespaceBuilder};
 pub use config::{Config, SlowConsumerPolicy};
 #[cfg(feature = "validate")]
 pub use gateway::Valid;
 pub use gateway::{
-    AckError, Args, Attachments, ConnectGuard, Data, DisconnectReason, ErrorEvent, EventContext, FromEvent, Guard,
-    GuardContext, Handler, IntoErrorEvent, IntoReply, Json, Presence, RateLimit, RawMessage, Reply, Socket, State,
+    AckError, Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, FromEvent, Guard, GuardContext, Handler,
+    IntoErrorEvent, IntoReply, Json, RateLimit, RawMessage, Reply, Socket, State,
 };
-pub use hub::{ConnectionId, CounterSnapshot, Emit, History, Hub, HubBuilder, Namespace, NamespaceBuilder};
+pub use hub::{ConnectionId, CounterSnapshot, DisconnectReason, Emit, History, Hub, Namespace, Presence};
 pub use layer::{RealtimeLayer, RealtimeService};
 
 /// The README's examples compile as doctests.

@@ -9,10 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::{socketio::Polling, *};
 use serde_json::{json, Value};
-use tower_realtime::{
-    socketio::{Cors, SocketIoConfig},
-    Data, ErrorEvent, Hub, JwtAuth, Socket,
-};
+use tower_realtime::{socketio::SocketIoConfig, Data, ErrorEvent, Hub, JwtAuth, Socket};
 
 fn hub(config: SocketIoConfig) -> Hub {
     Hub::builder()
@@ -154,9 +151,13 @@ async fn an_abandoned_polling_session_expires() {
 }
 
 #[tokio::test]
-async fn cors_for_the_polling_transport() {
-    let config = SocketIoConfig::default().cors(Cors::origins(["https://app.example"]).credentials(true));
-    let hub = hub(config);
+async fn cors_for_the_polling_transport_follows_the_hubs_origin_policy() {
+    let config = SocketIoConfig::default().cors_credentials(true);
+    let hub = Hub::builder()
+        .auth(JwtAuth::hs256(SECRET))
+        .allow_origin("https://app.example")
+        .socketio(config)
+        .build();
     let addr = serve_sio(&hub).await;
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
@@ -186,6 +187,10 @@ async fn cors_for_the_polling_transport() {
         .await
         .unwrap();
     assert_eq!(res.status(), 403);
+    assert!(
+        res.headers().get("access-control-allow-origin").is_none(),
+        "a refused origin gets no CORS headers"
+    );
     assert_eq!(
         res.json::<Value>().await.unwrap(),
         json!({ "code": 4, "message": "Forbidden" })

@@ -1,21 +1,19 @@
 //! The per-connection task: reads frames and hands them to the gateway, drains the outbound
 //! queue in batches (one flush per batch), pings, and enforces the limits and close codes.
 
+pub(crate) mod admission;
 pub(crate) mod coalesce;
-pub(crate) mod outbox;
+pub(crate) mod handshake;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
 use futures_util::{SinkExt, StreamExt};
-use parking_lot::Mutex;
-use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    sync::{oneshot, Notify},
     time::Instant,
 };
 use tokio_tungstenite::{
@@ -28,226 +26,17 @@ use tokio_tungstenite::{
 };
 
 use crate::{
-    auth::Identity,
-    config::SlowConsumerPolicy,
-    gateway::{DisconnectReason, ErrorEvent, Incoming, RateState, RawMessage, Refused, Socket},
+    gateway::{ErrorEvent, Incoming, RateState, RawMessage, Refused, Socket},
     hub::{
-        history::{Ask, Offer, Recovery},
-        registry::Join,
-        ConnectionId, Hub, NsInner,
+        history::{Ask, SessionNews},
+        Conn, DisconnectReason, Hub, NsInner,
     },
+    outbox,
     protocol::{
         close_code,
         native::{self, Inbound},
     },
 };
-
-/// The wire protocol of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Proto {
-    /// The native JSON protocol.
-    Native,
-    /// Socket.IO v5 (feature `socketio`).
-    #[cfg(feature = "socketio")]
-    SocketIo,
-}
-
-/// A live connection as the hub sees it: its queue, its identity, its rooms.
-pub(crate) struct Conn {
-    pub(crate) id: ConnectionId,
-    pub(crate) proto: Proto,
-    pub(crate) identity: Identity,
-    tx: outbox::Sender,
-    /// The connection's rooms: the reverse index of the registry's rooms → connections.
-    rooms: Mutex<Vec<Arc<str>>>,
-    /// Set once: why and how the connection is to be closed.
-    close: Mutex<Option<(u16, &'static str)>>,
-    /// Wakes whoever runs the connection when a close is requested: the sockets of one
-    /// Socket.IO session share their session's; without one, the outbound queue's reader is
-    /// nudged (a native connection's task reads it).
-    close_notify: Option<Arc<Notify>>,
-    /// What a Socket.IO client sent in its CONNECT (`auth`), if anything.
-    pub(crate) auth: Option<Box<Value>>,
-    /// Server emits waiting for the client's answer.
-    acks: Mutex<AckTable>,
-    /// The connection's recovery session, when the hub keeps history and the client takes part.
-    pub(crate) recovery: Option<Box<Recovery>>,
-}
-
-#[derive(Default)]
-struct AckTable {
-    next: u64,
-    pending: HashMap<u64, oneshot::Sender<Value>>,
-}
-
-impl Conn {
-    pub(crate) fn new(
-        id: ConnectionId,
-        identity: Identity,
-        capacity: usize,
-        recovery: Option<Box<Recovery>>,
-    ) -> (Arc<Self>, outbox::Receiver) {
-        let (tx, rx) = outbox::channel(capacity);
-        (
-            Self::with_sender(id, Proto::Native, identity, tx, None, None, recovery),
-            rx,
-        )
-    }
-
-    /// A connection writing into an existing queue (several Socket.IO namespaces share one).
-    pub(crate) fn with_sender(
-        id: ConnectionId,
-        proto: Proto,
-        identity: Identity,
-        tx: outbox::Sender,
-        close_notify: Option<Arc<Notify>>,
-        auth: Option<Box<Value>>,
-        recovery: Option<Box<Recovery>>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            id,
-            proto,
-            identity,
-            tx,
-            rooms: Mutex::new(Vec::new()),
-            close: Mutex::new(None),
-            close_notify,
-            auth,
-            acks: Mutex::default(),
-            recovery,
-        })
-    }
-
-    /// Queues a frame without waiting. Returns whether it was queued; on a full queue the
-    /// hub's slow-consumer policy applies.
-    pub(crate) fn send(&self, hub: &Hub, msg: impl Into<outbox::Frame>) -> bool {
-        match self.tx.try_send(msg.into()) {
-            Ok(()) => true,
-            Err(outbox::Full::Full) => {
-                self.overflowed(hub);
-                false
-            }
-        }
-    }
-
-    /// Queues a history event (offset `seq`): held while the connection recovers, skipped
-    /// when its replay had it already.
-    pub(crate) fn send_at(&self, hub: &Hub, msg: outbox::Frame, seq: u64) -> bool {
-        let Some(recovery) = &self.recovery else {
-            return self.send(hub, msg);
-        };
-        match recovery.offer(seq, msg, hub.inner.config.outbound_queue) {
-            Offer::Send(msg) => self.send(hub, msg),
-            Offer::Held => true,
-            Offer::Skip => false,
-            Offer::Full => {
-                self.overflowed(hub);
-                false
-            }
-        }
-    }
-
-    /// Queues frames past the queue's capacity: a replay, bounded by the history it comes from.
-    pub(crate) fn send_all(&self, msgs: Vec<outbox::Frame>) {
-        self.tx.push_all(msgs);
-    }
-
-    /// A message did not fit: the slow-consumer policy applies.
-    fn overflowed(&self, hub: &Hub) {
-        let counters = &hub.inner.counters;
-        counters.dropped.fetch_add(1, Ordering::Relaxed);
-        if hub.inner.config.slow_consumer == SlowConsumerPolicy::Close
-            && self.request_close(close_code::TRY_AGAIN_LATER, "slow consumer")
-        {
-            counters.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(conn = %self.id, "outbound queue full: closing a slow consumer");
-        }
-    }
-
-    /// Asks the connection task to close with `code`. Returns `false` if a close was
-    /// already requested (the first reason wins).
-    pub(crate) fn request_close(&self, code: u16, reason: &'static str) -> bool {
-        let mut close = self.close.lock();
-        if close.is_some() {
-            return false;
-        }
-        *close = Some((code, reason));
-        drop(close);
-        match &self.close_notify {
-            Some(notify) => notify.notify_one(),
-            None => self.tx.nudge(),
-        }
-        true
-    }
-
-    /// Fails the server emits still waiting for an answer (`AckError::Disconnected`).
-    pub(crate) fn fail_acks(&self) {
-        self.acks.lock().pending.clear();
-    }
-
-    /// The close requested for this connection, if any.
-    pub(crate) fn close_requested(&self) -> Option<(u16, &'static str)> {
-        *self.close.lock()
-    }
-
-    /// A new ack id, and where its answer will arrive.
-    pub(crate) fn register_ack(&self) -> (u64, oneshot::Receiver<Value>) {
-        let (tx, rx) = oneshot::channel();
-        let mut acks = self.acks.lock();
-        acks.next += 1;
-        let id = acks.next;
-        acks.pending.insert(id, tx);
-        (id, rx)
-    }
-
-    pub(crate) fn forget_ack(&self, id: u64) {
-        self.acks.lock().pending.remove(&id);
-    }
-
-    /// Hands the client's answer to the emit waiting for it. `false` for an unknown id (a late
-    /// answer, after a timeout).
-    pub(crate) fn resolve_ack(&self, id: u64, data: Value) -> bool {
-        match self.acks.lock().pending.remove(&id) {
-            Some(tx) => tx.send(data).is_ok(),
-            None => false,
-        }
-    }
-
-    pub(crate) fn rooms(&self) -> Vec<String> {
-        self.rooms.lock().iter().map(|r| r.to_string()).collect()
-    }
-
-    pub(crate) fn in_room(&self, room: &str) -> bool {
-        self.rooms.lock().iter().any(|r| &**r == room)
-    }
-
-    pub(crate) fn add_room(&self, room: &str, max: usize) -> Join {
-        let mut rooms = self.rooms.lock();
-        if rooms.iter().any(|r| &**r == room) {
-            Join::AlreadyIn
-        } else if rooms.len() >= max {
-            Join::TooManyRooms
-        } else {
-            rooms.push(Arc::from(room));
-            Join::Joined
-        }
-    }
-
-    pub(crate) fn remove_room(&self, room: &str) -> bool {
-        let mut rooms = self.rooms.lock();
-        match rooms.iter().position(|r| &**r == room) {
-            Some(i) => {
-                rooms.swap_remove(i);
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
-        std::mem::take(&mut *self.rooms.lock())
-    }
-}
 
 /// The event that tells a native client about its recovery session.
 pub(crate) const SESSION_EVENT: &str = "$session";
@@ -265,7 +54,7 @@ enum Pending {
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What ended the read/write loop.
-enum End {
+pub(crate) enum End {
     /// We close with this code and reason.
     Close(u16, String),
     /// The peer closed, or the transport failed; nothing more to send.
@@ -284,46 +73,23 @@ pub(crate) async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
-    hub.inner.counters.connections.fetch_add(1, Ordering::Relaxed);
     // The stream comes boxed, and the recovery request too: a task keeps room for its
     // arguments for as long as it lives, so they cost a pointer each rather than their size.
     let out = ws.get_ref().outgoing();
     let (mut sink, mut stream) = (*ws).split();
 
-    // The connection is live (reachable by user, counted online) while its connect hook runs,
-    // so the hook sees a consistent hub; presence is announced only once the hook accepts.
-    let user = conn.identity.user_key();
-    ns.registry.insert(&conn);
-    if let Some(ask) = &ask {
-        // Before the connect hook: it sees the restored rooms, and the client reads `$session`
-        // (and its replay) before anything else.
-        let resume = match &**ask {
-            Ask::New => None,
-            Ask::Resume(resume) => Some(resume),
-        };
-        Box::pin(hub.recover(&ns, &conn, resume, |news| {
-            let data = news.to_json().to_string();
-            vec![outbox::Frame::new(Message::Text(native::encode_event_raw(
-                SESSION_EVENT,
-                &data,
-                None,
-            )))]
-        }))
-        .await;
-    }
-    if let Err(reason) = Box::pin(hub.go_live(user, ns.gateway.on_connect(socket.clone()))).await {
-        tracing::debug!(conn = %conn.id, %reason, "connection refused by the connect hook");
-        // Refused: no session to keep (this lets go of the one recovery gave it).
-        let refused = DisconnectReason::ServerClosed(close_code::POLICY_VIOLATION, reason.clone());
-        hub.keep_session(&ns, &conn, &refused);
-        let frame = close_frame(close_code::POLICY_VIOLATION, reason);
-        let _ = Box::pin(tokio::time::timeout(
-            CLOSE_GRACE,
-            sink.send(Message::Close(Some(frame))),
-        ))
-        .await;
-        ns.registry.remove(&conn);
-        hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    // A client that takes part in recovery reads `$session` (and its replay) first.
+    let hello = |news: Option<&SessionNews<'_>>| {
+        let news = news.map(|news| news.to_json().to_string());
+        (news.iter())
+            .map(|data| outbox::Frame::new(Message::Text(native::encode_event_raw(SESSION_EVENT, data, None))))
+            .collect()
+    };
+    if let Err(refused) = Box::pin(admission::enter(&socket, ask.as_deref(), hello)).await {
+        let frame = close_frame(close_code::POLICY_VIOLATION, refused.refusal.message().into_owned());
+        if let Ok(mut ws) = sink.reunite(stream) {
+            Box::pin(close_websocket(&mut ws, Some(frame))).await;
+        }
         return;
     }
     tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
@@ -336,7 +102,7 @@ pub(crate) async fn run<S>(
     let mut ping = tokio::time::interval_at(Instant::now() + check_every, check_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut inflight: Option<futures_util::future::BoxFuture<'static, ()>> = None;
-    let mut rate = RateState::new(ns.gateway.rate);
+    let mut rate = RateState::new(ns.gateway().rate);
     // Frames read while a handler runs, handled after it, in order (at most `BACKLOG`; past
     // that, reading pauses).
     let mut backlog: VecDeque<Pending> = VecDeque::new();
@@ -392,7 +158,7 @@ pub(crate) async fn run<S>(
                 while inflight.is_none() {
                     let Some(next) = backlog.pop_front() else { break };
                     inflight = match next {
-                        Pending::Raw(msg) => ns.gateway.raw.as_ref().map(|raw| raw(socket.clone(), RawMessage(msg))),
+                        Pending::Raw(msg) => ns.gateway().raw.as_ref().map(|raw| raw(socket.clone(), RawMessage(msg))),
                         Pending::Frame(text, frame) => dispatch(&socket, &text, frame, &mut rate),
                     };
                 }
@@ -401,12 +167,12 @@ pub(crate) async fn run<S>(
                 last_seen = Instant::now();
                 pinged = false;
                 match frame {
-                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) if ns.gateway.raw.is_some() => {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) if ns.gateway().raw.is_some() => {
                         hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
                         if inflight.is_some() {
                             backlog.push_back(Pending::Raw(msg));
                         } else {
-                            inflight = ns.gateway.raw.as_ref().map(|raw| raw(socket.clone(), RawMessage(msg)));
+                            inflight = ns.gateway().raw.as_ref().map(|raw| raw(socket.clone(), RawMessage(msg)));
                         }
                     }
                     Some(Ok(Message::Text(text))) => {
@@ -429,9 +195,11 @@ pub(crate) async fn run<S>(
                         socket.send_error(None, ErrorEvent::new("binary frames are not supported by the native protocol; send JSON text frames"));
                     }
                     Some(Ok(Message::Ping(_))) => {
-                        // tungstenite queued the pong; write it now.
-                        if let Err(e) = sink.flush().await {
-                            break End::Gone(DisconnectReason::TransportError(e.to_string()));
+                        // tungstenite queued the pong; write it now, within the stall limit.
+                        match tokio::time::timeout(stall_limit, sink.flush()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => break End::Gone(DisconnectReason::TransportError(e.to_string())),
+                            Err(_) => break End::Close(close_code::PING_TIMEOUT, "ping timeout".to_owned()),
                         }
                     }
                     Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
@@ -472,19 +240,10 @@ pub(crate) async fn run<S>(
     hub.keep_session(&ns, &conn, &ending);
     let reason = match end {
         End::Close(code, reason) => {
-            let frame = close_frame(code, reason.clone());
             // The ending steps are boxed: the task's size is that of its largest state, and
             // these run once.
-            if Box::pin(tokio::time::timeout(
-                CLOSE_GRACE,
-                sink.send(Message::Close(Some(frame))),
-            ))
-            .await
-            .is_ok()
-            {
-                // Wait (briefly) for the peer's close, so the close handshake completes.
-                let rest = async { while let Some(Ok(_)) = stream.next().await {} };
-                let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, rest)).await;
+            if let Ok(mut ws) = sink.reunite(stream) {
+                Box::pin(close_websocket(&mut ws, Some(close_frame(code, reason.clone())))).await;
             }
             DisconnectReason::ServerClosed(code, reason)
         }
@@ -495,21 +254,44 @@ pub(crate) async fn run<S>(
     if let Some(fut) = inflight.take() {
         fut.await;
     }
-    let code = match &reason {
-        DisconnectReason::ServerClosed(code, _) => Some(*code),
-        DisconnectReason::ClientClosed(code) => *code,
-        _ => None,
-    };
-    tracing::debug!(conn = %conn.id, reason = ?reason, code = ?code, "disconnected");
-    Box::pin(ns.gateway.on_disconnect(socket, reason)).await;
-    // Server emits still waiting for an answer get `AckError::Disconnected`.
-    conn.fail_acks();
-    ns.registry.remove(&conn);
-    Box::pin(hub.go_offline(user)).await;
-    hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    admission::retire(socket, reason).await;
 }
 
-fn close_frame(code: u16, reason: impl Into<Utf8Bytes>) -> CloseFrame {
+/// Closes a WebSocket from the server's side, the same way on every transport: the close
+/// frame, then no more writing (the write side is shut: the peer sees the end of the stream
+/// right after the frame), then the input is read and thrown away until the peer's close, the
+/// end of its stream, or [`CLOSE_GRACE`]. A socket dropped with unread input is reset by the
+/// kernel, and a peer still writing (a message over the size limit, say) would get that reset
+/// instead of the close code. A peer that reads nothing cannot hold it longer than the grace.
+pub(crate) async fn close_websocket<S>(ws: &mut WebSocketStream<coalesce::CoalescingIo<S>>, frame: Option<CloseFrame>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + CLOSE_GRACE;
+    match tokio::time::timeout_at(deadline, ws.send(Message::Close(frame))).await {
+        Ok(Ok(())) => {}
+        // Closed already (the peer's close crossed ours), failed, or not read at all.
+        _ => return,
+    }
+    let _ = tokio::time::timeout_at(deadline, ws.get_mut().shutdown()).await;
+    let rest = async {
+        // Frames while the stream still parses them; raw bytes once it cannot (the rest of a
+        // frame it refused, say).
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(_)) => {}
+                Some(Err(_)) => break,
+            }
+        }
+        let mut scrap = [0u8; 4096];
+        while let Ok(1..) = ws.get_mut().read(&mut scrap).await {}
+    };
+    let _ = tokio::time::timeout_at(deadline, rest).await;
+}
+
+pub(crate) fn close_frame(code: u16, reason: impl Into<Utf8Bytes>) -> CloseFrame {
     CloseFrame {
         code: CloseCode::from(code),
         reason: reason.into(),
@@ -517,7 +299,7 @@ fn close_frame(code: u16, reason: impl Into<Utf8Bytes>) -> CloseFrame {
 }
 
 /// Maps a read error to how the connection ends.
-fn classify(e: WsError) -> End {
+pub(crate) fn classify(e: WsError) -> End {
     match e {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             End::Close(close_code::MESSAGE_TOO_BIG, "message too big".into())
@@ -624,7 +406,7 @@ fn dispatch(
         attachments: Vec::new(),
         id,
     };
-    let call = match socket.ns().gateway.route(socket, incoming, rate) {
+    let call = match socket.ns().gateway().route(socket, incoming, rate) {
         Ok(call) => call,
         Err(Refused::Error(ack, error)) => {
             socket.send_error(ack, error);

@@ -9,10 +9,10 @@ mod socket;
 #[cfg(feature = "validate")]
 mod valid;
 
+pub use crate::config::RateLimit;
 pub use error::{ErrorEvent, IntoErrorEvent};
 pub use guard::{ConnectGuard, Guard, GuardContext};
 pub use handler::{Args, Attachments, Data, EventContext, FromEvent, Handler, IntoReply, Json, Reply, State};
-pub use rate::RateLimit;
 pub use socket::{AckError, RawMessage, Socket};
 #[cfg(feature = "validate")]
 pub use valid::Valid;
@@ -22,10 +22,9 @@ pub(crate) use rate::{RateState, Verdict};
 use std::{collections::HashMap, fmt, future::Future, sync::Arc};
 
 use futures_util::future::BoxFuture;
-use serde::Serialize;
 use serde_json::Value;
 
-use crate::hub::Hub;
+use crate::hub::{DisconnectReason, NsInner};
 
 use handler::ErasedHandler;
 
@@ -38,30 +37,6 @@ pub const RESERVED_EVENTS: &[&str] = &[
     "disconnecting",
     "$session",
 ];
-
-/// Why a connection ended, as the disconnect hook sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DisconnectReason {
-    /// The client sent a close frame (with its code, if any).
-    ClientClosed(Option<u16>),
-    /// The server closed, with this code and reason.
-    ServerClosed(u16, String),
-    /// The transport ended without a close frame (a TCP drop or reset).
-    TransportClosed,
-    /// Reading or writing failed.
-    TransportError(String),
-}
-
-/// A user came online (first connection) or went offline (last connection closed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Presence {
-    /// The user.
-    #[serde(rename = "userId")]
-    pub user_id: String,
-    /// `true` when the user came online.
-    pub online: bool,
-}
 
 /// What a connect hook returns: `()` or `Ok(())` accepts, `Err(reason)` refuses the
 /// connection with close code `1008` and the reason.
@@ -85,7 +60,6 @@ impl<E: fmt::Display> IntoConnectResult for Result<(), E> {
 pub(crate) type RawHandler = Arc<dyn Fn(Socket, RawMessage) -> BoxFuture<'static, ()> + Send + Sync>;
 type ConnectHook = Arc<dyn Fn(Socket) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 type DisconnectHook = Arc<dyn Fn(Socket, DisconnectReason) -> BoxFuture<'static, ()> + Send + Sync>;
-pub(crate) type PresenceHook = Arc<dyn Fn(Hub, Presence) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// One event's handler, with its guards and its own rate limit.
 #[derive(Clone)]
@@ -93,6 +67,13 @@ struct Route {
     handler: Arc<dyn ErasedHandler>,
     guards: Vec<Arc<dyn Guard>>,
     rate: Option<RateLimit>,
+}
+
+impl NsInner {
+    /// The namespace's handler table, which the builder gave the hub to keep.
+    pub(crate) fn gateway(&self) -> &Gateway {
+        (self.routes.downcast_ref()).expect("a namespace's routes are its Gateway: the builder sets them")
+    }
 }
 
 /// The handlers, guards, limits and hooks of one namespace.
@@ -224,12 +205,6 @@ impl Gateway {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_disconnect = Some(Arc::new(move |s, r| Box::pin(hook(s, r))));
-    }
-
-    /// Runs the connect guards, then the connect hook.
-    pub(crate) async fn on_connect(&self, socket: Socket) -> Result<(), String> {
-        self.check_connect(&socket)?;
-        self.connect_hook(socket).await
     }
 
     /// Runs the connect guards.

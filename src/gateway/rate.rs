@@ -1,40 +1,10 @@
 //! Per-connection rate limits on events (token buckets from `governor`).
 
-use std::{num::NonZeroU32, sync::Arc};
+use std::sync::Arc;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 
-/// A rate: so many events per second on average, with bursts up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    per_second: NonZeroU32,
-    burst: NonZeroU32,
-}
-
-impl RateLimit {
-    /// `n` events per second (at least 1), with a burst of `n`.
-    pub fn per_second(n: u32) -> Self {
-        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        Self {
-            per_second: n,
-            burst: n,
-        }
-    }
-
-    /// Allows bursts of up to `burst` events (at least 1).
-    pub fn burst(mut self, burst: u32) -> Self {
-        self.burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        self
-    }
-
-    pub(crate) fn quota(&self) -> Quota {
-        Quota::per_second(self.per_second).allow_burst(self.burst)
-    }
-
-    pub(crate) fn limiter(&self) -> DefaultDirectRateLimiter {
-        RateLimiter::direct(self.quota())
-    }
-}
+use crate::config::RateLimit;
 
 /// One connection's buckets, owned by its task (no lock).
 #[derive(Default)]

@@ -12,10 +12,27 @@ use super::{ErrorEvent, Reply};
 use crate::protocol::socketio as sio;
 use crate::{
     auth::Identity,
-    connection::{Conn, Proto},
-    hub::{ConnectionId, Emit, Hub, NsInner, Target},
+    hub::{Conn, ConnectionId, Emit, Hub, Namespace, NsInner, Proto, Target},
     protocol::{close_code, native},
 };
+
+impl Hub {
+    /// A handle on one connection, in whichever namespace it is.
+    pub fn socket(&self, id: ConnectionId) -> Option<Socket> {
+        self.inner.namespaces.values().find_map(|ns| {
+            let conn = ns.registry.conns.get(&id)?.clone();
+            Some(Socket::new(self.clone(), ns.clone(), conn))
+        })
+    }
+}
+
+impl Namespace {
+    /// A handle on one connection of this namespace, as its handlers see it.
+    pub fn socket(&self, id: ConnectionId) -> Option<Socket> {
+        let conn = self.inner().registry.conns.get(&id)?.clone();
+        Some(Socket::new(self.hub().clone(), self.inner().clone(), conn))
+    }
+}
 
 /// The calling connection, as a handler or hook sees it. Cheap to clone.
 #[derive(Clone)]
@@ -139,7 +156,7 @@ impl Socket {
     /// Joins a room of this namespace. `Ok(false)` when already in it; an error when the room
     /// name is empty or too long, or the connection is in too many rooms.
     pub fn join(&self, room: &str) -> Result<bool, ErrorEvent> {
-        self.ns.join(&self.hub, &self.conn, room)
+        (self.ns.join(&self.hub, &self.conn, room)).map_err(|e| ErrorEvent::new(e.to_string()))
     }
 
     /// Leaves a room; `false` when the connection was not in it.

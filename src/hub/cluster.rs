@@ -22,15 +22,12 @@ use tokio::sync::mpsc;
 
 use super::{
     history::{Entry, HistoryState, NotRecovered, Resume, Saved, StreamKey},
-    ConnectionId, Emit, Hub, HubInner, Target,
+    ConnectionId, Emit, Hub, HubInner, Presence, Target,
 };
-use crate::{
-    adapter::{
-        self,
-        history::{HistoryParams, Missed},
-        ClusterAnswer, Inbound, Op, Query, RedisAdapter,
-    },
-    gateway::Presence,
+use crate::adapter::{
+    self,
+    history::{HistoryParams, Missed},
+    ClusterAnswer, Inbound, Op, Query, RedisAdapter,
 };
 
 /// The hub's side of the cluster.
@@ -397,19 +394,13 @@ async fn apply(hub: &Hub, message: Inbound) {
                 hub.disconnect_user_locally(&user);
             }
             Op::Disconnect { conn } => {
-                if let Some(socket) = hub.socket(ConnectionId(conn)) {
-                    socket.disconnect();
-                }
+                hub.disconnect_locally(ConnectionId(conn));
             }
             Op::Join { conn, room } => {
-                if let Some(socket) = hub.socket(ConnectionId(conn)) {
-                    let _ = socket.join(&room);
-                }
+                hub.join_locally(ConnectionId(conn), &room);
             }
             Op::Leave { conn, room } => {
-                if let Some(socket) = hub.socket(ConnectionId(conn)) {
-                    socket.leave(&room);
-                }
+                hub.leave_locally(ConnectionId(conn), &room);
             }
             _ => {}
         },

@@ -15,12 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{
     history::{HistoryState, NewEvent, StreamKey},
     registry::{IdHasher, Registry},
-    ConnectionId, Hub, NsInner,
+    Conn, ConnectionId, Hub, NsInner, Proto,
 };
-use crate::{
-    connection::{outbox::Frame, Conn, Proto},
-    protocol::native,
-};
+use crate::{outbox::Frame, protocol::native};
 
 /// One set of recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -51,10 +51,9 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{counters::Counter, ConnectionId, Hub, NsInner, Target};
+use super::{counters::Counter, Conn, ConnectionId, DisconnectReason, Hub, NsInner, Proto, Target};
 use crate::{
-    connection::{outbox::Frame, Conn, Proto},
-    gateway::DisconnectReason,
+    outbox::Frame,
     protocol::{close_code, native},
 };
 
@@ -567,6 +566,9 @@ pub(crate) struct Recovery {
     joined: Mutex<HashMap<Arc<str>, u64>>,
     since: AtomicU64,
     conns: Mutex<SmallVec<[u64; 4]>>,
+    /// Set once the connection ended and its session was kept (or let go): a transport that
+    /// keeps it early, before a slow close handshake, is not kept again at retirement.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Recovery {
@@ -598,6 +600,7 @@ impl Recovery {
             joined: Mutex::default(),
             since: AtomicU64::new(since),
             conns: Mutex::new(SmallVec::from_elem(conn.0, 1)),
+            ended: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -1113,7 +1116,7 @@ impl Hub {
         };
         let user = conn.identity.user_key();
         let offset = resume.offset.unwrap_or(0);
-        if history.local() && conn.proto == Proto::Native {
+        if history.local() {
             history.take_over(&resume.session, conn).await;
         }
         let outcome = match history.take_checked(self, user, &ns.name, resume).await {
@@ -1173,11 +1176,15 @@ impl Hub {
     }
 
     /// Keeps the session of a connection that ended, unless its ending says nobody will come
-    /// back for it: the client said goodbye, or the server put it out.
+    /// back for it: the client said goodbye, or the server put it out. Once per connection:
+    /// later calls do nothing.
     pub(crate) fn keep_session(&self, ns: &NsInner, conn: &Conn, reason: &DisconnectReason) {
         let (Some(history), Some(recovery)) = (&self.inner.history, &conn.recovery) else {
             return;
         };
+        if recovery.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let dropped = match reason {
             DisconnectReason::ClientClosed(code) => code.is_some_and(|c| c != close_code::NORMAL),
             DisconnectReason::ServerClosed(code, _) => [

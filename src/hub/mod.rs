@@ -2,15 +2,18 @@
 //! anywhere in the app to emit events.
 
 #[cfg(feature = "redis")]
-mod cluster;
+pub(crate) mod cluster;
+mod conn;
 mod counters;
 mod emit;
 pub(crate) mod history;
 mod namespace;
 pub(crate) mod registry;
 
+pub use conn::DisconnectReason;
+pub(crate) use conn::{Conn, Proto};
+pub use namespace::Namespace;
 pub(crate) use namespace::NsInner;
-pub use namespace::{Namespace, NamespaceBuilder};
 
 #[cfg(feature = "metrics")]
 pub(crate) use counters::export as metrics;
@@ -19,7 +22,7 @@ pub(crate) use counters::Rejection;
 pub use emit::Emit;
 pub(crate) use emit::Target;
 pub use history::History;
-use history::HistoryState;
+pub(crate) use history::HistoryState;
 
 use std::{
     any::{Any, TypeId},
@@ -33,21 +36,26 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-use crate::{
-    auth::Authenticator,
-    config::Config,
-    gateway::{
-        ConnectGuard, DisconnectReason, Guard, Handler, IntoConnectResult, Presence, PresenceHook, RateLimit,
-        RawMessage, Socket,
-    },
-    layer::{OriginPolicy, RealtimeLayer},
-    protocol::close_code,
-};
+use crate::{auth::Authenticator, config::Config, origin::OriginPolicy, protocol::close_code};
 
-use counters::Counters;
-use registry::Slots;
+pub(crate) use counters::Counters;
+pub(crate) use registry::Slots;
+
+/// A user came online (first connection) or went offline (last connection closed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Presence {
+    /// The user.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// `true` when the user came online.
+    pub online: bool,
+}
+
+/// The presence hook.
+pub(crate) type PresenceHook = Arc<dyn Fn(Hub, Presence) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The id of one connection, unique within a hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -83,19 +91,35 @@ pub(crate) struct HubInner {
     pub(crate) slots: Slots,
     pub(crate) on_presence: Option<PresenceHook>,
     pub(crate) connect_rate: Option<governor::DefaultKeyedRateLimiter<Arc<str>>>,
-    connect_checks: AtomicU64,
+    pub(crate) connect_checks: AtomicU64,
     pub(crate) auth: Option<Arc<dyn Authenticator>>,
     pub(crate) origins: OriginPolicy,
     pub(crate) counters: Counters,
-    state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
-    next_id: AtomicU64,
+    /// App state registered with the builder, by type.
+    pub(crate) state: Extensions,
+    /// What the layers above the hub keep on it (a transport's sessions, say), by type. The
+    /// hub holds them and never looks inside.
+    pub(crate) parts: Extensions,
+    pub(crate) next_id: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
     #[cfg(feature = "redis")]
     pub(crate) cluster: Option<cluster::Cluster>,
-    #[cfg(feature = "socketio")]
-    pub(crate) socketio: Option<crate::socketio::SocketIoState>,
     pub(crate) history: Option<HistoryState>,
-    shutdown_notify: tokio::sync::Notify,
+    pub(crate) shutdown_notify: tokio::sync::Notify,
+}
+
+/// Values kept by their type: one of each.
+#[derive(Default)]
+pub(crate) struct Extensions(HashMap<TypeId, Box<dyn Any + Send + Sync>>);
+
+impl Extensions {
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.0.insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.get(&TypeId::of::<T>())?.downcast_ref()
+    }
 }
 
 impl fmt::Debug for Hub {
@@ -108,16 +132,6 @@ impl fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// Starts building a hub.
-    pub fn builder() -> HubBuilder {
-        HubBuilder::default()
-    }
-
-    /// A layer serving this hub's WebSocket endpoint at `path` (exact match, e.g. `"/ws"`).
-    pub fn layer(&self, path: &str) -> RealtimeLayer {
-        RealtimeLayer::new(self.clone()).path(path)
-    }
-
     /// The hub's limits and timeouts.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -129,7 +143,7 @@ impl Hub {
 
     /// App state registered with [`HubBuilder::state`].
     pub fn state<S: Clone + Send + Sync + 'static>(&self) -> Option<S> {
-        self.inner.state.get(&TypeId::of::<S>())?.downcast_ref::<S>().cloned()
+        self.inner.state.get::<S>().cloned()
     }
 
     /// A handle on the namespace `name` (`"/"` is the default one), or `None` if the hub has no
@@ -187,31 +201,46 @@ impl Hub {
         Emit::new(self, &self.inner.default_ns, Target::Connection(id))
     }
 
-    /// A handle on one connection, in whichever namespace it is.
-    pub fn socket(&self, id: ConnectionId) -> Option<Socket> {
-        self.inner.namespaces.values().find_map(|ns| {
-            let conn = ns.registry.conns.get(&id)?.clone();
-            Some(Socket::new(self.clone(), ns.clone(), conn))
-        })
+    /// Joins a connection of this node to a room: `None` when it is not on this node, else
+    /// whether it joined (or was in it already).
+    pub(crate) fn join_locally(&self, id: ConnectionId, room: &str) -> Option<bool> {
+        let (ns, conn) = self.find(id)?;
+        Some(ns.join(self, &conn, room).is_ok())
+    }
+
+    /// Makes a connection of this node leave a room: `None` when it is not on this node, else
+    /// whether it was in it.
+    pub(crate) fn leave_locally(&self, id: ConnectionId, room: &str) -> Option<bool> {
+        let (ns, conn) = self.find(id)?;
+        Some(ns.registry.leave(&conn, room))
+    }
+
+    /// Closes a connection of this node (close code `4000`); `false` when it is not on this
+    /// node.
+    pub(crate) fn disconnect_locally(&self, id: ConnectionId) -> bool {
+        let Some((_, conn)) = self.find(id) else { return false };
+        conn.request_close(close_code::DISCONNECTED_BY_SERVER, "disconnected by server");
+        true
+    }
+
+    /// A connection of this node, in whichever namespace it is.
+    pub(crate) fn find(&self, id: ConnectionId) -> Option<(&Arc<NsInner>, Arc<Conn>)> {
+        (self.inner.namespaces.values()).find_map(|ns| Some((ns, ns.registry.conns.get(&id)?.clone())))
     }
 
     /// Makes a connection join a room. Returns `false` when there is no such connection, the
     /// room name is not acceptable, or the connection is in too many rooms. In a cluster, a
     /// connection on another node is asked to join there (and `true` means the request left).
     pub fn join(&self, id: ConnectionId, room: &str) -> bool {
-        match self.socket(id) {
-            Some(socket) => socket.join(room).is_ok(),
-            None => self.remote(|| RemoteOp::Join(id, room)),
-        }
+        self.join_locally(id, room)
+            .unwrap_or_else(|| self.remote(|| RemoteOp::Join(id, room)))
     }
 
     /// Makes a connection leave a room. Returns whether it was in it (in a cluster, for a
     /// connection on another node: whether the request left).
     pub fn leave(&self, id: ConnectionId, room: &str) -> bool {
-        match self.socket(id) {
-            Some(socket) => socket.leave(room),
-            None => self.remote(|| RemoteOp::Leave(id, room)),
-        }
+        self.leave_locally(id, room)
+            .unwrap_or_else(|| self.remote(|| RemoteOp::Leave(id, room)))
     }
 
     /// Sends an action for a connection that is not on this node to the other nodes.
@@ -238,7 +267,7 @@ impl Hub {
 
     /// The rooms a connection is in (empty for an unknown connection).
     pub fn rooms_of(&self, id: ConnectionId) -> Vec<String> {
-        self.socket(id).map(|s| s.rooms()).unwrap_or_default()
+        self.find(id).map(|(_, conn)| conn.rooms()).unwrap_or_default()
     }
 
     /// The connections in a room of the default namespace.
@@ -294,13 +323,7 @@ impl Hub {
     /// Closes one connection (close code `4000`). Returns whether it existed (in a cluster,
     /// for a connection on another node: whether the request left).
     pub fn disconnect(&self, id: ConnectionId) -> bool {
-        match self.socket(id) {
-            Some(socket) => {
-                socket.disconnect();
-                true
-            }
-            None => self.remote(|| RemoteOp::Disconnect(id)),
-        }
+        self.disconnect_locally(id) || self.remote(|| RemoteOp::Disconnect(id))
     }
 
     /// Registers a connection with no socket behind it, in the default namespace, for the user
@@ -308,10 +331,10 @@ impl Hub {
     /// would drain). Nothing removes it but dropping the hub. For the crate's benchmarks
     /// (`benches/`), which measure emits without sockets; not part of the API.
     #[doc(hidden)]
-    pub fn __bench_attach(&self, user: &str) -> (ConnectionId, crate::connection::outbox::Receiver) {
+    pub fn __bench_attach(&self, user: &str) -> (ConnectionId, crate::outbox::Receiver) {
         let id = self.next_connection_id();
         let identity = crate::auth::Identity::user(user, Default::default());
-        let (conn, rx) = crate::connection::Conn::new(id, identity, self.inner.config.outbound_queue, None);
+        let (conn, rx) = Conn::new(id, identity, self.inner.config.outbound_queue, None);
         self.inner.default_ns.registry.insert(&conn);
         (id, rx)
     }
@@ -490,7 +513,7 @@ enum RemoteOp<'a> {
 
 /// A random tag for this hub, in the top 24 bits of its connection ids, so that ids stay
 /// unique across the nodes of a cluster.
-fn node_tag() -> u64 {
+pub(crate) fn node_tag() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -501,278 +524,4 @@ fn node_tag() -> u64 {
     );
     h.write_u32(std::process::id());
     (h.finish() & 0xff_ffff).max(1)
-}
-
-/// Builds a [`Hub`]: authentication, handlers, hooks, limits, state.
-///
-/// The handler, guard and hook methods configure the default namespace (`/`); use
-/// [`namespace`](Self::namespace) for others.
-#[must_use]
-#[derive(Default)]
-pub struct HubBuilder {
-    config: Config,
-    default: NamespaceBuilder,
-    namespaces: Vec<(String, NamespaceBuilder)>,
-    on_presence: Option<PresenceHook>,
-    auth: Option<Arc<dyn Authenticator>>,
-    origins: OriginPolicy,
-    state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
-    #[cfg(feature = "socketio")]
-    socketio: Option<crate::socketio::SocketIoConfig>,
-    history: Option<History>,
-    #[cfg(feature = "redis")]
-    cluster: Option<(
-        crate::adapter::RedisAdapter,
-        tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
-    )>,
-}
-
-impl fmt::Debug for HubBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HubBuilder")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HubBuilder {
-    /// How handshakes are authenticated: [`JwtAuth`](crate::JwtAuth), your own
-    /// [`Authenticator`], or [`AllowAnonymous`](crate::AllowAnonymous). Without one, every
-    /// handshake is refused with 401: anonymous access is opt-in.
-    pub fn auth(mut self, auth: impl Authenticator) -> Self {
-        self.auth = Some(Arc::new(auth));
-        self
-    }
-
-    /// Handles the event `event` in the default namespace (like NestJS's `@SubscribeMessage`).
-    /// The handler is an async function of [extractors](crate::FromEvent); its return value
-    /// becomes the ack.
-    pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
-        self.default = self.default.on(event, handler);
-        self
-    }
-
-    /// Handles `event` behind a guard of its own. See [`NamespaceBuilder::on_guarded`].
-    pub fn on_guarded<H: Handler<Args>, Args: 'static>(mut self, event: &str, guard: impl Guard, handler: H) -> Self {
-        self.default = self.default.on_guarded(event, guard, handler);
-        self
-    }
-
-    /// A group of handlers sharing guards. See [`NamespaceBuilder::group`].
-    pub fn group(mut self, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
-        self.default = self.default.group(f);
-        self
-    }
-
-    /// Takes every message of the default namespace raw. See [`NamespaceBuilder::on_raw`].
-    pub fn on_raw<F, Fut>(mut self, handler: F) -> Self
-    where
-        F: Fn(Socket, RawMessage) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.default = self.default.on_raw(handler);
-        self
-    }
-
-    /// A guard in front of every handler of the default namespace.
-    pub fn guard(mut self, guard: impl Guard) -> Self {
-        self.default = self.default.guard(guard);
-        self
-    }
-
-    /// A guard on arriving connections of the default namespace. See
-    /// [`NamespaceBuilder::guard_connect`].
-    pub fn guard_connect(mut self, guard: impl ConnectGuard) -> Self {
-        self.default = self.default.guard_connect(guard);
-        self
-    }
-
-    /// A rate limit on every connection of the default namespace. See
-    /// [`NamespaceBuilder::rate_limit`].
-    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
-        self.default = self.default.rate_limit(rate);
-        self
-    }
-
-    /// A rate limit on one event of the default namespace. See
-    /// [`NamespaceBuilder::rate_limit_event`].
-    pub fn rate_limit_event(mut self, event: &str, rate: RateLimit) -> Self {
-        self.default = self.default.rate_limit_event(event, rate);
-        self
-    }
-
-    /// Runs when a connection to the default namespace arrives. See
-    /// [`NamespaceBuilder::on_connect`].
-    pub fn on_connect<F, Fut, R>(mut self, hook: F) -> Self
-    where
-        F: Fn(Socket) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = R> + Send + 'static,
-        R: IntoConnectResult,
-    {
-        self.default = self.default.on_connect(hook);
-        self
-    }
-
-    /// Runs when a connection to the default namespace ends. See
-    /// [`NamespaceBuilder::on_disconnect`].
-    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.default = self.default.on_disconnect(hook);
-        self
-    }
-
-    /// Adds the namespace `name` (e.g. `"/chat"`), configured by `f`. With the native
-    /// protocol it is served at the layer's path followed by the name (`/ws/chat`). The name
-    /// `"/"` configures the default namespace.
-    pub fn namespace(mut self, name: &str, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
-        let name = if name.starts_with('/') {
-            name.to_owned()
-        } else {
-            format!("/{name}")
-        };
-        if name == "/" {
-            // The default namespace, configured like any other.
-            self.default = f(self.default);
-        } else {
-            self.namespaces.push((name, f(NamespaceBuilder::default())));
-        }
-        self
-    }
-
-    /// Runs when a user comes online (first connection, in any namespace) or goes offline
-    /// (last connection closed): once per user, not once per tab.
-    pub fn on_presence<F, Fut>(mut self, hook: F) -> Self
-    where
-        F: Fn(Hub, Presence) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.on_presence = Some(Arc::new(move |h, p| Box::pin(hook(h, p))));
-        self
-    }
-
-    /// Also serves Socket.IO v5 clients (feature `socketio`), at
-    /// [`SocketIoConfig::path`](crate::socketio::SocketIoConfig::path) (default `/socket.io/`)
-    /// of the hub's layer: the same namespaces, handlers, rooms, guards and authentication.
-    #[cfg(feature = "socketio")]
-    pub fn socketio(mut self, config: crate::socketio::SocketIoConfig) -> Self {
-        self.socketio = Some(config);
-        self
-    }
-
-    /// Joins a cluster (feature `redis`): emits, presence, `disconnect_user` and remote room
-    /// changes become cluster-wide, and the `cluster_*` queries ask every node. Give it what
-    /// [`RedisAdapter::connect`](crate::adapter::RedisAdapter::connect) returned; `build` must
-    /// then run inside a tokio runtime.
-    ///
-    /// ```no_run
-    /// # async fn f() -> Result<(), tower_realtime::adapter::RedisAdapterError> {
-    /// use tower_realtime::{adapter::{RedisAdapter, RedisOptions}, Hub};
-    /// let (adapter, inbound) = RedisAdapter::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
-    /// let hub = Hub::builder().redis(adapter, inbound).build();
-    /// # drop(hub); Ok(()) }
-    /// ```
-    #[cfg(feature = "redis")]
-    pub fn redis(
-        mut self,
-        adapter: crate::adapter::RedisAdapter,
-        inbound: tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
-    ) -> Self {
-        self.cluster = Some((adapter, inbound));
-        self
-    }
-
-    /// Keeps a bounded history of the events emitted to rooms, users or everyone, so that a
-    /// client that drops and comes back gets what it missed, in order, once (see [`History`]
-    /// for what is kept and for how long, and the protocol page for the exchange). Off by
-    /// default. In a cluster (feature `redis`, with `.redis(..)`), the history is the
-    /// cluster's, kept in Redis, and a client recovers on any node.
-    pub fn history(mut self, history: History) -> Self {
-        self.history = Some(history);
-        self
-    }
-
-    /// Replaces all limits and timeouts.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Changes some limits: `.configure(|c| c.max_connections_per_user = 50)`.
-    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(&mut self.config);
-        self
-    }
-
-    /// Also accepts handshakes whose `Origin` is exactly `origin` (e.g. `"https://app.example.com"`).
-    /// Requests without `Origin`, and those whose origin is the request's own host, are
-    /// accepted too.
-    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
-        self.origins.allow(origin.into());
-        self
-    }
-
-    /// Accepts handshakes from any origin. Explicit, because browsers send cookies cross-site.
-    pub fn allow_any_origin(mut self) -> Self {
-        self.origins = OriginPolicy::Any;
-        self
-    }
-
-    /// Registers app state, for the [`State`](crate::State) extractor and [`Hub::state`].
-    pub fn state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
-        self.state.insert(TypeId::of::<S>(), Box::new(state));
-        self
-    }
-
-    /// Builds the hub.
-    pub fn build(self) -> Hub {
-        let default_ns = Arc::new(NsInner::new("/", self.default.gateway));
-        let mut namespaces = HashMap::new();
-        namespaces.insert(default_ns.name.clone(), default_ns.clone());
-        for (name, builder) in self.namespaces {
-            let ns = Arc::new(NsInner::new(&name, builder.gateway));
-            namespaces.insert(ns.name.clone(), ns);
-        }
-        let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
-        #[cfg(feature = "redis")]
-        let (cluster, inbound) = match self.cluster {
-            Some((adapter, inbound)) => (Some(cluster::Cluster { adapter }), Some(inbound)),
-            None => (None, None),
-        };
-        // In a cluster, the history is the cluster's, in Redis.
-        #[cfg(feature = "redis")]
-        let shared_history = cluster.is_some();
-        #[cfg(not(feature = "redis"))]
-        let shared_history = false;
-        let hub = Hub {
-            inner: Arc::new(HubInner {
-                config: self.config,
-                namespaces,
-                default_ns,
-                slots: Slots::default(),
-                on_presence: self.on_presence,
-                connect_rate,
-                connect_checks: AtomicU64::new(0),
-                auth: self.auth,
-                origins: self.origins,
-                counters: Counters::default(),
-                state: self.state,
-                next_id: AtomicU64::new(node_tag() << 40),
-                shutting_down: AtomicBool::new(false),
-                #[cfg(feature = "redis")]
-                cluster,
-                #[cfg(feature = "socketio")]
-                socketio: self.socketio.map(crate::socketio::SocketIoState::new),
-                history: self.history.map(|h| HistoryState::new(h, shared_history)),
-                shutdown_notify: tokio::sync::Notify::new(),
-            }),
-        };
-        #[cfg(feature = "redis")]
-        if let Some(inbound) = inbound {
-            cluster::Cluster::start(&hub, inbound);
-        }
-        hub
-    }
 }

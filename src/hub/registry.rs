@@ -16,9 +16,7 @@ use std::{
 
 use dashmap::{mapref::entry::Entry, DashMap};
 
-use crate::connection::Conn;
-
-use super::ConnectionId;
+use super::{Conn, ConnectionId};
 
 /// Why a connection could not be reserved at the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 
 use std::{
     future::Future,
+    marker::PhantomData,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -86,15 +87,16 @@ pin_project! {
     #[project = KindProj]
     pub struct ResponseFuture<F, B> {
         #[pin]
-        kind: Kind<F, B>,
+        kind: Kind<F>,
+        body: PhantomData<fn() -> B>,
     }
 }
 
 pin_project! {
     #[project = InnerProj]
-    enum Kind<F, B> {
+    enum Kind<F> {
         Inner { #[pin] future: F },
-        Handshake { future: BoxFuture<'static, Response<ResponseBody<B>>> },
+        Handshake { future: BoxFuture<'static, Response<Bytes>> },
     }
 }
 
@@ -102,12 +104,15 @@ impl<F, B> ResponseFuture<F, B> {
     pub(crate) fn inner(future: F) -> Self {
         Self {
             kind: Kind::Inner { future },
+            body: PhantomData,
         }
     }
 
-    pub(crate) fn handshake(future: BoxFuture<'static, Response<ResponseBody<B>>>) -> Self {
+    /// A transport's answer: a refusal, a 101, or a Socket.IO polling response.
+    pub(crate) fn handshake(future: BoxFuture<'static, Response<Bytes>>) -> Self {
         Self {
             kind: Kind::Handshake { future },
+            body: PhantomData,
         }
     }
 }
@@ -121,7 +126,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             InnerProj::Inner { future } => future.poll(cx).map(|r| r.map(|res| res.map(ResponseBody::inner))),
-            InnerProj::Handshake { future } => future.as_mut().poll(cx).map(Ok),
+            InnerProj::Handshake { future } => {
+                (future.as_mut().poll(cx)).map(|res| Ok(res.map(ResponseBody::realtime)))
+            }
         }
     }
 }

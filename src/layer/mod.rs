@@ -2,7 +2,6 @@
 //! existing HTTP service.
 
 pub mod future;
-pub(crate) mod handshake;
 mod serve;
 mod service;
 
@@ -14,6 +13,13 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::Hub;
+
+impl Hub {
+    /// A layer serving this hub's WebSocket endpoint at `path` (exact match, e.g. `"/ws"`).
+    pub fn layer(&self, path: &str) -> RealtimeLayer {
+        RealtimeLayer::new(self.clone()).path(path)
+    }
+}
 
 /// Serves a [`Hub`] at one path (default `/ws`, exact match) and passes every other request
 /// to the inner service untouched.
@@ -56,72 +62,5 @@ impl<S> Layer<S> for RealtimeLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         RealtimeService::new(inner, self.hub.clone(), self.path.clone())
-    }
-}
-
-/// Which `Origin` headers a handshake may carry.
-#[derive(Debug, Clone)]
-pub(crate) enum OriginPolicy {
-    /// No `Origin`, the request's own host, or one of these exact origins.
-    SameHostOr(Vec<String>),
-    /// Anything.
-    Any,
-}
-
-impl Default for OriginPolicy {
-    fn default() -> Self {
-        Self::SameHostOr(Vec::new())
-    }
-}
-
-impl OriginPolicy {
-    pub(crate) fn allow(&mut self, origin: String) {
-        match self {
-            Self::SameHostOr(list) => list.push(origin.trim_end_matches('/').to_owned()),
-            Self::Any => {}
-        }
-    }
-
-    /// Whether a request with this `Origin` (and `Host`) may upgrade.
-    pub(crate) fn permits(&self, origin: Option<&str>, host: Option<&str>) -> bool {
-        let Some(origin) = origin else { return true };
-        match self {
-            Self::Any => true,
-            Self::SameHostOr(list) => {
-                if list.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
-                    return true;
-                }
-                // The origin's authority (after the scheme) must be the request's Host.
-                let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
-                match host {
-                    Some(host) => !authority.is_empty() && authority.eq_ignore_ascii_case(host),
-                    None => false,
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::OriginPolicy;
-
-    #[test]
-    fn same_host_by_default() {
-        let p = OriginPolicy::default();
-        assert!(p.permits(None, Some("a:1")));
-        assert!(p.permits(Some("http://a:1"), Some("a:1")));
-        assert!(!p.permits(Some("http://evil:1"), Some("a:1")));
-        assert!(!p.permits(Some("null"), Some("a:1")));
-        assert!(!p.permits(Some("http://a:1"), None));
-    }
-
-    #[test]
-    fn list_and_any() {
-        let mut p = OriginPolicy::default();
-        p.allow("https://app.example/".into());
-        assert!(p.permits(Some("https://app.example"), Some("api.example")));
-        assert!(!p.permits(Some("https://other.example"), Some("api.example")));
-        assert!(OriginPolicy::Any.permits(Some("http://whatever"), None));
     }
 }

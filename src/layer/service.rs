@@ -8,11 +8,8 @@ use std::{
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::{
-    future::{ResponseBody, ResponseFuture},
-    handshake,
-};
-use crate::{hub::NsInner, Hub};
+use super::future::{ResponseBody, ResponseFuture};
+use crate::{connection::handshake, hub::NsInner, Hub};
 
 /// Serves the hub's endpoint; every other request goes to `S` untouched (not boxed), and
 /// `poll_ready` is the inner service's.
@@ -70,7 +67,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         #[cfg(feature = "socketio")]
-        if let Some(sio) = &self.hub.inner.socketio {
+        if let Some(sio) = self.hub.socketio() {
             let path = req.uri().path();
             let prefix = sio.config.path.as_str();
             if path.starts_with(prefix) || Some(path) == prefix.strip_suffix('/') {

@@ -12,7 +12,7 @@
 //! | an unknown `sid` | `400` `{"code":1,"message":"Session ID unknown"}` |
 //! | a handshake that is not `GET` | `400` `{"code":2,"message":"Bad handshake method"}` |
 //! | a malformed request, a second pending poll, a polling request or a second upgrade for an upgraded session | `400` `{"code":3,"message":"Bad request"}` |
-//! | a disallowed `Origin` | `403` `{"code":4,"message":"Forbidden"}` |
+//! | an `Origin` the hub does not allow ([`HubBuilder::allow_origin`](crate::HubBuilder::allow_origin)) | `403` `{"code":4,"message":"Forbidden"}`, no CORS headers |
 //! | `EIO` other than `4` | `400` `{"code":5,"message":"Unsupported protocol version"}` |
 //! | a `POST` body over `maxPayload` | `413`, and the session is closed |
 //! | the hub is shutting down | `503` |
@@ -55,8 +55,10 @@ pub struct SocketIoConfig {
     pub max_payload: usize,
     /// Most binary attachments in one packet (default 10).
     pub max_attachments: usize,
-    /// Cross-origin access for browsers.
-    pub cors: Cors,
+    /// Whether browsers may send credentials (cookies) cross-origin: CORS's
+    /// `Access-Control-Allow-Credentials: true` (default `false`). Which origins may connect
+    /// is the hub's one policy, [`HubBuilder::allow_origin`](crate::HubBuilder::allow_origin).
+    pub cors_credentials: bool,
 }
 
 impl Default for SocketIoConfig {
@@ -67,7 +69,7 @@ impl Default for SocketIoConfig {
             ping_timeout: Duration::from_secs(20),
             max_payload: 1_000_000,
             max_attachments: 10,
-            cors: Cors::default(),
+            cors_credentials: false,
         }
     }
 }
@@ -96,89 +98,18 @@ impl SocketIoConfig {
         self
     }
 
-    /// Sets the CORS policy.
-    pub fn cors(mut self, cors: Cors) -> Self {
-        self.cors = cors;
+    /// Lets browsers send credentials (cookies) cross-origin, to the origins the hub allows
+    /// (NestJS's `cors: { credentials: true }`).
+    pub fn cors_credentials(mut self, allow: bool) -> Self {
+        self.cors_credentials = allow;
         self
     }
 }
 
-/// Which browser origins may use the endpoint, as NestJS's `cors: { origin, credentials }`.
-///
-/// The default allows requests without `Origin` and those from the request's own host.
-#[derive(Debug, Clone, Default)]
-pub struct Cors {
-    origins: Origins,
-    credentials: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-enum Origins {
-    #[default]
-    SameHost,
-    List(Vec<String>),
-    Any,
-}
-
-impl Cors {
-    /// Any origin (`origin: '*'`); with credentials the request's origin is echoed back.
-    pub fn any() -> Self {
-        Self {
-            origins: Origins::Any,
-            credentials: false,
-        }
-    }
-
-    /// These exact origins (`origin: ['https://app.example']`), and the request's own host.
-    pub fn origins<I: IntoIterator<Item = S>, S: Into<String>>(origins: I) -> Self {
-        Self {
-            origins: Origins::List(
-                (origins.into_iter())
-                    .map(|o| o.into().trim_end_matches('/').to_owned())
-                    .collect(),
-            ),
-            credentials: false,
-        }
-    }
-
-    /// Allows cookies and credentials (`credentials: true`).
-    pub fn credentials(mut self, allow: bool) -> Self {
-        self.credentials = allow;
-        self
-    }
-
-    /// Whether a request from `origin` (to `host`) may proceed.
-    pub(crate) fn permits(&self, origin: Option<&str>, host: Option<&str>) -> bool {
-        let Some(origin) = origin else { return true };
-        let same_host = (origin.split_once("://"))
-            .zip(host)
-            .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
-        match &self.origins {
-            Origins::Any => true,
-            Origins::SameHost => same_host,
-            Origins::List(list) => same_host || list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
-        }
-    }
-
-    /// The CORS headers for a permitted request from `origin`.
-    pub(crate) fn headers(&self, origin: Option<&str>, headers: &mut http::HeaderMap) {
-        use http::{header, HeaderValue};
-        let Some(origin) = origin else { return };
-        let allow = match (&self.origins, self.credentials) {
-            (Origins::Any, false) => HeaderValue::from_static("*"),
-            _ => match HeaderValue::from_str(origin) {
-                Ok(v) => v,
-                Err(_) => return,
-            },
-        };
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        if self.credentials {
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-        }
+impl crate::Hub {
+    /// The hub's Socket.IO endpoint, when it serves one.
+    pub(crate) fn socketio(&self) -> Option<&SocketIoState> {
+        self.inner.parts.get()
     }
 }
 

@@ -4,10 +4,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{atomic::AtomicBool, Arc},
 };
 
 use futures_util::future::BoxFuture;
@@ -17,16 +14,15 @@ use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connection::outbox::Frame;
-
 use crate::{
-    auth::{extract_token, AuthRequest},
-    connection::{Conn, Proto},
-    gateway::{DisconnectReason, Incoming, RateState, Refused, Socket},
+    auth::extract_token,
+    connection::admission,
+    gateway::{Incoming, RateState, Refused, Socket},
     hub::{
-        history::{parse_socketio_offset, random_id, Recovery, Resume},
-        Hub, NsInner, Rejection,
+        history::{parse_socketio_offset, random_id, Ask, Recovery, Resume, SessionNews},
+        Conn, DisconnectReason, Hub, NsInner, Proto,
     },
+    outbox::{self, Frame},
     protocol::{
         close_code,
         socketio::{packet, EioPacket, PacketKind, SioDecoder, SioPacket, Transport},
@@ -63,9 +59,9 @@ pub(crate) struct Session {
     hub: Hub,
     /// The handshake request, for authentication at each CONNECT.
     parts: Parts,
-    out_tx: crate::connection::outbox::Sender,
+    out_tx: outbox::Sender,
     /// Taken by the transport that writes: a pending poll, or the WebSocket.
-    pub(crate) out_rx: tokio::sync::Mutex<crate::connection::outbox::Receiver>,
+    pub(crate) out_rx: tokio::sync::Mutex<outbox::Receiver>,
     /// A message a poll took from the queue but could not fit in its body.
     pub(crate) carry: Mutex<Option<Frame>>,
     /// Boxed: the channel allocates its first block of 32 slots up front, for every session.
@@ -79,7 +75,7 @@ pub(crate) struct Session {
     pub(crate) upgrade_noop: Notify,
     closed: Mutex<Option<Closed>>,
     /// Why the server closed the session, as a close code and reason (the first cause wins).
-    cause: Mutex<Option<(u16, &'static str)>>,
+    cause: Mutex<Option<(u16, String)>>,
     closed_notify: Notify,
 }
 
@@ -115,7 +111,7 @@ fn detach(parts: Parts) -> Parts {
 impl Session {
     /// Creates a session and spawns its task.
     pub(crate) fn start(hub: Hub, parts: Parts, transport: Transport) -> Option<Arc<Self>> {
-        let sio = hub.inner.socketio.as_ref()?;
+        let sio = hub.socketio()?;
         let sid: Arc<str> = match crate::protocol::socketio::engineio::generate_sid() {
             Ok(sid) => Arc::from(sid),
             Err(e) => {
@@ -123,7 +119,7 @@ impl Session {
                 return None;
             }
         };
-        let (out_tx, out_rx) = crate::connection::outbox::channel(hub.inner.config.outbound_queue);
+        let (out_tx, out_rx) = outbox::channel(hub.inner.config.outbound_queue);
         let (in_tx, in_rx) = mpsc::channel(64);
         let session = Arc::new(Self {
             sid: sid.clone(),
@@ -178,8 +174,8 @@ impl Session {
 
     /// Closes the session on the server's side, for `code` and `reason`: what its sockets'
     /// disconnect reason says, and whether their recovery sessions are kept for the client.
-    pub(crate) fn close_by_server(&self, code: u16, reason: &'static str) {
-        self.cause.lock().get_or_insert((code, reason));
+    pub(crate) fn close_by_server(&self, code: u16, reason: impl Into<String>) {
+        self.cause.lock().get_or_insert_with(|| (code, reason.into()));
         self.close(Closed::ByServer);
     }
 
@@ -188,11 +184,15 @@ impl Session {
         match how {
             Closed::ByClient | Closed::TransportGone => DisconnectReason::TransportClosed,
             Closed::ByServer => {
-                let (code, reason) =
-                    (*self.cause.lock()).unwrap_or((close_code::GOING_AWAY, "server closed the session"));
-                DisconnectReason::ServerClosed(code, reason.into())
+                let (code, reason) = self.cause();
+                DisconnectReason::ServerClosed(code, reason)
             }
         }
+    }
+
+    /// Why the server closed the session (going away, when it gave no cause).
+    pub(crate) fn cause(&self) -> (u16, String) {
+        (self.cause.lock().clone()).unwrap_or((close_code::GOING_AWAY, "server closed the session".to_owned()))
     }
 
     pub(crate) fn closed(&self) -> Option<Closed> {
@@ -226,7 +226,7 @@ struct Entry {
 /// handlers one at a time, and keeps the heartbeat.
 async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<Box<EioPacket>>) {
     let hub = session.hub.clone();
-    let Some(sio) = hub.inner.socketio.as_ref() else { return };
+    let Some(sio) = hub.socketio() else { return };
     let (ping_interval, ping_timeout) = (sio.config.ping_interval, sio.config.ping_timeout);
     let mut sockets: HashMap<String, Entry> = HashMap::new();
     let mut decoder = SioDecoder::new(sio.config.max_attachments);
@@ -250,7 +250,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<Box<EioPacket>>) {
             outcome = async { inflight.as_mut().expect("guarded by the branch condition").await }, if inflight.is_some() => {
                 inflight = None;
                 if let Outcome::Connected(socket) = outcome {
-                    let rate = RateState::new(socket.ns().gateway.rate);
+                    let rate = RateState::new(socket.ns().gateway().rate);
                     sockets.insert(socket.namespace().to_owned(), Entry { socket, rate });
                 }
                 // Packets that arrived while it ran, in order.
@@ -345,13 +345,13 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<Box<EioPacket>>) {
     // A handler or connect still running finishes first (its side effects are not cut in half).
     if let Some(fut) = inflight.take() {
         if let Outcome::Connected(socket) = fut.await {
-            let rate = RateState::new(socket.ns().gateway.rate);
+            let rate = RateState::new(socket.ns().gateway().rate);
             sockets.insert(socket.namespace().to_owned(), Entry { socket, rate });
         }
     }
     for ns in goodbyes {
         if let Some(entry) = sockets.remove(&ns) {
-            Box::pin(remove_socket(&hub, entry.socket, DisconnectReason::ClientClosed(None))).await;
+            Box::pin(admission::retire(entry.socket, DisconnectReason::ClientClosed(None))).await;
         }
     }
     let reason = session.disconnect_reason(how);
@@ -361,7 +361,7 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<Box<EioPacket>>) {
             Some((code, why)) => DisconnectReason::ServerClosed(code, why.into()),
             None => reason.clone(),
         };
-        Box::pin(remove_socket(&hub, entry.socket, reason)).await;
+        Box::pin(admission::retire(entry.socket, reason)).await;
     }
     if how == Closed::ByServer {
         session.queue(EioPacket::Close.encode());
@@ -390,7 +390,7 @@ async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, En
         if let Some(entry) = sockets.remove(&ns) {
             session.queue(format!("4{}", packet::encode_disconnect(&ns)));
             let reason = DisconnectReason::ServerClosed(code, "disconnected by server".into());
-            Box::pin(remove_socket(&session.hub, entry.socket, reason)).await;
+            Box::pin(admission::retire(entry.socket, reason)).await;
         }
     }
     None
@@ -417,9 +417,8 @@ fn on_packet(
         }
         PacketKind::Disconnect => {
             if let Some(entry) = sockets.remove(&p.ns) {
-                let hub = hub.clone();
                 return Ok(Some(Box::pin(async move {
-                    remove_socket(&hub, entry.socket, DisconnectReason::ClientClosed(None)).await;
+                    admission::retire(entry.socket, DisconnectReason::ClientClosed(None)).await;
                     Outcome::Nothing
                 })));
             }
@@ -447,7 +446,7 @@ fn on_packet(
                 id: p.id,
             };
             let socket = &entry.socket;
-            match socket.ns().gateway.route(socket, incoming, &mut entry.rate) {
+            match socket.ns().gateway().route(socket, incoming, &mut entry.rate) {
                 Ok(call) => {
                     let socket = socket.clone();
                     Ok(Some(Box::pin(async move {
@@ -484,120 +483,64 @@ fn on_packet(
     }
 }
 
-/// A namespace CONNECT: authentication, limits, the connect guards and hook, then the answer.
+/// A namespace CONNECT: the [admission](crate::connection::admission) every transport
+/// shares, answered with CONNECT (with the recovery session's `pid`), CONNECT_ERROR, or, when
+/// the connect hook refused after the CONNECT went out, DISCONNECT.
 async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -> Outcome {
     let hub = session.hub.clone();
     let refuse = |message: &str| session.queue(format!("4{}", packet::encode_connect_error(&ns.name, message)));
     let from_payload = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
     let from_request = extract_token(&session.parts);
     let token = from_payload.or(from_request.as_ref().map(|(t, _)| t.as_str()));
-    let identity = match &hub.inner.auth {
-        Some(authenticator) => {
-            let req = AuthRequest::new(&session.parts, token).with_payload(auth.as_ref());
-            authenticator.authenticate(&req).await
-        }
-        None => Err(crate::AuthError::new("no authenticator configured")),
-    };
-    let identity = match identity {
-        Ok(identity) => identity,
-        Err(e) => {
-            hub.inner.counters.rejected(Rejection::Auth);
-            refuse(e.message());
+    let pass = match admission::admit(&hub, &session.parts, token, auth.as_ref()).await {
+        Ok(pass) => pass,
+        Err(refusal) => {
+            refusal.count(&hub);
+            refuse(&refusal.message());
             return Outcome::Nothing;
         }
     };
-    let cfg = hub.config();
-    let user = identity.user_key().cloned();
-    if let Some(user) = &user {
-        if !hub.check_connect_rate(user) {
-            hub.inner.counters.rejected(Rejection::Limit);
-            refuse("too many new connections for this user; retry later");
-            return Outcome::Nothing;
-        }
-    }
-    if let Err(e) = (hub.inner.slots).reserve(user.as_ref(), cfg.max_connections, cfg.max_connections_per_user) {
-        hub.inner.counters.rejected(Rejection::Limit);
-        refuse(match e {
-            crate::hub::registry::ReserveError::HubFull => "too many connections",
-            crate::hub::registry::ReserveError::UserFull => "too many connections for this user",
-        });
-        return Outcome::Nothing;
-    }
-
     let id = hub.next_connection_id();
     // Connection state recovery: a client that had a session presents its `pid`, and the
     // offset of the last event it received, within its CONNECT data.
     // (In a cluster the epoch is Redis's, as this node last saw it.)
-    let epoch = hub.inner.history.as_ref().and_then(|h| h.known_epoch());
-    let resume = recovery_ask(auth.as_ref(), epoch.as_deref());
+    let ask = (hub.inner.history.as_ref()).map(|history| {
+        let epoch = history.known_epoch();
+        match recovery_ask(auth.as_ref(), epoch.as_deref()) {
+            Some(resume) => Ask::Resume(resume),
+            None => Ask::New,
+        }
+    });
     let recovery = (hub.inner.history.as_ref())
         .map(|history| Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)));
-    let auth = auth.map(Box::new);
     let conn = Conn::with_sender(
         id,
         Proto::SocketIo,
-        identity,
+        pass.into_identity(),
         session.out_tx.clone(),
         Some(session.notify.clone()),
-        auth,
+        auth.map(Box::new),
         recovery,
     );
-    let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
-    ns.registry.insert(&conn);
-    let counters = &hub.inner.counters;
-    counters.connections.fetch_add(1, Ordering::Relaxed);
-    counters.connections_total.fetch_add(1, Ordering::Relaxed);
-    // The connect guards answer with a CONNECT_ERROR, like Socket.IO middlewares; the connect
-    // hook runs once the client is connected (like a `connection` listener), so a refusal
-    // there is a DISCONNECT.
-    let mut connected = false;
-    let accept = async {
-        ns.gateway.check_connect(&socket)?;
-        if conn.recovery.is_some() {
-            // The CONNECT (with the session's `pid`: the old one when recovered), then the
-            // missed packets, before anything live.
-            hub.recover(&ns, &conn, resume.as_ref(), |news| {
-                let pid = news.session.as_deref().unwrap_or_default();
-                let connect = packet::encode_connect_with_pid(&ns.name, &id.to_string(), pid);
-                vec![Frame::new(Message::text(format!("4{connect}")))]
-            })
-            .await;
-        } else {
-            session.queue(format!("4{}", packet::encode_connect(&ns.name, &id.to_string())));
-        }
-        connected = true;
-        ns.gateway.connect_hook(socket.clone()).await
+    let socket = Socket::new(hub.clone(), ns.clone(), conn);
+    let hello = |news: Option<&SessionNews<'_>>| {
+        let pid = news.and_then(|news| news.session.as_deref());
+        let connect = match pid {
+            Some(pid) => packet::encode_connect_with_pid(&ns.name, &id.to_string(), pid),
+            None => packet::encode_connect(&ns.name, &id.to_string()),
+        };
+        vec![Frame::new(Message::text(format!("4{connect}")))]
     };
-    if let Err(reason) = hub.go_live(user.as_ref(), accept).await {
-        if connected {
+    if let Err(refused) = admission::enter(&socket, ask.as_ref(), hello).await {
+        if refused.after_hello {
             session.queue(format!("4{}", packet::encode_disconnect(&ns.name)));
         } else {
-            refuse(&reason);
+            refuse(&refused.refusal.message());
         }
-        // Refused: no session to keep (this lets go of the one recovery gave it).
-        hub.keep_session(
-            &ns,
-            &conn,
-            &DisconnectReason::ServerClosed(close_code::POLICY_VIOLATION, reason),
-        );
-        ns.registry.remove(&conn);
-        counters.connections.fetch_sub(1, Ordering::Relaxed);
         return Outcome::Nothing;
     }
     tracing::debug!(sid = %session.sid, conn = %id, ns = %ns.name, "Socket.IO socket connected");
     Outcome::Connected(socket)
-}
-
-/// Ends one namespace socket: the disconnect hook (rooms still known), then the bookkeeping.
-async fn remove_socket(hub: &Hub, socket: Socket, reason: DisconnectReason) {
-    let ns = socket.ns().clone();
-    let conn = socket.conn().clone();
-    hub.keep_session(&ns, &conn, &reason);
-    ns.gateway.on_disconnect(socket, reason).await;
-    conn.fail_acks();
-    ns.registry.remove(&conn);
-    hub.go_offline(conn.identity.user_key()).await;
-    hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The session a Socket.IO client asks to recover: `pid` and `offset` in its CONNECT data. An

@@ -17,14 +17,12 @@ use tokio_tungstenite::{
 use super::session::{Closed, Session};
 use crate::{
     connection::{
-        coalesce::{CoalescingIo, Outgoing},
-        outbox::{self, Next, Receiver},
-    },
-    hub::{Hub, Rejection},
-    layer::{
-        future::ResponseBody,
+        admission,
+        coalesce::CoalescingIo,
         handshake::{check_upgrade, switching_protocols, ws_config},
     },
+    hub::{Hub, Rejection},
+    outbox::{self, Next},
     protocol::{
         close_code,
         socketio::{
@@ -36,31 +34,34 @@ use crate::{
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the CORS headers of an answer need: the request's origin and the policy.
+/// What the CORS headers of an answer need: the request's origin, and whether the hub's
+/// origin policy allows it.
 struct Reply {
     origin: Option<HeaderValue>,
+    allowed: bool,
 }
 
 impl Reply {
-    fn respond<B>(
+    fn respond(
         &self,
         hub: &Hub,
         status: StatusCode,
         content_type: &'static str,
         body: impl Into<Bytes>,
-    ) -> Response<ResponseBody<B>> {
-        let mut res = Response::new(ResponseBody::realtime(body.into()));
+    ) -> Response<Bytes> {
+        let mut res = Response::new(body.into());
         *res.status_mut() = status;
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let Some(sio) = &hub.inner.socketio {
+        // Only where the origin is allowed: a refused one gets none.
+        if let (Some(sio), true) = (hub.socketio(), self.allowed) {
             let origin = self.origin.as_ref().and_then(|o| o.to_str().ok());
-            sio.config.cors.headers(origin, res.headers_mut());
+            (hub.inner.origins).cors_headers(origin, sio.config.cors_credentials, res.headers_mut());
         }
         res
     }
 
-    fn error<B>(&self, hub: &Hub, error: EngineError) -> Response<ResponseBody<B>> {
+    fn error(&self, hub: &Hub, error: EngineError) -> Response<Bytes> {
         let cause = match error {
             EngineError::Forbidden => Rejection::Origin,
             _ => Rejection::BadRequest,
@@ -69,35 +70,32 @@ impl Reply {
         self.respond(hub, error.status(), "application/json", error.json_body())
     }
 
-    fn text<B>(&self, hub: &Hub, body: String) -> Response<ResponseBody<B>> {
+    fn text(&self, hub: &Hub, body: String) -> Response<Bytes> {
         self.respond(hub, StatusCode::OK, POLLING_CONTENT_TYPE, body)
     }
 }
 
-fn ready<B: Send + 'static>(res: Response<ResponseBody<B>>) -> BoxFuture<'static, Response<ResponseBody<B>>> {
+fn ready(res: Response<Bytes>) -> BoxFuture<'static, Response<Bytes>> {
     Box::pin(std::future::ready(res))
 }
 
 /// Answers one request under the Socket.IO path.
-pub(crate) fn handle<ReqBody, ResBody>(
-    hub: Hub,
-    req: Request<ReqBody>,
-) -> BoxFuture<'static, Response<ResponseBody<ResBody>>>
+pub(crate) fn handle<ReqBody>(hub: Hub, req: Request<ReqBody>) -> BoxFuture<'static, Response<Bytes>>
 where
     ReqBody: Body + Send + 'static,
     ReqBody::Data: Send,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Send + 'static,
 {
+    let (parts, body) = req.into_parts();
     let reply = Reply {
-        origin: req.headers().get(header::ORIGIN).cloned(),
+        origin: parts.headers.get(header::ORIGIN).cloned(),
+        allowed: admission::origin_allowed(&hub, &parts),
     };
-    let Some(sio) = hub.inner.socketio.as_ref() else {
+    let req = Request::from_parts(parts, body);
+    let Some(sio) = hub.socketio() else {
         return ready(reply.error(&hub, EngineError::BadRequest));
     };
-    let origin = reply.origin.as_ref().map(|o| o.to_str().unwrap_or("\u{0}"));
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
-    if !sio.config.cors.permits(origin, host) {
+    if !reply.allowed {
         return ready(reply.error(&hub, EngineError::Forbidden));
     }
     if req.method() == Method::OPTIONS {
@@ -219,12 +217,7 @@ async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
     let Ok(mut rx) = session.out_rx.try_lock() else {
         return Err(EngineError::BadRequest);
     };
-    let max = session
-        .hub()
-        .inner
-        .socketio
-        .as_ref()
-        .map_or(1_000_000, |s| s.config.max_payload);
+    let max = (session.hub().socketio()).map_or(1_000_000, |s| s.config.max_payload);
     let carried = session.carry.lock().take();
     let first = match carried {
         Some(m) => Some(m),
@@ -264,15 +257,12 @@ fn push(body: &mut PayloadBuilder, m: &Message) -> bool {
 }
 
 /// A WebSocket handshake: a new WebSocket-only session, or the upgrade of a polling one.
-fn upgrade<ReqBody, ResBody>(
+fn upgrade<ReqBody>(
     hub: Hub,
     mut req: Request<ReqBody>,
     reply: Reply,
     existing: Option<Arc<Session>>,
-) -> BoxFuture<'static, Response<ResponseBody<ResBody>>>
-where
-    ResBody: Send + 'static,
-{
+) -> BoxFuture<'static, Response<Bytes>> {
     if let Err(refusal) = check_upgrade(&req) {
         return ready(refusal.into_response(&hub));
     }
@@ -295,7 +285,7 @@ where
         },
     };
     let upgrading = session.state.lock().upgrading;
-    let Some(sio) = hub.inner.socketio.as_ref() else {
+    let Some(sio) = hub.socketio() else {
         return ready(res);
     };
     let config = ws_config(&hub.inner.config, sio.config.max_payload);
@@ -326,7 +316,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let hub = session.hub().clone();
-    let Some(sio) = hub.inner.socketio.as_ref() else { return };
+    let Some(sio) = hub.socketio() else { return };
     let out = ws.get_ref().outgoing();
     let (mut sink, mut stream) = ws.split();
     if upgrading {
@@ -359,24 +349,31 @@ where
     // As a native connection's loop (`connection::run`): the read side is polled only once
     // it has woken, and a close wakes the loop through the queue.
     let wakes = rx.wakes();
-    loop {
+    // A write that makes no progress for a whole ping window means the peer reads nothing.
+    let stall_limit = sio.config.ping_interval + sio.config.ping_timeout;
+    let how = loop {
         tokio::select! {
             biased;
             next = rx.next() => {
                 let first = match next {
                     Next::Message(first) => first,
                     Next::Nudged => match session.closed() {
-                        Some(how) => {
-                            close_websocket(how, &mut sink, &out, &mut rx, &hub).await;
-                            break;
-                        }
+                        Some(how) => break how,
                         None => continue,
                     },
                 };
                 let mut unsent = Some(first);
-                if crate::connection::write_batch(&mut sink, &out, &mut unsent, &mut rx, &hub).await.is_err() {
-                    session.close(Closed::TransportGone);
-                    break;
+                let write = crate::connection::write_batch(&mut sink, &out, &mut unsent, &mut rx, &hub);
+                match tokio::time::timeout(stall_limit, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => {
+                        session.close(Closed::TransportGone);
+                        break Closed::TransportGone;
+                    }
+                    Err(_) => {
+                        session.close_by_server(close_code::PING_TIMEOUT, "ping timeout");
+                        break Closed::ByServer;
+                    }
                 }
             }
             frame = std::future::poll_fn(|cx| wakes.poll_gated(outbox::READ, cx, |cx| stream.poll_next_unpin(cx))) => {
@@ -390,11 +387,23 @@ where
                     },
                     Some(Ok(Message::Binary(b))) => EioPacket::BinaryMessage(b),
                     Some(Ok(Message::Ping(_))) => {
-                        let _ = sink.flush().await;
+                        // tungstenite queued the pong; write it now, within the stall limit.
+                        if !matches!(tokio::time::timeout(stall_limit, sink.flush()).await, Ok(Ok(()))) {
+                            session.close(Closed::TransportGone);
+                        }
                         continue;
                     }
                     Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    Some(Err(e)) => {
+                        // A message over the limit, bad UTF-8, a protocol error: closed with its
+                        // code, as a native connection is.
+                        match crate::connection::classify(e) {
+                            crate::connection::End::Close(code, reason) => session.close_by_server(code, reason),
+                            crate::connection::End::Gone(_) => session.close(Closed::TransportGone),
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None => {
                         session.close(Closed::TransportGone);
                         continue;
                     }
@@ -405,21 +414,19 @@ where
                 }
             }
         }
+    };
+    if how == Closed::TransportGone {
+        return;
     }
-}
-
-/// Delivers what is queued (a close packet among it), unless the transport is gone, then
-/// closes the WebSocket; a second for each.
-async fn close_websocket<Si>(how: Closed, sink: &mut Si, out: &Outgoing, rx: &mut Receiver, hub: &Hub)
-where
-    Si: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-{
-    if how != Closed::TransportGone {
-        let mut unsent = None;
-        let drain = crate::connection::drain(sink, out, &mut unsent, rx, hub);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    // What is queued goes first (a close packet among it), within a second; then the
+    // WebSocket is closed as every transport closes one.
+    let mut unsent = None;
+    let drain = crate::connection::drain(&mut sink, &out, &mut unsent, &mut rx, &hub);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+    if let Ok(mut ws) = sink.reunite(stream) {
+        let (code, reason) = session.cause();
+        crate::connection::close_websocket(&mut ws, Some(crate::connection::close_frame(code, reason))).await;
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
 }
 
 /// The upgrade's probe: `2probe` → `3probe`, the pending poll answered with a noop, then `5`.

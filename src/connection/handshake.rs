@@ -1,18 +1,22 @@
 //! The WebSocket handshake: every check and its rejection, then the 101 and the spawn of the
 //! connection task.
 //!
+//! The WebSocket checks come first; then the [admission](super::admission) that every
+//! transport shares (its refusals rendered here as HTTP).
+//!
 //! | check | rejection |
 //! |---|---|
-//! | the hub is shutting down | 503 |
 //! | method is not GET | 405, `Allow: GET` |
 //! | no `Connection: upgrade` / no `Upgrade: websocket` / no or bad `Sec-WebSocket-Key` / no `Sec-WebSocket-Version` | 400 |
 //! | `Sec-WebSocket-Version` is not 13 | 426, `Sec-WebSocket-Version: 13` |
-//! | `Origin` not allowed | 403 |
+//! | the server did not enable HTTP/1.1 upgrades | 500 |
 //! | a malformed `session`, `epoch` or `offset` query parameter (recovery) | 400 |
+//! | the hub is shutting down | 503 |
+//! | `Origin` not allowed | 403 |
 //! | authentication fails | 401, `{"error": "..."}` |
+//! | the user opens connections too fast | 429 |
 //! | the user has `max_connections_per_user` connections | 429 |
 //! | the hub has `max_connections` connections | 503 |
-//! | the server did not enable HTTP/1.1 upgrades | 500 |
 
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -22,28 +26,31 @@ use tokio_tungstenite::{
     WebSocketStream,
 };
 
-use super::future::ResponseBody;
+use bytes::Bytes;
+
+use super::{
+    admission::{self, Refusal},
+    coalesce::CoalescingIo,
+};
 use crate::{
-    auth::{extract_token, AuthRequest, SUBPROTOCOL},
-    connection::{self, coalesce::CoalescingIo, Conn},
+    auth::{extract_token, SUBPROTOCOL},
     hub::{
         history::{random_id, Ask, Recovery, Resume},
-        registry::ReserveError,
-        Hub, NsInner, Rejection,
+        Conn, Hub, NsInner, Rejection,
     },
     util::query_param,
 };
 use std::sync::Arc;
 
 /// A refused handshake: a status, a short body, and the counter it bumps.
-pub(crate) struct Refusal {
+pub(crate) struct HttpRefusal {
     status: StatusCode,
     body: String,
     json: bool,
     cause: Rejection,
 }
 
-impl Refusal {
+impl HttpRefusal {
     fn bad(body: &str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, body, Rejection::BadRequest)
     }
@@ -57,10 +64,10 @@ impl Refusal {
         }
     }
 
-    pub(crate) fn into_response<B>(self, hub: &Hub) -> Response<ResponseBody<B>> {
+    pub(crate) fn into_response(self, hub: &Hub) -> Response<Bytes> {
         hub.inner.counters.rejected(self.cause);
         tracing::debug!(status = %self.status.as_u16(), cause = ?self.cause, reason = %self.body, "websocket handshake refused");
-        let mut res = Response::new(ResponseBody::realtime(self.body));
+        let mut res = Response::new(Bytes::from(self.body));
         *res.status_mut() = self.status;
         let content_type = if self.json {
             "application/json"
@@ -106,36 +113,10 @@ fn valid_key(key: &[u8]) -> bool {
         && b"AQgw".contains(&key[21])
 }
 
-/// The checks that need no I/O, in the documented order.
-fn check_request<B>(hub: &Hub, req: &Request<B>) -> Result<(), Refusal> {
-    if hub.is_shutting_down() {
-        return Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server is shutting down",
-            Rejection::ShuttingDown,
-        ));
-    }
-    check_upgrade(req)?;
-    let headers = req.headers();
-    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{0}"));
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    if !hub.inner.origins.permits(origin, host) {
-        return Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "origin not allowed",
-            Rejection::Origin,
-        ));
-    }
-    Ok(())
-}
-
 /// Checks the WebSocket upgrade itself: method, headers, key, and that the server can upgrade.
-pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), Refusal> {
+pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), HttpRefusal> {
     if req.method() != http::Method::GET {
-        return Err(Refusal::new(
+        return Err(HttpRefusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "a WebSocket handshake must be a GET request",
             Rejection::BadRequest,
@@ -143,15 +124,15 @@ pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), Refusal> {
     }
     let headers = req.headers();
     if !header_has_token(headers, header::CONNECTION, "upgrade") {
-        return Err(Refusal::bad("missing `Connection: upgrade` header"));
+        return Err(HttpRefusal::bad("missing `Connection: upgrade` header"));
     }
     if !header_has_token(headers, header::UPGRADE, "websocket") {
-        return Err(Refusal::bad("missing `Upgrade: websocket` header"));
+        return Err(HttpRefusal::bad("missing `Upgrade: websocket` header"));
     }
     match headers.get(header::SEC_WEBSOCKET_VERSION) {
-        None => return Err(Refusal::bad("missing `Sec-WebSocket-Version` header")),
+        None => return Err(HttpRefusal::bad("missing `Sec-WebSocket-Version` header")),
         Some(v) if v != "13" => {
-            return Err(Refusal::new(
+            return Err(HttpRefusal::new(
                 StatusCode::UPGRADE_REQUIRED,
                 "unsupported WebSocket version: only 13 is supported",
                 Rejection::BadRequest,
@@ -161,12 +142,12 @@ pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), Refusal> {
     }
     match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(key) if valid_key(key.as_bytes()) => {}
-        Some(_) => return Err(Refusal::bad("invalid `Sec-WebSocket-Key` header")),
-        None => return Err(Refusal::bad("missing `Sec-WebSocket-Key` header")),
+        Some(_) => return Err(HttpRefusal::bad("invalid `Sec-WebSocket-Key` header")),
+        None => return Err(HttpRefusal::bad("missing `Sec-WebSocket-Key` header")),
     }
     if req.extensions().get::<hyper::upgrade::OnUpgrade>().is_none() {
         tracing::error!("a WebSocket handshake reached a server without HTTP/1.1 upgrades (hyper: serve_connection(..).with_upgrades())");
-        return Err(Refusal::new(
+        return Err(HttpRefusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "this server does not support connection upgrades",
             Rejection::BadRequest,
@@ -176,12 +157,12 @@ pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), Refusal> {
 }
 
 /// The `101 Switching Protocols` answering an upgrade with these headers (already checked).
-pub(crate) fn switching_protocols<B>(headers: &HeaderMap) -> Response<ResponseBody<B>> {
+pub(crate) fn switching_protocols(headers: &HeaderMap) -> Response<Bytes> {
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .map(|k| k.as_bytes())
         .unwrap_or_default();
-    let mut res = Response::new(ResponseBody::realtime(bytes::Bytes::new()));
+    let mut res = Response::new(Bytes::new());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = res.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -205,19 +186,27 @@ pub(crate) fn ws_config(cfg: &crate::Config, max_message: usize) -> WebSocketCon
         .max_frame_size(Some(max_message))
 }
 
+impl From<Refusal> for HttpRefusal {
+    fn from(refusal: Refusal) -> Self {
+        let (status, cause) = (refusal.status(), refusal.cause());
+        match refusal {
+            Refusal::Auth(message) => Self {
+                json: true,
+                ..Self::new(status, &serde_json::json!({ "error": message }).to_string(), cause)
+            },
+            other => Self::new(status, &other.message(), cause),
+        }
+    }
+}
+
 /// Answers a handshake request: a rejection, or a 101 with the connection task spawned.
-pub(super) fn handshake<ReqBody, ResBody>(
+pub(crate) fn handshake<ReqBody>(
     hub: Hub,
     ns: Arc<NsInner>,
     mut req: Request<ReqBody>,
-) -> BoxFuture<'static, Response<ResponseBody<ResBody>>>
-where
-    ResBody: Send + 'static,
-{
-    if let Err(refusal) = check_request(&hub, &req) {
-        return Box::pin(std::future::ready(refusal.into_response(&hub)));
-    }
-    let ask = match recovery_ask(req.uri().query()) {
+) -> BoxFuture<'static, Response<Bytes>> {
+    let checked = check_upgrade(&req).and_then(|()| recovery_ask(req.uri().query()));
+    let ask = match checked {
         Ok(ask) => ask,
         Err(refusal) => return Box::pin(std::future::ready(refusal.into_response(&hub))),
     };
@@ -225,82 +214,46 @@ where
     let (parts, _body) = req.into_parts();
     Box::pin(async move {
         let token = extract_token(&parts);
-        let identity = match &hub.inner.auth {
-            Some(auth) => {
-                auth.authenticate(&AuthRequest::new(&parts, token.as_ref().map(|(t, _)| t.as_str())))
-                    .await
-            }
-            None => Err(crate::AuthError::new("no authenticator configured")),
+        let pass = match admission::admit(&hub, &parts, token.as_ref().map(|(t, _)| t.as_str()), None).await {
+            Ok(pass) => pass,
+            Err(refusal) => return HttpRefusal::from(refusal).into_response(&hub),
         };
-        let identity = match identity {
-            Ok(identity) => identity,
-            Err(e) => {
-                let body = serde_json::json!({ "error": e.message() }).to_string();
-                let refusal = Refusal {
-                    json: true,
-                    ..Refusal::new(StatusCode::UNAUTHORIZED, &body, Rejection::Auth)
-                };
-                return refusal.into_response(&hub);
-            }
-        };
-        let cfg = &hub.inner.config;
-        if let Some(user) = identity.user_key() {
-            if !hub.check_connect_rate(user) {
-                let body = "too many new connections for this user; retry later";
-                return Refusal::new(StatusCode::TOO_MANY_REQUESTS, body, Rejection::Limit).into_response(&hub);
-            }
-        }
-        let (max_total, max_per_user) = (cfg.max_connections, cfg.max_connections_per_user);
-        if let Err(e) = hub.inner.slots.reserve(identity.user_key(), max_total, max_per_user) {
-            let (status, body) = match e {
-                ReserveError::HubFull => (StatusCode::SERVICE_UNAVAILABLE, "too many connections"),
-                ReserveError::UserFull => (StatusCode::TOO_MANY_REQUESTS, "too many connections for this user"),
-            };
-            return Refusal::new(status, body, Rejection::Limit).into_response(&hub);
-        }
-
         let mut res = switching_protocols(&parts.headers);
         if header_has_token(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
             let h = res.headers_mut();
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
         }
-
-        let id = hub.next_connection_id();
+        let cfg = &hub.inner.config;
         let ws_config = ws_config(cfg, cfg.max_message_size);
-        let hub_task = hub.clone();
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(e) => {
-                    tracing::debug!(conn = %id, error = %e, "upgrade failed after 101");
-                    hub_task.inner.slots.release(identity.user_key());
+                    // The pass gives its slot back as it drops.
+                    tracing::debug!(error = %e, "upgrade failed after 101");
                     return;
                 }
             };
-            hub_task
-                .inner
-                .counters
-                .connections_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let ws = WebSocketStream::from_raw_socket(
                 CoalescingIo::new(TokioIo::new(upgraded)),
                 Role::Server,
                 Some(ws_config),
             )
             .await;
+            let id = hub.next_connection_id();
             // A client that takes part in recovery gets a session of its own (which a resumed
             // session replaces).
-            let recovery = match (&ask, &hub_task.inner.history) {
+            let recovery = match (&ask, &hub.inner.history) {
                 (Some(_), Some(history)) => {
                     Some(Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)))
                 }
                 _ => None,
             };
-            let (conn, rx) = Conn::new(id, identity, hub_task.inner.config.outbound_queue, recovery);
+            let (conn, rx) = Conn::new(id, pass.into_identity(), hub.inner.config.outbound_queue, recovery);
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
             // A task of its own, holding only what the connection needs for its whole life.
-            let run = connection::run(hub_task, ns, conn, rx, Box::new(ws), ask.map(Box::new));
+            let run = super::run(hub, ns, conn, rx, Box::new(ws), ask.map(Box::new));
             tokio::spawn(tracing::Instrument::instrument(run, span));
         });
         res
@@ -312,12 +265,12 @@ const MAX_RECOVERY_TOKEN: usize = 64;
 
 /// What the query asks of recovery: nothing; a session (`recover=1`); or to resume one
 /// (`session`, with the `epoch` and `offset` of the last event received when there was one).
-fn recovery_ask(query: Option<&str>) -> Result<Option<Ask>, Refusal> {
-    let get = |name: &str| -> Result<Option<String>, Refusal> {
+fn recovery_ask(query: Option<&str>) -> Result<Option<Ask>, HttpRefusal> {
+    let get = |name: &str| -> Result<Option<String>, HttpRefusal> {
         match query_param(query, name) {
             None => Ok(None),
             Some(Ok(v)) if v.len() <= MAX_RECOVERY_TOKEN => Ok(Some(v)),
-            Some(_) => Err(Refusal::bad(&format!("malformed `{name}` query parameter"))),
+            Some(_) => Err(HttpRefusal::bad(&format!("malformed `{name}` query parameter"))),
         }
     };
     let Some(session) = get("session")?.filter(|s| !s.is_empty()) else {
@@ -330,7 +283,7 @@ fn recovery_ask(query: Option<&str>) -> Result<Option<Ask>, Refusal> {
         None => None,
         Some(o) => Some(
             o.parse::<u64>()
-                .map_err(|_| Refusal::bad("the `offset` query parameter must be a number"))?,
+                .map_err(|_| HttpRefusal::bad("the `offset` query parameter must be a number"))?,
         ),
     };
     Ok(Some(Ask::Resume(Resume {

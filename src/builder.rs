@@ -1,0 +1,428 @@
+//! [`HubBuilder`] and [`NamespaceBuilder`]: everything a hub is built from — handlers, guards,
+//! hooks, authentication, limits, the origin policy, transports, history and the cluster.
+//!
+//! The builder sits above every other part: it hands the hub its core (limits, history, the
+//! cluster) and the layers above the hub their own parts (each namespace's handlers, the
+//! Socket.IO sessions), which the hub keeps without looking inside.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicU64},
+        Arc,
+    },
+};
+
+use crate::{
+    auth::Authenticator,
+    config::{Config, RateLimit},
+    gateway::{ConnectGuard, Gateway, Guard, Handler, IntoConnectResult, RawMessage, Socket},
+    hub::{
+        node_tag, Counters, DisconnectReason, Extensions, History, HistoryState, Hub, HubInner, NsInner, Presence,
+        Slots,
+    },
+    origin::OriginPolicy,
+};
+
+/// Configures one namespace: its handlers, guards, rate limits and hooks. The same methods on
+/// [`HubBuilder`](super::HubBuilder) configure the default namespace.
+#[must_use]
+#[derive(Default)]
+pub struct NamespaceBuilder {
+    pub(crate) gateway: Gateway,
+}
+
+impl std::fmt::Debug for NamespaceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamespaceBuilder").finish_non_exhaustive()
+    }
+}
+
+impl NamespaceBuilder {
+    /// Handles the event `event` (like NestJS's `@SubscribeMessage`). The handler is an async
+    /// function of [extractors](crate::FromEvent); its return value becomes the ack.
+    pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
+        self.gateway.add_handler(event, handler, Vec::new());
+        self
+    }
+
+    /// Takes every text and binary message of this namespace's connections as it is, instead
+    /// of the JSON protocol: for apps that want frames rather than events. Messages of one
+    /// connection are handled one at a time, in order; reply with [`Socket::send_raw`].
+    ///
+    /// ```
+    /// use tower_realtime::{AllowAnonymous, Hub, RawMessage, Socket};
+    ///
+    /// // An echo server.
+    /// let hub = Hub::builder()
+    ///     .auth(AllowAnonymous::new())
+    ///     .on_raw(|socket: Socket, msg: RawMessage| async move {
+    ///         socket.send_raw(msg);
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn on_raw<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Socket, RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.gateway.raw = Some(Arc::new(move |s, m| Box::pin(handler(s, m))));
+        self
+    }
+
+    /// Handles `event` behind a guard of its own.
+    pub fn on_guarded<H: Handler<Args>, Args: 'static>(mut self, event: &str, guard: impl Guard, handler: H) -> Self {
+        self.gateway.add_handler(event, handler, vec![Arc::new(guard)]);
+        self
+    }
+
+    /// A group of handlers sharing guards: `.group(|g| g.guard(admin_only).on("ban", ban).on("kick", kick))`.
+    /// The group's guards apply to its handlers only, whatever the order of the calls.
+    pub fn group(mut self, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
+        let group = f(NamespaceBuilder::default()).gateway;
+        self.gateway.merge_group(group);
+        self
+    }
+
+    /// A guard in front of every handler of this namespace (or of the group being built).
+    pub fn guard(mut self, guard: impl Guard) -> Self {
+        self.gateway.add_guard(Arc::new(guard));
+        self
+    }
+
+    /// A guard on arriving connections: `Err(reason)` closes the connection with `1008` and
+    /// the reason, before the connect hook runs.
+    pub fn guard_connect(mut self, guard: impl ConnectGuard) -> Self {
+        self.gateway.add_connect_guard(Arc::new(guard));
+        self
+    }
+
+    /// Limits every connection of this namespace to `rate` events (all events together).
+    /// Past it, the client gets an `error` event with status `rate_limited` and the event does
+    /// not run; after [`Config::rate_limit_flood_threshold`](crate::Config::rate_limit_flood_threshold)
+    /// refusals in a row the connection is closed with `1008`.
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.gateway.rate = Some(rate);
+        self
+    }
+
+    /// Limits one event (registered before this call) to `rate` per connection, on top of the
+    /// namespace's limit.
+    pub fn rate_limit_event(mut self, event: &str, rate: RateLimit) -> Self {
+        if !self.gateway.set_event_rate(event, rate) {
+            tracing::warn!(%event, "rate_limit_event on an event with no handler (register the handler first)");
+        }
+        self
+    }
+
+    /// Runs when a connection arrives, after the connect guards. `Err(reason)` closes it with
+    /// code `1008` and the reason; the user is announced online only once it accepts.
+    pub fn on_connect<F, Fut, R>(mut self, hook: F) -> Self
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoConnectResult,
+    {
+        self.gateway.set_on_connect(hook);
+        self
+    }
+
+    /// Runs when a connection ends, however it ends; its rooms are still known there.
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.gateway.set_on_disconnect(hook);
+        self
+    }
+}
+
+/// Builds a [`Hub`]: authentication, handlers, hooks, limits, state.
+///
+/// The handler, guard and hook methods configure the default namespace (`/`); use
+/// [`namespace`](Self::namespace) for others.
+#[must_use]
+#[derive(Default)]
+pub struct HubBuilder {
+    config: Config,
+    default: NamespaceBuilder,
+    namespaces: Vec<(String, NamespaceBuilder)>,
+    on_presence: Option<crate::hub::PresenceHook>,
+    auth: Option<Arc<dyn Authenticator>>,
+    origins: OriginPolicy,
+    state: Extensions,
+    #[cfg(feature = "socketio")]
+    socketio: Option<crate::socketio::SocketIoConfig>,
+    history: Option<History>,
+    #[cfg(feature = "redis")]
+    cluster: Option<(
+        crate::adapter::RedisAdapter,
+        tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
+    )>,
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Starts building a hub.
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+}
+
+impl HubBuilder {
+    /// How handshakes are authenticated: [`JwtAuth`](crate::JwtAuth), your own
+    /// [`Authenticator`], or [`AllowAnonymous`](crate::AllowAnonymous). Without one, every
+    /// handshake is refused with 401: anonymous access is opt-in.
+    pub fn auth(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// Handles the event `event` in the default namespace (like NestJS's `@SubscribeMessage`).
+    /// The handler is an async function of [extractors](crate::FromEvent); its return value
+    /// becomes the ack.
+    pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
+        self.default = self.default.on(event, handler);
+        self
+    }
+
+    /// Handles `event` behind a guard of its own. See [`NamespaceBuilder::on_guarded`].
+    pub fn on_guarded<H: Handler<Args>, Args: 'static>(mut self, event: &str, guard: impl Guard, handler: H) -> Self {
+        self.default = self.default.on_guarded(event, guard, handler);
+        self
+    }
+
+    /// A group of handlers sharing guards. See [`NamespaceBuilder::group`].
+    pub fn group(mut self, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
+        self.default = self.default.group(f);
+        self
+    }
+
+    /// Takes every message of the default namespace raw. See [`NamespaceBuilder::on_raw`].
+    pub fn on_raw<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Socket, RawMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.default = self.default.on_raw(handler);
+        self
+    }
+
+    /// A guard in front of every handler of the default namespace.
+    pub fn guard(mut self, guard: impl Guard) -> Self {
+        self.default = self.default.guard(guard);
+        self
+    }
+
+    /// A guard on arriving connections of the default namespace. See
+    /// [`NamespaceBuilder::guard_connect`].
+    pub fn guard_connect(mut self, guard: impl ConnectGuard) -> Self {
+        self.default = self.default.guard_connect(guard);
+        self
+    }
+
+    /// A rate limit on every connection of the default namespace. See
+    /// [`NamespaceBuilder::rate_limit`].
+    pub fn rate_limit(mut self, rate: RateLimit) -> Self {
+        self.default = self.default.rate_limit(rate);
+        self
+    }
+
+    /// A rate limit on one event of the default namespace. See
+    /// [`NamespaceBuilder::rate_limit_event`].
+    pub fn rate_limit_event(mut self, event: &str, rate: RateLimit) -> Self {
+        self.default = self.default.rate_limit_event(event, rate);
+        self
+    }
+
+    /// Runs when a connection to the default namespace arrives. See
+    /// [`NamespaceBuilder::on_connect`].
+    pub fn on_connect<F, Fut, R>(mut self, hook: F) -> Self
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: IntoConnectResult,
+    {
+        self.default = self.default.on_connect(hook);
+        self
+    }
+
+    /// Runs when a connection to the default namespace ends. See
+    /// [`NamespaceBuilder::on_disconnect`].
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Socket, DisconnectReason) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.default = self.default.on_disconnect(hook);
+        self
+    }
+
+    /// Adds the namespace `name` (e.g. `"/chat"`), configured by `f`. With the native
+    /// protocol it is served at the layer's path followed by the name (`/ws/chat`). The name
+    /// `"/"` configures the default namespace.
+    pub fn namespace(mut self, name: &str, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
+        let name = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        if name == "/" {
+            // The default namespace, configured like any other.
+            self.default = f(self.default);
+        } else {
+            self.namespaces.push((name, f(NamespaceBuilder::default())));
+        }
+        self
+    }
+
+    /// Runs when a user comes online (first connection, in any namespace) or goes offline
+    /// (last connection closed): once per user, not once per tab.
+    pub fn on_presence<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Hub, Presence) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_presence = Some(Arc::new(move |h, p| Box::pin(hook(h, p))));
+        self
+    }
+
+    /// Also serves Socket.IO v5 clients (feature `socketio`), at
+    /// [`SocketIoConfig::path`](crate::socketio::SocketIoConfig::path) (default `/socket.io/`)
+    /// of the hub's layer: the same namespaces, handlers, rooms, guards and authentication.
+    #[cfg(feature = "socketio")]
+    pub fn socketio(mut self, config: crate::socketio::SocketIoConfig) -> Self {
+        self.socketio = Some(config);
+        self
+    }
+
+    /// Joins a cluster (feature `redis`): emits, presence, `disconnect_user` and remote room
+    /// changes become cluster-wide, and the `cluster_*` queries ask every node. Give it what
+    /// [`RedisAdapter::connect`](crate::adapter::RedisAdapter::connect) returned; `build` must
+    /// then run inside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), tower_realtime::adapter::RedisAdapterError> {
+    /// use tower_realtime::{adapter::{RedisAdapter, RedisOptions}, Hub};
+    /// let (adapter, inbound) = RedisAdapter::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
+    /// let hub = Hub::builder().redis(adapter, inbound).build();
+    /// # drop(hub); Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(
+        mut self,
+        adapter: crate::adapter::RedisAdapter,
+        inbound: tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
+    ) -> Self {
+        self.cluster = Some((adapter, inbound));
+        self
+    }
+
+    /// Keeps a bounded history of the events emitted to rooms, users or everyone, so that a
+    /// client that drops and comes back gets what it missed, in order, once (see [`History`]
+    /// for what is kept and for how long, and the protocol page for the exchange). Off by
+    /// default. In a cluster (feature `redis`, with `.redis(..)`), the history is the
+    /// cluster's, kept in Redis, and a client recovers on any node.
+    pub fn history(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Replaces all limits and timeouts.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Changes some limits: `.configure(|c| c.max_connections_per_user = 50)`.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Also accepts handshakes whose `Origin` is exactly `origin` (e.g. `"https://app.example.com"`).
+    /// Requests without `Origin`, and those whose origin is the request's own host, are
+    /// accepted too.
+    pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origins.allow(origin.into());
+        self
+    }
+
+    /// Accepts handshakes from any origin. Explicit, because browsers send cookies cross-site.
+    pub fn allow_any_origin(mut self) -> Self {
+        self.origins = OriginPolicy::Any;
+        self
+    }
+
+    /// Registers app state, for the [`State`](crate::State) extractor and [`Hub::state`].
+    pub fn state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
+        self.state.insert(state);
+        self
+    }
+
+    /// Builds the hub.
+    pub fn build(self) -> Hub {
+        let default_ns = Arc::new(NsInner::new("/", Box::new(self.default.gateway)));
+        let mut namespaces = HashMap::new();
+        namespaces.insert(default_ns.name.clone(), default_ns.clone());
+        for (name, builder) in self.namespaces {
+            let ns = Arc::new(NsInner::new(&name, Box::new(builder.gateway)));
+            namespaces.insert(ns.name.clone(), ns);
+        }
+        let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
+        #[cfg(feature = "redis")]
+        let (cluster, inbound) = match self.cluster {
+            Some((adapter, inbound)) => (Some(crate::hub::cluster::Cluster { adapter }), Some(inbound)),
+            None => (None, None),
+        };
+        // In a cluster, the history is the cluster's, in Redis.
+        #[cfg(feature = "redis")]
+        let shared_history = cluster.is_some();
+        #[cfg(not(feature = "redis"))]
+        let shared_history = false;
+        #[cfg_attr(not(feature = "socketio"), allow(unused_mut))]
+        let mut parts = Extensions::default();
+        #[cfg(feature = "socketio")]
+        if let Some(config) = self.socketio {
+            parts.insert(crate::socketio::SocketIoState::new(config));
+        }
+        let hub = Hub {
+            inner: Arc::new(HubInner {
+                config: self.config,
+                namespaces,
+                default_ns,
+                slots: Slots::default(),
+                on_presence: self.on_presence,
+                connect_rate,
+                connect_checks: AtomicU64::new(0),
+                auth: self.auth,
+                origins: self.origins,
+                counters: Counters::default(),
+                state: self.state,
+                parts,
+                next_id: AtomicU64::new(node_tag() << 40),
+                shutting_down: AtomicBool::new(false),
+                #[cfg(feature = "redis")]
+                cluster,
+                history: self.history.map(|h| HistoryState::new(h, shared_history)),
+                shutdown_notify: tokio::sync::Notify::new(),
+            }),
+        };
+        #[cfg(feature = "redis")]
+        if let Some(inbound) = inbound {
+            crate::hub::cluster::Cluster::start(&hub, inbound);
+        }
+        hub
+    }
+}

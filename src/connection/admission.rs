@@ -1,0 +1,244 @@
+//! One admission for every transport: what a connection must pass to be let in, in one order,
+//! and the one way out ([`retire`]).
+//!
+//! | step | refusal ([`Refusal`]) |
+//! |---|---|
+//! | 1. the hub is not shutting down | `ShuttingDown` |
+//! | 2. the `Origin` is allowed ([`OriginPolicy`](crate::origin)) | `Origin` |
+//! | 3. the authenticator accepts the token | `Auth` |
+//! | 4. the user's connect rate ([`Config::connect_rate_per_user`](crate::Config::connect_rate_per_user)) | `ConnectRate` |
+//! | 5. a slot: [`max_connections`](crate::Config::max_connections), [`max_connections_per_user`](crate::Config::max_connections_per_user) | `HubFull`, `UserFull` |
+//! | 6. the namespace's connect guards | `Guard` |
+//! | 7. recovery: the client's session resumed (or a new one), after closing a connection that still holds it (`4002`) | (never refuses: the client is told whether it recovered) |
+//! | 8. the connect hook (the user is online while it runs; presence is announced once it accepts) | `Guard` |
+//!
+//! Steps 1–5 ([`admit`]) need no connection, so the native WebSocket runs them before it
+//! answers `101`; steps 6–8 ([`enter`]) run once the connection can be written to. Socket.IO
+//! runs both at a namespace's CONNECT. Each transport renders a [`Refusal`] in its own wire
+//! form: an HTTP status and short body for the native handshake, a `CONNECT_ERROR` (before
+//! the answer to the CONNECT) or a `DISCONNECT` (after it) for Socket.IO, a close frame
+//! (`1008`) for a native connection refused at steps 6–8.
+
+use std::{borrow::Cow, sync::atomic::Ordering};
+
+use http::{header, request::Parts, StatusCode};
+use serde_json::Value;
+
+use crate::{
+    auth::{AuthError, AuthRequest, Identity},
+    gateway::Socket,
+    hub::{
+        history::{Ask, SessionNews},
+        registry::ReserveError,
+        DisconnectReason, Hub, Rejection,
+    },
+    outbox::Frame,
+    protocol::close_code,
+};
+
+/// Why a connection was not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The hub is shutting down.
+    ShuttingDown,
+    /// The request's `Origin` is not allowed.
+    Origin,
+    /// The authenticator refused, with its message.
+    Auth(String),
+    /// The user opened connections too fast.
+    ConnectRate,
+    /// The hub has `max_connections` connections.
+    HubFull,
+    /// The user has `max_connections_per_user` connections.
+    UserFull,
+    /// A connect guard or the connect hook refused, with its reason.
+    Guard(String),
+}
+
+impl Refusal {
+    /// The HTTP status of this refusal, where it is answered over HTTP.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::ShuttingDown | Self::HubFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Origin | Self::Guard(_) => StatusCode::FORBIDDEN,
+            Self::Auth(_) => StatusCode::UNAUTHORIZED,
+            Self::ConnectRate | Self::UserFull => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// What the client is told.
+    pub(crate) fn message(&self) -> Cow<'_, str> {
+        match self {
+            Self::ShuttingDown => "server is shutting down".into(),
+            Self::Origin => "origin not allowed".into(),
+            Self::Auth(message) | Self::Guard(message) => message.as_str().into(),
+            Self::ConnectRate => "too many new connections for this user; retry later".into(),
+            Self::HubFull => "too many connections".into(),
+            Self::UserFull => "too many connections for this user".into(),
+        }
+    }
+
+    /// The counter it bumps.
+    pub(crate) fn cause(&self) -> Rejection {
+        match self {
+            Self::ShuttingDown => Rejection::ShuttingDown,
+            Self::Origin => Rejection::Origin,
+            Self::Auth(_) | Self::Guard(_) => Rejection::Auth,
+            Self::ConnectRate | Self::HubFull | Self::UserFull => Rejection::Limit,
+        }
+    }
+
+    /// Counts the refusal and logs it.
+    pub(crate) fn count(&self, hub: &Hub) {
+        hub.inner.counters.rejected(self.cause());
+        tracing::debug!(cause = ?self.cause(), reason = %self.message(), "connection refused");
+    }
+}
+
+/// Whether the request's `Origin` may connect, under the hub's one origin policy.
+pub(crate) fn origin_allowed(hub: &Hub, parts: &Parts) -> bool {
+    let headers = &parts.headers;
+    // An `Origin` that is not text matches nothing.
+    let origin = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{0}"));
+    let host = (headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    hub.inner.origins.permits(origin, host)
+}
+
+/// A connection that passed steps 1–5: its identity and a reserved slot. Dropping it unused
+/// gives the slot back.
+pub(crate) struct Pass {
+    hub: Hub,
+    identity: Option<Identity>,
+}
+
+impl Pass {
+    /// The identity, for the connection that takes the slot (which `retire` gives back).
+    pub(crate) fn into_identity(mut self) -> Identity {
+        self.identity.take().expect("taken once")
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        if let Some(identity) = &self.identity {
+            self.hub.inner.slots.release(identity.user_key());
+        }
+    }
+}
+
+/// Steps 1–5: shutdown, origin, authentication (the `token` the transport found, and the
+/// Socket.IO CONNECT's `payload`), connect rate, slot.
+pub(crate) async fn admit(
+    hub: &Hub,
+    parts: &Parts,
+    token: Option<&str>,
+    payload: Option<&Value>,
+) -> Result<Pass, Refusal> {
+    if hub.is_shutting_down() {
+        return Err(Refusal::ShuttingDown);
+    }
+    if !origin_allowed(hub, parts) {
+        return Err(Refusal::Origin);
+    }
+    let identity = match &hub.inner.auth {
+        Some(auth) => {
+            auth.authenticate(&AuthRequest::new(parts, token).with_payload(payload))
+                .await
+        }
+        None => Err(AuthError::new("no authenticator configured")),
+    };
+    let identity = identity.map_err(|e| Refusal::Auth(e.message().to_owned()))?;
+    let user = identity.user_key();
+    if user.is_some_and(|user| !hub.check_connect_rate(user)) {
+        return Err(Refusal::ConnectRate);
+    }
+    let cfg = &hub.inner.config;
+    match hub
+        .inner
+        .slots
+        .reserve(user, cfg.max_connections, cfg.max_connections_per_user)
+    {
+        Ok(()) => Ok(Pass {
+            hub: hub.clone(),
+            identity: Some(identity),
+        }),
+        Err(ReserveError::HubFull) => Err(Refusal::HubFull),
+        Err(ReserveError::UserFull) => Err(Refusal::UserFull),
+    }
+}
+
+/// A connection refused at steps 6–8.
+pub(crate) struct Refused {
+    pub(crate) refusal: Refusal,
+    /// Whether the client had been told it was connected (the refusal came from the hook).
+    pub(crate) after_hello: bool,
+}
+
+/// Steps 6–8, for a connection whose slot `admit` reserved: registers it, runs the connect
+/// guards, recovers its session (when the client takes part in recovery: `ask`) and runs the
+/// connect hook. `hello` makes the frames that tell the client it is connected (with news of
+/// its recovery session, when it asked for one); they go before anything else.
+///
+/// Refused, the connection is unregistered again and its slot given back; nothing is kept.
+pub(crate) async fn enter(
+    socket: &Socket,
+    ask: Option<&Ask>,
+    hello: impl FnOnce(Option<&SessionNews<'_>>) -> Vec<Frame>,
+) -> Result<(), Refused> {
+    let (hub, ns, conn) = (socket.hub(), socket.ns(), socket.conn());
+    ns.registry.insert(conn);
+    hub.inner.counters.connections.fetch_add(1, Ordering::Relaxed);
+    hub.inner.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+    let mut said_hello = false;
+    // The connection is live (reachable by user, counted online) while the hook runs, so the
+    // hook sees a consistent hub; presence is announced only once it accepts.
+    let accept = async {
+        ns.gateway().check_connect(socket)?;
+        match ask {
+            Some(ask) => {
+                let resume = match ask {
+                    Ask::New => None,
+                    Ask::Resume(resume) => Some(resume),
+                };
+                hub.recover(ns, conn, resume, |news| hello(Some(news))).await;
+            }
+            None => conn.send_all(hello(None)),
+        }
+        said_hello = true;
+        ns.gateway().connect_hook(socket.clone()).await
+    };
+    let verdict = Box::pin(hub.go_live(conn.identity.user_key(), accept)).await;
+    let Err(reason) = verdict else { return Ok(()) };
+    tracing::debug!(conn = %conn.id, %reason, "connection refused by a connect guard or hook");
+    // Refused: no session to keep (this lets go of the one recovery gave it).
+    let refused = DisconnectReason::ServerClosed(close_code::POLICY_VIOLATION, reason.clone());
+    hub.keep_session(ns, conn, &refused);
+    ns.registry.remove(conn);
+    hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    Err(Refused {
+        refusal: Refusal::Guard(reason),
+        after_hello: said_hello,
+    })
+}
+
+/// Undoes [`enter`], whatever ended the connection: keeps its recovery session when the client
+/// may come back for it, runs the disconnect hook (the rooms still known), fails the server's
+/// emits waiting for an answer, unregisters it, announces the user offline when it was their
+/// last connection, and gives the slot back.
+pub(crate) async fn retire(socket: Socket, reason: DisconnectReason) {
+    let (hub, ns, conn) = (socket.hub().clone(), socket.ns().clone(), socket.conn().clone());
+    hub.keep_session(&ns, &conn, &reason);
+    let code = match &reason {
+        DisconnectReason::ServerClosed(code, _) => Some(*code),
+        DisconnectReason::ClientClosed(code) => *code,
+        _ => None,
+    };
+    tracing::debug!(conn = %conn.id, reason = ?reason, code = ?code, "disconnected");
+    Box::pin(ns.gateway().on_disconnect(socket, reason)).await;
+    conn.fail_acks();
+    ns.registry.remove(&conn);
+    Box::pin(hub.go_offline(conn.identity.user_key())).await;
+    hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,240 @@
+//! A live connection as the hub sees it: its id, identity, outbound queue, rooms, pending
+//! acks and close request. Every transport registers one per connected socket; the hub emits
+//! into its queue and never learns how the bytes leave.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc},
+};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{oneshot, Notify};
+
+use super::{
+    history::{Offer, Recovery},
+    registry::Join,
+    ConnectionId, Hub,
+};
+use crate::{auth::Identity, config::SlowConsumerPolicy, outbox, protocol::close_code};
+
+/// Why a connection ended, as the disconnect hook sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The client sent a close frame (with its code, if any).
+    ClientClosed(Option<u16>),
+    /// The server closed, with this code and reason.
+    ServerClosed(u16, String),
+    /// The transport ended without a close frame (a TCP drop or reset).
+    TransportClosed,
+    /// Reading or writing failed.
+    TransportError(String),
+}
+
+/// The wire protocol of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proto {
+    /// The native JSON protocol.
+    Native,
+    /// Socket.IO v5 (feature `socketio`).
+    #[cfg(feature = "socketio")]
+    SocketIo,
+}
+
+/// A live connection as the hub sees it: its queue, its identity, its rooms.
+pub(crate) struct Conn {
+    pub(crate) id: ConnectionId,
+    pub(crate) proto: Proto,
+    pub(crate) identity: Identity,
+    tx: outbox::Sender,
+    /// The connection's rooms: the reverse index of the registry's rooms → connections.
+    rooms: Mutex<Vec<Arc<str>>>,
+    /// Set once: why and how the connection is to be closed.
+    close: Mutex<Option<(u16, &'static str)>>,
+    /// Wakes whoever runs the connection when a close is requested: the sockets of one
+    /// Socket.IO session share their session's; without one, the outbound queue's reader is
+    /// nudged (a native connection's task reads it).
+    close_notify: Option<Arc<Notify>>,
+    /// What a Socket.IO client sent in its CONNECT (`auth`), if anything.
+    pub(crate) auth: Option<Box<Value>>,
+    /// Server emits waiting for the client's answer.
+    acks: Mutex<AckTable>,
+    /// The connection's recovery session, when the hub keeps history and the client takes part.
+    pub(crate) recovery: Option<Box<Recovery>>,
+}
+
+#[derive(Default)]
+struct AckTable {
+    next: u64,
+    pending: HashMap<u64, oneshot::Sender<Value>>,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        id: ConnectionId,
+        identity: Identity,
+        capacity: usize,
+        recovery: Option<Box<Recovery>>,
+    ) -> (Arc<Self>, outbox::Receiver) {
+        let (tx, rx) = outbox::channel(capacity);
+        (
+            Self::with_sender(id, Proto::Native, identity, tx, None, None, recovery),
+            rx,
+        )
+    }
+
+    /// A connection writing into an existing queue (several Socket.IO namespaces share one).
+    pub(crate) fn with_sender(
+        id: ConnectionId,
+        proto: Proto,
+        identity: Identity,
+        tx: outbox::Sender,
+        close_notify: Option<Arc<Notify>>,
+        auth: Option<Box<Value>>,
+        recovery: Option<Box<Recovery>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            proto,
+            identity,
+            tx,
+            rooms: Mutex::new(Vec::new()),
+            close: Mutex::new(None),
+            close_notify,
+            auth,
+            acks: Mutex::default(),
+            recovery,
+        })
+    }
+
+    /// Queues a frame without waiting. Returns whether it was queued; on a full queue the
+    /// hub's slow-consumer policy applies.
+    pub(crate) fn send(&self, hub: &Hub, msg: impl Into<outbox::Frame>) -> bool {
+        match self.tx.try_send(msg.into()) {
+            Ok(()) => true,
+            Err(outbox::Full::Full) => {
+                self.overflowed(hub);
+                false
+            }
+        }
+    }
+
+    /// Queues a history event (offset `seq`): held while the connection recovers, skipped
+    /// when its replay had it already.
+    pub(crate) fn send_at(&self, hub: &Hub, msg: outbox::Frame, seq: u64) -> bool {
+        let Some(recovery) = &self.recovery else {
+            return self.send(hub, msg);
+        };
+        match recovery.offer(seq, msg, hub.inner.config.outbound_queue) {
+            Offer::Send(msg) => self.send(hub, msg),
+            Offer::Held => true,
+            Offer::Skip => false,
+            Offer::Full => {
+                self.overflowed(hub);
+                false
+            }
+        }
+    }
+
+    /// Queues frames past the queue's capacity: a replay, bounded by the history it comes from.
+    pub(crate) fn send_all(&self, msgs: Vec<outbox::Frame>) {
+        self.tx.push_all(msgs);
+    }
+
+    /// A message did not fit: the slow-consumer policy applies.
+    fn overflowed(&self, hub: &Hub) {
+        let counters = &hub.inner.counters;
+        counters.dropped.fetch_add(1, Ordering::Relaxed);
+        if hub.inner.config.slow_consumer == SlowConsumerPolicy::Close
+            && self.request_close(close_code::TRY_AGAIN_LATER, "slow consumer")
+        {
+            counters.slow_consumer_closes.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(conn = %self.id, "outbound queue full: closing a slow consumer");
+        }
+    }
+
+    /// Asks the connection task to close with `code`. Returns `false` if a close was
+    /// already requested (the first reason wins).
+    pub(crate) fn request_close(&self, code: u16, reason: &'static str) -> bool {
+        let mut close = self.close.lock();
+        if close.is_some() {
+            return false;
+        }
+        *close = Some((code, reason));
+        drop(close);
+        match &self.close_notify {
+            Some(notify) => notify.notify_one(),
+            None => self.tx.nudge(),
+        }
+        true
+    }
+
+    /// Fails the server emits still waiting for an answer (`AckError::Disconnected`).
+    pub(crate) fn fail_acks(&self) {
+        self.acks.lock().pending.clear();
+    }
+
+    /// The close requested for this connection, if any.
+    pub(crate) fn close_requested(&self) -> Option<(u16, &'static str)> {
+        *self.close.lock()
+    }
+
+    /// A new ack id, and where its answer will arrive.
+    pub(crate) fn register_ack(&self) -> (u64, oneshot::Receiver<Value>) {
+        let (tx, rx) = oneshot::channel();
+        let mut acks = self.acks.lock();
+        acks.next += 1;
+        let id = acks.next;
+        acks.pending.insert(id, tx);
+        (id, rx)
+    }
+
+    pub(crate) fn forget_ack(&self, id: u64) {
+        self.acks.lock().pending.remove(&id);
+    }
+
+    /// Hands the client's answer to the emit waiting for it. `false` for an unknown id (a late
+    /// answer, after a timeout).
+    pub(crate) fn resolve_ack(&self, id: u64, data: Value) -> bool {
+        match self.acks.lock().pending.remove(&id) {
+            Some(tx) => tx.send(data).is_ok(),
+            None => false,
+        }
+    }
+
+    pub(crate) fn rooms(&self) -> Vec<String> {
+        self.rooms.lock().iter().map(|r| r.to_string()).collect()
+    }
+
+    pub(crate) fn in_room(&self, room: &str) -> bool {
+        self.rooms.lock().iter().any(|r| &**r == room)
+    }
+
+    pub(crate) fn add_room(&self, room: &str, max: usize) -> Join {
+        let mut rooms = self.rooms.lock();
+        if rooms.iter().any(|r| &**r == room) {
+            Join::AlreadyIn
+        } else if rooms.len() >= max {
+            Join::TooManyRooms
+        } else {
+            rooms.push(Arc::from(room));
+            Join::Joined
+        }
+    }
+
+    pub(crate) fn remove_room(&self, room: &str) -> bool {
+        let mut rooms = self.rooms.lock();
+        match rooms.iter().position(|r| &**r == room) {
+            Some(i) => {
+                rooms.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.rooms.lock())
+    }
+}
