@@ -98,6 +98,11 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
 }
 
 impl Sender {
+    /// Whether nothing is queued (what was queued has been taken by the reader).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.queue.lock().is_empty()
+    }
+
     /// Queues a message without waiting.
     pub(crate) fn try_send(&self, msg: Frame) -> Result<(), Full> {
         let mut queue = self.0.queue.lock();

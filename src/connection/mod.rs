@@ -280,9 +280,11 @@ where
         // frame it refused, say).
         loop {
             match ws.next().await {
-                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(Message::Close(_))) => return,
                 Some(Ok(_)) => {}
-                Some(Err(_)) => break,
+                // The stream refused a frame (and reads no further), or ended: what is left,
+                // if anything, is read raw until the peer's end of stream.
+                Some(Err(_)) | None => break,
             }
         }
         let mut scrap = [0u8; 4096];

@@ -141,7 +141,7 @@ impl Hub {
         ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
-    /// App state registered with [`HubBuilder::state`].
+    /// App state registered with [`HubBuilder::state`](crate::HubBuilder::state).
     pub fn state<S: Clone + Send + Sync + 'static>(&self) -> Option<S> {
         self.inner.state.get::<S>().cloned()
     }

@@ -364,9 +364,20 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<Box<EioPacket>>) {
         Box::pin(admission::retire(entry.socket, reason)).await;
     }
     if how == Closed::ByServer {
-        session.queue(EioPacket::Close.encode());
+        // Past the queue's capacity: a slow consumer's full queue must not swallow its close.
+        let close = Frame::new(Message::text(EioPacket::Close.encode()));
+        session.out_tx.push_all(vec![close]);
     }
     session.close(how);
+    if how == Closed::ByServer && session.state.lock().transport == Transport::Polling {
+        // A polling client reads the close packet at its next poll, as the reference server
+        // lets it: the session stays findable until its queue is empty, for a ping timeout at
+        // most.
+        let deadline = tokio::time::Instant::now() + sio.config.ping_timeout;
+        while tokio::time::Instant::now() < deadline && !session.out_tx.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     sio.sessions.remove(&session.sid);
     tracing::debug!(sid = %session.sid, ?how, "Socket.IO session ended");
 }
