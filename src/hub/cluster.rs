@@ -21,7 +21,11 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::{
-    history::{Entry, HistoryState, NotRecovered, Resume, Saved, StreamKey},
+    history::{
+        entry::Entry,
+        sessions::Resume,
+        store::{HistoryState, NotRecovered, Saved, StreamKey},
+    },
     ConnectionId, Emit, Hub, HubInner, Presence, Target,
 };
 use crate::adapter::{

@@ -2,6 +2,7 @@
 //! code, is in `docs/protocol.md`.
 
 pub mod native;
+pub(crate) mod offset;
 #[cfg(feature = "socketio")]
 pub mod socketio;
 

@@ -19,12 +19,13 @@ use crate::{
     connection::admission,
     gateway::{Incoming, RateState, Refused, Socket},
     hub::{
-        history::{parse_socketio_offset, random_id, Ask, Recovery, Resume, SessionNews},
+        history::{random_id, Ask, Recovery, Resume, SessionNews},
         Conn, DisconnectReason, Hub, NsInner, Proto,
     },
     outbox::{self, Frame},
     protocol::{
         close_code,
+        offset::parse_socketio_offset,
         socketio::{packet, EioPacket, PacketKind, SioDecoder, SioPacket, Transport},
     },
 };
