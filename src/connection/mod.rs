@@ -196,7 +196,8 @@ pub(crate) async fn run<S>(
                     }
                     Some(Ok(Message::Ping(_))) => {
                         // tungstenite queued the pong; write it now, within the stall limit.
-                        match tokio::time::timeout(stall_limit, sink.flush()).await {
+                        // Boxed: rare, and a timer inline would grow every connection's task.
+                        match Box::pin(tokio::time::timeout(stall_limit, sink.flush())).await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => break End::Gone(DisconnectReason::TransportError(e.to_string())),
                             Err(_) => break End::Close(close_code::PING_TIMEOUT, "ping timeout".to_owned()),

@@ -370,10 +370,11 @@ async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<Box<EioPacket>>) {
         session.out_tx.push_all(vec![close]);
     }
     session.close(how);
-    if how == Closed::ByServer && session.state.lock().transport == Transport::Polling {
+    let timed_out = session.cause().0 == close_code::PING_TIMEOUT;
+    if how == Closed::ByServer && !timed_out && session.state.lock().transport == Transport::Polling {
         // A polling client reads the close packet at its next poll, as the reference server
-        // lets it: the session stays findable until its queue is empty, for a ping timeout at
-        // most.
+        // lets it (not after a ping timeout: that client is gone): the session stays findable
+        // until its queue is empty, for a ping timeout at most.
         let deadline = tokio::time::Instant::now() + sio.config.ping_timeout;
         while tokio::time::Instant::now() < deadline && !session.out_tx.is_empty() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

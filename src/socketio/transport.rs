@@ -227,7 +227,10 @@ async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
                 // Whatever is still queued (a close packet, say) goes first.
                 match rx.try_recv() {
                     Ok(m) => Some(m),
-                    Err(_) => return Ok(if how == Closed::ByServer { EioPacket::Close } else { EioPacket::Noop }.encode()),
+                    Err(_) => {
+                        forget_when_read(session, &rx);
+                        return Ok(if how == Closed::ByServer { EioPacket::Close } else { EioPacket::Noop }.encode());
+                    }
                 }
             }
             _ = session.upgrade_noop.notified() => return Ok(EioPacket::Noop.encode()),
@@ -244,7 +247,18 @@ async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
             break;
         }
     }
+    forget_when_read(session, &rx);
     Ok(body.finish())
+}
+
+/// A closed session whose client has now read everything queued for it (its close packet
+/// last) is forgotten: its sid is unknown from the next request on.
+fn forget_when_read(session: &Session, rx: &outbox::Receiver) {
+    if session.closed().is_some() && rx.is_empty() {
+        if let Some(sio) = session.hub().socketio() {
+            sio.sessions.remove(&session.sid);
+        }
+    }
 }
 
 /// Adds a queued frame to a polling body; `false` when it does not fit.

@@ -2,7 +2,7 @@
 //! presence hashes kept atomic by Lua scripts.
 //!
 //! This file holds the handle and its public methods; the rest is split by role:
-//! `options` (settings, node id, errors), `inbound` (messages for the hub, query replies),
+//! `options` (settings, node id, errors), `shared` also holds the messages for the hub and query replies,
 //! `keys` (key and channel names), `shared` (the state the handle and the tasks share),
 //! `presence` (this node's users), the three background tasks `publisher`, `subscriber` and
 //! `heartbeat`, and `warn` (outage warnings).
@@ -23,8 +23,8 @@ use self::{
     keys::Keys,
     options::random_node_id,
     presence::shard_of,
-    publisher::{publisher, Outgoing},
-    shared::{manager_config, timed, Shared},
+    publisher::publisher,
+    shared::{manager_config, timed, Outgoing, Shared},
     subscriber::{subscribe, subscriber},
 };
 use super::{
@@ -34,7 +34,6 @@ use super::{
 };
 
 mod heartbeat;
-mod inbound;
 mod keys;
 mod options;
 mod presence;
@@ -43,8 +42,8 @@ mod shared;
 mod subscriber;
 mod warn;
 
-pub use inbound::{Inbound, QueryReply};
 pub use options::{RedisAdapterError, RedisOptions};
+pub use shared::{Inbound, QueryReply};
 
 /// A cluster layer on Redis: ops between nodes on pub/sub, node liveness by heartbeat, and
 /// cluster-wide presence. `Clone` is one `Arc` bump; the background tasks stop when the last

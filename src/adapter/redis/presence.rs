@@ -6,10 +6,10 @@ use std::{
     sync::atomic::Ordering,
 };
 
-use super::{options::RedisAdapterError, shared::Shared};
-
-/// Presence is kept in this many independently locked parts (by user).
-pub(super) const PRESENCE_SHARDS: usize = 16;
+use super::{
+    options::RedisAdapterError,
+    shared::{Shared, PRESENCE_SHARDS},
+};
 
 pub(super) fn shard_of(user: &str) -> usize {
     let mut h = std::hash::DefaultHasher::new();

@@ -3,23 +3,12 @@
 
 use std::sync::{atomic::Ordering, Arc};
 
-use redis::Cmd;
 use tokio::sync::{mpsc, watch};
 
-use super::shared::{timed, Shared};
+use super::shared::{timed, Outgoing, Shared};
 
 /// Ops written to Redis in one pipeline at most.
 const PUBLISH_BATCH: usize = 64;
-
-/// One op on its way to Redis.
-pub(super) enum Outgoing {
-    /// An op for the other nodes.
-    Publish { channel: Arc<str>, payload: Vec<u8> },
-    /// An emit kept in history: the append script, which publishes it.
-    Append(Cmd),
-    /// A command whose answer does not matter (a session kept for its client).
-    Command(Cmd),
-}
 
 /// Writes queued ops to Redis, in pipelines of up to [`PUBLISH_BATCH`].
 pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>, mut stop: watch::Receiver<bool>) {

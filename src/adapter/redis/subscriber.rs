@@ -12,10 +12,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::{
-    inbound::{Inbound, QueryReply},
     keys::Keys,
     options::RedisAdapterError,
     shared::{timed, Shared},
+    shared::{Inbound, QueryReply},
 };
 use crate::adapter::wire::{self, Decoded, Op};
 
@@ -129,7 +129,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::{
-        super::{publisher::Outgoing, shared::unconnected},
+        super::shared::{unconnected, Outgoing},
         *,
     };
     use crate::adapter::{wire::Query, Target};
