@@ -98,11 +98,6 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
 }
 
 impl Sender {
-    /// Whether nothing is queued (what was queued has been taken by the reader).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.queue.lock().is_empty()
-    }
-
     /// Queues a message without waiting.
     pub(crate) fn try_send(&self, msg: Frame) -> Result<(), Full> {
         let mut queue = self.0.queue.lock();
@@ -211,18 +206,42 @@ impl Receiver {
     }
 
     /// A nudge, or else the next message, waiting for either.
+    #[cfg(test)]
     pub(crate) async fn next(&mut self) -> Next {
-        std::future::poll_fn(|cx| {
-            self.0.waker.register(cx.waker());
-            if self.0.nudged.swap(false, Ordering::AcqRel) {
-                return Poll::Ready(Next::Nudged);
-            }
-            match self.try_recv() {
-                Ok(msg) => Poll::Ready(Next::Message(msg)),
-                Err(()) => Poll::Pending,
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_next(cx, |_| Poll::Ready(()))).await
+    }
+
+    /// A nudge, or else the next message once `writable` is ready: a nudge is seen whether or
+    /// not the writer can take a message.
+    pub(crate) fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        writable: impl FnOnce(&mut Context<'_>) -> Poll<()>,
+    ) -> Poll<Next> {
+        self.0.waker.register(cx.waker());
+        if self.0.nudged.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(Next::Nudged);
+        }
+        if writable(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match self.try_recv() {
+            Ok(msg) => Poll::Ready(Next::Message(msg)),
+            Err(()) => Poll::Pending,
+        }
+    }
+
+    /// Puts frames taken but not written back at the front of the queue, in order, past its
+    /// capacity (they were in it already).
+    pub(crate) fn unread(&mut self, frames: Vec<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
+        let mut queue = self.0.queue.lock();
+        self.0.extra.fetch_add(frames.len(), Ordering::Relaxed);
+        for frame in frames.into_iter().rev() {
+            queue.push_front(frame);
+        }
     }
 
     /// A handle on the reader's other wake-ups.

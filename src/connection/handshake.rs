@@ -253,7 +253,7 @@ pub(crate) fn handshake<ReqBody>(
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
             // A task of its own, holding only what the connection needs for its whole life.
-            let run = super::run(hub, ns, conn, rx, Box::new(ws), ask.map(Box::new));
+            let run = super::native::run(hub, ns, conn, rx, Box::new(ws), ask.map(Box::new));
             tokio::spawn(tracing::Instrument::instrument(run, span));
         });
         res

@@ -9,7 +9,7 @@ use std::{
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use super::{
     history::{Offer, Recovery},
@@ -52,10 +52,6 @@ pub(crate) struct Conn {
     rooms: Mutex<Vec<Arc<str>>>,
     /// Set once: why and how the connection is to be closed.
     close: Mutex<Option<(u16, &'static str)>>,
-    /// Wakes whoever runs the connection when a close is requested: the sockets of one
-    /// Socket.IO session share their session's; without one, the outbound queue's reader is
-    /// nudged (a native connection's task reads it).
-    close_notify: Option<Arc<Notify>>,
     /// What a Socket.IO client sent in its CONNECT (`auth`), if anything.
     pub(crate) auth: Option<Box<Value>>,
     /// Server emits waiting for the client's answer.
@@ -78,10 +74,7 @@ impl Conn {
         recovery: Option<Box<Recovery>>,
     ) -> (Arc<Self>, outbox::Receiver) {
         let (tx, rx) = outbox::channel(capacity);
-        (
-            Self::with_sender(id, Proto::Native, identity, tx, None, None, recovery),
-            rx,
-        )
+        (Self::with_sender(id, Proto::Native, identity, tx, None, recovery), rx)
     }
 
     /// A connection writing into an existing queue (several Socket.IO namespaces share one).
@@ -90,7 +83,6 @@ impl Conn {
         proto: Proto,
         identity: Identity,
         tx: outbox::Sender,
-        close_notify: Option<Arc<Notify>>,
         auth: Option<Box<Value>>,
         recovery: Option<Box<Recovery>>,
     ) -> Arc<Self> {
@@ -101,7 +93,6 @@ impl Conn {
             tx,
             rooms: Mutex::new(Vec::new()),
             close: Mutex::new(None),
-            close_notify,
             auth,
             acks: Mutex::default(),
             recovery,
@@ -163,10 +154,9 @@ impl Conn {
         }
         *close = Some((code, reason));
         drop(close);
-        match &self.close_notify {
-            Some(notify) => notify.notify_one(),
-            None => self.tx.nudge(),
-        }
+        // Whoever runs the connection reads its queue (the sockets of one Socket.IO session
+        // share their session's): the nudge wakes it.
+        self.tx.nudge();
         true
     }
 

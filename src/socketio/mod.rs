@@ -33,6 +33,7 @@
 
 mod session;
 mod transport;
+mod wire;
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,22 +1,29 @@
-//! One Engine.IO session: its outbound queue (shared by its namespace sockets), its inbound
-//! packets (from whichever transport carries them), its heartbeat, and the task that runs its
-//! Socket.IO sockets.
+//! One Engine.IO session: its Socket.IO sockets (one per namespace it connected), on the one
+//! connection loop ([`drive`]) with the session's [wire](super::wire) under it, whichever
+//! transport that is (long-polling, WebSocket, or polling upgraded to WebSocket).
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{atomic::AtomicBool, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use futures_util::future::BoxFuture;
 use http::request::Parts;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::wire::{Control, EngineWire};
 use crate::{
     auth::extract_token,
-    connection::admission,
+    connection::{
+        admission,
+        lifecycle::{drive, End, Heartbeat, Protocol, Step},
+    },
     gateway::{Incoming, RateState, Refused, Socket},
     hub::{
         history::{random_id, Ask, Recovery, Resume, SessionNews},
@@ -30,24 +37,6 @@ use crate::{
     },
 };
 
-/// Packets read while a handler runs: at most this many wait; then reading pauses.
-const BACKLOG: usize = 32;
-
-/// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Closed {
-    /// The client sent a close packet: a pending poll answers `6` (noop). For the namespace
-    /// sockets it had not disconnected this is a dropped transport, as Socket.IO's
-    /// "transport close": a deliberate goodbye is a DISCONNECT.
-    ByClient,
-    /// The transport went away (TCP drop, WebSocket closed).
-    TransportGone,
-    /// The server closed it (shutdown, slow consumer, ping timeout, protocol error): the client
-    /// gets a close packet (`1`) when a transport can still carry it. The cause is kept with
-    /// [`Session::close_by_server`].
-    ByServer,
-}
-
 /// Where the session's transport stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TransportState {
@@ -55,29 +44,23 @@ pub(crate) struct TransportState {
     pub(crate) upgrading: bool,
 }
 
+/// An Engine.IO session as its transports' HTTP requests see it.
 pub(crate) struct Session {
     pub(crate) sid: Arc<str>,
     hub: Hub,
     /// The handshake request, for authentication at each CONNECT.
     parts: Parts,
     out_tx: outbox::Sender,
-    /// Taken by the transport that writes: a pending poll, or the WebSocket.
-    pub(crate) out_rx: tokio::sync::Mutex<outbox::Receiver>,
-    /// A message a poll took from the queue but could not fit in its body.
-    pub(crate) carry: Mutex<Option<Frame>>,
-    /// Boxed: the channel allocates its first block of 32 slots up front, for every session.
-    in_tx: mpsc::Sender<Box<EioPacket>>,
-    /// Wakes the session task when one of its sockets is asked to close.
-    notify: Arc<Notify>,
+    /// Packets from `POST` bodies, for the session's loop (a polling session's).
+    posts: Option<mpsc::Sender<Box<EioPacket>>>,
+    /// Polls waiting for an answer, and an upgrade's steps, for the session's wire (a polling
+    /// session's).
+    control: Option<mpsc::UnboundedSender<Control>>,
     pub(crate) state: Mutex<TransportState>,
     /// A poll is pending.
     pub(crate) polling: AtomicBool,
-    /// Tells the pending poll to answer `6` (noop) because an upgrade is completing.
-    pub(crate) upgrade_noop: Notify,
-    closed: Mutex<Option<Closed>>,
-    /// Why the server closed the session, as a close code and reason (the first cause wins).
+    /// Why the server closes the session, as a close code and reason (the first cause wins).
     cause: Mutex<Option<(u16, String)>>,
-    closed_notify: Notify,
 }
 
 /// The request's method, URI, version and headers, in allocations of their own.
@@ -110,9 +93,7 @@ fn detach(parts: Parts) -> Parts {
 }
 
 impl Session {
-    /// Creates a session and spawns its task.
-    pub(crate) fn start(hub: Hub, parts: Parts, transport: Transport) -> Option<Arc<Self>> {
-        let sio = hub.socketio()?;
+    fn new(hub: Hub, parts: Parts, transport: Transport) -> Option<(Arc<Self>, outbox::Receiver, EngineWire)> {
         let sid: Arc<str> = match crate::protocol::socketio::engineio::generate_sid() {
             Ok(sid) => Arc::from(sid),
             Err(e) => {
@@ -121,38 +102,98 @@ impl Session {
             }
         };
         let (out_tx, out_rx) = outbox::channel(hub.inner.config.outbound_queue);
-        let (in_tx, in_rx) = mpsc::channel(64);
+        // A WebSocket-only session needs neither channel: it has no polls, no POSTs and no
+        // upgrade.
+        let (senders, receivers) = match transport {
+            Transport::Polling => {
+                // Boxed packets: the channel allocates its first block of 32 slots up front.
+                let (posts_tx, posts_rx) = mpsc::channel(64);
+                let (control_tx, control_rx) = mpsc::unbounded_channel();
+                ((Some(posts_tx), Some(control_tx)), (Some(posts_rx), Some(control_rx)))
+            }
+            Transport::WebSocket => ((None, None), (None, None)),
+        };
         let session = Arc::new(Self {
-            sid: sid.clone(),
-            hub: hub.clone(),
+            sid,
+            hub,
             parts: detach(parts),
             out_tx,
-            out_rx: tokio::sync::Mutex::new(out_rx),
-            carry: Mutex::new(None),
-            in_tx,
-            notify: Arc::new(Notify::new()),
+            posts: senders.0,
+            control: senders.1,
             state: Mutex::new(TransportState {
                 transport,
                 upgrading: false,
             }),
             polling: AtomicBool::new(false),
-            upgrade_noop: Notify::new(),
-            closed: Mutex::new(None),
             cause: Mutex::new(None),
-            closed_notify: Notify::new(),
         });
-        sio.sessions.insert(sid, session.clone());
-        tokio::spawn(run(session.clone(), in_rx));
+        let wire = EngineWire::new(session.clone(), receivers.0, receivers.1);
+        Some((session, out_rx, wire))
+    }
+
+    /// Creates a long-polling session and spawns its loop.
+    pub(crate) fn start_polling(hub: Hub, parts: Parts) -> Option<Arc<Self>> {
+        let sio = hub.socketio()?;
+        let (session, rx, wire) = Self::new(hub.clone(), parts, Transport::Polling)?;
+        sio.sessions.insert(session.sid.clone(), session.clone());
+        tokio::spawn(Self::run(session.clone(), wire, rx));
         Some(session)
+    }
+
+    /// Creates a WebSocket-only session: `open` writes its handshake on the WebSocket (the
+    /// session id known), and the session runs in the calling task once it has.
+    pub(crate) async fn run_websocket<F, Fut>(hub: Hub, parts: Parts, open: F)
+    where
+        F: FnOnce(Arc<Self>, EngineWire) -> Fut,
+        Fut: std::future::Future<Output = Option<EngineWire>>,
+    {
+        let Some(sio) = hub.socketio() else { return };
+        let Some((session, rx, wire)) = Self::new(hub.clone(), parts, Transport::WebSocket) else {
+            return;
+        };
+        let Some(wire) = open(session.clone(), wire).await else {
+            return;
+        };
+        sio.sessions.insert(session.sid.clone(), session.clone());
+        Self::run(session, wire, rx).await;
+    }
+
+    async fn run(session: Arc<Self>, wire: EngineWire, rx: outbox::Receiver) {
+        let hub = session.hub.clone();
+        let Some(sio) = hub.socketio() else { return };
+        let engine = Engine {
+            decoder: SioDecoder::new(sio.config.max_attachments),
+            session,
+            sockets: HashMap::new(),
+        };
+        drive(&hub, wire, engine, rx).await;
     }
 
     pub(crate) fn hub(&self) -> &Hub {
         &self.hub
     }
 
-    /// Hands an inbound packet to the session task. `false` once the session has ended.
+    /// Hands the packets of a `POST` to the session's loop. `false` once the session has ended.
     pub(crate) async fn receive(&self, packet: EioPacket) -> bool {
-        self.in_tx.send(Box::new(packet)).await.is_ok()
+        match &self.posts {
+            Some(posts) => posts.send(Box::new(packet)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Hands a step to the session's wire. `false` once the session has ended.
+    pub(crate) fn control(&self, step: Control) -> bool {
+        (self.control.as_ref()).is_some_and(|control| control.send(step).is_ok())
+    }
+
+    /// A long poll: waits for what the session has to send (or its end).
+    pub(crate) async fn poll(&self) -> String {
+        let (tx, rx) = oneshot::channel();
+        if !self.control(Control::Poll(tx)) {
+            return EioPacket::Close.encode();
+        }
+        // Unanswered, the session ended without a word for this poll.
+        rx.await.unwrap_or_else(|_| EioPacket::Close.encode())
     }
 
     /// Queues an Engine.IO packet for the client, without waiting.
@@ -160,60 +201,28 @@ impl Session {
         let _ = self.out_tx.try_send(Frame::new(Message::text(text)));
     }
 
-    /// Marks the session closed (the first reason wins) and wakes its transports and task.
-    pub(crate) fn close(&self, how: Closed) {
-        let mut closed = self.closed.lock();
-        if closed.is_none() {
-            *closed = Some(how);
-            drop(closed);
-            self.closed_notify.notify_waiters();
-            self.notify.notify_one();
-            // The WebSocket transport's loop waits on the outbound queue.
-            self.out_tx.nudge();
-        }
-    }
-
     /// Closes the session on the server's side, for `code` and `reason`: what its sockets'
     /// disconnect reason says, and whether their recovery sessions are kept for the client.
     pub(crate) fn close_by_server(&self, code: u16, reason: impl Into<String>) {
         self.cause.lock().get_or_insert_with(|| (code, reason.into()));
-        self.close(Closed::ByServer);
+        self.out_tx.nudge();
     }
 
-    /// The disconnect reason of a socket still connected when the session ended `how`.
-    fn disconnect_reason(&self, how: Closed) -> DisconnectReason {
-        match how {
-            Closed::ByClient | Closed::TransportGone => DisconnectReason::TransportClosed,
-            Closed::ByServer => {
-                let (code, reason) = self.cause();
-                DisconnectReason::ServerClosed(code, reason)
-            }
+    /// Forgets the session: its sid is unknown from the next request on.
+    pub(crate) fn forget(&self) {
+        if let Some(sio) = self.hub.socketio() {
+            sio.sessions.remove(&self.sid);
         }
     }
 
-    /// Why the server closed the session (going away, when it gave no cause).
-    pub(crate) fn cause(&self) -> (u16, String) {
-        (self.cause.lock().clone()).unwrap_or((close_code::GOING_AWAY, "server closed the session".to_owned()))
-    }
-
-    pub(crate) fn closed(&self) -> Option<Closed> {
-        *self.closed.lock()
-    }
-
-    /// Completes once the session is closed.
-    pub(crate) async fn wait_closed(&self) -> Closed {
-        loop {
-            let notified = self.closed_notify.notified();
-            if let Some(how) = self.closed() {
-                return how;
-            }
-            notified.await;
-        }
+    /// Whether a poll is pending; marks one pending when not.
+    pub(crate) fn start_poll(&self) -> bool {
+        !self.polling.swap(true, Ordering::AcqRel)
     }
 }
 
 /// The result of an async step of the session task.
-enum Outcome {
+pub(crate) enum Outcome {
     Nothing,
     Connected(Socket),
 }
@@ -223,171 +232,136 @@ struct Entry {
     rate: RateState,
 }
 
-/// The session task: decodes packets, connects and disconnects namespace sockets, runs their
-/// handlers one at a time, and keeps the heartbeat.
-async fn run(session: Arc<Session>, mut in_rx: mpsc::Receiver<Box<EioPacket>>) {
-    let hub = session.hub.clone();
-    let Some(sio) = hub.socketio() else { return };
-    let (ping_interval, ping_timeout) = (sio.config.ping_interval, sio.config.ping_timeout);
-    let mut sockets: HashMap<String, Entry> = HashMap::new();
-    let mut decoder = SioDecoder::new(sio.config.max_attachments);
-    let mut inflight: Option<BoxFuture<'static, Outcome>> = None;
-    let mut backlog: VecDeque<SioPacket> = VecDeque::new();
-    let mut awaiting_pong = false;
-    let heartbeat = tokio::time::sleep(ping_interval);
-    tokio::pin!(heartbeat);
+/// An Engine.IO session's protocol: Engine.IO packets (heartbeat, close) and the Socket.IO
+/// packets of its sockets.
+struct Engine {
+    session: Arc<Session>,
+    sockets: HashMap<String, Entry>,
+    decoder: SioDecoder,
+}
 
-    let how = loop {
-        tokio::select! {
-            biased;
-            how = session.wait_closed() => break how,
-            _ = session.notify.notified() => {
-                // Boxed, as the steps below: they run rarely, and a task is the size of its largest
-                // state for as long as it lives.
-                if let Some(how) = Box::pin(close_requests(&session, &mut sockets)).await {
-                    break how;
-                }
-            }
-            outcome = async { inflight.as_mut().expect("guarded by the branch condition").await }, if inflight.is_some() => {
-                inflight = None;
-                if let Outcome::Connected(socket) = outcome {
-                    let rate = RateState::new(socket.ns().gateway().rate);
-                    sockets.insert(socket.namespace().to_owned(), Entry { socket, rate });
-                }
-                // Packets that arrived while it ran, in order.
-                let mut failed = false;
-                while inflight.is_none() && !failed {
-                    let Some(p) = backlog.pop_front() else { break };
-                    match on_packet(&session, &mut sockets, p) {
-                        Ok(next) => inflight = next,
-                        Err(()) => failed = true,
-                    }
-                }
-                if failed {
-                    session.close_by_server(close_code::PROTOCOL_ERROR, "protocol violation");
-                    break Closed::ByServer;
-                }
-            }
-            packet = in_rx.recv(), if inflight.is_none() || backlog.len() < BACKLOG => {
-                let Some(packet) = packet else { break Closed::TransportGone };
-                let packet = *packet;
-                match packet {
-                    EioPacket::Pong(_) => {
-                        awaiting_pong = false;
-                        heartbeat.as_mut().reset(tokio::time::Instant::now() + ping_interval);
-                    }
-                    EioPacket::Ping(data) => session.queue(EioPacket::Pong(data).encode()),
-                    EioPacket::Close => break Closed::ByClient,
-                    EioPacket::Message(_) | EioPacket::BinaryMessage(_) => {
-                        let decoded = match packet {
-                            EioPacket::Message(text) => decoder.decode_text(&text),
-                            EioPacket::BinaryMessage(bytes) => decoder.decode_binary(bytes),
-                            _ => Ok(None),
-                        };
-                        let p = match decoded {
-                            Ok(Some(p)) => p,
-                            Ok(None) => continue,
-                            Err(e) => {
-                                tracing::debug!(sid = %session.sid, error = %e, "malformed Socket.IO packet: closing");
-                                session.close_by_server(close_code::PROTOCOL_ERROR, "malformed Socket.IO packet");
-                                break Closed::ByServer;
-                            }
-                        };
-                        // Acks are taken at once, even while a handler runs: that handler may
-                        // be the one waiting for them. Anything else waits its turn.
-                        if inflight.is_some() && !p.kind.is_ack() {
-                            backlog.push_back(p);
-                            continue;
-                        }
-                        match on_packet(&session, &mut sockets, p) {
-                            Ok(next) => inflight = inflight.or(next),
-                            Err(()) => {
-                                session.close_by_server(close_code::PROTOCOL_ERROR, "protocol violation");
-                                break Closed::ByServer;
-                            }
-                        }
-                    }
-                    EioPacket::Open(_) | EioPacket::Upgrade | EioPacket::Noop => {}
-                }
-            }
-            _ = &mut heartbeat => {
-                if awaiting_pong {
-                    tracing::debug!(sid = %session.sid, "ping timeout");
-                    session.close_by_server(close_code::PING_TIMEOUT, "ping timeout");
-                    break Closed::ByServer;
-                }
-                session.queue(EioPacket::Ping(None).encode());
-                awaiting_pong = true;
-                heartbeat.as_mut().reset(tokio::time::Instant::now() + ping_timeout);
-            }
-        }
-    };
+/// The code a session ends with when its client sent a close packet: nothing more is sent.
+const CLIENT_CLOSED: u16 = close_code::NORMAL;
 
-    // The DISCONNECTs the client sent before the end, still waiting their turn or not read
-    // yet (a WebSocket's close frame can overtake them): those sockets said goodbye, and
-    // nothing is kept for them.
-    let mut goodbyes: Vec<String> = (backlog.iter())
-        .filter(|p| p.kind == PacketKind::Disconnect)
-        .map(|p| p.ns.clone())
-        .collect();
-    in_rx.close();
-    while let Ok(packet) = in_rx.try_recv() {
-        let decoded = match *packet {
-            EioPacket::Message(text) => decoder.decode_text(&text),
-            EioPacket::BinaryMessage(bytes) => decoder.decode_binary(bytes),
-            _ => continue,
+impl Protocol for Engine {
+    type In = EioPacket;
+    type Held = SioPacket;
+    type Outcome = Outcome;
+
+    fn heartbeat(&self) -> Heartbeat {
+        let cfg = (self.session.hub.socketio()).map(|sio| &sio.config);
+        let (interval, timeout) = cfg.map_or(Default::default(), |cfg| (cfg.ping_interval, cfg.ping_timeout));
+        Heartbeat::Periodic { interval, timeout }
+    }
+
+    fn take(&mut self, packet: EioPacket) -> Step<SioPacket> {
+        let decoded = match packet {
+            EioPacket::Pong(_) => return Step::Pong,
+            EioPacket::Ping(data) => {
+                self.session.queue(EioPacket::Pong(data).encode());
+                return Step::Done;
+            }
+            EioPacket::Close => return Step::End(End::Close(CLIENT_CLOSED, "client closed the session".into())),
+            EioPacket::Message(text) => self.decoder.decode_text(&text),
+            EioPacket::BinaryMessage(bytes) => self.decoder.decode_binary(bytes),
+            EioPacket::Open(_) | EioPacket::Upgrade | EioPacket::Noop => return Step::Done,
         };
+        let hub = &self.session.hub;
+        hub.inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
         match decoded {
-            Ok(Some(p)) if p.kind == PacketKind::Disconnect => goodbyes.push(p.ns),
-            Ok(_) => {}
-            Err(_) => break,
+            Ok(Some(p)) if p.kind.is_ack() => {
+                // Acks are taken at once, even while a handler runs: that handler may be the
+                // one waiting for them.
+                match on_packet(&self.session, &mut self.sockets, p) {
+                    Ok(_) => Step::Done,
+                    Err(()) => Step::End(violation()),
+                }
+            }
+            Ok(Some(p)) => Step::Run(p),
+            Ok(None) => Step::Done,
+            Err(e) => {
+                tracing::debug!(sid = %self.session.sid, error = %e, "malformed Socket.IO packet: closing");
+                Step::End(End::Close(
+                    close_code::PROTOCOL_ERROR,
+                    "malformed Socket.IO packet".into(),
+                ))
+            }
         }
     }
-    // A handler or connect still running finishes first (its side effects are not cut in half).
-    if let Some(fut) = inflight.take() {
-        if let Outcome::Connected(socket) = fut.await {
+
+    fn start(&mut self, p: SioPacket) -> Result<Option<BoxFuture<'static, Outcome>>, End> {
+        on_packet(&self.session, &mut self.sockets, p).map_err(|()| violation())
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if let Outcome::Connected(socket) = outcome {
             let rate = RateState::new(socket.ns().gateway().rate);
-            sockets.insert(socket.namespace().to_owned(), Entry { socket, rate });
+            self.sockets
+                .insert(socket.namespace().to_owned(), Entry { socket, rate });
         }
     }
-    for ns in goodbyes {
-        if let Some(entry) = sockets.remove(&ns) {
-            Box::pin(admission::retire(entry.socket, DisconnectReason::ClientClosed(None))).await;
+
+    fn ping(&mut self) {
+        self.session.queue(EioPacket::Ping(None).encode());
+    }
+
+    async fn nudged(&mut self) -> Option<End> {
+        // Boxed: it runs rarely, and a task is the size of its largest state for as long as
+        // it lives.
+        Box::pin(close_requests(&self.session, &mut self.sockets)).await
+    }
+
+    fn drains(&self, code: u16) -> bool {
+        // The close packet is queued last: it goes out with what is before it, unless the
+        // client is gone (a ping timeout) or closed the session itself.
+        code != close_code::PING_TIMEOUT && code != CLIENT_CLOSED
+    }
+
+    fn ending(&mut self, end: &End) {
+        if let End::Close(code, reason) = end {
+            self.session.cause.lock().get_or_insert_with(|| (*code, reason.clone()));
+            if *code != CLIENT_CLOSED {
+                // Past the queue's capacity: a slow consumer's full queue must not swallow its
+                // close.
+                let close = Frame::new(Message::text(EioPacket::Close.encode()));
+                self.session.out_tx.push_all(vec![close]);
+            }
         }
     }
-    let reason = session.disconnect_reason(how);
-    for (_, entry) in sockets.drain() {
-        // A socket the server was closing ends for that reason (a flood, a slow consumer).
-        let reason = match entry.socket.conn().close_requested() {
-            Some((code, why)) => DisconnectReason::ServerClosed(code, why.into()),
-            None => reason.clone(),
+
+    async fn retire(mut self, end: End, held: VecDeque<SioPacket>) {
+        // The DISCONNECTs the client sent before the end, still waiting their turn: those
+        // sockets said goodbye, and nothing is kept for them.
+        for p in held.iter().filter(|p| p.kind == PacketKind::Disconnect) {
+            if let Some(entry) = self.sockets.remove(&p.ns) {
+                Box::pin(admission::retire(entry.socket, DisconnectReason::ClientClosed(None))).await;
+            }
+        }
+        let reason = match end {
+            // Socket.IO's "transport close": the client's close packet, or a transport gone.
+            End::Close(CLIENT_CLOSED, _) | End::Gone(_) => DisconnectReason::TransportClosed,
+            End::Close(code, reason) => DisconnectReason::ServerClosed(code, reason),
         };
-        Box::pin(admission::retire(entry.socket, reason)).await;
-    }
-    if how == Closed::ByServer {
-        // Past the queue's capacity: a slow consumer's full queue must not swallow its close.
-        let close = Frame::new(Message::text(EioPacket::Close.encode()));
-        session.out_tx.push_all(vec![close]);
-    }
-    session.close(how);
-    let timed_out = session.cause().0 == close_code::PING_TIMEOUT;
-    if how == Closed::ByServer && !timed_out && session.state.lock().transport == Transport::Polling {
-        // A polling client reads the close packet at its next poll, as the reference server
-        // lets it (not after a ping timeout: that client is gone): the session stays findable
-        // until its queue is empty, for a ping timeout at most.
-        let deadline = tokio::time::Instant::now() + sio.config.ping_timeout;
-        while tokio::time::Instant::now() < deadline && !session.out_tx.is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        for (_, entry) in self.sockets.drain() {
+            // A socket the server was closing ends for that reason (a flood, a slow consumer).
+            let reason = match entry.socket.conn().close_requested() {
+                Some((code, why)) => DisconnectReason::ServerClosed(code, why.into()),
+                None => reason.clone(),
+            };
+            Box::pin(admission::retire(entry.socket, reason)).await;
         }
+        tracing::debug!(sid = %self.session.sid, "Socket.IO session ended");
     }
-    sio.sessions.remove(&session.sid);
-    tracing::debug!(sid = %session.sid, ?how, "Socket.IO session ended");
+}
+
+fn violation() -> End {
+    End::Close(close_code::PROTOCOL_ERROR, "protocol violation".into())
 }
 
 /// Acts on sockets asked to close. Returns how the whole session ends, if it does.
-async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, Entry>) -> Option<Closed> {
-    if let Some(how) = session.closed() {
-        return Some(how);
+async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, Entry>) -> Option<End> {
+    if let Some((code, reason)) = session.cause.lock().clone() {
+        return Some(End::Close(code, reason));
     }
     let requested: Vec<(String, u16)> = (sockets.iter())
         .filter_map(|(ns, e)| e.socket.conn().close_requested().map(|(code, _)| (ns.clone(), code)))
@@ -396,8 +370,7 @@ async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, En
         if code != close_code::DISCONNECTED_BY_SERVER {
             // Shutdown, slow consumer, flooding: the whole session goes; clients reconnect.
             let why = sockets[&ns].socket.conn().close_requested().map_or("", |(_, why)| why);
-            session.close_by_server(code, why);
-            return Some(Closed::ByServer);
+            return Some(End::Close(code, why.to_owned()));
         }
         // The app disconnected this socket: a DISCONNECT, as Socket.IO's `socket.disconnect()`.
         if let Some(entry) = sockets.remove(&ns) {
@@ -531,7 +504,6 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
         Proto::SocketIo,
         pass.into_identity(),
         session.out_tx.clone(),
-        Some(session.notify.clone()),
         auth.map(Box::new),
         recovery,
     );

@@ -1,0 +1,426 @@
+//! The one connection loop, for every transport.
+//!
+//! A connection is two halves: a [`Wire`] (the transport: how bytes become inbound units and
+//! queued frames become bytes, a WebSocket or Engine.IO long-polling) and a [`Protocol`] (what
+//! the units mean: the native protocol's one socket, or an Engine.IO session's Socket.IO
+//! sockets). [`drive`] runs the two together and owns everything they share:
+//!
+//! - the outbound queue, written in batches (one flush each) when the wire can take them,
+//!   each write bounded by the stall limit;
+//! - reading, with handlers run one at a time in arrival order: units that arrive while a
+//!   handler runs wait (at most [`BACKLOG`]; past that, reading pauses), answers to the
+//!   server's own emits are taken at once;
+//! - the heartbeat, in either of its two forms ([`Heartbeat`]);
+//! - close requests (a flood, a slow consumer, a shutdown, the app), the drain before a
+//!   goodbye, the wire's close, and the one way out (the protocol's `retire`).
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::{future::BoxFuture, FutureExt};
+use tokio::time::{Instant, Sleep};
+
+use crate::{
+    hub::{DisconnectReason, Hub},
+    outbox::{self, Frame, Next},
+    protocol::close_code,
+};
+
+/// Units read while a handler runs: at most this many wait; then reading pauses.
+pub(crate) const BACKLOG: usize = 32;
+
+/// How long a closing connection waits for its last frames to be written and answered.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What ended a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// We close with this code and reason.
+    Close(u16, String),
+    /// The peer closed, or the transport failed.
+    Gone(DisconnectReason),
+}
+
+impl End {
+    /// The disconnect reason this end gives a connection.
+    pub(crate) fn reason(&self) -> DisconnectReason {
+        match self {
+            Self::Close(code, reason) => DisconnectReason::ServerClosed(*code, reason.clone()),
+            Self::Gone(reason) => reason.clone(),
+        }
+    }
+
+    fn ping_timeout() -> Self {
+        Self::Close(close_code::PING_TIMEOUT, "ping timeout".to_owned())
+    }
+}
+
+/// What a wire read.
+#[derive(Debug)]
+pub(crate) enum Read<T> {
+    /// A unit for the protocol.
+    Unit(T),
+    /// The peer pinged the transport; its answer waits in the wire for a flush.
+    Pinged,
+    /// Something that only shows the peer is alive (a transport-level pong).
+    Alive,
+}
+
+/// A transport: its framing, nothing more.
+pub(crate) trait Wire: Send {
+    /// What it reads.
+    type In: Send;
+
+    /// The next inbound unit. An error ends the connection.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read<Self::In>, End>>;
+
+    /// Whether it can take a batch now (a WebSocket always can; a long-polling session when a
+    /// poll is waiting). Registers for a wake-up when it cannot.
+    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Writes `unsent` (when set) and what else is queued, as one batch. Cancel-safe: a frame
+    /// leaves `unsent` or the queue only once the wire has taken it.
+    fn write(
+        &mut self,
+        unsent: &mut Option<Frame>,
+        rx: &mut outbox::Receiver,
+        hub: &Hub,
+    ) -> impl Future<Output = Result<(), End>> + Send;
+
+    /// Writes what the wire itself has pending (the answer to the peer's ping).
+    fn flush(&mut self) -> impl Future<Output = Result<(), End>> + Send;
+
+    /// Sends a transport-level ping (for [`Heartbeat::WhenIdle`]).
+    fn ping(&mut self) -> impl Future<Output = Result<(), End>> + Send;
+
+    /// Closes the transport after the connection ended `end`: what is still queued goes out
+    /// first when `drain` says for how long, then the transport's goodbye.
+    fn close(
+        self,
+        hub: &Hub,
+        end: &End,
+        rx: outbox::Receiver,
+        drain: Option<Duration>,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// How a connection's peer shows it is alive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Heartbeat {
+    /// Anything the peer sends counts; after `interval` of silence the wire pings; after
+    /// `interval + timeout` of silence the connection is gone (a native WebSocket).
+    WhenIdle { interval: Duration, timeout: Duration },
+    /// The protocol pings every `interval`, and the peer answers within `timeout` (Engine.IO).
+    Periodic { interval: Duration, timeout: Duration },
+}
+
+impl Heartbeat {
+    /// A write that makes no progress for this long means the peer reads nothing at all.
+    fn stall_limit(self) -> Duration {
+        let (Self::WhenIdle { interval, timeout } | Self::Periodic { interval, timeout }) = self;
+        interval + timeout
+    }
+}
+
+/// What the protocol made of an inbound unit.
+pub(crate) enum Step<H> {
+    /// Dealt with at once (an ack, a ping answered, an error reported).
+    Done,
+    /// To be run in its turn, after the handler before it.
+    Run(H),
+    /// The answer to the protocol's ping.
+    Pong,
+    /// The connection ends.
+    End(End),
+}
+
+/// What a protocol supplies: what inbound units mean, and what its sockets need at the end.
+pub(crate) trait Protocol: Send {
+    /// What it reads (the wire's units).
+    type In: Send;
+    /// A unit waiting for its turn.
+    type Held: Send;
+    /// What a finished task tells the protocol.
+    type Outcome: Send + 'static;
+
+    /// How its peer shows it is alive.
+    fn heartbeat(&self) -> Heartbeat;
+
+    /// Takes one inbound unit.
+    fn take(&mut self, unit: Self::In) -> Step<Self::Held>;
+
+    /// Starts a held unit's task, if it has one.
+    fn start(&mut self, held: Self::Held) -> Result<Option<BoxFuture<'static, Self::Outcome>>, End>;
+
+    /// A task finished.
+    fn finish(&mut self, outcome: Self::Outcome);
+
+    /// Its own ping, for [`Heartbeat::Periodic`].
+    fn ping(&mut self);
+
+    /// The outbound queue was nudged: acts on close requests. `Some` ends the connection.
+    fn nudged(&mut self) -> impl Future<Output = Option<End>> + Send;
+
+    /// Whether what is queued goes out before the connection closes with `code`.
+    fn drains(&self, code: u16) -> bool;
+
+    /// The connection ended; the wire is not closed yet (its goodbye may wait on a dead peer):
+    /// what must not wait for it (a recovery session kept, a close packet queued).
+    fn ending(&mut self, end: &End);
+
+    /// The way out, once the wire is closed and the last task finished. `held` are the units
+    /// that never got their turn.
+    fn retire(self, end: End, held: VecDeque<Self::Held>) -> impl Future<Output = ()> + Send;
+}
+
+/// What woke the loop.
+enum Event<T, O> {
+    Outbound(Next),
+    Finished(O),
+    Read(Result<Read<T>, End>),
+    Beat,
+}
+
+/// Runs a connection to its end: the loop, then the wire's close and the protocol's way out.
+pub(crate) async fn drive<W, P>(hub: &Hub, mut wire: W, mut proto: P, mut rx: outbox::Receiver)
+where
+    W: Wire,
+    P: Protocol<In = W::In>,
+{
+    let beat = proto.heartbeat();
+    let stall_limit = beat.stall_limit();
+    let mut heart = Heart::new(beat);
+    let mut inflight: Option<BoxFuture<'static, P::Outcome>> = None;
+    let mut backlog: VecDeque<P::Held> = VecDeque::new();
+    // A frame taken from the queue but not yet accepted by the wire: a write cancelled by a
+    // close keeps it here, so the drain before a goodbye still delivers it.
+    let mut unsent: Option<Frame> = None;
+    // Most wake-ups are for the outbound queue: the read side and the heartbeat are polled
+    // only once they have woken (gates, see `outbox`). A close request nudges the queue.
+    let wakes = rx.wakes();
+
+    let end = loop {
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(next) = rx.poll_next(cx, |cx| wire.poll_writable(cx)) {
+                return Poll::Ready(Event::Outbound(next));
+            }
+            if let Some(task) = inflight.as_mut() {
+                if let Poll::Ready(outcome) = task.poll_unpin(cx) {
+                    return Poll::Ready(Event::Finished(outcome));
+                }
+            }
+            if inflight.is_none() || backlog.len() < BACKLOG {
+                if let Poll::Ready(read) = wakes.poll_gated(outbox::READ, cx, |cx| wire.poll_read(cx)) {
+                    return Poll::Ready(Event::Read(read));
+                }
+            }
+            wakes
+                .poll_gated(outbox::PING, cx, |cx| heart.poll(cx))
+                .map(|()| Event::Beat)
+        })
+        .await;
+        match event {
+            Event::Outbound(Next::Nudged) => {
+                if let Some(end) = proto.nudged().await {
+                    break end;
+                }
+            }
+            Event::Outbound(Next::Message(first)) => {
+                // `unsent` is empty here: a batch is only cut short on the way to closing.
+                unsent = Some(first);
+                // Biased: a write that completes at once returns before the stall timer is
+                // ever polled, so it is not registered with the timer wheel for every batch.
+                let written = tokio::select! {
+                    biased;
+                    r = wire.write(&mut unsent, &mut rx, hub) => r.map(|()| true),
+                    // Taken at the top of the loop, where the close is handled.
+                    () = wakes.nudged() => Ok(true),
+                    // While a write is blocked nothing is read and no ping goes out: a peer
+                    // that accepts nothing for the whole ping window is dead all the same.
+                    () = tokio::time::sleep(stall_limit) => Ok(false),
+                };
+                match written {
+                    Ok(true) => {}
+                    Ok(false) => break End::ping_timeout(),
+                    Err(end) => break end,
+                }
+            }
+            Event::Finished(outcome) => {
+                inflight = None;
+                proto.finish(outcome);
+                // Units that arrived while it ran, in order.
+                let mut failed = None;
+                while inflight.is_none() && failed.is_none() {
+                    let Some(held) = backlog.pop_front() else { break };
+                    match proto.start(held) {
+                        Ok(task) => inflight = task,
+                        Err(end) => failed = Some(end),
+                    }
+                }
+                if let Some(end) = failed {
+                    break end;
+                }
+            }
+            Event::Read(Err(end)) => break end,
+            Event::Read(Ok(Read::Alive)) => heart.seen(),
+            Event::Read(Ok(Read::Pinged)) => {
+                heart.seen();
+                // Boxed: rare, and a timer inline would grow every connection's task.
+                match Box::pin(tokio::time::timeout(stall_limit, wire.flush())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(end)) => break end,
+                    Err(_) => break End::ping_timeout(),
+                }
+            }
+            Event::Read(Ok(Read::Unit(unit))) => {
+                heart.seen();
+                match proto.take(unit) {
+                    Step::Done => {}
+                    Step::Pong => heart.ponged(),
+                    Step::End(end) => break end,
+                    Step::Run(held) if inflight.is_some() => backlog.push_back(held),
+                    Step::Run(held) => match proto.start(held) {
+                        Ok(task) => inflight = task,
+                        Err(end) => break end,
+                    },
+                }
+            }
+            Event::Beat => match heart.beat() {
+                Beat::Nothing => {}
+                Beat::Dead => break End::ping_timeout(),
+                Beat::Ping if matches!(beat, Heartbeat::Periodic { .. }) => proto.ping(),
+                Beat::Ping => {
+                    let ping = tokio::time::timeout(heart.timeout(), wire.ping());
+                    match Box::pin(ping).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(end)) => break end,
+                        // The peer accepts nothing, not even a ping.
+                        Err(_) => break End::ping_timeout(),
+                    }
+                }
+            },
+        }
+    };
+
+    // The ending steps are boxed: the task's size is that of its largest state, and these run
+    // once.
+    proto.ending(&end);
+    if let Some(frame) = unsent {
+        rx.unread(vec![frame]);
+    }
+    let drain = match &end {
+        End::Close(code, _) if proto.drains(*code) => Some(if hub.is_shutting_down() {
+            // A shutdown allows its whole deadline for what is queued.
+            hub.inner.config.shutdown_timeout
+        } else {
+            CLOSE_GRACE
+        }),
+        _ => None,
+    };
+    Box::pin(wire.close(hub, &end, rx, drain)).await;
+    // A task still running when the connection ended is finished first: its replies are
+    // dropped, but its side effects (joins, emits to others) are not cut in half.
+    if let Some(task) = inflight.take() {
+        proto.finish(task.await);
+    }
+    Box::pin(proto.retire(end, backlog)).await;
+}
+
+/// What the heartbeat asks for.
+enum Beat {
+    Nothing,
+    Ping,
+    Dead,
+}
+
+/// The heartbeat's state: one timer, boxed (it is the largest thing a connection would keep
+/// inline, for its whole life).
+struct Heart {
+    kind: Heartbeat,
+    timer: Pin<Box<Sleep>>,
+    /// When the peer was last heard from (`WhenIdle`).
+    last_seen: Instant,
+    /// A ping went out and is not answered yet (`WhenIdle`: since the peer was last heard
+    /// from).
+    pinged: bool,
+}
+
+impl Heart {
+    fn new(kind: Heartbeat) -> Self {
+        let now = Instant::now();
+        let first = match kind {
+            Heartbeat::WhenIdle { .. } => now + Self::check_every(kind),
+            Heartbeat::Periodic { interval, .. } => now + interval,
+        };
+        Self {
+            kind,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            last_seen: now,
+            pinged: false,
+        }
+    }
+
+    fn check_every(kind: Heartbeat) -> Duration {
+        match kind {
+            Heartbeat::WhenIdle { interval, timeout } => interval.min(timeout).max(Duration::from_millis(10)),
+            Heartbeat::Periodic { interval, .. } => interval,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        let (Heartbeat::WhenIdle { timeout, .. } | Heartbeat::Periodic { timeout, .. }) = self.kind;
+        timeout
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.timer.as_mut().poll(cx)
+    }
+
+    /// The peer sent something.
+    fn seen(&mut self) {
+        if let Heartbeat::WhenIdle { .. } = self.kind {
+            self.last_seen = Instant::now();
+            self.pinged = false;
+        }
+    }
+
+    /// The peer answered the protocol's ping.
+    fn ponged(&mut self) {
+        if let Heartbeat::Periodic { interval, .. } = self.kind {
+            self.pinged = false;
+            self.timer.as_mut().reset(Instant::now() + interval);
+        }
+    }
+
+    /// The timer fired.
+    fn beat(&mut self) -> Beat {
+        let now = Instant::now();
+        match self.kind {
+            Heartbeat::WhenIdle { interval, timeout } => {
+                self.timer.as_mut().reset(now + Self::check_every(self.kind));
+                let quiet = now.saturating_duration_since(self.last_seen);
+                if quiet >= interval + timeout {
+                    Beat::Dead
+                } else if quiet >= interval && !self.pinged {
+                    self.pinged = true;
+                    Beat::Ping
+                } else {
+                    Beat::Nothing
+                }
+            }
+            Heartbeat::Periodic { timeout, .. } => {
+                if self.pinged {
+                    return Beat::Dead;
+                }
+                self.pinged = true;
+                self.timer.as_mut().reset(now + timeout);
+                Beat::Ping
+            }
+        }
+    }
+}

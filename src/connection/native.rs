@@ -1,0 +1,212 @@
+//! The native protocol over the [one loop](super::lifecycle): one socket per connection, JSON
+//! text frames (`docs/protocol.md`), WebSocket pings for its heartbeat.
+
+use std::{
+    collections::VecDeque,
+    sync::{atomic::Ordering, Arc},
+};
+
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::{
+    tungstenite::{Message, Utf8Bytes},
+    WebSocketStream,
+};
+
+use super::{
+    admission,
+    coalesce::CoalescingIo,
+    lifecycle::{drive, End, Heartbeat, Protocol, Step, Wire},
+    websocket::{Framing, WsWire},
+};
+use crate::{
+    gateway::{ErrorEvent, Incoming, RateState, RawMessage, Refused, Socket},
+    hub::{
+        history::{Ask, SessionNews},
+        Conn, Hub, NsInner,
+    },
+    outbox,
+    protocol::{
+        close_code,
+        native::{self, Inbound},
+    },
+};
+
+/// The event that tells a native client about its recovery session.
+pub(crate) const SESSION_EVENT: &str = "$session";
+
+/// The native protocol's framing: every text and binary message is a unit.
+pub(crate) struct NativeFraming;
+
+impl Framing for NativeFraming {
+    type In = Message;
+
+    fn decode(msg: Message) -> Result<Message, End> {
+        Ok(msg)
+    }
+}
+
+/// Runs one upgraded connection to its end: the rest of its admission, the loop, its way out.
+pub(crate) async fn run<S>(
+    hub: Hub,
+    ns: Arc<NsInner>,
+    conn: Arc<Conn>,
+    rx: outbox::Receiver,
+    ws: Box<WebSocketStream<CoalescingIo<S>>>,
+    ask: Option<Box<Ask>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The stream comes boxed, and the recovery request too: a task keeps room for its
+    // arguments for as long as it lives, so they cost a pointer each rather than their size.
+    let wire = WsWire::<S, NativeFraming>::new(ws);
+    let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
+    // A client that takes part in recovery reads `$session` (and its replay) first.
+    let hello = |news: Option<&SessionNews<'_>>| {
+        let news = news.map(|news| news.to_json().to_string());
+        (news.iter())
+            .map(|data| outbox::Frame::new(Message::Text(native::encode_event_raw(SESSION_EVENT, data, None))))
+            .collect()
+    };
+    if let Err(refused) = Box::pin(admission::enter(&socket, ask.as_deref(), hello)).await {
+        let end = End::Close(close_code::POLICY_VIOLATION, refused.refusal.message().into_owned());
+        Box::pin(wire.close(&hub, &end, rx, None)).await;
+        return;
+    }
+    tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
+    let rate = RateState::new(ns.gateway().rate);
+    drive(&hub, wire, Native { socket, rate }, rx).await;
+}
+
+/// A frame waiting for the handler before it to finish.
+pub(crate) enum Pending {
+    Raw(Message),
+    Frame(Utf8Bytes, Result<Inbound, native::DecodeError>),
+}
+
+/// A native connection's one socket.
+struct Native {
+    socket: Socket,
+    rate: RateState,
+}
+
+impl Protocol for Native {
+    type In = Message;
+    type Held = Pending;
+    type Outcome = ();
+
+    fn heartbeat(&self) -> Heartbeat {
+        let cfg = &self.socket.hub().inner.config;
+        Heartbeat::WhenIdle {
+            interval: cfg.ping_interval,
+            timeout: cfg.ping_timeout,
+        }
+    }
+
+    fn take(&mut self, msg: Message) -> Step<Pending> {
+        let socket = &self.socket;
+        socket.hub().inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        if socket.ns().gateway().raw.is_some() {
+            return Step::Run(Pending::Raw(msg));
+        }
+        match msg {
+            Message::Text(text) => {
+                let frame = native::decode(&text);
+                if let Ok(Inbound::Ack { ack, data }) = frame {
+                    // Answers to the server's emits are taken at once, even while a handler
+                    // runs: that handler may be the one waiting for them.
+                    if !socket.conn().resolve_ack(ack, data) {
+                        tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
+                    }
+                    return Step::Done;
+                }
+                Step::Run(Pending::Frame(text, frame))
+            }
+            _ => {
+                let error = "binary frames are not supported by the native protocol; send JSON text frames";
+                socket.send_error(None, ErrorEvent::new(error));
+                Step::Done
+            }
+        }
+    }
+
+    fn start(&mut self, held: Pending) -> Result<Option<BoxFuture<'static, ()>>, End> {
+        Ok(match held {
+            Pending::Raw(msg) => {
+                (self.socket.ns().gateway().raw.as_ref()).map(|raw| raw(self.socket.clone(), RawMessage(msg)))
+            }
+            Pending::Frame(text, frame) => dispatch(&self.socket, &text, frame, &mut self.rate),
+        })
+    }
+
+    fn finish(&mut self, (): ()) {}
+
+    fn ping(&mut self) {}
+
+    async fn nudged(&mut self) -> Option<End> {
+        let (code, reason) = self.socket.conn().close_requested()?;
+        Some(End::Close(code, reason.to_owned()))
+    }
+
+    fn drains(&self, code: u16) -> bool {
+        // Deliver what is already queued before saying goodbye.
+        code == close_code::GOING_AWAY || code == close_code::DISCONNECTED_BY_SERVER
+    }
+
+    fn ending(&mut self, end: &End) {
+        // The session is kept as the end found it, before the close handshake (which may wait
+        // on a dead peer) and before the hook can change its rooms: a client that is already
+        // back can resume it at once.
+        let socket = &self.socket;
+        socket.hub().keep_session(socket.ns(), socket.conn(), &end.reason());
+    }
+
+    async fn retire(self, end: End, _: VecDeque<Pending>) {
+        admission::retire(self.socket, end.reason()).await;
+    }
+}
+
+/// Decodes one text frame and returns the handler future to run, if any. Errors are answered
+/// right away with an `error` event.
+fn dispatch(
+    socket: &Socket,
+    text: &str,
+    frame: Result<Inbound, native::DecodeError>,
+    rate: &mut RateState,
+) -> Option<BoxFuture<'static, ()>> {
+    let (event, data, id) = match frame {
+        Ok(Inbound::Event { event, data, id }) => (event, data, id),
+        Ok(Inbound::Ack { ack, data }) => {
+            if !socket.conn().resolve_ack(ack, data) {
+                tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
+            }
+            return None;
+        }
+        Err(e) => {
+            socket.send_error(native::DecodeError::ack_hint(text), ErrorEvent::new(e.to_string()));
+            return None;
+        }
+    };
+    let incoming = Incoming {
+        event,
+        data,
+        many: false,
+        attachments: Vec::new(),
+        id,
+    };
+    let call = match socket.ns().gateway().route(socket, incoming, rate) {
+        Ok(call) => call,
+        Err(Refused::Error(ack, error)) => {
+            socket.send_error(ack, error);
+            return None;
+        }
+        Err(Refused::Flood(ack, error)) => {
+            socket.send_error(ack, error);
+            socket
+                .conn()
+                .request_close(close_code::POLICY_VIOLATION, "rate limit exceeded");
+            return None;
+        }
+    };
+    Some(Box::pin(call.run(socket.clone())))
+}
