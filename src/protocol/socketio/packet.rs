@@ -155,7 +155,7 @@ pub struct SioPacket {
     /// The ack id: on an event, the sender wants an ACK with this id; on an ACK, the event it
     /// answers.
     pub id: Option<u64>,
-    /// The JSON payload, placeholders included (see the [module docs](self)).
+    /// The JSON payload, placeholders included (each binary value is `{"_placeholder":true,"num":n}`; see [`reconstruct_as_bytes`] and [`attach`]).
     pub data: Option<Value>,
     /// The binary attachments, in placeholder order: `attachments[n]` is the bytes of
     /// `{"_placeholder":true,"num":n}`. Empty for packets other than BINARY_EVENT and
