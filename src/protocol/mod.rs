@@ -14,13 +14,13 @@
 //! The codecs themselves are not part of the API. Feature `unstable` exposes them, with no
 //! stability promise, as `tower_realtime::unstable` (for benchmarks and fuzzing).
 
-// Parts of the codecs serve only the unit tests, the benchmarks and the fuzz targets (feature
-// `unstable`).
+// Parts of the codecs (and of the re-exports that name them in one place) serve only the unit
+// tests, the benchmarks and the fuzz targets (feature `unstable`).
 #[cfg_attr(not(feature = "unstable"), allow(dead_code))]
 pub(crate) mod native;
 pub(crate) mod offset;
 #[cfg(feature = "socketio")]
-#[cfg_attr(not(feature = "unstable"), allow(dead_code))]
+#[cfg_attr(not(feature = "unstable"), allow(dead_code, unused_imports))]
 pub(crate) mod socketio;
 
 /// Event names a client may not send: they are the server's own.
