@@ -1,7 +1,7 @@
 //! The native codec: encoding an event frame and decoding a client frame.
 //!
 //! ```text
-//! cargo bench --bench codec
+//! cargo bench --features unstable --bench codec
 //! ```
 
 use std::{hint::black_box, time::Duration};
@@ -9,7 +9,7 @@ use std::{hint::black_box, time::Duration};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde::Serialize;
 use serde_json::json;
-use tower_realtime::protocol::native;
+use tower_realtime::unstable::native;
 
 #[derive(Serialize)]
 struct ChatMessage<'a> {

@@ -1,10 +1,10 @@
 //! Fan-out: the cost of one emit to a room of 1, 100 and 10,000 connections — encoding the
 //! event once and queueing it for every member. No sockets: the connections are registered
-//! with `Hub::__bench_attach`, and their queues are drained between iterations (outside the
+//! with `unstable::attach` (feature `unstable`), and their queues are drained between iterations (outside the
 //! measured time) so that they never fill.
 //!
 //! ```text
-//! cargo bench --bench fanout
+//! cargo bench --features unstable --bench fanout
 //! ```
 //!
 //! Throughput is reported in recipients, so `elem/s` is deliveries queued per second and the
@@ -17,7 +17,10 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde::Serialize;
-use tower_realtime::{History, Hub};
+use tower_realtime::{
+    unstable::{self, Receiver},
+    Emitter, History, Hub,
+};
 
 /// A chat message as the demo sends it: about 100 bytes once encoded.
 #[derive(Serialize)]
@@ -36,15 +39,15 @@ const MESSAGE: ChatMessage<'static> = ChatMessage {
 };
 
 /// A hub with `n` connections (each its own user) in `room`.
-fn hub_with_room(n: usize, room: &str) -> (Hub, Vec<tower_realtime::__private::Receiver>) {
+fn hub_with_room(n: usize, room: &str) -> (Hub, Vec<Receiver>) {
     hub_with_room_on(Hub::builder().build(), n, room)
 }
 
 /// `hub` with `n` connections (each its own user) in `room`.
-fn hub_with_room_on(hub: Hub, n: usize, room: &str) -> (Hub, Vec<tower_realtime::__private::Receiver>) {
+fn hub_with_room_on(hub: Hub, n: usize, room: &str) -> (Hub, Vec<Receiver>) {
     let mut queues = Vec::with_capacity(n);
     for i in 0..n {
-        let (id, rx) = hub.__bench_attach(&format!("user-{i}"));
+        let (id, rx) = unstable::attach(&hub, &format!("user-{i}"));
         assert!(hub.join(id, room));
         queues.push(rx);
     }
@@ -52,7 +55,7 @@ fn hub_with_room_on(hub: Hub, n: usize, room: &str) -> (Hub, Vec<tower_realtime:
 }
 
 /// Empties every queue; returns how many frames were taken.
-fn drain(queues: &mut [tower_realtime::__private::Receiver]) -> usize {
+fn drain(queues: &mut [Receiver]) -> usize {
     let mut n = 0;
     for rx in queues {
         while rx.try_recv().is_ok() {
@@ -63,11 +66,7 @@ fn drain(queues: &mut [tower_realtime::__private::Receiver]) -> usize {
 }
 
 /// Times `emit` only; the queues are drained after each call, outside the timing.
-fn time_emits(
-    iters: u64,
-    queues: &mut [tower_realtime::__private::Receiver],
-    mut emit: impl FnMut() -> usize,
-) -> Duration {
+fn time_emits(iters: u64, queues: &mut [Receiver], mut emit: impl FnMut() -> usize) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let start = Instant::now();
@@ -122,7 +121,7 @@ fn everyone_and_two_rooms(c: &mut Criterion) {
     let hub = Hub::builder().build();
     let mut queues = Vec::with_capacity(n);
     for i in 0..n {
-        let (id, rx) = hub.__bench_attach(&format!("user-{i}"));
+        let (id, rx) = unstable::attach(&hub, &format!("user-{i}"));
         // Two overlapping rooms: everyone in `a`, every other connection also in `b`.
         assert!(hub.join(id, "a"));
         if i % 2 == 0 {

@@ -20,7 +20,7 @@ use axum::{
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_realtime::{Data, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, Socket, Valid};
+use tower_realtime::{Data, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, Socket, Valid};
 use validator::Validate;
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";

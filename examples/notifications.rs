@@ -17,7 +17,7 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_realtime::{AuthError, AuthRequest, Hub, Identity, Namespace, Socket};
+use tower_realtime::{AuthError, AuthRequest, Emitter, Hub, Identity, Namespace, Socket};
 
 /// The app's state: the hub is one part of it, extracted with `State<Hub>` through `FromRef`.
 #[derive(Clone)]

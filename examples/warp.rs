@@ -14,7 +14,7 @@ use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tower::Layer;
-use tower_realtime::{AllowAnonymous, Data, Hub, Socket};
+use tower_realtime::{AllowAnonymous, Data, Emitter, Hub, Socket};
 use warp::Filter;
 
 /// The hub: anonymous connections and one `echo` handler.

@@ -1,26 +1,4 @@
-//! Every limit and timeout of the hub, with its default.
-//!
-//! | setting | default | what happens past it |
-//! |---|---|---|
-//! | [`max_message_size`](Config::max_message_size) | 64 KiB | close `1009` (message too big): one frame, or the fragments of one message together; a frame announcing more is refused on its header |
-//! | [`outbound_queue`](Config::outbound_queue) | 1024 messages | the [`SlowConsumerPolicy`] applies (default: close `1013`) |
-//! | [`read_buffer_size`](Config::read_buffer_size) | 2 KiB | (buffer size, not a limit: larger messages are read in several chunks) |
-//! | [`ping_interval`](Config::ping_interval) | 25 s | a ping is sent after this long |
-//! | [`ping_timeout`](Config::ping_timeout) | 20 s | no frame from the peer, or a write to it blocked, for `ping_interval + ping_timeout`: close `4001` |
-//! | [`max_rooms_per_connection`](Config::max_rooms_per_connection) | 100 | `error` event, the join does not happen |
-//! | [`max_room_name_len`](Config::max_room_name_len) | 128 bytes | `error` event, the join does not happen |
-//! | [`max_event_name_len`](Config::max_event_name_len) | 128 bytes | `error` event, the event does not run |
-//! | [`max_connections_per_user`](Config::max_connections_per_user) | 16 | HTTP `429` at the handshake |
-//! | [`max_connections`](Config::max_connections) | 100,000 | HTTP `503` at the handshake |
-//! | [`connect_rate_per_user`](Config::connect_rate_per_user) | 10/s, bursts of 30 | HTTP `429` at the handshake |
-//! | [`rate_limit_flood_threshold`](Config::rate_limit_flood_threshold) | 20 refused events in a row | close `1008` (a namespace or event [rate limit](crate::RateLimit) must be set) |
-//! | [`write_batch`](Config::write_batch) | 256 messages | (messages written before one flush) |
-//! | [`shutdown_timeout`](Config::shutdown_timeout) | 10 s | [`Hub::shutdown`](crate::Hub::shutdown) stops waiting; also bounds each connection's delivery of its queue before `1001` |
-//! | [`shutdown_batch`](Config::shutdown_batch) | 500 connections | connections closed per step of a shutdown |
-//! | [`shutdown_batch_interval`](Config::shutdown_batch_interval) | 50 ms | pause between two shutdown steps |
-//!
-//! Fixed: JSON nested deeper than 128 levels is refused with an `error` event (serde_json's
-//! recursion limit), never a stack overflow.
+//! The hub's limits and timeouts ([`Config`]), the slow consumer policy and rate limits.
 
 use std::time::Duration;
 
@@ -39,7 +17,29 @@ pub enum SlowConsumerPolicy {
     DropMessage,
 }
 
-/// Limits and timeouts of a [`Hub`](crate::Hub). See the module docs for the table of defaults.
+/// Limits and timeouts of a [`Hub`](crate::Hub), each with its default.
+///
+/// | setting | default | what happens past it |
+/// |---|---|---|
+/// | [`max_message_size`](Config::max_message_size) | 64 KiB | close `1009` (message too big): one frame, or the fragments of one message together; a frame announcing more is refused on its header |
+/// | [`outbound_queue`](Config::outbound_queue) | 1024 messages | the [`SlowConsumerPolicy`] applies (default: close `1013`) |
+/// | [`read_buffer_size`](Config::read_buffer_size) | 2 KiB | (buffer size, not a limit: larger messages are read in several chunks) |
+/// | [`ping_interval`](Config::ping_interval) | 25 s | a ping is sent after this long |
+/// | [`ping_timeout`](Config::ping_timeout) | 20 s | no frame from the peer, or a write to it blocked, for `ping_interval + ping_timeout`: close `4001` |
+/// | [`max_rooms_per_connection`](Config::max_rooms_per_connection) | 100 | `error` event, the join does not happen |
+/// | [`max_room_name_len`](Config::max_room_name_len) | 128 bytes | `error` event, the join does not happen |
+/// | [`max_event_name_len`](Config::max_event_name_len) | 128 bytes | `error` event, the event does not run |
+/// | [`max_connections_per_user`](Config::max_connections_per_user) | 16 | HTTP `429` at the handshake |
+/// | [`max_connections`](Config::max_connections) | 100,000 | HTTP `503` at the handshake |
+/// | [`connect_rate_per_user`](Config::connect_rate_per_user) | 10/s, bursts of 30 | HTTP `429` at the handshake |
+/// | [`rate_limit_flood_threshold`](Config::rate_limit_flood_threshold) | 20 refused events in a row | close `1008` (a namespace or event [rate limit](crate::RateLimit) must be set) |
+/// | [`write_batch`](Config::write_batch) | 256 messages | (messages written before one flush) |
+/// | [`shutdown_timeout`](Config::shutdown_timeout) | 10 s | [`Hub::shutdown`](crate::Hub::shutdown) stops waiting; also bounds each connection's delivery of its queue before `1001` |
+/// | [`shutdown_batch`](Config::shutdown_batch) | 500 connections | connections closed per step of a shutdown |
+/// | [`shutdown_batch_interval`](Config::shutdown_batch_interval) | 50 ms | pause between two shutdown steps |
+///
+/// Fixed: JSON nested deeper than 128 levels is refused with an `error` event (serde_json's
+/// recursion limit), never a stack overflow.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {

@@ -11,7 +11,7 @@
 //! ```no_run
 //! use axum::{extract::State, routing::post, Json, Router};
 //! use serde_json::{json, Value};
-//! use tower_realtime::{Data, Hub, JwtAuth, Socket};
+//! use tower_realtime::{Data, Emitter, Hub, JwtAuth, Socket};
 //!
 //! #[tokio::main]
 //! async fn main() {
@@ -44,6 +44,8 @@
 //! | `metrics` | the hub's counters and handler latency through the `metrics` crate facade (below) | no |
 //! | `validate` | [`Valid<T>`](crate::Valid): payloads validated with the `validator` crate | yes |
 //! | `socketio` | Socket.IO v5 / Engine.IO v4 for the official clients (module `socketio`) | no |
+//! | `redis` | a Redis adapter: several app instances act as one hub (module `adapter`) | no |
+//! | `unstable` | internals for the crate's benchmarks and fuzz targets (module `unstable`): the wire codecs, a connection with no socket. **No stability promise**; not for apps | no |
 //!
 //! # Metrics (feature `metrics`)
 //!
@@ -71,11 +73,16 @@
 //!
 //! # Where to read on
 //!
-//! - [`Hub`] and [`Emit`]: emitting, rooms, users, presence, shutdown;
+//! - [`Hub`], [`Emitter`] and [`Emit`]: emitting, rooms, users, presence, shutdown;
 //! - [`HubBuilder`]: handlers, hooks, authentication, limits;
-//! - [`config`]: every limit and timeout with its default;
+//! - [`Config`]: every limit and timeout with its default;
 //! - [`protocol`]: the wire format and every close code (also `docs/protocol.md`);
-//! - [`auth`]: the [`Authenticator`] trait and where tokens are looked for.
+//! - [`auth`]: where tokens are looked for; [`Authenticator`] decides who they belong to.
+//!
+//! Each public item has one path. The everyday types, traits and extractors are at the crate
+//! root; a module holds only what is not there: [`auth`] (token sources), [`protocol`] (close
+//! codes), `socketio` (its config), `adapter` (the Redis adapter) and, with feature
+//! `unstable`, `unstable`.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -84,37 +91,36 @@
 pub mod adapter;
 pub mod auth;
 mod builder;
-pub mod config;
+mod config;
 mod connection;
-pub mod gateway;
-pub mod hub;
-pub mod layer;
+mod gateway;
+mod hub;
+mod layer;
 mod origin;
 mod outbox;
 pub mod protocol;
 #[cfg(feature = "socketio")]
 pub mod socketio;
+#[cfg(feature = "unstable")]
+pub mod unstable;
 mod util;
 
-/// Not part of the API: types the crate's benchmarks need.
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::outbox::Receiver;
-}
-
 #[cfg(feature = "jwt")]
-pub use auth::JwtAuth;
-pub use auth::{AllowAnonymous, AuthError, AuthRequest, Authenticator, Identity};
+pub use auth::jwt::{JwtAuth, JwtError};
+pub use auth::{
+    authenticator::{AllowAnonymous, Authenticator},
+    identity::{AuthError, AuthRequest, Identity},
+};
 pub use builder::{HubBuilder, NamespaceBuilder};
-pub use config::{Config, SlowConsumerPolicy};
+pub use config::{Config, RateLimit, SlowConsumerPolicy};
 #[cfg(feature = "validate")]
 pub use gateway::Valid;
 pub use gateway::{
     AckError, Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, FromEvent, Guard, GuardContext, Handler,
-    IntoErrorEvent, IntoReply, Json, RateLimit, RawMessage, Reply, Socket, State,
+    IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, State,
 };
-pub use hub::{ConnectionId, CounterSnapshot, DisconnectReason, Emit, History, Hub, Namespace, Presence};
-pub use layer::{RealtimeLayer, RealtimeService};
+pub use hub::{ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter, History, Hub, Namespace, Presence};
+pub use layer::{RealtimeLayer, RealtimeService, ResponseBody, ResponseFuture};
 
 /// The README's examples compile as doctests.
 #[cfg(doctest)]

@@ -81,7 +81,6 @@ pub(crate) enum Full {
 pub(crate) struct Sender(Arc<Shared>);
 
 /// The receiving side: one reader at a time.
-#[doc(hidden)]
 pub struct Receiver(Arc<Shared>);
 
 /// A queue of at most `capacity` messages.

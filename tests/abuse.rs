@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::{
     },
     Message,
 };
-use tower_realtime::{Config, Data, DisconnectReason, ErrorEvent, Hub, JwtAuth, SlowConsumerPolicy, Socket};
+use tower_realtime::{Config, Data, DisconnectReason, Emitter, ErrorEvent, Hub, JwtAuth, SlowConsumerPolicy, Socket};
 
 /// The battery's tokens must name this audience.
 const AUDIENCE: &str = "chat";

@@ -21,7 +21,7 @@ use axum::{
 };
 use common::*;
 use serde_json::{json, Value};
-use tower_realtime::{Data, ErrorEvent, History, Hub, JwtAuth, Socket};
+use tower_realtime::{Data, Emitter, ErrorEvent, History, Hub, JwtAuth, Socket};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long one Node script may run.

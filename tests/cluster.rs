@@ -16,7 +16,7 @@ use common::*;
 use serde_json::json;
 use tower_realtime::{
     adapter::{RedisAdapter, RedisOptions},
-    Data, ErrorEvent, Hub, JwtAuth, Presence, Socket,
+    Data, Emitter, ErrorEvent, Hub, JwtAuth, Presence, Socket,
 };
 
 fn builder() -> tower_realtime::HubBuilder {

@@ -17,7 +17,7 @@ use common::{recovery::*, *};
 use serde_json::{json, Value};
 use tower_realtime::{
     adapter::{RedisAdapter, RedisOptions},
-    Data, ErrorEvent, History, Hub, JwtAuth, Socket,
+    Data, Emitter, ErrorEvent, History, Hub, JwtAuth, Socket,
 };
 
 fn skip() {

@@ -13,7 +13,9 @@ use common::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tower_realtime::{ErrorEvent, GuardContext, Hub, IntoErrorEvent, JwtAuth, Presence, RateLimit, Socket, Valid};
+use tower_realtime::{
+    Emitter, ErrorEvent, GuardContext, Hub, IntoErrorEvent, JwtAuth, Presence, RateLimit, Socket, Valid,
+};
 use validator::Validate;
 
 async fn connect_path(addr: std::net::SocketAddr, path: &str, token: &str) -> Client {

@@ -11,7 +11,7 @@ use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-use tower_realtime::{Data, ErrorEvent, Hub, JwtAuth, Socket};
+use tower_realtime::{Data, Emitter, ErrorEvent, Hub, JwtAuth, Socket};
 
 #[derive(Deserialize)]
 struct Typed {

@@ -9,7 +9,7 @@ use common::{recovery::*, *};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
-use tower_realtime::{Data, ErrorEvent, History, Hub, JwtAuth, Socket};
+use tower_realtime::{Data, Emitter, ErrorEvent, History, Hub, JwtAuth, Socket};
 
 fn test_hub(history: History) -> Hub {
     Hub::builder()

@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::{socketio::Polling, *};
 use serde_json::{json, Value};
-use tower_realtime::{socketio::SocketIoConfig, Data, ErrorEvent, Hub, JwtAuth, Socket};
+use tower_realtime::{socketio::SocketIoConfig, Data, Emitter, ErrorEvent, Hub, JwtAuth, Socket};
 
 fn hub(config: SocketIoConfig) -> Hub {
     Hub::builder()

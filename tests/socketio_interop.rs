@@ -13,7 +13,9 @@ use std::time::Duration;
 use common::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_realtime::{socketio::SocketIoConfig, Args, Attachments, Data, ErrorEvent, Hub, JwtAuth, Reply, Socket};
+use tower_realtime::{
+    socketio::SocketIoConfig, Args, Attachments, Data, Emitter, ErrorEvent, Hub, JwtAuth, Reply, Socket,
+};
 
 #[derive(Deserialize)]
 struct RoomText {

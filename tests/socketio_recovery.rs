@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use tower::ServiceExt;
 use tower_realtime::{
-    socketio::SocketIoConfig, Data, DisconnectReason, ErrorEvent, History, Hub, JwtAuth, RateLimit, Socket,
+    socketio::SocketIoConfig, Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, JwtAuth, RateLimit, Socket,
 };
 
 fn hub(history: History) -> Hub {

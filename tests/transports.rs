@@ -32,7 +32,8 @@ use tokio::{
 };
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error as WsError, Message};
 use tower_realtime::{
-    socketio::SocketIoConfig, Data, DisconnectReason, ErrorEvent, History, Hub, HubBuilder, JwtAuth, RateLimit, Socket,
+    socketio::SocketIoConfig, Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth,
+    RateLimit, Socket,
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
-use tower_realtime::protocol::native::{decode, DecodeError, Inbound};
+use tower_realtime::unstable::native::{decode, DecodeError, Inbound};
 
 fuzz_target!(|bytes: &[u8]| {
     let Ok(text) = std::str::from_utf8(bytes) else {

@@ -12,7 +12,7 @@ use super::{AuthError, AuthRequest, Authenticator, BoxFuture, Identity};
 #[error("invalid JWT key: {0}")]
 pub struct JwtError(#[from] jsonwebtoken::errors::Error);
 
-/// Verifies a JWT found in the handshake (see [`extract_token`](super::extract_token)).
+/// Verifies a JWT found in the handshake (see [`extract_token`](crate::auth::extract_token)).
 ///
 /// - The algorithm is fixed here, never read from the token: a token signed with another
 ///   algorithm (`alg: none` included) is refused.

@@ -9,7 +9,6 @@ mod socket;
 #[cfg(feature = "validate")]
 mod valid;
 
-pub use crate::config::RateLimit;
 pub use error::{ErrorEvent, IntoErrorEvent};
 pub use guard::{ConnectGuard, Guard, GuardContext};
 pub use handler::{Args, Attachments, Data, EventContext, FromEvent, Handler, IntoReply, Json, Reply, State};
@@ -24,19 +23,13 @@ use std::{collections::HashMap, fmt, future::Future, sync::Arc};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use crate::hub::{DisconnectReason, NsInner};
+use crate::{
+    config::RateLimit,
+    hub::{DisconnectReason, NsInner},
+    protocol::RESERVED_EVENTS,
+};
 
 use handler::ErasedHandler;
-
-/// Event names a client may not send: they are the server's own.
-pub const RESERVED_EVENTS: &[&str] = &[
-    "error",
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "$session",
-];
 
 /// What a connect hook returns: `()` or `Ok(())` accepts, `Err(reason)` refuses the
 /// connection with close code `1008` and the reason.

@@ -26,7 +26,7 @@ use super::{
         sessions::Resume,
         store::{HistoryState, NotRecovered, Saved, StreamKey},
     },
-    ConnectionId, Emit, Hub, HubInner, Presence, Target,
+    ConnectionId, Emit, Emitter, Hub, HubInner, Presence, Target,
 };
 use crate::adapter::{
     self,

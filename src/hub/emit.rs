@@ -31,7 +31,7 @@ pub(crate) enum Target<'a> {
 /// An emit being built: targets and exceptions. Finish it with [`emit`](Emit::emit).
 ///
 /// ```
-/// # use tower_realtime::Hub;
+/// # use tower_realtime::{Emitter, Hub};
 /// # use serde_json::json;
 /// # let hub = Hub::builder().build();
 /// # let sender = None;

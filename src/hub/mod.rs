@@ -6,6 +6,7 @@ pub(crate) mod cluster;
 mod conn;
 mod counters;
 mod emit;
+mod emitter;
 pub(crate) mod history;
 mod namespace;
 pub(crate) mod registry;
@@ -21,6 +22,7 @@ pub use counters::CounterSnapshot;
 pub(crate) use counters::Rejection;
 pub use emit::Emit;
 pub(crate) use emit::Target;
+pub use emitter::Emitter;
 pub use history::History;
 pub(crate) use history::HistoryState;
 
@@ -78,6 +80,13 @@ impl fmt::Display for ConnectionId {
 /// give one to every handler, job or consumer that emits.
 ///
 /// Build it with [`Hub::builder`], serve it with [`Hub::layer`].
+///
+/// Emitting to, and looking up, the connections of one namespace is the [`Emitter`] trait's,
+/// which the hub implements for its default namespace (`/`) and [`Namespace`] for any other:
+/// with `use tower_realtime::Emitter;`, `hub.emit(..)`, `hub.to_room(..)` and
+/// `hub.room_members(..)` work on the default namespace, and `hub.of("/chat")` gives the same
+/// methods for `/chat`. What spans every namespace (a connection's rooms, joins, disconnects,
+/// presence, shutdown, [`connection_count`](Self::connection_count)) is the hub's own.
 #[derive(Clone)]
 pub struct Hub {
     pub(crate) inner: Arc<HubInner>,
@@ -160,47 +169,6 @@ impl Hub {
         names
     }
 
-    fn default_ns(&self) -> Namespace {
-        Namespace::new(self.clone(), self.inner.default_ns.clone())
-    }
-
-    /// Emits to every connection of the default namespace. Returns how many it reached.
-    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> usize {
-        self.broadcast().emit(event, data)
-    }
-
-    /// Starts an emit to every connection of the default namespace (add `.except(id)` to
-    /// leave one out).
-    pub fn broadcast(&self) -> Emit<'_> {
-        Emit::new(self, &self.inner.default_ns, Target::All)
-    }
-
-    /// Starts an emit to a room of the default namespace.
-    pub fn to_room<'a>(&'a self, room: &'a str) -> Emit<'a> {
-        Emit::new(self, &self.inner.default_ns, Target::Room(room))
-    }
-
-    /// Starts an emit to several rooms (a connection in several of them gets the event once).
-    pub fn to_rooms<'a>(&'a self, rooms: impl IntoIterator<Item = &'a str>) -> Emit<'a> {
-        Emit::many(self, &self.inner.default_ns, rooms.into_iter().map(Target::Room))
-    }
-
-    /// Starts an emit to every connection of a user (all their devices and tabs) in the
-    /// default namespace.
-    pub fn to_user<'a>(&'a self, user: &'a str) -> Emit<'a> {
-        Emit::new(self, &self.inner.default_ns, Target::User(user))
-    }
-
-    /// Starts an emit to every connection of several users.
-    pub fn to_users<'a>(&'a self, users: impl IntoIterator<Item = &'a str>) -> Emit<'a> {
-        Emit::many(self, &self.inner.default_ns, users.into_iter().map(Target::User))
-    }
-
-    /// Starts an emit to one connection of the default namespace.
-    pub fn to_connection(&self, id: ConnectionId) -> Emit<'_> {
-        Emit::new(self, &self.inner.default_ns, Target::Connection(id))
-    }
-
     /// Joins a connection of this node to a room: `None` when it is not on this node, else
     /// whether it joined (or was in it already).
     pub(crate) fn join_locally(&self, id: ConnectionId, room: &str) -> Option<bool> {
@@ -270,21 +238,6 @@ impl Hub {
         self.find(id).map(|(_, conn)| conn.rooms()).unwrap_or_default()
     }
 
-    /// The connections in a room of the default namespace.
-    pub fn room_members(&self, room: &str) -> Vec<ConnectionId> {
-        self.default_ns().room_members(room)
-    }
-
-    /// The users with a connection in a room of the default namespace, sorted and unique.
-    pub fn room_users(&self, room: &str) -> Vec<String> {
-        self.default_ns().room_users(room)
-    }
-
-    /// The connections of a user in the default namespace.
-    pub fn connections_of(&self, user: &str) -> Vec<ConnectionId> {
-        self.default_ns().connections_of(user)
-    }
-
     /// The users with at least one live connection (in any namespace), sorted and unique.
     pub fn online_users(&self) -> Vec<String> {
         self.inner.slots.online_users()
@@ -328,10 +281,10 @@ impl Hub {
 
     /// Registers a connection with no socket behind it, in the default namespace, for the user
     /// `user`, and returns its id and the receiving end of its outbound queue (what its writer
-    /// would drain). Nothing removes it but dropping the hub. For the crate's benchmarks
-    /// (`benches/`), which measure emits without sockets; not part of the API.
-    #[doc(hidden)]
-    pub fn __bench_attach(&self, user: &str) -> (ConnectionId, crate::outbox::Receiver) {
+    /// would drain). Nothing removes it but dropping the hub. For benchmarks
+    /// ([`unstable::attach`](crate::unstable::attach)).
+    #[cfg(feature = "unstable")]
+    pub(crate) fn attach_detached(&self, user: &str) -> (ConnectionId, crate::outbox::Receiver) {
         let id = self.next_connection_id();
         let identity = crate::auth::Identity::user(user, Default::default());
         let (conn, rx) = Conn::new(id, identity, self.inner.config.outbound_queue, None);

@@ -6,12 +6,10 @@
 
 use std::{any::Any, fmt, sync::Arc};
 
-use serde::Serialize;
-
 use super::{
     conn::Conn,
     registry::{Join, Registry},
-    ConnectionId, Emit, Hub, Target,
+    Hub,
 };
 
 /// One namespace: its name, its registry, and what the layers above the hub keep for it (its
@@ -73,8 +71,11 @@ impl NsInner {
 
 /// A handle on one namespace, for emitting to its connections only. Cheap to clone.
 ///
+/// It emits and finds connections through [`Emitter`](crate::Emitter), as [`Hub`] does for
+/// the default namespace.
+///
 /// ```
-/// # use tower_realtime::Hub;
+/// # use tower_realtime::{Emitter, Hub};
 /// # use serde_json::json;
 /// let hub = Hub::builder()
 ///     .namespace("/notifications", |ns| ns.on("ping", || async { "pong" }))
@@ -111,73 +112,6 @@ impl Namespace {
     /// The hub.
     pub fn hub(&self) -> &Hub {
         &self.hub
-    }
-
-    /// Emits to every connection of this namespace. Returns how many it reached.
-    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> usize {
-        self.broadcast().emit(event, data)
-    }
-
-    /// Starts an emit to every connection of this namespace.
-    pub fn broadcast(&self) -> Emit<'_> {
-        Emit::new(&self.hub, &self.ns, Target::All)
-    }
-
-    /// Starts an emit to a room's members.
-    pub fn to_room<'a>(&'a self, room: &'a str) -> Emit<'a> {
-        Emit::new(&self.hub, &self.ns, Target::Room(room))
-    }
-
-    /// Starts an emit to several rooms (a connection in several of them gets the event once).
-    pub fn to_rooms<'a>(&'a self, rooms: impl IntoIterator<Item = &'a str>) -> Emit<'a> {
-        Emit::many(&self.hub, &self.ns, rooms.into_iter().map(Target::Room))
-    }
-
-    /// Starts an emit to every connection of a user in this namespace (all their devices).
-    pub fn to_user<'a>(&'a self, user: &'a str) -> Emit<'a> {
-        Emit::new(&self.hub, &self.ns, Target::User(user))
-    }
-
-    /// Starts an emit to every connection of several users.
-    pub fn to_users<'a>(&'a self, users: impl IntoIterator<Item = &'a str>) -> Emit<'a> {
-        Emit::many(&self.hub, &self.ns, users.into_iter().map(Target::User))
-    }
-
-    /// Starts an emit to one connection.
-    pub fn to_connection(&self, id: ConnectionId) -> Emit<'_> {
-        Emit::new(&self.hub, &self.ns, Target::Connection(id))
-    }
-
-    /// The connections in a room, sorted.
-    pub fn room_members(&self, room: &str) -> Vec<ConnectionId> {
-        let mut ids: Vec<_> = (self.ns.registry.rooms.get(room))
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        ids
-    }
-
-    /// The users with a connection in a room, sorted and unique.
-    pub fn room_users(&self, room: &str) -> Vec<String> {
-        let mut users: Vec<String> = (self.ns.registry.rooms.get(room))
-            .map(|m| {
-                m.values()
-                    .filter_map(|c| c.identity.user_id().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        users.sort_unstable();
-        users.dedup();
-        users
-    }
-
-    /// The live connections of a user in this namespace, oldest first.
-    pub fn connections_of(&self, user: &str) -> Vec<ConnectionId> {
-        let mut ids: Vec<_> = (self.ns.registry.users.get(user))
-            .map(|conns| conns.keys().copied().collect())
-            .unwrap_or_default();
-        ids.sort_unstable();
-        ids
     }
 
     /// The number of connections in this namespace.

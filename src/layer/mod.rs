@@ -1,7 +1,7 @@
 //! The tower [`Layer`] that serves a hub's WebSocket endpoint inside an
 //! existing HTTP service.
 
-pub mod future;
+mod future;
 mod serve;
 mod service;
 

@@ -1,10 +1,37 @@
-//! Wire codecs. The native JSON protocol is in [`native`]; its description, with every close
-//! code, is in `docs/protocol.md`.
+//! The wire format: every [close code](close_code) the server sends, and the event names
+//! reserved for the server.
+//!
+//! The native protocol is plain JSON over WebSocket text frames, one object per frame:
+//!
+//! - client → server: `{"event": "<name>", "data": <any>}`, plus `"id": <u64>` for an ack;
+//! - server → client: `{"event": "<name>", "data": <any>}`; an ack is `{"ack": <id>, "data": <any>}`;
+//! - an error answering a request with an id carries it: `{"event": "error", "data": {...}, "ack": <id>}`.
+//!
+//! `docs/protocol.md` describes it in full: the handshake, the token, acks, errors, recovery
+//! and every close code. With feature `socketio` the hub also speaks Socket.IO v5 over
+//! Engine.IO v4 (module `socketio`).
+//!
+//! The codecs themselves are not part of the API. Feature `unstable` exposes them, with no
+//! stability promise, as `tower_realtime::unstable` (for benchmarks and fuzzing).
 
-pub mod native;
+// Parts of the codecs (and of the re-exports that name them in one place) serve only the unit
+// tests, the benchmarks and the fuzz targets (feature `unstable`).
+#[cfg_attr(not(feature = "unstable"), allow(dead_code))]
+pub(crate) mod native;
 pub(crate) mod offset;
 #[cfg(feature = "socketio")]
-pub mod socketio;
+#[cfg_attr(not(feature = "unstable"), allow(dead_code, unused_imports))]
+pub(crate) mod socketio;
+
+/// Event names a client may not send: they are the server's own.
+pub const RESERVED_EVENTS: &[&str] = &[
+    "error",
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "$session",
+];
 
 /// The close codes the server sends, and what they mean.
 pub mod close_code {

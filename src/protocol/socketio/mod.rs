@@ -26,33 +26,36 @@
 //! serde instead, [`packet::reconstruct_as_bytes`] replaces each placeholder by an array of
 //! byte values (a `Vec<u8>` to serde); to send bytes, [`packet::attach`] returns the
 //! placeholder to put in the JSON.
-//!
-//! # An exchange, end to end
-//!
-//! ```
-//! use tower_realtime::protocol::socketio::{engineio, packet, EioPacket, SioDecoder};
-//!
-//! // A polling POST with two events, the second asking for ack 1.
-//! let body = "42[\"joinRoom\",\"general\"]\x1e421[\"message\",{\"text\":\"hi\"}]";
-//! let mut decoder = SioDecoder::default();
-//! for eio in engineio::decode_payload(body, engineio::DEFAULT_MAX_PAYLOAD)? {
-//!     let EioPacket::Message(text) = eio else { continue };
-//!     let Some(p) = decoder.decode_text(&text)? else { continue };
-//!     if let Some(id) = p.id {
-//!         // Answer the ack, wrapped in an Engine.IO message.
-//!         let ack = packet::encode_ack(&p.ns, id, r#"{"event":"message","data":"Message received"}"#);
-//!         let reply = EioPacket::Message(ack).encode();
-//!         assert_eq!(reply, r#"431[{"event":"message","data":"Message received"}]"#);
-//!     }
-//! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 pub mod engineio;
 pub mod packet;
 
-pub use engineio::{
-    EioDecodeError, EioPacket, EioQuery, EngineError, OpenPacket, PayloadBuilder, RequestKind, SidError, Transport,
-    WsFrame,
-};
-pub use packet::{Decoded, PacketKind, PartialBinaryPacket, SioDecodeError, SioDecoder, SioPacket};
+pub(crate) use engineio::{EioPacket, EngineError, OpenPacket, PayloadBuilder, RequestKind, Transport};
+pub(crate) use packet::{PacketKind, SioDecoder, SioPacket};
+
+#[cfg(test)]
+mod tests {
+    use super::{engineio, packet, EioPacket, SioDecoder};
+
+    /// An exchange, end to end: a polling POST with two events, the second asking for ack 1.
+    #[test]
+    fn exchange_end_to_end() {
+        let body = "42[\"joinRoom\",\"general\"]\x1e421[\"message\",{\"text\":\"hi\"}]";
+        let mut decoder = SioDecoder::default();
+        let mut acks = 0;
+        for eio in engineio::decode_payload(body, engineio::DEFAULT_MAX_PAYLOAD).unwrap() {
+            let EioPacket::Message(text) = eio else { continue };
+            let Some(p) = decoder.decode_text(&text).unwrap() else {
+                continue;
+            };
+            if let Some(id) = p.id {
+                // Answer the ack, wrapped in an Engine.IO message.
+                let ack = packet::encode_ack(&p.ns, id, r#"{"event":"message","data":"Message received"}"#);
+                let reply = EioPacket::Message(ack).encode();
+                assert_eq!(reply, r#"431[{"event":"message","data":"Message received"}]"#);
+                acks += 1;
+            }
+        }
+        assert_eq!(acks, 1);
+    }
+}
