@@ -578,6 +578,28 @@ async fn ten_thousand_deep_json_gets_an_error_event() {
 }
 
 #[tokio::test]
+async fn a_frame_as_a_json_array_gets_an_error_event_not_a_call() {
+    let mut s = Server::start(|_| {}).await;
+    let mut c = s.connect("mallory").await;
+    // `[event, data, id, ack]`: a form the protocol does not have. It must not run `echo`
+    // (whose answer would be an ack 7), and the error carries no ack id it cannot read.
+    c.send_raw(r#"["echo",{"a":1},7,null]"#).await;
+    let e = c.next_frame().await;
+    assert_eq!(e["event"], "error", "{e}");
+    let message = e["data"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid message: invalid type: sequence, expected a JSON object"),
+        "{message}"
+    );
+    assert!(e.get("ack").is_none(), "{e}");
+    assert_eq!(
+        c.call("echo", json!("alive")).await,
+        json!({ "ack": 1, "data": "alive" })
+    );
+    s.assert_control_works().await;
+}
+
+#[tokio::test]
 async fn unknown_and_reserved_events_get_error_events() {
     let mut s = Server::start(|_| {}).await;
     let mut c = s.connect("mallory").await;

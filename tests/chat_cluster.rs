@@ -27,8 +27,7 @@ async fn instance(url: &str, prefix: &str) -> SocketAddr {
 
 #[tokio::test]
 async fn two_instances_act_as_one_chat() {
-    let Ok(url) = std::env::var("REALTIME_TEST_REDIS") else {
-        println!("redis cluster test did not run: set REALTIME_TEST_REDIS=redis://127.0.0.1:6379");
+    let Some(url) = common::redis_url("redis cluster test") else {
         return;
     };
     // A prefix of its own: keys of an earlier run (presence counts live on for a while) must

@@ -71,7 +71,7 @@ fn now_nanos() -> u128 {
 }
 
 fn skip() {
-    println!("redis cluster test did not run: set REALTIME_TEST_REDIS=redis://127.0.0.1:6379");
+    common::did_not_run("redis cluster test", "set REALTIME_TEST_REDIS=redis://127.0.0.1:6379");
 }
 
 /// Connects and waits until the user is known as online by every node (presence settles).

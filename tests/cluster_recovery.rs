@@ -21,7 +21,10 @@ use tower_realtime::{
 };
 
 fn skip() {
-    println!("cluster recovery test did not run: set REALTIME_TEST_REDIS=redis://127.0.0.1:6379");
+    common::did_not_run(
+        "cluster recovery test",
+        "set REALTIME_TEST_REDIS=redis://127.0.0.1:6379",
+    );
 }
 
 fn unique_prefix() -> String {

@@ -4,9 +4,12 @@
 //! - server → client: `{"event": "<name>", "data": <any>}`; an ack is `{"ack": <id>, "data": <any>}`;
 //! - an error answering a request with an id carries it: `{"event": "error", "data": {...}, "ack": <id>}`.
 
-use std::io::Write;
+use std::{fmt, io::Write};
 
-use serde::{Deserialize, Serialize};
+use serde::{
+    de::{self, MapAccess, Visitor},
+    Deserialize, Deserializer, Serialize,
+};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -34,13 +37,93 @@ pub enum Inbound {
     },
 }
 
-#[derive(Deserialize)]
+/// A client frame's fields. Only a JSON object is one: its `Deserialize` reads a map and
+/// nothing else (a derived one would also take a JSON array of the fields in order, a form the
+/// protocol does not have).
+#[derive(Default)]
 struct Frame {
     event: Option<String>,
-    #[serde(default)]
     data: Value,
     id: Option<u64>,
     ack: Option<u64>,
+}
+
+/// The fields of a frame, by key.
+enum Field {
+    Event,
+    Data,
+    Id,
+    Ack,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
+                Ok(match key {
+                    "event" => Field::Event,
+                    "data" => Field::Data,
+                    "id" => Field::Id,
+                    "ack" => Field::Ack,
+                    _ => Field::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(Key)
+    }
+}
+
+/// Reads a frame from a JSON object: every field, or (`id_only`, to answer a frame that does
+/// not decode) only its `id`, whatever the others hold.
+struct FrameVisitor {
+    id_only: bool,
+}
+
+impl<'de> Visitor<'de> for FrameVisitor {
+    type Value = Frame;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Frame, A::Error> {
+        let mut frame = Frame::default();
+        let mut seen = [false; 4];
+        while let Some(field) = map.next_key::<Field>()? {
+            let (slot, name) = match field {
+                Field::Id => (2, "id"),
+                Field::Event if !self.id_only => (0, "event"),
+                Field::Data if !self.id_only => (1, "data"),
+                Field::Ack if !self.id_only => (3, "ack"),
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(de::Error::duplicate_field(name));
+            }
+            match slot {
+                0 => frame.event = map.next_value()?,
+                1 => frame.data = map.next_value()?,
+                2 => frame.id = map.next_value()?,
+                _ => frame.ack = map.next_value()?,
+            }
+        }
+        Ok(frame)
+    }
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FrameVisitor { id_only: false })
+    }
 }
 
 /// Why a client frame could not be decoded.
@@ -51,11 +134,10 @@ pub struct DecodeError(#[from] serde_json::Error);
 impl DecodeError {
     /// The ack id of the frame, when it could still be read (so the error can answer it).
     pub fn ack_hint(text: &str) -> Option<u64> {
-        #[derive(Deserialize)]
-        struct IdOnly {
-            id: Option<u64>,
-        }
-        serde_json::from_str::<IdOnly>(text).ok().and_then(|f| f.id)
+        let mut d = serde_json::Deserializer::from_str(text);
+        let frame = d.deserialize_map(FrameVisitor { id_only: true }).ok()?;
+        d.end().ok()?;
+        frame.id
     }
 }
 
@@ -183,6 +265,36 @@ mod tests {
         for bad in ["", "[]", "{}", r#"{"event":1}"#, r#"{"event":"a","id":-1}"#, "{"] {
             assert!(decode(bad).is_err(), "{bad:?} should not decode");
         }
+    }
+
+    #[test]
+    fn a_json_array_of_the_fields_is_not_a_frame() {
+        // A derived `Deserialize` takes `[event, data, id, ack]` as well; the protocol has
+        // objects only, and the ack hint (which reads objects) would disagree with it.
+        for array in [r#"["chat",{"a":1},7,null]"#, r#"["chat"]"#, r#"[null,null,null,4]"#] {
+            assert!(decode(array).is_err(), "{array:?} should not decode");
+            assert_eq!(DecodeError::ack_hint(array), None);
+        }
+    }
+
+    #[test]
+    fn a_field_given_twice_is_an_error() {
+        assert!(decode(r#"{"event":"a","event":"b"}"#).is_err());
+        assert!(decode(r#"{"event":"a","id":1,"id":2}"#).is_err());
+        // Unknown fields are ignored, whatever they hold.
+        let f = decode(r#"{"x":[1,{"y":2}],"event":"a","id":1}"#).unwrap();
+        assert_eq!(
+            f,
+            Inbound::Event {
+                event: "a".into(),
+                data: Value::Null,
+                id: Some(1)
+            }
+        );
+        assert_eq!(
+            DecodeError::ack_hint(r#"{"x":[1,{"y":2}],"event":"a","id":1}"#),
+            Some(1)
+        );
     }
 
     #[test]

@@ -257,14 +257,35 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// Says, where a person running `cargo test` sees it, that `what` did not run and what would
+/// make it run. Straight to the process's stderr: the test harness keeps `println!` and
+/// `eprintln!` of a passing test to itself, so the test would show `ok` having run nothing.
+pub fn did_not_run(what: &str, how: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{what} did not run: {how}");
+}
+
 /// Whether the tests that run Node scripts against the hub are on (`REALTIME_TEST_NODE`);
 /// when they are not, says that `what` did not run.
 pub fn node_enabled(what: &str) -> bool {
     let on = std::env::var("REALTIME_TEST_NODE").is_ok();
     if !on {
-        println!("{what} did not run: set REALTIME_TEST_NODE=1 (needs node and `npm ci` in tests/node)");
+        did_not_run(what, "set REALTIME_TEST_NODE=1 (needs node and `npm ci` in tests/node)");
     }
     on
+}
+
+/// The Redis the Redis tests use (`REALTIME_TEST_REDIS`); when it is not set, says that `what`
+/// did not run.
+#[allow(dead_code)]
+pub fn redis_url(what: &str) -> Option<String> {
+    match std::env::var("REALTIME_TEST_REDIS") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            did_not_run(what, "set REALTIME_TEST_REDIS=redis://127.0.0.1:6379");
+            None
+        }
+    }
 }
 
 /// Runs `node --test tests/node/<script>` with `env`, and `TOKENS` holding a token for each of
