@@ -102,6 +102,7 @@ impl Session {
             }
         };
         let (out_tx, out_rx) = outbox::channel(hub.inner.config.outbound_queue);
+        let limits = (hub.socketio()).map(|sio| (sio.config.max_payload, sio.config.ping_timeout));
         // A WebSocket-only session needs neither channel: it has no polls, no POSTs and no
         // upgrade.
         let (senders, receivers) = match transport {
@@ -127,7 +128,15 @@ impl Session {
             polling: AtomicBool::new(false),
             cause: Mutex::new(None),
         });
-        let wire = EngineWire::new(session.clone(), receivers.0, receivers.1);
+        let forget = {
+            let session = Arc::downgrade(&session);
+            Box::new(move || {
+                if let Some(session) = session.upgrade() {
+                    session.forget();
+                }
+            })
+        };
+        let wire = EngineWire::new(limits.unwrap_or_default(), forget, receivers.0, receivers.1);
         Some((session, out_rx, wire))
     }
 

@@ -4,7 +4,6 @@
 //! every connection runs; this is only the framing.
 
 use std::{
-    sync::Arc,
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -14,7 +13,6 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::session::Session;
 use crate::{
     connection::{
         lifecycle::{End, Read, Wire},
@@ -71,9 +69,17 @@ enum Link {
     WebSocket(EngineWs),
 }
 
+/// Forgets a session: its sid is unknown from the next request on.
+pub(crate) type Forget = Box<dyn FnOnce() + Send>;
+
 /// The wire of one Engine.IO session.
 pub(crate) struct EngineWire {
-    session: Arc<Session>,
+    /// The largest polling body.
+    max_payload: usize,
+    /// How long a closed polling session waits for its client to read its close packet.
+    linger: Duration,
+    /// Called once the session is over for its transports.
+    forget: Forget,
     /// Packets from `POST` bodies (a polling session's).
     posts: Option<mpsc::Receiver<Box<EioPacket>>>,
     control: Option<mpsc::UnboundedReceiver<Control>>,
@@ -91,12 +97,15 @@ impl EngineWire {
     /// A polling session's wire (`posts` and `control` set), or a WebSocket-only one's, which
     /// gets its WebSocket with [`EngineWire::websocket`].
     pub(crate) fn new(
-        session: Arc<Session>,
+        (max_payload, linger): (usize, Duration),
+        forget: Forget,
         posts: Option<mpsc::Receiver<Box<EioPacket>>>,
         control: Option<mpsc::UnboundedReceiver<Control>>,
     ) -> Self {
         Self {
-            session,
+            max_payload,
+            linger,
+            forget,
             posts,
             control,
             link: Link::Polling {
@@ -153,10 +162,6 @@ impl EngineWire {
             // link).
             self.read_waker.as_ref().unwrap_or(cx.waker()).wake_by_ref();
         }
-    }
-
-    fn max_payload(&self) -> usize {
-        (self.session.hub().socketio()).map_or(1_000_000, |sio| sio.config.max_payload)
     }
 }
 
@@ -225,7 +230,7 @@ impl Wire for EngineWire {
     }
 
     async fn write(&mut self, unsent: &mut Option<Frame>, rx: &mut outbox::Receiver, hub: &Hub) -> Result<(), End> {
-        let max = self.max_payload();
+        let max = self.max_payload;
         match &mut self.link {
             Link::WebSocket(ws) => ws.write(unsent, rx, hub).await,
             Link::Polling { waiter, .. } => {
@@ -256,11 +261,16 @@ impl Wire for EngineWire {
 
     async fn close(self, hub: &Hub, end: &End, rx: outbox::Receiver, drain: Option<Duration>) {
         let Self {
-            session, control, link, ..
+            max_payload,
+            linger,
+            forget,
+            control,
+            link,
+            ..
         } = self;
         match link {
             Link::WebSocket(ws) => {
-                session.forget();
+                forget();
                 ws.close(hub, end, rx, drain).await;
             }
             Link::Polling { waiter, .. } => match drain {
@@ -269,10 +279,14 @@ impl Wire for EngineWire {
                 // ping timeout at most.
                 Some(_) => {
                     let hub = hub.clone();
-                    tokio::spawn(linger(hub, session, waiter, control, rx));
+                    tokio::spawn(async move {
+                        let polls = last_polls(&hub, max_payload, waiter, control, rx);
+                        let _ = tokio::time::timeout(linger, polls).await;
+                        forget();
+                    });
                 }
                 None => {
-                    session.forget();
+                    forget();
                     if let Some(poll) = waiter {
                         let _ = poll.send(noop());
                     }
@@ -282,30 +296,24 @@ impl Wire for EngineWire {
     }
 }
 
-/// Answers the polls of a closed polling session until its client has read everything queued
-/// (its close packet last), for a ping timeout at most; then forgets it.
-async fn linger(
-    hub: Hub,
-    session: Arc<Session>,
+/// Answers the last polls of a closed polling session, until its client has read everything
+/// queued (its close packet last).
+async fn last_polls(
+    hub: &Hub,
+    max_payload: usize,
     waiter: Option<oneshot::Sender<String>>,
     mut control: Option<mpsc::UnboundedReceiver<Control>>,
     mut rx: outbox::Receiver,
 ) {
-    let max = (hub.socketio()).map_or(1_000_000, |sio| sio.config.max_payload);
-    let timeout = (hub.socketio()).map_or(Duration::from_secs(20), |sio| sio.config.ping_timeout);
     if let Some(poll) = waiter {
-        answer(poll, None, &mut rx, max, &hub);
+        answer(poll, None, &mut rx, max_payload, hub);
     }
-    let polls = async {
-        while !rx.is_empty() {
-            let Some(control) = &mut control else { break };
-            match control.recv().await {
-                Some(Control::Poll(poll)) => answer(poll, None, &mut rx, max, &hub),
-                Some(_) => {}
-                None => break,
-            }
+    while !rx.is_empty() {
+        let Some(control) = &mut control else { break };
+        match control.recv().await {
+            Some(Control::Poll(poll)) => answer(poll, None, &mut rx, max_payload, hub),
+            Some(_) => {}
+            None => break,
         }
-    };
-    let _ = tokio::time::timeout(timeout, polls).await;
-    session.forget();
+    }
 }
