@@ -29,6 +29,7 @@ impl OriginPolicy {
 
     /// The CORS headers for a request from `origin`, which the policy permits: the origin
     /// itself, or `*` when any origin is allowed and no credentials are.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) fn cors_headers(&self, origin: Option<&str>, credentials: bool, headers: &mut http::HeaderMap) {
         use http::{header, HeaderValue};
         let Some(origin) = origin else { return };

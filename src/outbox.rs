@@ -191,6 +191,7 @@ pub(crate) enum Next {
 
 impl Receiver {
     /// The next message, waiting for one.
+    #[cfg(test)]
     pub async fn recv(&mut self) -> Option<Frame> {
         std::future::poll_fn(|cx| {
             // Registered before looking: a message queued after the look wakes this poll's

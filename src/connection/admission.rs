@@ -89,6 +89,7 @@ impl Refusal {
     }
 
     /// Counts the refusal and logs it.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) fn count(&self, hub: &Hub) {
         hub.inner.counters.rejected(self.cause());
         tracing::debug!(cause = ?self.cause(), reason = %self.message(), "connection refused");
@@ -173,6 +174,7 @@ pub(crate) async fn admit(
 pub(crate) struct Refused {
     pub(crate) refusal: Refusal,
     /// Whether the client had been told it was connected (the refusal came from the hook).
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) after_hello: bool,
 }
 

@@ -116,6 +116,7 @@ pub(crate) enum Heartbeat {
     /// `interval + timeout` of silence the connection is gone (a native WebSocket).
     WhenIdle { interval: Duration, timeout: Duration },
     /// The protocol pings every `interval`, and the peer answers within `timeout` (Engine.IO).
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     Periodic { interval: Duration, timeout: Duration },
 }
 
@@ -134,8 +135,10 @@ pub(crate) enum Step<H> {
     /// To be run in its turn, after the handler before it.
     Run(H),
     /// The answer to the protocol's ping.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     Pong,
     /// The connection ends.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     End(End),
 }
 

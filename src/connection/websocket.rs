@@ -65,6 +65,7 @@ where
     }
 
     /// Sends one message now (a handshake's answer, written before the loop starts).
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) async fn send(&mut self, msg: Message) -> Result<(), WsError> {
         self.ws.send(msg).await
     }
@@ -128,6 +129,7 @@ where
 
     /// The next text or binary message, for an exchange before the loop starts (Engine.IO's
     /// upgrade probe); `None` when the stream ends or fails.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) async fn next_message(&mut self) -> Option<Message> {
         loop {
             match self.ws.next().await? {

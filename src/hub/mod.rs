@@ -108,6 +108,7 @@ pub(crate) struct HubInner {
     pub(crate) state: Extensions,
     /// What the layers above the hub keep on it (a transport's sessions, say), by type. The
     /// hub holds them and never looks inside.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) parts: Extensions,
     pub(crate) next_id: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
