@@ -17,6 +17,7 @@
 //! | the user opens connections too fast | 429 |
 //! | the user has `max_connections_per_user` connections | 429 |
 //! | the hub has `max_connections` connections | 503 |
+//! | the OS random generator fails (a recovery session id is needed) | 503 |
 
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -218,6 +219,20 @@ pub(crate) fn handshake<ReqBody>(
             Ok(pass) => pass,
             Err(refusal) => return HttpRefusal::from(refusal).into_response(&hub),
         };
+        // A client that takes part in recovery gets a session of its own (which a resumed
+        // session replaces), its id from the OS generator: without one, no connection.
+        let session_id = match (&ask, &hub.inner.history) {
+            (Some(_), Some(_)) => match random_id(16) {
+                Ok(id) => Some(Arc::<str>::from(id)),
+                Err(e) => {
+                    tracing::error!(error = %e, "the OS random generator failed: no recovery session id");
+                    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+                    return HttpRefusal::new(unavailable, "no session id could be made", Rejection::Limit)
+                        .into_response(&hub);
+                }
+            },
+            _ => None,
+        };
         let mut res = switching_protocols(&parts.headers);
         if header_has_token(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
             let h = res.headers_mut();
@@ -241,12 +256,8 @@ pub(crate) fn handshake<ReqBody>(
             )
             .await;
             let id = hub.next_connection_id();
-            // A client that takes part in recovery gets a session of its own (which a resumed
-            // session replaces).
-            let recovery = match (&ask, &hub.inner.history) {
-                (Some(_), Some(history)) => {
-                    Some(Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)))
-                }
+            let recovery = match (session_id, &hub.inner.history) {
+                (Some(session), Some(history)) => Some(Box::new(Recovery::new(session, history.current(), id))),
                 _ => None,
             };
             let (conn, rx) = Conn::new(id, pass.into_identity(), hub.inner.config.outbound_queue, recovery);

@@ -486,6 +486,18 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
             return Outcome::Nothing;
         }
     };
+    // The socket's public id (Socket.IO's `socket.id`) and its recovery session's id come from
+    // the OS generator; the connection id stays internal (it is a sequence).
+    let public_id = crate::protocol::socketio::engineio::generate_sid();
+    let session_id = (hub.inner.history.as_ref()).map(|_| random_id(16));
+    let (public_id, session_id) = match (public_id, session_id.transpose()) {
+        (Ok(public_id), Ok(session_id)) => (public_id, session_id),
+        _ => {
+            tracing::error!("the OS random generator failed: no socket id");
+            refuse("no socket id could be made");
+            return Outcome::Nothing;
+        }
+    };
     let id = hub.next_connection_id();
     // Connection state recovery: a client that had a session presents its `pid`, and the
     // offset of the last event it received, within its CONNECT data.
@@ -498,7 +510,8 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
         }
     });
     let recovery = (hub.inner.history.as_ref())
-        .map(|history| Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)));
+        .zip(session_id)
+        .map(|(history, session)| Box::new(Recovery::new(Arc::from(session), history.current(), id)));
     let conn = Conn::with_sender(
         id,
         Proto::SocketIo,
@@ -511,8 +524,8 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     let hello = |news: Option<&SessionNews<'_>>| {
         let pid = news.and_then(|news| news.session.as_deref());
         let connect = match pid {
-            Some(pid) => packet::encode_connect_with_pid(&ns.name, &id.to_string(), pid),
-            None => packet::encode_connect(&ns.name, &id.to_string()),
+            Some(pid) => packet::encode_connect_with_pid(&ns.name, &public_id, pid),
+            None => packet::encode_connect(&ns.name, &public_id),
         };
         vec![Frame::new(Message::text(format!("4{connect}")))]
     };
