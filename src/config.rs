@@ -37,6 +37,7 @@ pub enum SlowConsumerPolicy {
 /// | [`shutdown_timeout`](Config::shutdown_timeout) | 10 s | [`Hub::shutdown`](crate::Hub::shutdown) stops waiting; also bounds each connection's delivery of its queue before `1001` |
 /// | [`shutdown_batch`](Config::shutdown_batch) | 500 connections | connections closed per step of a shutdown |
 /// | [`shutdown_batch_interval`](Config::shutdown_batch_interval) | 50 ms | pause between two shutdown steps |
+/// | [`header_read_timeout`](Config::header_read_timeout) | 10 s | [`Hub::serve`](crate::Hub::serve) only: a request head not complete by then (a slow-loris client) closes its TCP connection |
 ///
 /// Fixed: JSON nested deeper than 128 levels is refused with an `error` event (serde_json's
 /// recursion limit), never a stack overflow.
@@ -78,6 +79,10 @@ pub struct Config {
     pub shutdown_batch: usize,
     /// Pause between two batches of a shutdown.
     pub shutdown_batch_interval: Duration,
+    /// How long [`Hub::serve`](crate::Hub::serve) waits for a request's head (request line
+    /// and headers) before it closes the connection. An app that serves the hub with its own
+    /// server sets its own (hyper: `http1::Builder::header_read_timeout`, with a timer).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +105,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             shutdown_batch: 500,
             shutdown_batch_interval: Duration::from_millis(50),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
