@@ -15,7 +15,9 @@
 //! | `Origin` not allowed | 403 |
 //! | authentication fails | 401, `{"error": "..."}` |
 //! | the user opens connections too fast | 429 |
+//! | the client address opens connections too fast (anonymous connections, by default) | 429 |
 //! | the user has `max_connections_per_user` connections | 429 |
+//! | the client address has `max_connections_per_address` connections (anonymous connections, by default) | 429 |
 //! | the hub has `max_connections` connections | 503 |
 //! | the OS random generator fails (a recovery session id is needed) | 503 |
 
@@ -215,7 +217,9 @@ pub(crate) fn handshake<ReqBody>(
     let (parts, _body) = req.into_parts();
     Box::pin(async move {
         let token = extract_token(&parts);
-        let pass = match admission::admit(&hub, &parts, token.as_ref().map(|(t, _)| t.as_str()), None).await {
+        let addr = hub.inner.addresses.source.of(&parts);
+        let token = token.as_ref().map(|(t, _)| t.as_str());
+        let pass = match admission::admit(&hub, &parts, addr, token, None).await {
             Ok(pass) => pass,
             Err(refusal) => return HttpRefusal::from(refusal).into_response(&hub),
         };
@@ -260,7 +264,8 @@ pub(crate) fn handshake<ReqBody>(
                 (Some(session), Some(history)) => Some(Box::new(Recovery::new(session, history.current(), id))),
                 _ => None,
             };
-            let (conn, rx) = Conn::new(id, pass.into_identity(), hub.inner.config.outbound_queue, recovery);
+            let (identity, addr) = pass.into_parts();
+            let (conn, rx) = Conn::new(id, identity, hub.inner.config.outbound_queue, recovery, addr);
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
             // A task of its own, holding only what the connection needs for its whole life.

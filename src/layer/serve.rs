@@ -1,7 +1,7 @@
 //! Running a hub on a port of its own, apart from the app's API (like NestJS's
 //! `@WebSocketGateway(3001)`).
 
-use std::{convert::Infallible, io, time::Duration};
+use std::{convert::Infallible, io, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -42,6 +42,32 @@ impl tower_service::Service<Request<Incoming>> for NotFound {
     }
 }
 
+/// Puts the TCP peer address in each request's extensions (a [`SocketAddr`]), where the
+/// per-address limits look for it.
+#[derive(Clone, Debug)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> tower_service::Service<Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
+        self.inner.call(req)
+    }
+}
+
 impl Hub {
     /// Serves this hub alone on `listener`, at `path` (every other path is 404), until the hub
     /// [shuts down](Hub::shutdown). For apps that want the gateway on its own port:
@@ -53,6 +79,10 @@ impl Hub {
     /// # Ok(()) }
     /// ```
     ///
+    /// - Each request carries its TCP peer address (a [`SocketAddr`] in its extensions), the
+    ///   client address of the per-address limits
+    ///   ([`Config::max_connections_per_address`](crate::Config::max_connections_per_address))
+    ///   unless the builder takes it from elsewhere.
     /// - A connection whose request head (request line and headers) is not complete within
     ///   [`Config::header_read_timeout`](crate::Config::header_read_timeout) (default 10 s) is
     ///   closed: a client sending its head slowly, or not at all, does not keep a socket.
@@ -69,10 +99,10 @@ impl Hub {
                 accepted = listener.accept() => accepted,
                 _ = self.shut_down() => return Ok(()),
             };
-            let stream = match accepted {
-                Ok((stream, _)) => {
+            let (stream, peer) = match accepted {
+                Ok(accepted) => {
                     backoff = Duration::ZERO;
-                    stream
+                    accepted
                 }
                 Err(e) => {
                     backoff = (backoff * 2).clamp(MIN_ACCEPT_BACKOFF, MAX_ACCEPT_BACKOFF);
@@ -83,7 +113,10 @@ impl Hub {
                     }
                 }
             };
-            let service = TowerToHyperService::new(service.clone());
+            let service = TowerToHyperService::new(WithPeer {
+                inner: service.clone(),
+                peer,
+            });
             tokio::spawn(async move {
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())

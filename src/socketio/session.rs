@@ -61,6 +61,8 @@ pub(crate) struct Session {
     pub(crate) polling: AtomicBool,
     /// Why the server closes the session, as a close code and reason (the first cause wins).
     cause: Mutex<Option<(u16, String)>>,
+    /// The handshake's client address (for the per-address limits at each CONNECT), if known.
+    addr: Option<std::net::IpAddr>,
 }
 
 /// The request's method, URI, version and headers, in allocations of their own.
@@ -113,6 +115,7 @@ impl Session {
             }
             Transport::WebSocket => ((None, None), (None, None)),
         };
+        let addr = hub.inner.addresses.source.of(&parts);
         let session = Arc::new(Self {
             sid,
             hub,
@@ -126,6 +129,7 @@ impl Session {
             }),
             polling: AtomicBool::new(false),
             cause: Mutex::new(None),
+            addr,
         });
         let wire = EngineWire::new(session.clone(), receivers.0, receivers.1);
         Some((session, out_rx, wire))
@@ -478,7 +482,7 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     let from_payload = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
     let from_request = extract_token(&session.parts);
     let token = from_payload.or(from_request.as_ref().map(|(t, _)| t.as_str()));
-    let pass = match admission::admit(&hub, &session.parts, token, auth.as_ref()).await {
+    let pass = match admission::admit(&hub, &session.parts, session.addr, token, auth.as_ref()).await {
         Ok(pass) => pass,
         Err(refusal) => {
             refusal.count(&hub);
@@ -512,13 +516,15 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     let recovery = (hub.inner.history.as_ref())
         .zip(session_id)
         .map(|(history, session)| Box::new(Recovery::new(Arc::from(session), history.current(), id)));
+    let (identity, addr) = pass.into_parts();
     let conn = Conn::with_sender(
         id,
         Proto::SocketIo,
-        pass.into_identity(),
+        identity,
         session.out_tx.clone(),
         auth.map(Box::new),
         recovery,
+        addr,
     );
     let socket = Socket::new(hub.clone(), ns.clone(), conn);
     let hello = |news: Option<&SessionNews<'_>>| {
