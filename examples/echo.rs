@@ -19,6 +19,9 @@ pub fn hub() -> Hub {
         .configure(|c| {
             c.max_message_size = 16 * 1024 * 1024;
             c.outbound_queue = 4096;
+            // A conformance suite opens every connection from one address, in quick succession.
+            c.max_connections_per_address = usize::MAX;
+            c.connect_rate_per_address = None;
         })
         .on_raw(|socket: Socket, msg: RawMessage| async move {
             socket.send_raw(msg);

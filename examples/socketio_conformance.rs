@@ -46,7 +46,12 @@ pub fn hub() -> Hub {
         .auth(AllowAnonymous::new())
         .allow_any_origin()
         .socketio(config)
-        .configure(|c| c.max_event_name_len = 1024)
+        .configure(|c| {
+            c.max_event_name_len = 1024;
+            // A conformance suite opens every connection from one address, in quick succession.
+            c.max_connections_per_address = usize::MAX;
+            c.connect_rate_per_address = None;
+        })
         .namespace("/", conformance)
         .namespace("/custom", conformance)
         .build()

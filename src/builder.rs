@@ -15,6 +15,7 @@ use std::{
     },
 };
 
+use crate::address::AddressSource;
 use crate::{
     auth::Authenticator,
     config::{Config, RateLimit},
@@ -154,6 +155,7 @@ pub struct HubBuilder {
     on_presence: Option<crate::hub::PresenceHook>,
     auth: Option<Arc<dyn Authenticator>>,
     origins: OriginPolicy,
+    client_address: AddressSource,
     state: Extensions,
     #[cfg(feature = "socketio")]
     socketio: Option<crate::socketio::SocketIoConfig>,
@@ -365,6 +367,57 @@ impl HubBuilder {
         self
     }
 
+    /// Takes the client address, for the per-address limits
+    /// ([`Config::max_connections_per_address`], [`Config::connect_rate_per_address`]), from
+    /// the header `name` (e.g. `"x-forwarded-for"`, `"x-real-ip"`): the last address in its
+    /// last occurrence, which is the one the proxy in front of the server added.
+    ///
+    /// **Only a trusted proxy may set it.** Use this only when every request comes through
+    /// a proxy you run that sets (or appends to) this header; otherwise a client writes the
+    /// header itself, takes any address it likes, and escapes the limits (or exhausts
+    /// another client's). Behind several proxies, or with `Forwarded`, use
+    /// [`client_address`](Self::client_address).
+    ///
+    /// By default the address is the TCP peer address, where the server puts it in the
+    /// request's extensions as a [`SocketAddr`](std::net::SocketAddr) ([`Hub::serve`] does);
+    /// without a known address the per-address limits do not apply.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not a valid header name.
+    pub fn client_address_from_header(mut self, name: &str) -> Self {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).expect("a valid header name");
+        self.client_address = AddressSource::header(name);
+        self
+    }
+
+    /// Takes the client address, for the per-address limits, from `f` (`None`: unknown, the
+    /// per-address limits do not apply). With axum's `into_make_service_with_connect_info`:
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::extract::ConnectInfo;
+    /// use tower_realtime::{AllowAnonymous, Hub};
+    ///
+    /// let hub = Hub::builder()
+    ///     .auth(AllowAnonymous::new())
+    ///     .client_address(|parts: &http::request::Parts| {
+    ///         parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    ///
+    /// An address read from a header is only as good as the proxy that sets it: see
+    /// [`client_address_from_header`](Self::client_address_from_header).
+    pub fn client_address<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Option<std::net::IpAddr> + Send + Sync + 'static,
+    {
+        self.client_address = AddressSource::Custom(Arc::new(f));
+        self
+    }
+
     /// Registers app state, for the [`State`](crate::State) extractor and [`Hub::state`].
     pub fn state<S: Clone + Send + Sync + 'static>(mut self, state: S) -> Self {
         self.state.insert(state);
@@ -380,6 +433,7 @@ impl HubBuilder {
             let ns = Arc::new(NsInner::new(&name, Box::new(builder.gateway)));
             namespaces.insert(ns.name.clone(), ns);
         }
+        let addresses = crate::address::Addresses::new(self.client_address, self.config.connect_rate_per_address);
         let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
         #[cfg(feature = "redis")]
         let (cluster, inbound) = match self.cluster {
@@ -406,6 +460,7 @@ impl HubBuilder {
                 on_presence: self.on_presence,
                 connect_rate,
                 connect_checks: AtomicU64::new(0),
+                addresses,
                 auth: self.auth,
                 origins: self.origins,
                 counters: Counters::default(),

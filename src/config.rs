@@ -32,11 +32,21 @@ pub enum SlowConsumerPolicy {
 /// | [`max_connections_per_user`](Config::max_connections_per_user) | 16 | HTTP `429` at the handshake |
 /// | [`max_connections`](Config::max_connections) | 100,000 | HTTP `503` at the handshake |
 /// | [`connect_rate_per_user`](Config::connect_rate_per_user) | 10/s, bursts of 30 | HTTP `429` at the handshake |
+/// | [`max_connections_per_address`](Config::max_connections_per_address) | 64 | HTTP `429` at the handshake, `CONNECT_ERROR` for Socket.IO (anonymous connections; authenticated ones too with [`address_limits_for_users`](Config::address_limits_for_users)) |
+/// | [`connect_rate_per_address`](Config::connect_rate_per_address) | 10/s, bursts of 30 | HTTP `429` at the handshake, `CONNECT_ERROR` for Socket.IO (as above) |
 /// | [`rate_limit_flood_threshold`](Config::rate_limit_flood_threshold) | 20 refused events in a row | close `1008` (a namespace or event [rate limit](crate::RateLimit) must be set) |
 /// | [`write_batch`](Config::write_batch) | 256 messages | (messages written before one flush) |
 /// | [`shutdown_timeout`](Config::shutdown_timeout) | 10 s | [`Hub::shutdown`](crate::Hub::shutdown) stops waiting; also bounds each connection's delivery of its queue before `1001` |
 /// | [`shutdown_batch`](Config::shutdown_batch) | 500 connections | connections closed per step of a shutdown |
 /// | [`shutdown_batch_interval`](Config::shutdown_batch_interval) | 50 ms | pause between two shutdown steps |
+/// | [`header_read_timeout`](Config::header_read_timeout) | 10 s | [`Hub::serve`](crate::Hub::serve) only: a request head not complete by then (a slow-loris client) closes its TCP connection |
+///
+/// The per-address limits apply where the client address is known: the TCP peer address
+/// when the server puts it in the request's extensions as a `SocketAddr`
+/// ([`Hub::serve`](crate::Hub::serve) does), or what
+/// [`HubBuilder::client_address_from_header`](crate::HubBuilder::client_address_from_header)
+/// or [`HubBuilder::client_address`](crate::HubBuilder::client_address) give. Without a known
+/// address they do not apply. IPv6 addresses count by their `/64` prefix.
 ///
 /// Fixed: JSON nested deeper than 128 levels is refused with an `error` event (serde_json's
 /// recursion limit), never a stack overflow.
@@ -67,6 +77,16 @@ pub struct Config {
     pub max_connections: usize,
     /// New connections per user: a token bucket (`None`: no limit).
     pub connect_rate_per_user: Option<RateLimit>,
+    /// Most simultaneous anonymous connections from one client address (all of them with
+    /// [`address_limits_for_users`](Self::address_limits_for_users)).
+    pub max_connections_per_address: usize,
+    /// New anonymous connections per client address (all of them with
+    /// [`address_limits_for_users`](Self::address_limits_for_users)): a token bucket
+    /// (`None`: no limit).
+    pub connect_rate_per_address: Option<RateLimit>,
+    /// Whether the per-address limits also count authenticated connections (default `false`:
+    /// those have the per-user limits).
+    pub address_limits_for_users: bool,
     /// Rate-limited events refused in a row before the connection is closed with `1008`
     /// (0: never close).
     pub rate_limit_flood_threshold: u32,
@@ -78,6 +98,10 @@ pub struct Config {
     pub shutdown_batch: usize,
     /// Pause between two batches of a shutdown.
     pub shutdown_batch_interval: Duration,
+    /// How long [`Hub::serve`](crate::Hub::serve) waits for a request's head (request line
+    /// and headers) before it closes the connection. An app that serves the hub with its own
+    /// server sets its own (hyper: `http1::Builder::header_read_timeout`, with a timer).
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -95,11 +119,15 @@ impl Default for Config {
             max_connections_per_user: 16,
             max_connections: 100_000,
             connect_rate_per_user: Some(RateLimit::per_second(10).burst(30)),
+            max_connections_per_address: 64,
+            connect_rate_per_address: Some(RateLimit::per_second(10).burst(30)),
+            address_limits_for_users: false,
             rate_limit_flood_threshold: 20,
             write_batch: 256,
             shutdown_timeout: Duration::from_secs(10),
             shutdown_batch: 500,
             shutdown_batch_interval: Duration::from_millis(50),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -89,6 +89,7 @@
 
 #[cfg(feature = "redis")]
 pub mod adapter;
+mod address;
 pub mod auth;
 mod builder;
 mod config;

@@ -117,11 +117,27 @@ impl AuthError {
 }
 
 /// What an [`Authenticator`](crate::Authenticator) sees: the request's parts and the token found in them.
-#[derive(Debug)]
+///
+/// Its `Debug` form shows the method, the path, the header names and whether a token and a
+/// payload came, never their values: the token, the `Authorization` header, a `bearer.`
+/// subprotocol, the query and the Socket.IO `auth` payload may all hold credentials.
 pub struct AuthRequest<'a> {
     parts: &'a Parts,
     token: Option<&'a str>,
     payload: Option<&'a Value>,
+}
+
+impl fmt::Debug for AuthRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |present: bool| if present { "<redacted>" } else { "<none>" };
+        f.debug_struct("AuthRequest")
+            .field("method", &self.parts.method)
+            .field("path", &self.parts.uri.path())
+            .field("headers", &self.parts.headers.keys().collect::<Vec<_>>())
+            .field("token", &redacted(self.token.is_some()))
+            .field("payload", &redacted(self.payload.is_some()))
+            .finish()
+    }
 }
 
 impl<'a> AuthRequest<'a> {

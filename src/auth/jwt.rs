@@ -7,6 +7,9 @@ use serde_json::{Map, Value};
 
 use super::{AuthError, AuthRequest, Authenticator, BoxFuture, Identity};
 
+/// The shortest HS256 secret taken without an error in the log, in bytes.
+const MIN_HS256_SECRET: usize = 32;
+
 /// A key that could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid JWT key: {0}")]
@@ -72,9 +75,23 @@ impl JwtAuth {
         Arc::make_mut(&mut self.inner)
     }
 
-    /// HMAC with SHA-256 and a shared secret.
+    /// HMAC with SHA-256 and a shared secret of at least 32 random bytes (RFC 7518, 3.2).
+    ///
+    /// A shorter secret can be found by trying guesses against one token offline: it is
+    /// logged as an error (at `error` level, target `tower_realtime::auth`) when the
+    /// authenticator is made, once per call. Use a secret of 32 bytes or more (e.g.
+    /// `openssl rand -base64 48`).
     pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
-        Self::with(DecodingKey::from_secret(secret.as_ref()), Algorithm::HS256)
+        let secret = secret.as_ref();
+        if secret.len() < MIN_HS256_SECRET {
+            tracing::error!(
+                target: "tower_realtime::auth",
+                len = secret.len(),
+                min = MIN_HS256_SECRET,
+                "JwtAuth::hs256 with a secret shorter than 32 bytes: tokens can be forged by guessing it; use a random secret of at least 32 bytes"
+            );
+        }
+        Self::with(DecodingKey::from_secret(secret), Algorithm::HS256)
     }
 
     /// HMAC with SHA-384 and a shared secret.

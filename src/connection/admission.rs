@@ -6,8 +6,8 @@
 //! | 1. the hub is not shutting down | `ShuttingDown` |
 //! | 2. the `Origin` is allowed ([`OriginPolicy`](crate::origin)) | `Origin` |
 //! | 3. the authenticator accepts the token | `Auth` |
-//! | 4. the user's connect rate ([`Config::connect_rate_per_user`](crate::Config::connect_rate_per_user)) | `ConnectRate` |
-//! | 5. a slot: [`max_connections`](crate::Config::max_connections), [`max_connections_per_user`](crate::Config::max_connections_per_user) | `HubFull`, `UserFull` |
+//! | 4. the user's connect rate ([`Config::connect_rate_per_user`](crate::Config::connect_rate_per_user)); the client address's ([`connect_rate_per_address`](crate::Config::connect_rate_per_address)), for an anonymous connection or with [`address_limits_for_users`](crate::Config::address_limits_for_users), when the address is known | `ConnectRate`, `AddressRate` |
+//! | 5. a slot: [`max_connections`](crate::Config::max_connections), [`max_connections_per_user`](crate::Config::max_connections_per_user), [`max_connections_per_address`](crate::Config::max_connections_per_address) (as in 4) | `HubFull`, `UserFull`, `AddressFull` |
 //! | 6. the namespace's connect guards | `Guard` |
 //! | 7. recovery: the client's session resumed (or a new one), after closing a connection that still holds it (`4002`) | (never refuses: the client is told whether it recovered) |
 //! | 8. the connect hook (the user is online while it runs; presence is announced once it accepts) | `Guard` |
@@ -19,7 +19,7 @@
 //! the answer to the CONNECT) or a `DISCONNECT` (after it) for Socket.IO, a close frame
 //! (`1008`) for a native connection refused at steps 6–8.
 
-use std::{borrow::Cow, sync::atomic::Ordering};
+use std::{borrow::Cow, net::IpAddr, sync::atomic::Ordering};
 
 use http::{header, request::Parts, StatusCode};
 use serde_json::Value;
@@ -51,6 +51,10 @@ pub(crate) enum Refusal {
     HubFull,
     /// The user has `max_connections_per_user` connections.
     UserFull,
+    /// The client address opened connections too fast.
+    AddressRate,
+    /// The client address has `max_connections_per_address` connections.
+    AddressFull,
     /// A connect guard or the connect hook refused, with its reason.
     Guard(String),
 }
@@ -62,7 +66,7 @@ impl Refusal {
             Self::ShuttingDown | Self::HubFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Origin | Self::Guard(_) => StatusCode::FORBIDDEN,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
-            Self::ConnectRate | Self::UserFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::ConnectRate | Self::UserFull | Self::AddressRate | Self::AddressFull => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -75,6 +79,8 @@ impl Refusal {
             Self::ConnectRate => "too many new connections for this user; retry later".into(),
             Self::HubFull => "too many connections".into(),
             Self::UserFull => "too many connections for this user".into(),
+            Self::AddressRate => "too many new connections from this address; retry later".into(),
+            Self::AddressFull => "too many connections from this address".into(),
         }
     }
 
@@ -84,7 +90,9 @@ impl Refusal {
             Self::ShuttingDown => Rejection::ShuttingDown,
             Self::Origin => Rejection::Origin,
             Self::Auth(_) | Self::Guard(_) => Rejection::Auth,
-            Self::ConnectRate | Self::HubFull | Self::UserFull => Rejection::Limit,
+            Self::ConnectRate | Self::HubFull | Self::UserFull | Self::AddressRate | Self::AddressFull => {
+                Rejection::Limit
+            }
         }
     }
 
@@ -107,17 +115,19 @@ pub(crate) fn origin_allowed(hub: &Hub, parts: &Parts) -> bool {
     hub.inner.origins.permits(origin, host)
 }
 
-/// A connection that passed steps 1–5: its identity and a reserved slot. Dropping it unused
-/// gives the slot back.
+/// A connection that passed steps 1–5: its identity and a reserved slot (and the client
+/// address it counts under, when it counts under one). Dropping it unused gives them back.
 pub(crate) struct Pass {
     hub: Hub,
     identity: Option<Identity>,
+    addr: Option<IpAddr>,
 }
 
 impl Pass {
-    /// The identity, for the connection that takes the slot (which `retire` gives back).
-    pub(crate) fn into_identity(mut self) -> Identity {
-        self.identity.take().expect("taken once")
+    /// The identity and the counted address, for the connection that takes the slot (which
+    /// `retire` gives back).
+    pub(crate) fn into_parts(mut self) -> (Identity, Option<IpAddr>) {
+        (self.identity.take().expect("taken once"), self.addr.take())
     }
 }
 
@@ -125,15 +135,18 @@ impl Drop for Pass {
     fn drop(&mut self) {
         if let Some(identity) = &self.identity {
             self.hub.inner.slots.release(identity.user_key());
+            self.hub.inner.addresses.release(self.addr.take());
         }
     }
 }
 
 /// Steps 1–5: shutdown, origin, authentication (the `token` the transport found, and the
-/// Socket.IO CONNECT's `payload`), connect rate, slot.
+/// Socket.IO CONNECT's `payload`), connect rate, slot. `addr` is the client address (as
+/// [`AddressSource::of`](crate::address::AddressSource::of) gives it), if known.
 pub(crate) async fn admit(
     hub: &Hub,
     parts: &Parts,
+    addr: Option<IpAddr>,
     token: Option<&str>,
     payload: Option<&Value>,
 ) -> Result<Pass, Refusal> {
@@ -156,18 +169,30 @@ pub(crate) async fn admit(
         return Err(Refusal::ConnectRate);
     }
     let cfg = &hub.inner.config;
+    // The per-address limits: for anonymous connections, or for all of them when asked.
+    let addr = addr.filter(|_| user.is_none() || cfg.address_limits_for_users);
+    let addresses = &hub.inner.addresses;
+    if addr.is_some_and(|addr| !addresses.check_rate(addr)) {
+        return Err(Refusal::AddressRate);
+    }
     match hub
         .inner
         .slots
         .reserve(user, cfg.max_connections, cfg.max_connections_per_user)
     {
-        Ok(()) => Ok(Pass {
-            hub: hub.clone(),
-            identity: Some(identity),
-        }),
-        Err(ReserveError::HubFull) => Err(Refusal::HubFull),
-        Err(ReserveError::UserFull) => Err(Refusal::UserFull),
+        Ok(()) => {}
+        Err(ReserveError::HubFull) => return Err(Refusal::HubFull),
+        Err(ReserveError::UserFull) => return Err(Refusal::UserFull),
     }
+    if addr.is_some_and(|addr| !addresses.reserve(addr, cfg.max_connections_per_address)) {
+        hub.inner.slots.release(user);
+        return Err(Refusal::AddressFull);
+    }
+    Ok(Pass {
+        hub: hub.clone(),
+        identity: Some(identity),
+        addr,
+    })
 }
 
 /// A connection refused at steps 6–8.
@@ -218,6 +243,7 @@ pub(crate) async fn enter(
     let refused = DisconnectReason::ServerClosed(close_code::POLICY_VIOLATION, reason.clone());
     hub.keep_session(ns, conn, &refused);
     ns.registry.remove(conn);
+    hub.inner.addresses.release(conn.addr);
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
     Err(Refused {
         refusal: Refusal::Guard(reason),
@@ -242,5 +268,6 @@ pub(crate) async fn retire(socket: Socket, reason: DisconnectReason) {
     conn.fail_acks();
     ns.registry.remove(&conn);
     Box::pin(hub.go_offline(conn.identity.user_key())).await;
+    hub.inner.addresses.release(conn.addr);
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
 }

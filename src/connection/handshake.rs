@@ -15,8 +15,11 @@
 //! | `Origin` not allowed | 403 |
 //! | authentication fails | 401, `{"error": "..."}` |
 //! | the user opens connections too fast | 429 |
+//! | the client address opens connections too fast (anonymous connections, by default) | 429 |
 //! | the user has `max_connections_per_user` connections | 429 |
+//! | the client address has `max_connections_per_address` connections (anonymous connections, by default) | 429 |
 //! | the hub has `max_connections` connections | 503 |
+//! | the OS random generator fails (a recovery session id is needed) | 503 |
 
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -214,9 +217,25 @@ pub(crate) fn handshake<ReqBody>(
     let (parts, _body) = req.into_parts();
     Box::pin(async move {
         let token = extract_token(&parts);
-        let pass = match admission::admit(&hub, &parts, token.as_ref().map(|(t, _)| t.as_str()), None).await {
+        let addr = hub.inner.addresses.source.of(&parts);
+        let token = token.as_ref().map(|(t, _)| t.as_str());
+        let pass = match admission::admit(&hub, &parts, addr, token, None).await {
             Ok(pass) => pass,
             Err(refusal) => return HttpRefusal::from(refusal).into_response(&hub),
+        };
+        // A client that takes part in recovery gets a session of its own (which a resumed
+        // session replaces), its id from the OS generator: without one, no connection.
+        let session_id = match (&ask, &hub.inner.history) {
+            (Some(_), Some(_)) => match random_id(16) {
+                Ok(id) => Some(Arc::<str>::from(id)),
+                Err(e) => {
+                    tracing::error!(error = %e, "the OS random generator failed: no recovery session id");
+                    let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+                    return HttpRefusal::new(unavailable, "no session id could be made", Rejection::Limit)
+                        .into_response(&hub);
+                }
+            },
+            _ => None,
         };
         let mut res = switching_protocols(&parts.headers);
         if header_has_token(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
@@ -241,15 +260,12 @@ pub(crate) fn handshake<ReqBody>(
             )
             .await;
             let id = hub.next_connection_id();
-            // A client that takes part in recovery gets a session of its own (which a resumed
-            // session replaces).
-            let recovery = match (&ask, &hub.inner.history) {
-                (Some(_), Some(history)) => {
-                    Some(Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)))
-                }
+            let recovery = match (session_id, &hub.inner.history) {
+                (Some(session), Some(history)) => Some(Box::new(Recovery::new(session, history.current(), id))),
                 _ => None,
             };
-            let (conn, rx) = Conn::new(id, pass.into_identity(), hub.inner.config.outbound_queue, recovery);
+            let (identity, addr) = pass.into_parts();
+            let (conn, rx) = Conn::new(id, identity, hub.inner.config.outbound_queue, recovery, addr);
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
             // A task of its own, holding only what the connection needs for its whole life.

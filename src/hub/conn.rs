@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{atomic::Ordering, Arc},
 };
 
@@ -58,6 +59,8 @@ pub(crate) struct Conn {
     acks: Mutex<AckTable>,
     /// The connection's recovery session, when the hub keeps history and the client takes part.
     pub(crate) recovery: Option<Box<Recovery>>,
+    /// The client address the connection counts under (per-address limits), if it does.
+    pub(crate) addr: Option<IpAddr>,
 }
 
 #[derive(Default)]
@@ -72,9 +75,13 @@ impl Conn {
         identity: Identity,
         capacity: usize,
         recovery: Option<Box<Recovery>>,
+        addr: Option<IpAddr>,
     ) -> (Arc<Self>, outbox::Receiver) {
         let (tx, rx) = outbox::channel(capacity);
-        (Self::with_sender(id, Proto::Native, identity, tx, None, recovery), rx)
+        (
+            Self::with_sender(id, Proto::Native, identity, tx, None, recovery, addr),
+            rx,
+        )
     }
 
     /// A connection writing into an existing queue (several Socket.IO namespaces share one).
@@ -85,6 +92,7 @@ impl Conn {
         tx: outbox::Sender,
         auth: Option<Box<Value>>,
         recovery: Option<Box<Recovery>>,
+        addr: Option<IpAddr>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -96,6 +104,7 @@ impl Conn {
             auth,
             acks: Mutex::default(),
             recovery,
+            addr,
         })
     }
 

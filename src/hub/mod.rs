@@ -101,6 +101,8 @@ pub(crate) struct HubInner {
     pub(crate) on_presence: Option<PresenceHook>,
     pub(crate) connect_rate: Option<governor::DefaultKeyedRateLimiter<Arc<str>>>,
     pub(crate) connect_checks: AtomicU64,
+    /// Connections and connect rate per client address, and where the address is found.
+    pub(crate) addresses: crate::address::Addresses,
     pub(crate) auth: Option<Arc<dyn Authenticator>>,
     pub(crate) origins: OriginPolicy,
     pub(crate) counters: Counters,
@@ -288,7 +290,7 @@ impl Hub {
     pub(crate) fn attach_detached(&self, user: &str) -> (ConnectionId, crate::outbox::Receiver) {
         let id = self.next_connection_id();
         let identity = crate::auth::Identity::user(user, Default::default());
-        let (conn, rx) = Conn::new(id, identity, self.inner.config.outbound_queue, None);
+        let (conn, rx) = Conn::new(id, identity, self.inner.config.outbound_queue, None, None);
         self.inner.default_ns.registry.insert(&conn);
         (id, rx)
     }

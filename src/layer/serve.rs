@@ -1,17 +1,26 @@
 //! Running a hub on a port of its own, apart from the app's API (like NestJS's
 //! `@WebSocketGateway(3001)`).
 
-use std::{convert::Infallible, io};
+use std::{convert::Infallible, io, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1};
-use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use tokio::net::TcpListener;
 use tower_layer::Layer;
 
 use crate::Hub;
+
+/// The first pause after a failed `accept`; each failure in a row doubles it, up to
+/// [`MAX_ACCEPT_BACKOFF`].
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest pause after a failed `accept`.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What answers requests that are not for the hub: 404.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +42,32 @@ impl tower_service::Service<Request<Incoming>> for NotFound {
     }
 }
 
+/// Puts the TCP peer address in each request's extensions (a [`SocketAddr`]), where the
+/// per-address limits look for it.
+#[derive(Clone, Debug)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> tower_service::Service<Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
+        self.inner.call(req)
+    }
+}
+
 impl Hub {
     /// Serves this hub alone on `listener`, at `path` (every other path is 404), until the hub
     /// [shuts down](Hub::shutdown). For apps that want the gateway on its own port:
@@ -43,16 +78,49 @@ impl Hub {
     /// tokio::spawn(hub.clone().serve(listener, "/ws"));
     /// # Ok(()) }
     /// ```
+    ///
+    /// - Each request carries its TCP peer address (a [`SocketAddr`] in its extensions), the
+    ///   client address of the per-address limits
+    ///   ([`Config::max_connections_per_address`](crate::Config::max_connections_per_address))
+    ///   unless the builder takes it from elsewhere.
+    /// - A connection whose request head (request line and headers) is not complete within
+    ///   [`Config::header_read_timeout`](crate::Config::header_read_timeout) (default 10 s) is
+    ///   closed: a client sending its head slowly, or not at all, does not keep a socket.
+    /// - A failed `accept` (out of file descriptors: `EMFILE`, `ENFILE`; a connection reset
+    ///   before it was accepted: `ECONNABORTED`; and the like) is logged at `warn` and retried
+    ///   after a pause, 10 ms and doubling up to 100 ms while the failures go on: the server
+    ///   keeps serving once the cause is gone. It does not return an error for it.
     pub async fn serve(self, listener: TcpListener, path: &str) -> io::Result<()> {
         let service = self.layer(path).layer(NotFound);
+        let header_read_timeout = self.inner.config.header_read_timeout;
+        let mut backoff = Duration::ZERO;
         loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => accepted?,
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
                 _ = self.shut_down() => return Ok(()),
             };
-            let service = TowerToHyperService::new(service.clone());
+            let (stream, peer) = match accepted {
+                Ok(accepted) => {
+                    backoff = Duration::ZERO;
+                    accepted
+                }
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(MIN_ACCEPT_BACKOFF, MAX_ACCEPT_BACKOFF);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "accepting a connection failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => continue,
+                        _ = self.shut_down() => return Ok(()),
+                    }
+                }
+            };
+            let service = TowerToHyperService::new(WithPeer {
+                inner: service.clone(),
+                peer,
+            });
             tokio::spawn(async move {
                 let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 if let Err(e) = conn.await {

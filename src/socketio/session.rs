@@ -61,6 +61,8 @@ pub(crate) struct Session {
     pub(crate) polling: AtomicBool,
     /// Why the server closes the session, as a close code and reason (the first cause wins).
     cause: Mutex<Option<(u16, String)>>,
+    /// The handshake's client address (for the per-address limits at each CONNECT), if known.
+    addr: Option<std::net::IpAddr>,
 }
 
 /// The request's method, URI, version and headers, in allocations of their own.
@@ -114,6 +116,7 @@ impl Session {
             }
             Transport::WebSocket => ((None, None), (None, None)),
         };
+        let addr = hub.inner.addresses.source.of(&parts);
         let session = Arc::new(Self {
             sid,
             hub,
@@ -127,6 +130,7 @@ impl Session {
             }),
             polling: AtomicBool::new(false),
             cause: Mutex::new(None),
+            addr,
         });
         let forget = {
             let session = Arc::downgrade(&session);
@@ -487,11 +491,23 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
     let from_payload = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
     let from_request = extract_token(&session.parts);
     let token = from_payload.or(from_request.as_ref().map(|(t, _)| t.as_str()));
-    let pass = match admission::admit(&hub, &session.parts, token, auth.as_ref()).await {
+    let pass = match admission::admit(&hub, &session.parts, session.addr, token, auth.as_ref()).await {
         Ok(pass) => pass,
         Err(refusal) => {
             refusal.count(&hub);
             refuse(&refusal.message());
+            return Outcome::Nothing;
+        }
+    };
+    // The socket's public id (Socket.IO's `socket.id`) and its recovery session's id come from
+    // the OS generator; the connection id stays internal (it is a sequence).
+    let public_id = crate::protocol::socketio::engineio::generate_sid();
+    let session_id = (hub.inner.history.as_ref()).map(|_| random_id(16));
+    let (public_id, session_id) = match (public_id, session_id.transpose()) {
+        (Ok(public_id), Ok(session_id)) => (public_id, session_id),
+        _ => {
+            tracing::error!("the OS random generator failed: no socket id");
+            refuse("no socket id could be made");
             return Outcome::Nothing;
         }
     };
@@ -507,21 +523,24 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
         }
     });
     let recovery = (hub.inner.history.as_ref())
-        .map(|history| Box::new(Recovery::new(Arc::from(random_id(16)), history.current(), id)));
+        .zip(session_id)
+        .map(|(history, session)| Box::new(Recovery::new(Arc::from(session), history.current(), id)));
+    let (identity, addr) = pass.into_parts();
     let conn = Conn::with_sender(
         id,
         Proto::SocketIo,
-        pass.into_identity(),
+        identity,
         session.out_tx.clone(),
         auth.map(Box::new),
         recovery,
+        addr,
     );
     let socket = Socket::new(hub.clone(), ns.clone(), conn);
     let hello = |news: Option<&SessionNews<'_>>| {
         let pid = news.and_then(|news| news.session.as_deref());
         let connect = match pid {
-            Some(pid) => packet::encode_connect_with_pid(&ns.name, &id.to_string(), pid),
-            None => packet::encode_connect(&ns.name, &id.to_string()),
+            Some(pid) => packet::encode_connect_with_pid(&ns.name, &public_id, pid),
+            None => packet::encode_connect(&ns.name, &public_id),
         };
         vec![Frame::new(Message::text(format!("4{connect}")))]
     };

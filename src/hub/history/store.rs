@@ -258,20 +258,24 @@ impl fmt::Debug for HistoryState {
 }
 
 /// A random id: 128 bits, hex.
-pub(crate) fn random_id(bytes: usize) -> String {
+pub(crate) fn random_id(bytes: usize) -> Result<String, getrandom::Error> {
+    // From the OS generator only: a session id is the credential that resumes a session, so
+    // when the system source fails this fails too, and no weaker generator stands in.
     let mut buf = [0u8; 16];
     let buf = &mut buf[..bytes.min(16)];
-    if getrandom::fill(buf).is_err() {
-        // No OS randomness: fall back on std's randomly keyed hasher.
-        use std::hash::{BuildHasher, Hasher};
-        for chunk in buf.chunks_mut(8) {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(Instant::now().elapsed().as_nanos());
-            let n = h.finish().to_le_bytes();
-            chunk.copy_from_slice(&n[..chunk.len()]);
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A new epoch: random, or (when the OS generator fails) the time, which names a history's
+/// lifetime as well. An epoch is public (every kept event carries it), not a credential.
+fn new_epoch() -> String {
+    random_id(8).unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{:016x}", nanos as u64)
+    })
 }
 
 impl HistoryState {
@@ -280,7 +284,7 @@ impl HistoryState {
     pub(crate) fn new(cfg: History, shared: bool) -> Self {
         Self {
             cfg,
-            epoch: Arc::from(random_id(8)),
+            epoch: Arc::from(new_epoch()),
             store: Mutex::default(),
             current: AtomicU64::new(0),
             sessions: Mutex::default(),
