@@ -11,7 +11,8 @@
 //! | no or unknown `transport` | `400` `{"code":0,"message":"Transport unknown"}` |
 //! | an unknown `sid` | `400` `{"code":1,"message":"Session ID unknown"}` |
 //! | a handshake that is not `GET` | `400` `{"code":2,"message":"Bad handshake method"}` |
-//! | a malformed request, a second pending poll, a polling request or a second upgrade for an upgraded session | `400` `{"code":3,"message":"Bad request"}` |
+//! | a malformed request, a second pending poll, a polling request for an upgraded session | `400` `{"code":3,"message":"Bad request"}` |
+//! | a WebSocket for a session that is upgrading or already on WebSocket | `101`, then a close frame at once (as the reference server does); the session goes on |
 //! | an `Origin` the hub does not allow ([`HubBuilder::allow_origin`](crate::HubBuilder::allow_origin)) | `403` `{"code":4,"message":"Forbidden"}`, no CORS headers |
 //! | `EIO` other than `4` | `400` `{"code":5,"message":"Unsupported protocol version"}` |
 //! | a `POST` body over `maxPayload` | `413`, and the session is closed |

@@ -257,8 +257,10 @@ impl Protocol for Engine {
     fn take(&mut self, packet: EioPacket) -> Step<SioPacket> {
         let decoded = match packet {
             EioPacket::Pong(_) => return Step::Pong,
-            EioPacket::Ping(data) => {
-                self.session.queue(EioPacket::Pong(data).encode());
+            EioPacket::Ping(_) => {
+                // A bare pong: an Engine.IO v4 client sends no payload, and echoing one would
+                // have the server write, and queue, whatever a peer that never reads sends.
+                self.session.queue(EioPacket::Pong(None).encode());
                 return Step::Done;
             }
             EioPacket::Close => return Step::End(End::Close(CLIENT_CLOSED, "client closed the session".into())),

@@ -23,6 +23,7 @@ use crate::{
         admission,
         coalesce::CoalescingIo,
         handshake::{check_upgrade, switching_protocols, ws_config},
+        websocket::close_websocket,
     },
     hub::{Hub, Rejection},
     protocol::{
@@ -148,12 +149,12 @@ where
             );
             ready(reply.text(&hub, EioPacket::Open(open).encode()))
         }
-        RequestKind::Handshake(Transport::WebSocket) => upgrade(hub, req, reply, None),
+        RequestKind::Handshake(Transport::WebSocket) => upgrade(hub, req, None),
         RequestKind::Upgrade { sid } => {
             let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
                 return ready(reply.error(&hub, EngineError::UnknownSid));
             };
-            upgrade(hub, req, reply, Some(session))
+            upgrade(hub, req, Some(session))
         }
         RequestKind::Poll { sid } => {
             let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
@@ -220,20 +221,21 @@ async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
 fn upgrade<ReqBody>(
     hub: Hub,
     mut req: Request<ReqBody>,
-    reply: Reply,
     existing: Option<Arc<Session>>,
 ) -> BoxFuture<'static, Response<Bytes>> {
     if let Err(refusal) = check_upgrade(&req) {
         return ready(refusal.into_response(&hub));
     }
-    if let Some(session) = &existing {
+    // A session already upgraded, or upgrading: the WebSocket is accepted, then closed at
+    // once, as the reference server does; the session goes on over its own transport.
+    let superfluous = existing.as_ref().is_some_and(|session| {
         let mut state = session.state.lock();
         if state.transport != Transport::Polling || state.upgrading {
-            drop(state);
-            return ready(reply.error(&hub, EngineError::BadRequest));
+            return true;
         }
         state.upgrading = true;
-    }
+        false
+    });
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
     let res = switching_protocols(&parts.headers);
@@ -241,6 +243,17 @@ fn upgrade<ReqBody>(
         return ready(res);
     };
     let config = ws_config(&hub.inner.config, sio.config.max_payload);
+    if superfluous {
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else { return };
+            let io = CoalescingIo::new(TokioIo::new(upgraded));
+            let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            close_websocket(&mut ws, None).await;
+        });
+        return ready(res);
+    }
+    // Every write before the loop is bounded as the loop's are.
+    let stall_limit = sio.config.ping_interval + sio.config.ping_timeout;
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -276,7 +289,9 @@ fn upgrade<ReqBody>(
                         cfg.ping_timeout,
                         cfg.max_payload,
                     );
-                    ws.send(Message::text(EioPacket::Open(open).encode())).await.ok()?;
+                    let sent =
+                        tokio::time::timeout(stall_limit, ws.send(Message::text(EioPacket::Open(open).encode())));
+                    sent.await.ok()?.ok()?;
                     Some(wire.websocket(ws))
                 };
                 Session::run_websocket(hub, parts, open).await;
