@@ -35,7 +35,9 @@ impl tower_service::Service<Request<Incoming>> for NotFound {
 
 impl Hub {
     /// Serves this hub alone on `listener`, at `path` (every other path is 404), until the hub
-    /// [shuts down](Hub::shutdown). For apps that want the gateway on its own port:
+    /// [shuts down](Hub::shutdown). Each request carries its peer's address as a
+    /// [`SocketAddr`](std::net::SocketAddr) extension (the limits per client address read it).
+    /// For apps that want the gateway on its own port:
     ///
     /// ```no_run
     /// # async fn f(hub: tower_realtime::Hub) -> std::io::Result<()> {
@@ -46,11 +48,17 @@ impl Hub {
     pub async fn serve(self, listener: TcpListener, path: &str) -> io::Result<()> {
         let service = self.layer(path).layer(NotFound);
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => accepted?,
                 _ = self.shut_down() => return Ok(()),
             };
+            // Each request carries its peer's address (a `SocketAddr` extension), for the
+            // limits per client address.
             let service = TowerToHyperService::new(service.clone());
+            let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(peer);
+                hyper::service::Service::call(&service, req)
+            });
             tokio::spawn(async move {
                 let conn = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
