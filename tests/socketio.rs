@@ -389,3 +389,59 @@ async fn a_session_that_answers_pings_but_never_connects_is_closed_at_the_connec
     assert_echo(&control, "served past the timeout").await;
     assert!(hub.is_online("control"));
 }
+
+/// A peer that starts an upgrade and then reads nothing — it sends probe after probe, each
+/// answered, with a small receive buffer — cannot park the upgrade: the probe gives up within
+/// `ping_timeout`, and the session, which the peer neither polls nor completes, is closed
+/// within the stall limit. A control session on the same server is served throughout.
+#[tokio::test]
+async fn a_peer_that_never_reads_is_closed_within_the_stall_limit_even_mid_probe() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hub = hub(SocketIoConfig::default().ping(Duration::from_millis(200), Duration::from_millis(300)));
+    let addr = serve_sio(&hub).await;
+    let (control, _) = Polling::open(addr).await;
+    connect_and_echo(&control, "control").await;
+    let (stalled, _) = Polling::open(addr).await;
+    connect_and_echo(&stalled, "stalled").await;
+
+    // The upgrade, by hand: the 101 is read, and nothing after it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut peer = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /socket.io/?EIO=4&transport=websocket&sid={} HTTP/1.1\r\nHost: {addr}\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        stalled.sid
+    );
+    peer.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(peer.read(&mut byte).await.unwrap(), 1, "the upgrade's answer");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // `2probe` after `2probe`, masked with a zero key, until the server stops reading.
+    let probe = [0x81u8, 0x86, 0, 0, 0, 0, b'2', b'p', b'r', b'o', b'b', b'e'];
+    let flood = tokio::spawn(async move {
+        let burst = probe.repeat(1024);
+        while let Ok(Ok(())) = tokio::time::timeout(WAIT, peer.write_all(&burst)).await {}
+        peer
+    });
+
+    // Ended within the stall limit, the control answering its pings meanwhile.
+    let ended = async {
+        while hub.is_online("stalled") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        () = async { tokio::time::timeout(WAIT, ended).await.expect("the stalled session ended") } => {}
+        _ = control.until(|_| false) => unreachable!(),
+    }
+    assert_eq!(stalled.get().await.0, 400, "the stalled session is gone");
+    assert_echo(&control, "still served").await;
+    flood.abort();
+}
