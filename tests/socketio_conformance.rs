@@ -104,8 +104,23 @@ async fn a_client_close_answers_the_pending_poll_with_noop() {
     assert_eq!(s.get().await.0, 400);
 }
 
+/// The next text message, answering pings on the way.
+async fn next_text(ws: &mut common::Ws) -> String {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        match m.to_text().unwrap() {
+            "2" => ws.send(Message::text("3")).await.unwrap(),
+            text => return text.to_owned(),
+        }
+    }
+}
+
+/// After an upgrade, the sid is refused for polling (`400`); a second WebSocket for it is
+/// accepted (`101`) and closed at once, as the reference server does (the official suite's
+/// "should ignore WebSocket connection with same sid after upgrade"), while the session goes on
+/// over its first WebSocket.
 #[tokio::test]
-async fn after_an_upgrade_the_sid_is_refused_for_polling_and_websocket() {
+async fn a_second_websocket_for_an_upgraded_sid_is_accepted_then_closed_and_the_session_goes_on() {
     let addr = start().await;
     let (s, _) = Polling::open(addr).await;
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={}", s.sid);
@@ -115,17 +130,51 @@ async fn after_an_upgrade_the_sid_is_refused_for_polling_and_websocket() {
     assert_eq!(pong, Message::text("3probe"));
     ws.send(Message::text("5")).await.unwrap();
     ws.send(Message::text("40")).await.unwrap();
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-        if m.to_text().unwrap().starts_with("40{") {
-            break;
-        }
-    }
+    while !next_text(&mut ws).await.starts_with("40{") {}
     assert_eq!(s.get().await.0, 400, "polling after the upgrade");
     assert_eq!(s.post("40").await.status(), 400);
-    let again = tokio_tungstenite::connect_async(&url).await;
-    match again {
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 400),
-        other => panic!("a second upgrade should be refused: {other:?}"),
+
+    let (mut again, res) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("a second WebSocket for the sid is accepted");
+    assert_eq!(res.status(), 101);
+    match tokio::time::timeout(WAIT, again.next()).await.unwrap() {
+        Some(Ok(Message::Close(None))) => {}
+        other => panic!("a second WebSocket is closed at once, with nothing said: {other:?}"),
     }
+
+    // The control: the session goes on over its first WebSocket.
+    ws.send(Message::text(r#"42["message","still here"]"#)).await.unwrap();
+    loop {
+        match next_text(&mut ws).await.as_str() {
+            r#"42["auth",{}]"# => {}
+            other => break assert_eq!(other, r#"42["message-back","still here"]"#),
+        }
+    }
+}
+
+/// A client ping with a large payload gets a bare pong: the server never writes back what a
+/// peer sends it (a peer that sends large pings and never reads would have the server queue
+/// and write them all). A control session on the same server keeps working.
+#[tokio::test]
+async fn a_ping_with_a_large_payload_gets_a_bare_pong() {
+    let addr = start().await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut pinger, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    assert!(next_text(&mut pinger).await.starts_with('0'));
+    let (control, _) = Polling::open(addr).await;
+    control.post("40").await;
+    control.until(|p| p.starts_with("40{")).await;
+
+    pinger
+        .send(Message::text(format!("2{}", "p".repeat(500_000))))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut pinger).await, "3", "a bare pong");
+
+    control.post(r#"42["message","control"]"#).await;
+    assert_eq!(
+        control.until(|p| p.starts_with("42[\"message-back\"")).await,
+        r#"42["message-back","control"]"#
+    );
 }

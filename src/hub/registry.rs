@@ -68,6 +68,11 @@ impl Slots {
         Ok(())
     }
 
+    /// Connections live or reserved.
+    pub(crate) fn count(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
     /// Gives back a reservation that did not become a live connection.
     pub(crate) fn release(&self, user: Option<&Arc<str>>) {
         self.total.fetch_sub(1, Ordering::AcqRel);

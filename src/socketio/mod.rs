@@ -11,11 +11,24 @@
 //! | no or unknown `transport` | `400` `{"code":0,"message":"Transport unknown"}` |
 //! | an unknown `sid` | `400` `{"code":1,"message":"Session ID unknown"}` |
 //! | a handshake that is not `GET` | `400` `{"code":2,"message":"Bad handshake method"}` |
-//! | a malformed request, a second pending poll, a polling request or a second upgrade for an upgraded session | `400` `{"code":3,"message":"Bad request"}` |
+//! | a malformed request, a second pending poll, a polling request for an upgraded session | `400` `{"code":3,"message":"Bad request"}` |
+//! | a WebSocket for a session that is upgrading or already on WebSocket | `101`, then a close frame at once (as the reference server does); the session goes on |
 //! | an `Origin` the hub does not allow ([`HubBuilder::allow_origin`](crate::HubBuilder::allow_origin)) | `403` `{"code":4,"message":"Forbidden"}`, no CORS headers |
 //! | `EIO` other than `4` | `400` `{"code":5,"message":"Unsupported protocol version"}` |
 //! | a `POST` body over `maxPayload` | `413`, and the session is closed |
 //! | the hub is shutting down | `503` |
+//! | a handshake while [`max_pending_sessions`](SocketIoConfig::max_pending_sessions) sessions have not connected a namespace, or while live connections and such sessions together reach [`max_connections`](crate::Config::max_connections) | `503` `{"code":4,"message":"too many connections"}` |
+//! | a handshake from a client address with [`max_pending_sessions_per_address`](SocketIoConfig::max_pending_sessions_per_address) sessions that have not connected a namespace | `429` `{"code":4,"message":"too many sessions from this address"}` |
+//! | no namespace CONNECT within [`connect_timeout`](SocketIoConfig::connect_timeout) of the handshake | the session is closed: Engine.IO close packet (on a WebSocket, then close `1008` `connect timeout`), its sid unknown from then on |
+//!
+//! A session counts as a connection from its handshake: until its first namespace CONNECT it
+//! holds a place of its own under [`max_connections`](crate::Config::max_connections) (and
+//! under the two caps above), which the connection of that CONNECT then takes over; its
+//! sockets are not counted twice. The client address is the peer address of the TCP
+//! connection, which the request carries as a [`SocketAddr`](std::net::SocketAddr) extension:
+//! [`Hub::serve`](crate::Hub::serve) sets it. Under a server of your own, insert it yourself
+//! (with axum, from `ConnectInfo<SocketAddr>` in a middleware); without it, only the total
+//! caps apply.
 //!
 //! Authentication runs at each namespace's CONNECT: the token is the CONNECT's `auth.token`,
 //! else one of the handshake's [token sources](crate::auth). A refusal is a CONNECT_ERROR with
@@ -31,6 +44,7 @@
 //! close packet counts as one for the sockets it did not DISCONNECT. A DISCONNECT, or a socket
 //! the server put out (`disconnect`, a flood, a protocol error), keeps nothing.
 
+mod pending;
 mod session;
 mod transport;
 mod wire;
@@ -43,6 +57,15 @@ pub(crate) use session::Session;
 pub(crate) use transport::handle;
 
 /// Settings of the Socket.IO endpoint.
+///
+/// | setting | default | what happens past it |
+/// |---|---|---|
+/// | [`ping_interval`](Self::ping_interval), [`ping_timeout`](Self::ping_timeout) | 25 s, 20 s | no answer to a ping within `ping_timeout`, or a write to the client blocked for `ping_interval + ping_timeout`: the session is closed (`4001`) |
+/// | [`max_payload`](Self::max_payload) | 1,000,000 bytes | a polling body: `413` and the session is closed; a WebSocket message: close `1009` |
+/// | [`max_attachments`](Self::max_attachments) | 10 | the session is closed (`1002`) |
+/// | [`connect_timeout`](Self::connect_timeout) | 45 s | no namespace CONNECT since the handshake: the session is closed (Engine.IO close packet; on a WebSocket, close `1008` `connect timeout`) |
+/// | [`max_pending_sessions`](Self::max_pending_sessions) | 10,000 sessions | sessions that have not connected a namespace: a new handshake gets `503` `{"code":4,"message":"too many connections"}` (as it does when live connections and such sessions together reach [`Config::max_connections`](crate::Config::max_connections)) |
+/// | [`max_pending_sessions_per_address`](Self::max_pending_sessions_per_address) | 64 sessions | the same, from one client address (the request's [`SocketAddr`](std::net::SocketAddr) extension, which [`Hub::serve`](crate::Hub::serve) sets; without it only the total applies): `429` `{"code":4,"message":"too many sessions from this address"}` |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SocketIoConfig {
@@ -60,6 +83,15 @@ pub struct SocketIoConfig {
     /// `Access-Control-Allow-Credentials: true` (default `false`). Which origins may connect
     /// is the hub's one policy, [`HubBuilder::allow_origin`](crate::HubBuilder::allow_origin).
     pub cors_credentials: bool,
+    /// How long a session has, from its handshake, to connect a namespace (default 45 s, as
+    /// Socket.IO's `connectTimeout`); then it is closed.
+    pub connect_timeout: Duration,
+    /// Most sessions, in all, that have not connected a namespace yet (default 10,000); a
+    /// handshake past it gets `503`.
+    pub max_pending_sessions: usize,
+    /// Most sessions from one client address that have not connected a namespace yet
+    /// (default 64); a handshake past it gets `429`.
+    pub max_pending_sessions_per_address: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -71,6 +103,9 @@ impl Default for SocketIoConfig {
             max_payload: 1_000_000,
             max_attachments: 10,
             cors_credentials: false,
+            connect_timeout: Duration::from_secs(45),
+            max_pending_sessions: 10_000,
+            max_pending_sessions_per_address: 64,
         }
     }
 }
@@ -105,6 +140,20 @@ impl SocketIoConfig {
         self.cors_credentials = allow;
         self
     }
+
+    /// Sets how long a session has to connect a namespace (Socket.IO's `connectTimeout`).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the most sessions that have not connected a namespace yet: in all, and from one
+    /// client address.
+    pub fn max_pending_sessions(mut self, total: usize, per_address: usize) -> Self {
+        self.max_pending_sessions = total;
+        self.max_pending_sessions_per_address = per_address;
+        self
+    }
 }
 
 impl crate::Hub {
@@ -118,6 +167,8 @@ impl crate::Hub {
 pub(crate) struct SocketIoState {
     pub(crate) config: SocketIoConfig,
     pub(crate) sessions: DashMap<Arc<str>, Arc<Session>>,
+    /// Sessions that have not connected a namespace yet.
+    pub(crate) pending: pending::Pending,
 }
 
 impl SocketIoState {
@@ -125,6 +176,7 @@ impl SocketIoState {
         Self {
             config,
             sessions: DashMap::new(),
+            pending: pending::Pending::default(),
         }
     }
 }

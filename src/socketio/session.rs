@@ -17,7 +17,10 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::wire::{Control, EngineWire};
+use super::{
+    pending::Place,
+    wire::{Control, EngineWire},
+};
 use crate::{
     auth::extract_token,
     connection::{
@@ -144,18 +147,19 @@ impl Session {
         Some((session, out_rx, wire))
     }
 
-    /// Creates a long-polling session and spawns its loop.
-    pub(crate) fn start_polling(hub: Hub, parts: Parts) -> Option<Arc<Self>> {
+    /// Creates a long-polling session, holding `place` until it connects a namespace, and
+    /// spawns its loop.
+    pub(crate) fn start_polling(hub: Hub, parts: Parts, place: Place) -> Option<Arc<Self>> {
         let sio = hub.socketio()?;
         let (session, rx, wire) = Self::new(hub.clone(), parts, Transport::Polling)?;
         sio.sessions.insert(session.sid.clone(), session.clone());
-        tokio::spawn(Self::run(session.clone(), wire, rx));
+        tokio::spawn(Self::run(session.clone(), wire, rx, place));
         Some(session)
     }
 
     /// Creates a WebSocket-only session: `open` writes its handshake on the WebSocket (the
     /// session id known), and the session runs in the calling task once it has.
-    pub(crate) async fn run_websocket<F, Fut>(hub: Hub, parts: Parts, open: F)
+    pub(crate) async fn run_websocket<F, Fut>(hub: Hub, parts: Parts, place: Place, open: F)
     where
         F: FnOnce(Arc<Self>, EngineWire) -> Fut,
         Fut: std::future::Future<Output = Option<EngineWire>>,
@@ -168,16 +172,18 @@ impl Session {
             return;
         };
         sio.sessions.insert(session.sid.clone(), session.clone());
-        Self::run(session, wire, rx).await;
+        Self::run(session, wire, rx, place).await;
     }
 
-    async fn run(session: Arc<Self>, wire: EngineWire, rx: outbox::Receiver) {
+    async fn run(session: Arc<Self>, wire: EngineWire, rx: outbox::Receiver, mut place: Place) {
         let hub = session.hub.clone();
         let Some(sio) = hub.socketio() else { return };
+        place.arm(Arc::downgrade(&session), sio.config.connect_timeout);
         let engine = Engine {
             decoder: SioDecoder::new(sio.config.max_attachments),
             session,
             sockets: HashMap::new(),
+            pending: Some(Box::new(place)),
         };
         drive(&hub, wire, engine, rx).await;
     }
@@ -251,6 +257,9 @@ struct Engine {
     session: Arc<Session>,
     sockets: HashMap<String, Entry>,
     decoder: SioDecoder,
+    /// The session's place among those that have not connected a namespace (its connect
+    /// timeout with it), until its first CONNECT is let in. Boxed: it goes early.
+    pending: Option<Box<Place>>,
 }
 
 /// The code a session ends with when its client sent a close packet: nothing more is sent.
@@ -270,8 +279,10 @@ impl Protocol for Engine {
     fn take(&mut self, packet: EioPacket) -> Step<SioPacket> {
         let decoded = match packet {
             EioPacket::Pong(_) => return Step::Pong,
-            EioPacket::Ping(data) => {
-                self.session.queue(EioPacket::Pong(data).encode());
+            EioPacket::Ping(_) => {
+                // A bare pong: an Engine.IO v4 client sends no payload, and echoing one would
+                // have the server write, and queue, whatever a peer that never reads sends.
+                self.session.queue(EioPacket::Pong(None).encode());
                 return Step::Done;
             }
             EioPacket::Close => return Step::End(End::Close(CLIENT_CLOSED, "client closed the session".into())),
@@ -308,6 +319,8 @@ impl Protocol for Engine {
 
     fn finish(&mut self, outcome: Outcome) {
         if let Outcome::Connected(socket) = outcome {
+            // The connection counts in the session's stead from now on.
+            self.pending = None;
             let rate = RateState::new(socket.ns().gateway().rate);
             self.sockets
                 .insert(socket.namespace().to_owned(), Entry { socket, rate });

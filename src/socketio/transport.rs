@@ -15,6 +15,7 @@ use tokio_tungstenite::{
 };
 
 use super::{
+    pending::{client_address, Full, Place},
     session::Session,
     wire::{Control, EngineWire, EngineWs},
 };
@@ -23,6 +24,7 @@ use crate::{
         admission,
         coalesce::CoalescingIo,
         handshake::{check_upgrade, switching_protocols, ws_config},
+        websocket::close_websocket,
     },
     hub::{Hub, Rejection},
     protocol::{
@@ -70,6 +72,14 @@ impl Reply {
         };
         hub.inner.counters.rejected(cause);
         self.respond(hub, error.status(), "application/json", error.json_body())
+    }
+
+    /// A handshake refused for want of a place: `503` or `429`, with Engine.IO's JSON body.
+    fn full(&self, hub: &Hub, full: Full) -> Response<Bytes> {
+        hub.inner.counters.rejected(Rejection::Limit);
+        tracing::debug!(reason = full.message(), "Socket.IO handshake refused");
+        let body = engineio::error_body(EngineError::Forbidden, full.message());
+        self.respond(hub, full.status(), "application/json", body)
     }
 
     fn text(&self, hub: &Hub, body: String) -> Response<Bytes> {
@@ -136,7 +146,11 @@ where
     match kind {
         RequestKind::Handshake(Transport::Polling) => {
             let (parts, _) = req.into_parts();
-            let Some(session) = Session::start_polling(hub.clone(), parts) else {
+            let place = match Place::take(&hub, client_address(&parts.extensions)) {
+                Ok(place) => place,
+                Err(full) => return ready(reply.full(&hub, full)),
+            };
+            let Some(session) = Session::start_polling(hub.clone(), parts, place) else {
                 return ready(reply.error(&hub, EngineError::BadRequest));
             };
             let open = OpenPacket::new(
@@ -148,12 +162,18 @@ where
             );
             ready(reply.text(&hub, EioPacket::Open(open).encode()))
         }
-        RequestKind::Handshake(Transport::WebSocket) => upgrade(hub, req, reply, None),
+        RequestKind::Handshake(Transport::WebSocket) => {
+            let place = match Place::take(&hub, client_address(req.extensions())) {
+                Ok(place) => place,
+                Err(full) => return ready(reply.full(&hub, full)),
+            };
+            upgrade(hub, req, Upgrade::New(place))
+        }
         RequestKind::Upgrade { sid } => {
             let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
                 return ready(reply.error(&hub, EngineError::UnknownSid));
             };
-            upgrade(hub, req, reply, Some(session))
+            upgrade(hub, req, Upgrade::Of(session))
         }
         RequestKind::Poll { sid } => {
             let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
@@ -216,24 +236,27 @@ async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
     Ok(session.poll().await)
 }
 
+/// What a WebSocket handshake is for.
+enum Upgrade {
+    /// A new WebSocket-only session, with its place.
+    New(Place),
+    /// The upgrade of a session.
+    Of(Arc<Session>),
+}
+
 /// A WebSocket handshake: a new WebSocket-only session, or the upgrade of a polling one.
-fn upgrade<ReqBody>(
-    hub: Hub,
-    mut req: Request<ReqBody>,
-    reply: Reply,
-    existing: Option<Arc<Session>>,
-) -> BoxFuture<'static, Response<Bytes>> {
+fn upgrade<ReqBody>(hub: Hub, mut req: Request<ReqBody>, upgrade: Upgrade) -> BoxFuture<'static, Response<Bytes>> {
     if let Err(refusal) = check_upgrade(&req) {
         return ready(refusal.into_response(&hub));
     }
-    if let Some(session) = &existing {
+    // A session already upgraded, or upgrading: the WebSocket is accepted, then closed at
+    // once, as the reference server does; the session goes on over its own transport.
+    let superfluous = matches!(&upgrade, Upgrade::Of(session) if {
         let mut state = session.state.lock();
-        if state.transport != Transport::Polling || state.upgrading {
-            drop(state);
-            return ready(reply.error(&hub, EngineError::BadRequest));
-        }
-        state.upgrading = true;
-    }
+        let busy = state.transport != Transport::Polling || state.upgrading;
+        state.upgrading |= !busy;
+        busy
+    });
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
     let res = switching_protocols(&parts.headers);
@@ -241,12 +264,23 @@ fn upgrade<ReqBody>(
         return ready(res);
     };
     let config = ws_config(&hub.inner.config, sio.config.max_payload);
+    if superfluous {
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else { return };
+            let io = CoalescingIo::new(TokioIo::new(upgraded));
+            let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            close_websocket(&mut ws, None).await;
+        });
+        return ready(res);
+    }
+    // Every write before the loop is bounded as the loop's are.
+    let stall_limit = sio.config.ping_interval + sio.config.ping_timeout;
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed after 101");
-                if let Some(session) = existing {
+                if let Upgrade::Of(session) = upgrade {
                     session.state.lock().upgrading = false;
                 }
                 return;
@@ -256,8 +290,8 @@ fn upgrade<ReqBody>(
             WebSocketStream::from_raw_socket(CoalescingIo::new(TokioIo::new(upgraded)), Role::Server, Some(config))
                 .await;
         let mut ws = EngineWs::new(Box::new(ws));
-        match existing {
-            Some(session) => {
+        match upgrade {
+            Upgrade::Of(session) => {
                 let Some(sio) = hub.socketio() else { return };
                 if probe(&session, &mut ws, sio.config.ping_timeout).await {
                     session.control(Control::Upgraded(ws));
@@ -266,7 +300,7 @@ fn upgrade<ReqBody>(
                     session.control(Control::Aborted);
                 }
             }
-            None => {
+            Upgrade::New(place) => {
                 let open = |session: Arc<Session>, wire: EngineWire| async move {
                     let cfg = &session.hub().socketio()?.config;
                     let open = OpenPacket::new(
@@ -276,10 +310,12 @@ fn upgrade<ReqBody>(
                         cfg.ping_timeout,
                         cfg.max_payload,
                     );
-                    ws.send(Message::text(EioPacket::Open(open).encode())).await.ok()?;
+                    let sent =
+                        tokio::time::timeout(stall_limit, ws.send(Message::text(EioPacket::Open(open).encode())));
+                    sent.await.ok()?.ok()?;
                     Some(wire.websocket(ws))
                 };
-                Session::run_websocket(hub, parts, open).await;
+                Session::run_websocket(hub, parts, place, open).await;
             }
         }
     });

@@ -17,14 +17,29 @@ pub struct Polling {
 
 impl Polling {
     pub async fn open(addr: SocketAddr) -> (Self, Value) {
-        let http = reqwest::Client::new();
+        Self::handshake(reqwest::Client::new(), addr).await.unwrap()
+    }
+
+    /// A handshake from `local` (an address of the loopback network, 127.0.0.0/8).
+    pub async fn open_from(addr: SocketAddr, local: std::net::IpAddr) -> Result<(Self, Value), (u16, Value)> {
+        let http = reqwest::Client::builder().local_address(local).build().unwrap();
+        Self::handshake(http, addr).await
+    }
+
+    /// A handshake: the session and its open packet, or the refusal's status and JSON body.
+    pub async fn handshake(http: reqwest::Client, addr: SocketAddr) -> Result<(Self, Value), (u16, Value)> {
         let base = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
-        let body = http.get(&base).send().await.unwrap().text().await.unwrap();
+        let res = http.get(&base).send().await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap();
+        if status != 200 {
+            return Err((status, serde_json::from_str(&body).unwrap_or(Value::String(body))));
+        }
         assert!(body.starts_with('0'), "an open packet: {body}");
         let open: Value = serde_json::from_str(&body[1..]).unwrap();
         let sid = open["sid"].as_str().unwrap().to_owned();
         let stash = Default::default();
-        (Self { http, base, sid, stash }, open)
+        Ok((Self { http, base, sid, stash }, open))
     }
 
     pub fn url(&self) -> String {

@@ -1,0 +1,131 @@
+//! Engine.IO sessions that have not connected a namespace yet: their caps (in all, per client
+//! address, and their place under `max_connections`) and their connect timeout.
+//!
+//! A session takes a [`Place`] at its handshake and keeps it until its first namespace CONNECT
+//! is let in (the connection then counts under `max_connections` in its stead) or it ends.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Weak,
+    },
+    time::Duration,
+};
+
+use dashmap::{mapref::entry::Entry, DashMap};
+use http::StatusCode;
+use tokio::task::AbortHandle;
+
+use super::session::Session;
+use crate::{hub::Hub, protocol::close_code};
+
+/// The sessions of a hub that have not connected a namespace yet.
+#[derive(Default)]
+pub(crate) struct Pending {
+    total: AtomicUsize,
+    by_address: DashMap<IpAddr, usize>,
+}
+
+/// Why a handshake got no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// `max_pending_sessions`, or `max_connections` with the live connections: `503`.
+    Total,
+    /// `max_pending_sessions_per_address`: `429`.
+    Address,
+}
+
+impl Full {
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            Self::Total => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Address => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Self::Total => "too many connections",
+            Self::Address => "too many sessions from this address",
+        }
+    }
+}
+
+/// The client address of a request: the peer address its server put in its extensions
+/// ([`Hub::serve`](crate::Hub::serve) does).
+pub(crate) fn client_address(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions.get::<SocketAddr>().map(SocketAddr::ip)
+}
+
+/// A session's place among those that have not connected a namespace; given back when
+/// dropped, which also stops its connect timeout.
+pub(crate) struct Place {
+    hub: Hub,
+    address: Option<IpAddr>,
+    timer: Option<AbortHandle>,
+}
+
+impl Place {
+    /// Takes a place for a new session from `address`, or says which cap is reached.
+    pub(crate) fn take(hub: &Hub, address: Option<IpAddr>) -> Result<Self, Full> {
+        let Some(sio) = hub.socketio() else {
+            return Err(Full::Total);
+        };
+        let (cfg, pending) = (&sio.config, &sio.pending);
+        let before = pending.total.fetch_add(1, Ordering::AcqRel);
+        // A session counts as a connection from its handshake on.
+        let connections = hub.inner.slots.count();
+        if before >= cfg.max_pending_sessions || before + connections >= hub.inner.config.max_connections {
+            pending.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Full::Total);
+        }
+        if let Some(address) = address {
+            let mut count = pending.by_address.entry(address).or_default();
+            if *count >= cfg.max_pending_sessions_per_address {
+                drop(count);
+                pending.total.fetch_sub(1, Ordering::AcqRel);
+                // An entry made for this refusal alone is not kept.
+                pending.by_address.remove_if(&address, |_, n| *n == 0);
+                return Err(Full::Address);
+            }
+            *count += 1;
+        }
+        Ok(Self {
+            hub: hub.clone(),
+            address,
+            timer: None,
+        })
+    }
+
+    /// Starts the connect timeout: the session is closed when it has connected no namespace
+    /// by then (that is, when this place is still held).
+    pub(crate) fn arm(&mut self, session: Weak<Session>, timeout: Duration) {
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(session) = session.upgrade() {
+                tracing::debug!(sid = %session.sid, "no namespace connected in time: closing the session");
+                session.close_by_server(close_code::POLICY_VIOLATION, "connect timeout");
+            }
+        });
+        self.timer = Some(timer.abort_handle());
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+        let Some(sio) = self.hub.socketio() else { return };
+        sio.pending.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(address) = self.address {
+            if let Entry::Occupied(mut e) = sio.pending.by_address.entry(address) {
+                *e.get_mut() = e.get().saturating_sub(1);
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+    }
+}
