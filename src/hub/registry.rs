@@ -69,6 +69,7 @@ impl Slots {
     }
 
     /// Connections live or reserved.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) fn count(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
