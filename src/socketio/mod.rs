@@ -24,11 +24,12 @@
 //! A session counts as a connection from its handshake: until its first namespace CONNECT it
 //! holds a place of its own under [`max_connections`](crate::Config::max_connections) (and
 //! under the two caps above), which the connection of that CONNECT then takes over; its
-//! sockets are not counted twice. The client address is the peer address of the TCP
-//! connection, which the request carries as a [`SocketAddr`](std::net::SocketAddr) extension:
-//! [`Hub::serve`](crate::Hub::serve) sets it. Under a server of your own, insert it yourself
-//! (with axum, from `ConnectInfo<SocketAddr>` in a middleware); without it, only the total
-//! caps apply.
+//! sockets are not counted twice. The client address is the hub's one notion of it, as for
+//! every per-address limit: the peer address of the TCP connection (a
+//! [`SocketAddr`](std::net::SocketAddr) extension, which [`Hub::serve`](crate::Hub::serve)
+//! sets), or what [`HubBuilder::client_address`](crate::HubBuilder::client_address) or
+//! [`client_address_from_header`](crate::HubBuilder::client_address_from_header) say;
+//! without one, only the total caps apply.
 //!
 //! Authentication runs at each namespace's CONNECT: the token is the CONNECT's `auth.token`,
 //! else one of the handshake's [token sources](crate::auth). A refusal is a CONNECT_ERROR with
@@ -65,7 +66,7 @@ pub(crate) use transport::handle;
 /// | [`max_attachments`](Self::max_attachments) | 10 | the session is closed (`1002`) |
 /// | [`connect_timeout`](Self::connect_timeout) | 45 s | no namespace CONNECT since the handshake: the session is closed (Engine.IO close packet; on a WebSocket, close `1008` `connect timeout`) |
 /// | [`max_pending_sessions`](Self::max_pending_sessions) | 10,000 sessions | sessions that have not connected a namespace: a new handshake gets `503` `{"code":4,"message":"too many connections"}` (as it does when live connections and such sessions together reach [`Config::max_connections`](crate::Config::max_connections)) |
-/// | [`max_pending_sessions_per_address`](Self::max_pending_sessions_per_address) | 64 sessions | the same, from one client address (the request's [`SocketAddr`](std::net::SocketAddr) extension, which [`Hub::serve`](crate::Hub::serve) sets; without it only the total applies): `429` `{"code":4,"message":"too many sessions from this address"}` |
+/// | [`max_pending_sessions_per_address`](Self::max_pending_sessions_per_address) | 64 sessions | the same, from one client address (as for every per-address limit; without one only the total applies): `429` `{"code":4,"message":"too many sessions from this address"}` |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SocketIoConfig {

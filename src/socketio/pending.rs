@@ -5,7 +5,7 @@
 //! is let in (the connection then counts under `max_connections` in its stead) or it ends.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Weak,
@@ -50,12 +50,6 @@ impl Full {
             Self::Address => "too many sessions from this address",
         }
     }
-}
-
-/// The client address of a request: the peer address its server put in its extensions
-/// ([`Hub::serve`](crate::Hub::serve) does).
-pub(crate) fn client_address(extensions: &http::Extensions) -> Option<IpAddr> {
-    extensions.get::<SocketAddr>().map(SocketAddr::ip)
 }
 
 /// A session's place among those that have not connected a namespace; given back when

@@ -15,7 +15,7 @@ use tokio_tungstenite::{
 };
 
 use super::{
-    pending::{client_address, Full, Place},
+    pending::{Full, Place},
     session::Session,
     wire::{Control, EngineWire, EngineWs},
 };
@@ -146,7 +146,7 @@ where
     match kind {
         RequestKind::Handshake(Transport::Polling) => {
             let (parts, _) = req.into_parts();
-            let place = match Place::take(&hub, client_address(&parts.extensions)) {
+            let place = match Place::take(&hub, hub.inner.addresses.source.of(&parts)) {
                 Ok(place) => place,
                 Err(full) => return ready(reply.full(&hub, full)),
             };
@@ -163,11 +163,12 @@ where
             ready(reply.text(&hub, EioPacket::Open(open).encode()))
         }
         RequestKind::Handshake(Transport::WebSocket) => {
-            let place = match Place::take(&hub, client_address(req.extensions())) {
+            let (parts, body) = req.into_parts();
+            let place = match Place::take(&hub, hub.inner.addresses.source.of(&parts)) {
                 Ok(place) => place,
                 Err(full) => return ready(reply.full(&hub, full)),
             };
-            upgrade(hub, req, Upgrade::New(place))
+            upgrade(hub, Request::from_parts(parts, body), Upgrade::New(place))
         }
         RequestKind::Upgrade { sid } => {
             let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
