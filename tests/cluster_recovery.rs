@@ -428,3 +428,32 @@ async fn a_socketio_client_recovers_on_another_node() {
     assert_eq!(data, "live");
     assert_eq!(b.counters().recovered, 1);
 }
+
+#[tokio::test]
+async fn a_forged_offset_past_the_cluster_history_is_unknown_and_does_not_stall_live_events() {
+    let prefix = unique_prefix();
+    let Some((a, addr_a)) = node(&prefix, History::new().rooms("*")).await else {
+        return skip();
+    };
+    let (b, addr_b) = node(&prefix, History::new().rooms("*")).await.unwrap();
+    let mut watcher = connect(addr_b, "watcher").await;
+    join(&mut watcher, "general").await;
+    // The control: bob drops on A and comes back to B with the position he was given.
+    let control = gone_from(&a, addr_a, &mut watcher, "bob", "general").await;
+    let mut alice = gone_from(&a, addr_a, &mut watcher, "alice", "general").await;
+    alice.offset = Some(u64::MAX);
+    let mut forged = connect_with(addr_b, "alice", &alice.query()).await;
+    let (news, _) = session(&mut forged).await;
+    assert_eq!(news["recovered"], false, "{news}");
+    assert_eq!(news["reason"], "unknown offset");
+    // Live events reach her: nothing is held behind a recovery that never ends.
+    join(&mut forged, "general").await;
+    emit_seen(&a, &mut watcher, "general", json!("live")).await;
+    assert_eq!(forged.expect_event("said").await, json!("live"));
+
+    let mut bob = connect_with(addr_b, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(bob.next_frame().await["data"], "alice is here");
+    assert_eq!((b.counters().recovered, b.counters().not_recovered), (1, 1));
+}

@@ -291,3 +291,33 @@ async fn a_client_back_before_its_old_connection_is_seen_gone_takes_the_session_
         json!({ "joined": "general" })
     );
 }
+
+#[tokio::test]
+async fn a_forged_offset_past_the_history_is_unknown_and_does_not_stall_live_events() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    // The control: a client that drops and comes back with the position it was given.
+    let control = gone_from(&hub, addr, "bob", "general").await;
+    for (i, forged) in [u64::MAX, 1_000_000].into_iter().enumerate() {
+        let mut pos = gone_from(&hub, addr, "alice", "general").await;
+        pos.offset = Some(forged);
+        let mut alice = connect_with(addr, "alice", &pos.query()).await;
+        let (news, _) = session(&mut alice).await;
+        assert_eq!(news["recovered"], false, "{news}");
+        assert_eq!(news["reason"], "unknown offset");
+        assert_eq!(alice.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+        // Live events are not held behind a recovery that never ends.
+        alice.call("join", json!("general")).await;
+        hub.to_room("general").emit("said", &json!(format!("live {i}")));
+        assert_eq!(alice.expect_event("said").await, json!(format!("live {i}")));
+        drop_hard(alice);
+        assert!(eventually(|| hub.connection_count() == 0).await);
+    }
+    let mut bob = connect_with(addr, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["general"]));
+    // What bob missed: alice's arrival and live event, twice.
+    assert_eq!(news["missed"], 4);
+    assert_eq!(bob.next_frame().await["data"], 0);
+}

@@ -111,7 +111,8 @@ return evicted
 /// `ARGV`: 1 the session's epoch, 2 `P:h:`, 3 `max_age` (ms), 4 `max_replay`, then pairs of
 /// a stream and the offset after which its events are wanted. Returns `{epoch, last offset,
 /// status}`, and with the status `ok` the events of each stream (`XRANGE` replies); other
-/// statuses: `epoch` (changed), `evicted`, `too_many`.
+/// statuses: `epoch` (changed), `offset` (a wanted offset past the last one given out),
+/// `evicted`, `too_many`.
 const READ: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
 local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
@@ -123,6 +124,7 @@ local out = {epoch, seq, 'ok'}
 local total = 0
 for i = 5, #ARGV - 1, 2 do
   local from = ARGV[i + 1]
+  if tonumber(from) > seq then return {epoch, seq, 'offset'} end
   local mark = tonumber(redis.call('GET', base .. 'w:' .. ARGV[i]) or '0')
   if mark > tonumber(from) then return {epoch, seq, 'evicted'} end
   local entries = redis.call('XRANGE', base .. 's:' .. ARGV[i], '(0-' .. from, '+', 'COUNT', limit + 1)
@@ -317,6 +319,8 @@ pub(crate) enum Missed {
     /// The history is of another epoch than the session's (`epoch` is the current one, empty
     /// when there is none).
     EpochChanged { epoch: String },
+    /// A wanted offset is past the last one given out: never given out.
+    UnknownOffset,
     /// Some of the wanted events were evicted.
     Evicted,
     /// More than `max_replay` events.
@@ -361,6 +365,7 @@ pub(crate) fn parse_missed(v: &Value) -> Result<Missed, Malformed> {
     let upto = number(upto)?;
     match text(status)?.as_str() {
         "epoch" => return Ok(Missed::EpochChanged { epoch }),
+        "offset" => return Ok(Missed::UnknownOffset),
         "evicted" => return Ok(Missed::Evicted),
         "too_many" => return Ok(Missed::TooMany),
         "ok" => {}

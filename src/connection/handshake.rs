@@ -35,7 +35,7 @@ use super::{
 use crate::{
     auth::{extract_token, SUBPROTOCOL},
     hub::{
-        history::{random_id, Ask, Recovery, Resume},
+        history::{random_id, Ask, Recovery, Resume, MAX_RECOVERY_TOKEN},
         Conn, Hub, NsInner, Rejection,
     },
     util::query_param,
@@ -259,9 +259,6 @@ pub(crate) fn handshake<ReqBody>(
         res
     })
 }
-
-/// Longest session id or epoch a client may present.
-const MAX_RECOVERY_TOKEN: usize = 64;
 
 /// What the query asks of recovery: nothing; a session (`recover=1`); or to resume one
 /// (`session`, with the `epoch` and `offset` of the last event received when there was one).

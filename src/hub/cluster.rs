@@ -319,8 +319,11 @@ pub(super) async fn read_missed(
             }
             Err(NotRecovered::EpochChanged)
         }
+        Ok(Missed::UnknownOffset) => Err(NotRecovered::UnknownOffset),
         Ok(Missed::Evicted) => Err(NotRecovered::Evicted),
         Ok(Missed::TooMany) => Err(NotRecovered::TooMany),
+        // A position past the last offset given out was never given out.
+        Ok(Missed::Events { upto, .. }) if offset > upto => Err(NotRecovered::UnknownOffset),
         Ok(Missed::Events { upto, events, .. }) => {
             let mut out: Vec<Arc<Entry>> = (events.into_iter())
                 .filter(|e| !e.except.iter().any(|id| saved.conns.contains(id)))

@@ -6,6 +6,10 @@ use std::{sync::Arc, time::Duration};
 use super::store::{HistoryState, NotRecovered, Saved};
 use crate::{hub::Conn, protocol::close_code};
 
+/// Longest session id or epoch a client may present (the native `session` and `epoch`,
+/// Socket.IO's `pid`); the ids given out are 32 hex digits, the epochs 16.
+pub(crate) const MAX_RECOVERY_TOKEN: usize = 64;
+
 /// What a client asks of recovery at its handshake.
 #[derive(Debug, Clone)]
 pub(crate) enum Ask {
