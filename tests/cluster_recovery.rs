@@ -296,13 +296,15 @@ async fn past_the_window_or_with_a_bad_session_the_client_is_told_why() {
     let mut again = connect_with(addr_a, "alice", &pos.query()).await;
     assert_eq!(session(&mut again).await.0["reason"], "unknown or expired session");
 
-    // A session belongs to its user.
+    // A session is taken by its user only: anyone else is told what a made-up id is told,
+    // and the session stays with its owner.
     let bob = gone_from(&a, addr_a, &mut watcher, "bob", "general").await;
     let mut mallory = connect_with(addr_b, "mallory", &bob.query()).await;
-    assert_eq!(
-        session(&mut mallory).await.0["reason"],
-        "session belongs to another user"
-    );
+    assert_eq!(session(&mut mallory).await.0["reason"], "unknown or expired session");
+    let mut bob_back = connect_with(addr_a, "bob", &bob.query()).await;
+    let (news, _) = session(&mut bob_back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["general"]));
 
     // A position in another history.
     let mut carol = gone_from(&a, addr_a, &mut watcher, "carol", "general").await;

@@ -189,18 +189,35 @@ async fn a_new_epoch_after_a_restart_is_reported() {
 }
 
 #[tokio::test]
-async fn sessions_belong_to_their_user_and_are_used_once() {
+async fn a_session_id_presented_by_another_user_is_unknown_and_stays_with_its_owner() {
     let hub = test_hub(History::new().rooms("*"));
     let addr = serve_hub(&hub).await;
     let pos = gone_from(&hub, addr, "alice", "general").await;
+    hub.to_room("general").emit("said", &json!("missed"));
+    // Mallory got hold of alice's session id (from an access log, say).
     let mut mallory = connect_with(addr, "mallory", &pos.query()).await;
     let (news, _) = session(&mut mallory).await;
     assert_eq!(news["recovered"], false);
-    assert_eq!(news["reason"], "session belongs to another user");
+    assert_eq!(news["reason"], "unknown or expired session");
     assert_eq!(mallory.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
-    // Taken by that attempt: the session is gone for everyone.
+    mallory.expect_no_event("said").await;
+    // Told what a made-up id is told: ids cannot be probed.
+    let mut made_up = pos.clone();
+    made_up.session = "0123456789abcdef0123456789abcdef".to_owned();
+    let mut probe = connect_with(addr, "mallory", &made_up.query()).await;
+    let (told, _) = session(&mut probe).await;
+    assert_eq!(
+        (&told["recovered"], &told["reason"]),
+        (&news["recovered"], &news["reason"])
+    );
+    // The owner still has it: she recovers, with what she missed.
     let mut alice = connect_with(addr, "alice", &pos.query()).await;
-    assert_eq!(session(&mut alice).await.0["reason"], "unknown or expired session");
+    let (news, _) = session(&mut alice).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["general"]));
+    assert_eq!(alice.next_frame().await["data"], "missed");
+    alice.expect_no_event("said").await;
+    assert_eq!((hub.counters().recovered, hub.counters().not_recovered), (1, 2));
 }
 
 #[tokio::test]
@@ -320,4 +337,40 @@ async fn a_forged_offset_past_the_history_is_unknown_and_does_not_stall_live_eve
     // What bob missed: alice's arrival and live event, twice.
     assert_eq!(news["missed"], 4);
     assert_eq!(bob.next_frame().await["data"], 0);
+}
+
+#[tokio::test]
+async fn a_session_given_in_headers_stays_out_of_the_url() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    let pos = gone_from(&hub, addr, "alice", "general").await;
+    hub.to_room("general").emit("said", &json!("missed"));
+    let request = |url: String, offset: &str| {
+        let mut req = url.into_client_request().unwrap();
+        let h = req.headers_mut();
+        h.insert("authorization", format!("Bearer {}", token("alice")).parse().unwrap());
+        h.insert("x-realtime-session", pos.session.parse().unwrap());
+        h.insert("x-realtime-epoch", pos.epoch.parse().unwrap());
+        h.insert("x-realtime-offset", offset.parse().unwrap());
+        req
+    };
+    let offset = pos.offset.unwrap().to_string();
+    // Given twice, or malformed: refused before anything is looked up.
+    let (status, body) = handshake_status(request(format!("ws://{addr}/ws?session=x"), &offset)).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body.as_deref(),
+        Some("the session is given both in the query and in the `x-realtime-session` header")
+    );
+    let (status, body) = handshake_status(request(format!("ws://{addr}/ws"), "minus-one")).await;
+    assert_eq!(status, 400);
+    assert_eq!(body.as_deref(), Some("the `x-realtime-offset` header must be a number"));
+
+    let (ws, _) = tokio_tungstenite::connect_async(request(format!("ws://{addr}/ws"), &offset))
+        .await
+        .unwrap();
+    let mut alice = Client::new(ws);
+    let (news, _) = session(&mut alice).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(alice.next_frame().await["data"], "missed");
 }

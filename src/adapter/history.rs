@@ -12,7 +12,7 @@
 //!   (connection ids left out, comma separated) and `t` (when, in ms by Redis's clock).
 //! - `P:h:<epoch>:w:<stream>`, a string: the highest offset evicted from the stream.
 //! - `P:h:session:<id>`, a string: a dropped connection's session (JSON), kept for
-//!   `session_ttl` and taken once.
+//!   `session_ttl` and taken once, by its owner only.
 //!
 //! The hub's side (what to keep, how to recover) is in the hub's `cluster` module.
 
@@ -140,12 +140,30 @@ end
 return out
 "#;
 
+/// Takes a session (`KEYS[1]`) for its owner: `ARGV[1]` is `1` for a user (`ARGV[2]`), `0`
+/// for an anonymous connection; `ARGV[3]` the namespace. Returns the session, deleted; or
+/// nothing when there is none, or it is another user's or namespace's (then it stays).
+const TAKE: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local ok, session = pcall(cjson.decode, raw)
+if not ok or type(session) ~= 'table' then return false end
+local owner = session['user']
+if owner == cjson.null then owner = nil end
+local user = nil
+if ARGV[1] == '1' then user = ARGV[2] end
+if owner ~= user or session['ns'] ~= ARGV[3] then return false end
+redis.call('DEL', KEYS[1])
+return raw
+"#;
+
 /// The history scripts (sent by their SHA1; the publisher loads `append` in each pipeline
 /// that runs it, so a Redis that restarted or flushed its scripts does not fail it).
 pub(crate) struct HistoryScripts {
     pub(crate) epoch: Script,
     pub(crate) append: Script,
     pub(crate) read: Script,
+    pub(crate) take: Script,
     /// The source of `append`, for `SCRIPT LOAD`.
     pub(crate) append_source: String,
 }
@@ -158,6 +176,7 @@ impl HistoryScripts {
             epoch: Script::new(&source(EPOCH)),
             append: Script::new(&append_source),
             read: Script::new(&source(READ)),
+            take: Script::new(TAKE),
             append_source,
         }
     }
@@ -293,6 +312,23 @@ pub(crate) fn read_invocation<'a>(
     for (stream, from) in streams {
         invocation.arg(stream).arg(*from);
     }
+    invocation
+}
+
+/// The take invocation: session `id`, for `user` (none: anonymous) in namespace `ns`.
+pub(crate) fn take_invocation<'a>(
+    scripts: &'a HistoryScripts,
+    keys: &HistoryKeys,
+    id: &str,
+    user: Option<&str>,
+    ns: &str,
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = scripts.take.prepare_invoke();
+    invocation
+        .key(keys.session(id))
+        .arg(if user.is_some() { "1" } else { "0" })
+        .arg(user.unwrap_or(""))
+        .arg(ns);
     invocation
 }
 

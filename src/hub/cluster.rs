@@ -254,7 +254,7 @@ pub(super) fn keep_session(hub: &Hub, history: &HistoryState, id: &str, saved: &
     }
 }
 
-/// Takes the session `resume` names from Redis (once), when this client may have it.
+/// Takes the session `resume` names from Redis (once), when this client's user is its owner.
 pub(super) async fn take_session(
     hub: &Hub,
     user: Option<&Arc<str>>,
@@ -264,7 +264,11 @@ pub(super) async fn take_session(
     let Some(cluster) = &hub.inner.cluster else {
         return Err(NotRecovered::Unavailable);
     };
-    let json = match cluster.adapter.take_session(&resume.session).await {
+    // Taken only for its owner (the script compares): anyone else finds nothing.
+    let json = match (cluster.adapter)
+        .take_session(&resume.session, user.map(|u| &**u), ns)
+        .await
+    {
         Ok(Some(json)) => json,
         Ok(None) => return Err(NotRecovered::UnknownSession),
         Err(e) => {
@@ -277,7 +281,7 @@ pub(super) async fn take_session(
         return Err(NotRecovered::EpochChanged);
     }
     if stored.user.as_deref() != user.map(|u| &**u) || *stored.ns != **ns {
-        return Err(NotRecovered::WrongUser);
+        return Err(NotRecovered::UnknownSession);
     }
     Ok(Saved {
         user: stored.user.map(Arc::from),

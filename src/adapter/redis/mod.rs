@@ -205,18 +205,22 @@ impl RedisAdapter {
         shared.out.try_send(Outgoing::Command(cmd)).is_ok()
     }
 
-    /// Takes a kept session, once (`GETDEL`): `None` when there is none (it expired, was
-    /// taken already, or never existed).
-    pub(crate) async fn take_session(&self, id: &str) -> Result<Option<String>, RedisAdapterError> {
+    /// Takes a kept session, once, for its owner: `user` (none for an anonymous connection)
+    /// in namespace `ns`. `None` when there is none (it expired, was taken already, or never
+    /// existed) or it is someone else's, which is then left in place (one script compares and
+    /// deletes: see `docs/cluster.md`).
+    pub(crate) async fn take_session(
+        &self,
+        id: &str,
+        user: Option<&str>,
+        ns: &str,
+    ) -> Result<Option<String>, RedisAdapterError> {
         if !history::plausible_session(id) {
             return Ok(None);
         }
         let shared = self.shared();
-        let mut cmd = redis::cmd("GETDEL");
-        cmd.arg(shared.history_keys.session(id));
-        let mut conn = shared.conn();
-        let result = timed(shared.options.command_timeout, cmd.query_async(&mut conn)).await;
-        shared.track(result)
+        let invocation = history::take_invocation(&shared.history_scripts, &shared.history_keys, id, user, ns);
+        shared.invoke(&invocation).await
     }
 
     /// The history's epoch and last offset (a new epoch is made when Redis has none).

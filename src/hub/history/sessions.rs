@@ -103,9 +103,17 @@ impl HistoryState {
         }
     }
 
-    /// Takes a kept session (once), unless it expired.
-    pub(crate) fn take(&self, id: &str) -> Option<Saved> {
-        let saved = self.sessions.lock().remove(id)?;
+    /// Takes a kept session (once), unless it expired, when `user` in namespace `ns` is its
+    /// owner. Anyone else finds nothing, and leaves the session to its owner: a session id
+    /// that leaked (an access log, a shared link) cannot be spent by someone else, nor told
+    /// apart from one that does not exist.
+    pub(crate) fn take(&self, id: &str, user: Option<&Arc<str>>, ns: &Arc<str>) -> Option<Saved> {
+        let mut sessions = self.sessions.lock();
+        let saved = sessions.get(id)?;
+        if saved.user.as_deref() != user.map(|u| &**u) || saved.ns != *ns {
+            return None;
+        }
+        let saved = sessions.remove(id)?;
         (saved.at.elapsed() <= self.cfg.session_ttl).then_some(saved)
     }
 
@@ -113,12 +121,9 @@ impl HistoryState {
         if resume.epoch.as_deref().is_some_and(|e| e != &*self.epoch) {
             return Err(NotRecovered::EpochChanged);
         }
-        let saved = self.take(&resume.session).ok_or(NotRecovered::UnknownSession)?;
+        let saved = (self.take(&resume.session, user, ns)).ok_or(NotRecovered::UnknownSession)?;
         if saved.epoch != self.epoch {
             return Err(NotRecovered::EpochChanged);
-        }
-        if saved.user.as_deref() != user.map(|u| &**u) || saved.ns != *ns {
-            return Err(NotRecovered::WrongUser);
         }
         Ok(saved)
     }

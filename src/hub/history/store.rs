@@ -173,7 +173,7 @@ impl Store {
 pub(crate) enum NotRecovered {
     /// The hub keeps no history.
     Disabled,
-    /// No such session: it expired, was used already, or never existed.
+    /// No such session: it expired, was used already, never existed, or is someone else's.
     UnknownSession,
     /// The history the client's position refers to is gone (a restart, or Redis lost it).
     EpochChanged,
@@ -181,8 +181,6 @@ pub(crate) enum NotRecovered {
     Evicted,
     /// More events were missed than [`History::max_replay`].
     TooMany,
-    /// The session belongs to someone else.
-    WrongUser,
     /// The client's position is not one this hub gave out (of another kind, or beyond the
     /// last offset given out).
     UnknownOffset,
@@ -199,7 +197,6 @@ impl NotRecovered {
             Self::EpochChanged => "history was lost (epoch changed)",
             Self::Evicted => "missed events were evicted",
             Self::TooMany => "too many missed events",
-            Self::WrongUser => "session belongs to another user",
             Self::UnknownOffset => "unknown offset",
             Self::Unavailable => "history is unavailable",
         }
