@@ -374,3 +374,78 @@ async fn a_session_given_in_headers_stays_out_of_the_url() {
     assert_eq!(news["recovered"], true, "{news}");
     assert_eq!(alice.next_frame().await["data"], "missed");
 }
+
+/// A hub whose `private` room is for its members only (the app's records): joining asks them,
+/// and so does the rejoin guard when a session comes back.
+fn private_hub(members: &std::sync::Arc<parking_lot::Mutex<Vec<String>>>) -> Hub {
+    let (join_members, rejoin_members) = (members.clone(), members.clone());
+    Hub::builder()
+        .auth(JwtAuth::hs256(SECRET))
+        .history(History::new().rooms("*"))
+        .on("join", move |s: Socket, Data(room): Data<String>| {
+            let member = join_members.lock().iter().any(|m| Some(m.as_str()) == s.user_id());
+            async move {
+                if room == "private" && !member {
+                    return Err(ErrorEvent::forbidden("members only"));
+                }
+                s.join(&room)?;
+                Ok::<_, ErrorEvent>(json!({ "joined": room }))
+            }
+        })
+        .on("whoami", |s: Socket| async move { json!({ "rooms": s.rooms() }) })
+        .guard_rejoin(move |s: Socket, room: String| {
+            let member = rejoin_members.lock().iter().any(|m| Some(m.as_str()) == s.user_id());
+            async move { room != "private" || member }
+        })
+        .build()
+}
+
+/// Alice (removed from `private` while offline) comes back with her session: neither the room
+/// nor what was said there; bob, still a member, gets both back.
+async fn removed_while_offline_gets_nothing_back(hub: &Hub, addr: SocketAddr, remove: impl FnOnce()) {
+    let control = gone_from(hub, addr, "bob", "private").await;
+    let alice = gone_from(hub, addr, "alice", "private").await;
+    remove();
+    hub.to_room("private").emit("said", &json!("secret"));
+
+    let mut back = connect_with(addr, "alice", &alice.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!([]));
+    assert_eq!(news["missed"], 0);
+    assert_eq!(back.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+    hub.to_room("private").emit("said", &json!("later"));
+    back.expect_no_event("said").await;
+
+    let mut bob = connect_with(addr, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["private"]));
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        said.push(bob.next_frame().await["data"].clone());
+    }
+    assert_eq!(said, [json!(0), json!("secret"), json!("later")], "all he missed");
+    hub.to_room("private").emit("said", &json!("live"));
+    assert_eq!(bob.expect_event("said").await, "live");
+}
+
+#[tokio::test]
+async fn a_user_removed_from_a_private_room_while_offline_does_not_get_it_back_by_recovering() {
+    let members = std::sync::Arc::new(parking_lot::Mutex::new(vec!["alice".to_owned(), "bob".to_owned()]));
+    let hub = private_hub(&members);
+    let addr = serve_hub(&hub).await;
+    // The app takes alice off its member list: the rejoin guard refuses her the room.
+    removed_while_offline_gets_nothing_back(&hub, addr, || members.lock().retain(|m| m != "alice")).await;
+}
+
+#[tokio::test]
+async fn a_user_the_hub_takes_out_of_a_room_while_offline_does_not_get_it_back_by_recovering() {
+    // No rejoin guard in the way: `leave_user` edits the sessions kept for alice.
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    removed_while_offline_gets_nothing_back(&hub, addr, || {
+        assert_eq!(hub.leave_user("alice", "private"), 0, "alice has no live connection");
+    })
+    .await;
+}

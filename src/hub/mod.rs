@@ -211,6 +211,29 @@ impl Hub {
             .unwrap_or_else(|| self.remote(|| RemoteOp::Leave(id, room)))
     }
 
+    /// Takes `user` out of `room`, in every namespace of this node: their live connections
+    /// leave it, and the sessions of their dropped connections kept here forget it, so that
+    /// recovering one brings back neither the room nor the events sent there meanwhile (for a
+    /// ban, a removal from a private room). Returns how many live connections left it.
+    ///
+    /// In a cluster, kept sessions are in Redis and the user's connections may be on other
+    /// nodes: this acts on this node only. Make the rejoin guard
+    /// ([`HubBuilder::guard_rejoin`](crate::HubBuilder::guard_rejoin)) refuse the room too,
+    /// which holds wherever the client comes back.
+    pub fn leave_user(&self, user: &str, room: &str) -> usize {
+        if let Some(history) = &self.inner.history {
+            history.forget_room(user, room);
+        }
+        let mut left = 0;
+        for ns in self.inner.namespaces.values() {
+            let conns: Vec<_> = (ns.registry.users.get(user))
+                .map(|c| c.values().cloned().collect())
+                .unwrap_or_default();
+            left += conns.iter().filter(|conn| ns.registry.leave(conn, room)).count();
+        }
+        left
+    }
+
     /// Sends an action for a connection that is not on this node to the other nodes.
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     fn remote<'a>(&self, op: impl FnOnce() -> RemoteOp<'a>) -> bool {

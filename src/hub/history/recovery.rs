@@ -271,15 +271,21 @@ impl SessionNews<'_> {
 
 impl Hub {
     /// Starts a registered connection's recovery session: a new one, or `resume`d (rooms
-    /// restored, missed events queued). `answer` gives the frames that tell the client, which
-    /// go first. Returns whether the connection recovered.
-    pub(crate) async fn recover(
+    /// restored, missed events queued). `rejoin` gives, of the session's rooms, those the
+    /// connection may still be in (the app's rejoin guard): the others are neither restored
+    /// nor replayed. `answer` gives the frames that tell the client, which go first. Returns
+    /// whether the connection recovered.
+    pub(crate) async fn recover<R>(
         &self,
         ns: &Arc<NsInner>,
         conn: &Arc<Conn>,
         resume: Option<&Resume>,
+        rejoin: impl FnOnce(Vec<Arc<str>>) -> R,
         answer: impl FnOnce(&SessionNews<'_>) -> Vec<Frame>,
-    ) -> bool {
+    ) -> bool
+    where
+        R: std::future::Future<Output = Vec<Arc<str>>>,
+    {
         let (Some(history), Some(recovery)) = (&self.inner.history, &conn.recovery) else {
             let news = SessionNews {
                 session: None,
@@ -312,7 +318,10 @@ impl Hub {
         }
         let outcome = match history.take_checked(self, user, &ns.name, resume).await {
             Err(e) => Err(e),
-            Ok(saved) => {
+            Ok(mut saved) => {
+                // Re-authorised: back only in the rooms the connection may still be in.
+                let allowed = rejoin(saved.rooms.iter().map(|(r, _)| r.clone()).collect()).await;
+                saved.rooms.retain(|(r, _)| allowed.contains(r));
                 for (name, _) in &saved.rooms {
                     let _ = ns.join(self, conn, name);
                 }

@@ -53,6 +53,16 @@ impl HistoryState {
         true
     }
 
+    /// The sessions of `user` kept on this node forget `room`: recovering one does not bring it
+    /// back.
+    pub(crate) fn forget_room(&self, user: &str, room: &str) {
+        for saved in self.sessions.lock().values_mut() {
+            if saved.user.as_deref() == Some(user) {
+                saved.rooms.retain(|(r, _)| &**r != room);
+            }
+        }
+    }
+
     /// Whether this node's sessions are kept here (not in a cluster's Redis).
     pub(super) fn local(&self) -> bool {
         #[cfg(feature = "redis")]
