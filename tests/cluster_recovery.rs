@@ -32,6 +32,9 @@ fn unique_prefix() -> String {
     format!("test-crec-{nanos}")
 }
 
+/// Who the app has taken out of which room (user, room): every node's rejoin guard asks it.
+static REVOKED: parking_lot::Mutex<Vec<(String, String)>> = parking_lot::Mutex::new(Vec::new());
+
 /// A node: a hub joined to the cluster of `prefix`, keeping `history`, served on its own port.
 /// `None` without `REALTIME_TEST_REDIS`; with it, Redis must answer.
 async fn node(prefix: &str, history: History) -> Option<(Hub, SocketAddr)> {
@@ -63,6 +66,11 @@ async fn node_at(url: &str, prefix: &str, history: History) -> (Hub, SocketAddr)
             Ok::<_, ErrorEvent>(json!({ "joined": room }))
         })
         .on("whoami", |s: Socket| async move { json!({ "rooms": s.rooms() }) })
+        .guard_rejoin(|s: Socket, room: String| {
+            let user = s.user_id().unwrap_or_default().to_owned();
+            let revoked = REVOKED.lock().contains(&(user, room));
+            async move { !revoked }
+        })
         .redis(adapter, inbound)
         .build();
     let addr = serve_hub(&hub).await;
@@ -458,4 +466,36 @@ async fn a_forged_offset_past_the_cluster_history_is_unknown_and_does_not_stall_
     assert_eq!(news["recovered"], true, "{news}");
     assert_eq!(bob.next_frame().await["data"], "alice is here");
     assert_eq!((b.counters().recovered, b.counters().not_recovered), (1, 1));
+}
+
+#[tokio::test]
+async fn a_user_taken_out_of_a_room_while_offline_does_not_get_it_back_on_another_node() {
+    let prefix = unique_prefix();
+    let Some((a, addr_a)) = node(&prefix, History::new().rooms("*")).await else {
+        return skip();
+    };
+    let (_b, addr_b) = node(&prefix, History::new().rooms("*")).await.unwrap();
+    let mut watcher = connect(addr_b, "watcher").await;
+    join(&mut watcher, "team-x").await;
+    let control = gone_from(&a, addr_a, &mut watcher, "bob", "team-x").await;
+    let erin = gone_from(&a, addr_a, &mut watcher, "erin", "team-x").await;
+    // The app takes erin out of the room while she is offline.
+    REVOKED.lock().push(("erin".to_owned(), "team-x".to_owned()));
+    emit_seen(&a, &mut watcher, "team-x", json!("secret")).await;
+
+    let mut back = connect_with(addr_b, "erin", &erin.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!((&news["rooms"], &news["missed"]), (&json!([]), &json!(0)));
+    assert_eq!(back.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+    emit_seen(&a, &mut watcher, "team-x", json!("later")).await;
+    back.expect_no_event("said").await;
+
+    let mut bob = connect_with(addr_b, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["team-x"]));
+    for data in ["erin is here", "secret", "later"] {
+        assert_eq!(bob.next_frame().await["data"], data);
+    }
 }

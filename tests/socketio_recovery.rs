@@ -340,3 +340,27 @@ async fn a_forged_offset_past_the_history_does_not_recover_nor_stall_live_events
     assert_eq!(next_event(&s).await[..2], [json!("said"), json!("first")]);
     assert_eq!(next_event(&s).await[..2], [json!("said"), json!("missed")]);
 }
+
+#[tokio::test]
+async fn a_pid_presented_by_another_user_does_not_recover_and_stays_with_its_owner() {
+    let hub = hub(History::new().rooms("*"));
+    let addr = serve(app(&hub)).await;
+    let (s, pid, offset) = joined(&hub, addr, "alice", "general").await;
+    s.post("1").await;
+    assert!(eventually(|| hub.connection_count() == 0).await);
+    hub.to_room("general").emit("said", &json!("missed"));
+
+    // Mallory presents alice's pid and offset: a new session, no rooms, nothing replayed.
+    let (m, _) = Polling::open(addr).await;
+    let connected = sio_connect(&m, "mallory", json!({ "pid": pid, "offset": offset })).await;
+    assert_ne!(connected["pid"], json!(pid), "not recovered");
+    m.post("421[\"rooms\"]").await;
+    assert_eq!(m.until(|p| p.starts_with("431")).await, "431[[]]");
+
+    // Alice still has her session.
+    let (s, _) = Polling::open(addr).await;
+    let connected = sio_connect(&s, "alice", json!({ "pid": pid, "offset": offset })).await;
+    assert_eq!(connected["pid"], json!(pid), "the owner recovers");
+    assert_eq!(next_event(&s).await[..2], [json!("said"), json!("missed")]);
+    assert_eq!((hub.counters().recovered, hub.counters().not_recovered), (1, 1));
+}
