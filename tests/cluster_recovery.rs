@@ -499,3 +499,58 @@ async fn a_user_taken_out_of_a_room_while_offline_does_not_get_it_back_on_anothe
         assert_eq!(bob.next_frame().await["data"], data);
     }
 }
+
+#[tokio::test]
+async fn sessions_kept_in_redis_lose_what_the_app_takes_from_their_user_while_offline() {
+    let prefix = unique_prefix();
+    let Some((a, addr_a)) = node(&prefix, History::new().rooms("*")).await else {
+        return skip();
+    };
+    let (b, addr_b) = node(&prefix, History::new().rooms("*")).await.unwrap();
+    let mut watcher = connect(addr_b, "watcher").await;
+    join(&mut watcher, "crew").await;
+    let control = gone_from(&a, addr_a, &mut watcher, "bob", "crew").await;
+    let carol = gone_from(&a, addr_a, &mut watcher, "carol", "crew").await;
+    let dave = gone_from(&a, addr_a, &mut watcher, "dave", "crew").await;
+    // Carol is taken out of the room, dave put out altogether (a ban), both while offline.
+    assert_eq!(a.leave_user("carol", "crew"), 0);
+    assert_eq!(a.disconnect_user("dave"), 0);
+    emit_seen(&a, &mut watcher, "crew", json!("secret")).await;
+
+    let mut back = connect_with(addr_b, "carol", &carol.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!((&news["rooms"], &news["missed"]), (&json!([]), &json!(0)));
+    back.expect_no_event("said").await;
+
+    let mut back = connect_with(addr_b, "dave", &dave.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], false, "{news}");
+    assert_eq!(news["reason"], "unknown or expired session");
+
+    // Back in the room after that, carol's next session keeps it.
+    let mut carol = connect_with(addr_b, "carol", "recover=1").await;
+    let (_, mut again) = session(&mut carol).await;
+    join(&mut carol, "crew").await;
+    emit_seen(&a, &mut watcher, "crew", json!("welcome back")).await;
+    let frame = loop {
+        let frame = carol.next_frame().await;
+        if frame["event"] == "said" {
+            break frame;
+        }
+    };
+    again.saw(&frame);
+    let before = b.connection_count();
+    drop(carol);
+    assert!(eventually(|| b.connection_count() == before - 1).await);
+    emit_seen(&a, &mut watcher, "crew", json!("missed by carol")).await;
+    let mut carol = connect_with(addr_b, "carol", &again.query()).await;
+    let (news, _) = session(&mut carol).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["crew"]));
+
+    let mut bob = connect_with(addr_b, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["crew"]));
+}

@@ -449,3 +449,26 @@ async fn a_user_the_hub_takes_out_of_a_room_while_offline_does_not_get_it_back_b
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_user_disconnected_by_the_app_while_offline_cannot_resume_a_session() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    let control = gone_from(&hub, addr, "bob", "general").await;
+    let alice = gone_from(&hub, addr, "alice", "general").await;
+    // A ban: the app puts alice out while she is away.
+    assert_eq!(hub.disconnect_user("alice"), 0);
+    hub.to_room("general").emit("said", &json!("after the ban"));
+    let mut back = connect_with(addr, "alice", &alice.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], false, "{news}");
+    assert_eq!(news["reason"], "unknown or expired session");
+    assert_eq!(back.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+    back.expect_no_event("said").await;
+
+    let mut bob = connect_with(addr, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(bob.next_frame().await["data"], 0);
+    assert_eq!(bob.next_frame().await["data"], "after the ban");
+}

@@ -13,6 +13,9 @@
 //! - `P:h:<epoch>:w:<stream>`, a string: the highest offset evicted from the stream.
 //! - `P:h:session:<id>`, a string: a dropped connection's session (JSON), kept for
 //!   `session_ttl` and taken once, by its owner only.
+//! - `P:h:revoked:<user>`, a hash: room (empty: every session) → the offset as of which the
+//!   app took the user out of it (`Hub::leave_user`, `Hub::disconnect_user`), for
+//!   `session_ttl`.
 //!
 //! The hub's side (what to keep, how to recover) is in the hub's `cluster` module.
 
@@ -141,8 +144,9 @@ return out
 "#;
 
 /// Takes a session (`KEYS[1]`) for its owner: `ARGV[1]` is `1` for a user (`ARGV[2]`), `0`
-/// for an anonymous connection; `ARGV[3]` the namespace. Returns the session, deleted; or
-/// nothing when there is none, or it is another user's or namespace's (then it stays).
+/// for an anonymous connection; `ARGV[3]` the namespace. Returns `{session, revocations}`,
+/// the session deleted, with the user's revocations (`KEYS[2]`, a user's only: `HGETALL`);
+/// or nothing when there is none, or it is another user's or namespace's (then it stays).
 const TAKE: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
@@ -154,7 +158,22 @@ local user = nil
 if ARGV[1] == '1' then user = ARGV[2] end
 if owner ~= user or session['ns'] ~= ARGV[3] then return false end
 redis.call('DEL', KEYS[1])
-return raw
+local revoked = {}
+if #KEYS >= 2 then revoked = redis.call('HGETALL', KEYS[2]) end
+return {raw, revoked}
+"#;
+
+/// Takes a user (`KEYS[2]`, their revocations) out of a room (`ARGV[1]`; empty: out of every
+/// session kept so far) as of the last offset given out (`KEYS[1]`, `P:h`): a session kept
+/// for them with the room joined at or before it does not get it back (with an empty room: a
+/// session begun at or before it is not resumed). `ARGV[2]`: how long it is kept (ms, the
+/// sessions' time to live).
+pub(crate) const REVOKE: &str = r#"
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local old = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if seq > old then redis.call('HSET', KEYS[2], ARGV[1], seq) end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return seq
 "#;
 
 /// The history scripts (sent by their SHA1; the publisher loads `append` in each pipeline
@@ -226,6 +245,12 @@ impl HistoryKeys {
 
     pub(crate) fn session(&self, id: &str) -> String {
         format!("{}session:{id}", self.base)
+    }
+
+    /// `P:h:revoked:<user>`, a hash: room (empty: every session) → the offset as of which the
+    /// user was taken out of it.
+    pub(crate) fn revoked(&self, user: &str) -> String {
+        format!("{}revoked:{user}", self.base)
     }
 }
 
@@ -324,12 +349,28 @@ pub(crate) fn take_invocation<'a>(
     ns: &str,
 ) -> redis::ScriptInvocation<'a> {
     let mut invocation = scripts.take.prepare_invoke();
+    invocation.key(keys.session(id));
+    if let Some(user) = user {
+        invocation.key(keys.revoked(user));
+    }
     invocation
-        .key(keys.session(id))
         .arg(if user.is_some() { "1" } else { "0" })
         .arg(user.unwrap_or(""))
         .arg(ns);
     invocation
+}
+
+/// The revoke script's invocation, as a command for the publisher: `user` out of `room`
+/// (empty: out of every session kept so far), remembered for `ttl`.
+pub(crate) fn revoke_cmd(keys: &HistoryKeys, user: &str, room: &str, ttl: Duration) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(REVOKE)
+        .arg(2)
+        .arg(&keys.meta)
+        .arg(keys.revoked(user))
+        .arg(room)
+        .arg(ms(ttl).max(1));
+    cmd
 }
 
 /// One event read back from a stream.

@@ -211,18 +211,23 @@ impl Hub {
             .unwrap_or_else(|| self.remote(|| RemoteOp::Leave(id, room)))
     }
 
-    /// Takes `user` out of `room`, in every namespace of this node: their live connections
-    /// leave it, and the sessions of their dropped connections kept here forget it, so that
-    /// recovering one brings back neither the room nor the events sent there meanwhile (for a
-    /// ban, a removal from a private room). Returns how many live connections left it.
+    /// Takes `user` out of `room`, in every namespace: their live connections leave it, and
+    /// the sessions of their dropped connections forget it, so that recovering one brings
+    /// back neither the room nor the events sent there meanwhile (a removal from a private
+    /// room). Returns how many live connections on this node left it.
     ///
-    /// In a cluster, kept sessions are in Redis and the user's connections may be on other
-    /// nodes: this acts on this node only. Make the rejoin guard
-    /// ([`HubBuilder::guard_rejoin`](crate::HubBuilder::guard_rejoin)) refuse the room too,
-    /// which holds wherever the client comes back.
+    /// In a cluster, the user's connections on the other nodes are asked to leave (in the
+    /// background), and the sessions kept in Redis are edited as of the last offset given out:
+    /// a session that joined the room at or before it does not get it back. For rules the app
+    /// keeps itself, the rejoin guard
+    /// ([`HubBuilder::guard_rejoin`](crate::HubBuilder::guard_rejoin)) is asked at every
+    /// recovery.
     pub fn leave_user(&self, user: &str, room: &str) -> usize {
-        if let Some(history) = &self.inner.history {
-            history.forget_room(user, room);
+        match &self.inner.history {
+            #[cfg(feature = "redis")]
+            Some(history) if history.shared => cluster::revoke(self, history, user, Some(room)),
+            Some(history) => history.forget_room(user, room),
+            None => {}
         }
         let mut left = 0;
         for ns in self.inner.namespaces.values() {
@@ -272,12 +277,20 @@ impl Hub {
     }
 
     /// Closes every connection of a user, in every namespace and, in a cluster, on every node
-    /// (close code `4000`). Returns how many were on this node.
+    /// (close code `4000`), and drops the sessions kept for their dropped connections, so that
+    /// none is resumed (a ban). Returns how many were on this node.
     pub fn disconnect_user(&self, user: &str) -> usize {
         #[cfg(feature = "redis")]
         if let Some(cluster) = &self.inner.cluster {
             let op = crate::adapter::Op::DisconnectUser { user: user.to_owned() };
             cluster.adapter.publish(&op);
+        }
+        // Their dropped connections' sessions go too: none of them resumes.
+        match &self.inner.history {
+            #[cfg(feature = "redis")]
+            Some(history) if history.shared => cluster::revoke(self, history, user, None),
+            Some(history) => history.forget_user(user),
+            None => {}
         }
         self.disconnect_user_locally(user)
     }

@@ -63,6 +63,13 @@ impl HistoryState {
         }
     }
 
+    /// The sessions of `user` kept on this node are dropped: none is resumed.
+    pub(crate) fn forget_user(&self, user: &str) {
+        self.sessions
+            .lock()
+            .retain(|_, saved| saved.user.as_deref() != Some(user));
+    }
+
     /// Whether this node's sessions are kept here (not in a cluster's Redis).
     pub(super) fn local(&self) -> bool {
         #[cfg(feature = "redis")]
