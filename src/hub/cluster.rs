@@ -315,8 +315,16 @@ pub(super) fn revoke(hub: &Hub, history: &HistoryState, user: &str, room: Option
         );
     }
     let Some(room) = room else { return };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(
+            user,
+            room,
+            "leave_user outside a tokio runtime: the other nodes are not asked"
+        );
+        return;
+    };
     let (hub, user, room) = (hub.clone(), user.to_owned(), room.to_owned());
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         for ns in hub.namespaces() {
             let query = Query::ConnectionsOf {
                 ns: ns.clone(),
