@@ -140,6 +140,39 @@ impl NamespaceBuilder {
         self.gateway.set_on_disconnect(hook);
         self
     }
+
+    /// Re-authorises a recovered session's rooms ([`History`]): when a client comes back with
+    /// its session, `guard` is asked, for each room the session was in, whether the socket may
+    /// be back in it. A room it refuses (`false`) is not restored, and its missed events are
+    /// not replayed; the client is told the rooms it got back. Without a guard, every room is
+    /// restored: a user removed from a room while offline (in the app's own records) would
+    /// get it back, with the events sent there meanwhile.
+    ///
+    /// It runs on the node where the client comes back (in a cluster, any node), while the
+    /// connection's live history events wait for its replay: keep it quick.
+    ///
+    /// ```
+    /// use std::{collections::HashSet, sync::{Arc, Mutex}};
+    /// use tower_realtime::{History, Hub, Socket};
+    /// let members: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+    /// let hub = Hub::builder()
+    ///     .history(History::new().rooms("team:*"))
+    ///     .guard_rejoin(move |socket: Socket, room: String| {
+    ///         let user = socket.user_id().unwrap_or_default().to_owned();
+    ///         let allowed = members.lock().unwrap().contains(&(user, room));
+    ///         async move { allowed }
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn guard_rejoin<F, Fut>(mut self, guard: F) -> Self
+    where
+        F: Fn(Socket, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.gateway.set_rejoin_guard(guard);
+        self
+    }
 }
 
 /// Builds a [`Hub`]: authentication, handlers, hooks, limits, state.
@@ -268,6 +301,17 @@ impl HubBuilder {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.default = self.default.on_disconnect(hook);
+        self
+    }
+
+    /// Re-authorises the rooms of sessions recovered in the default namespace. See
+    /// [`NamespaceBuilder::guard_rejoin`].
+    pub fn guard_rejoin<F, Fut>(mut self, guard: F) -> Self
+    where
+        F: Fn(Socket, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.default = self.default.guard_rejoin(guard);
         self
     }
 

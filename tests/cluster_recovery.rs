@@ -35,6 +35,9 @@ fn unique_prefix() -> String {
     format!("test-crec-{nanos}")
 }
 
+/// Who the app has taken out of which room (user, room): every node's rejoin guard asks it.
+static REVOKED: parking_lot::Mutex<Vec<(String, String)>> = parking_lot::Mutex::new(Vec::new());
+
 /// A node: a hub joined to the cluster of `prefix`, keeping `history`, served on its own port.
 /// `None` without `REALTIME_TEST_REDIS`; with it, Redis must answer.
 async fn node(prefix: &str, history: History) -> Option<(Hub, SocketAddr)> {
@@ -66,6 +69,11 @@ async fn node_at(url: &str, prefix: &str, history: History) -> (Hub, SocketAddr)
             Ok::<_, ErrorEvent>(json!({ "joined": room }))
         })
         .on("whoami", |s: Socket| async move { json!({ "rooms": s.rooms() }) })
+        .guard_rejoin(|s: Socket, room: String| {
+            let user = s.user_id().unwrap_or_default().to_owned();
+            let revoked = REVOKED.lock().contains(&(user, room));
+            async move { !revoked }
+        })
         .redis(adapter, inbound)
         .build();
     let addr = serve_hub(&hub).await;
@@ -299,13 +307,15 @@ async fn past_the_window_or_with_a_bad_session_the_client_is_told_why() {
     let mut again = connect_with(addr_a, "alice", &pos.query()).await;
     assert_eq!(session(&mut again).await.0["reason"], "unknown or expired session");
 
-    // A session belongs to its user.
+    // A session is taken by its user only: anyone else is told what a made-up id is told,
+    // and the session stays with its owner.
     let bob = gone_from(&a, addr_a, &mut watcher, "bob", "general").await;
     let mut mallory = connect_with(addr_b, "mallory", &bob.query()).await;
-    assert_eq!(
-        session(&mut mallory).await.0["reason"],
-        "session belongs to another user"
-    );
+    assert_eq!(session(&mut mallory).await.0["reason"], "unknown or expired session");
+    let mut bob_back = connect_with(addr_a, "bob", &bob.query()).await;
+    let (news, _) = session(&mut bob_back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["general"]));
 
     // A position in another history.
     let mut carol = gone_from(&a, addr_a, &mut watcher, "carol", "general").await;
@@ -430,4 +440,120 @@ async fn a_socketio_client_recovers_on_another_node() {
     let (data, _) = said(&s.until(|p| p.starts_with("42")).await);
     assert_eq!(data, "live");
     assert_eq!(b.counters().recovered, 1);
+}
+
+#[tokio::test]
+async fn a_forged_offset_past_the_cluster_history_is_unknown_and_does_not_stall_live_events() {
+    let prefix = unique_prefix();
+    let Some((a, addr_a)) = node(&prefix, History::new().rooms("*")).await else {
+        return skip();
+    };
+    let (b, addr_b) = node(&prefix, History::new().rooms("*")).await.unwrap();
+    let mut watcher = connect(addr_b, "watcher").await;
+    join(&mut watcher, "general").await;
+    // The control: bob drops on A and comes back to B with the position he was given.
+    let control = gone_from(&a, addr_a, &mut watcher, "bob", "general").await;
+    let mut alice = gone_from(&a, addr_a, &mut watcher, "alice", "general").await;
+    alice.offset = Some(u64::MAX);
+    let mut forged = connect_with(addr_b, "alice", &alice.query()).await;
+    let (news, _) = session(&mut forged).await;
+    assert_eq!(news["recovered"], false, "{news}");
+    assert_eq!(news["reason"], "unknown offset");
+    // Live events reach her: nothing is held behind a recovery that never ends.
+    join(&mut forged, "general").await;
+    emit_seen(&a, &mut watcher, "general", json!("live")).await;
+    assert_eq!(forged.expect_event("said").await, json!("live"));
+
+    let mut bob = connect_with(addr_b, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(bob.next_frame().await["data"], "alice is here");
+    assert_eq!((b.counters().recovered, b.counters().not_recovered), (1, 1));
+}
+
+#[tokio::test]
+async fn a_user_taken_out_of_a_room_while_offline_does_not_get_it_back_on_another_node() {
+    let prefix = unique_prefix();
+    let Some((a, addr_a)) = node(&prefix, History::new().rooms("*")).await else {
+        return skip();
+    };
+    let (_b, addr_b) = node(&prefix, History::new().rooms("*")).await.unwrap();
+    let mut watcher = connect(addr_b, "watcher").await;
+    join(&mut watcher, "team-x").await;
+    let control = gone_from(&a, addr_a, &mut watcher, "bob", "team-x").await;
+    let erin = gone_from(&a, addr_a, &mut watcher, "erin", "team-x").await;
+    // The app takes erin out of the room while she is offline.
+    REVOKED.lock().push(("erin".to_owned(), "team-x".to_owned()));
+    emit_seen(&a, &mut watcher, "team-x", json!("secret")).await;
+
+    let mut back = connect_with(addr_b, "erin", &erin.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!((&news["rooms"], &news["missed"]), (&json!([]), &json!(0)));
+    assert_eq!(back.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+    emit_seen(&a, &mut watcher, "team-x", json!("later")).await;
+    back.expect_no_event("said").await;
+
+    let mut bob = connect_with(addr_b, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["team-x"]));
+    for data in ["erin is here", "secret", "later"] {
+        assert_eq!(bob.next_frame().await["data"], data);
+    }
+}
+
+#[tokio::test]
+async fn sessions_kept_in_redis_lose_what_the_app_takes_from_their_user_while_offline() {
+    let prefix = unique_prefix();
+    let Some((a, addr_a)) = node(&prefix, History::new().rooms("*")).await else {
+        return skip();
+    };
+    let (b, addr_b) = node(&prefix, History::new().rooms("*")).await.unwrap();
+    let mut watcher = connect(addr_b, "watcher").await;
+    join(&mut watcher, "crew").await;
+    let control = gone_from(&a, addr_a, &mut watcher, "bob", "crew").await;
+    let carol = gone_from(&a, addr_a, &mut watcher, "carol", "crew").await;
+    let dave = gone_from(&a, addr_a, &mut watcher, "dave", "crew").await;
+    // Carol is taken out of the room, dave put out altogether (a ban), both while offline.
+    assert_eq!(a.leave_user("carol", "crew"), 0);
+    assert_eq!(a.disconnect_user("dave"), 0);
+    emit_seen(&a, &mut watcher, "crew", json!("secret")).await;
+
+    let mut back = connect_with(addr_b, "carol", &carol.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!((&news["rooms"], &news["missed"]), (&json!([]), &json!(0)));
+    back.expect_no_event("said").await;
+
+    let mut back = connect_with(addr_b, "dave", &dave.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], false, "{news}");
+    assert_eq!(news["reason"], "unknown or expired session");
+
+    // Back in the room after that, carol's next session keeps it.
+    let mut carol = connect_with(addr_b, "carol", "recover=1").await;
+    let (_, mut again) = session(&mut carol).await;
+    join(&mut carol, "crew").await;
+    emit_seen(&a, &mut watcher, "crew", json!("welcome back")).await;
+    let frame = loop {
+        let frame = carol.next_frame().await;
+        if frame["event"] == "said" {
+            break frame;
+        }
+    };
+    again.saw(&frame);
+    let before = b.connection_count();
+    drop(carol);
+    assert!(eventually(|| b.connection_count() == before - 1).await);
+    emit_seen(&a, &mut watcher, "crew", json!("missed by carol")).await;
+    let mut carol = connect_with(addr_b, "carol", &again.query()).await;
+    let (news, _) = session(&mut carol).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["crew"]));
+
+    let mut bob = connect_with(addr_b, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["crew"]));
 }

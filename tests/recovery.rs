@@ -189,18 +189,35 @@ async fn a_new_epoch_after_a_restart_is_reported() {
 }
 
 #[tokio::test]
-async fn sessions_belong_to_their_user_and_are_used_once() {
+async fn a_session_id_presented_by_another_user_is_unknown_and_stays_with_its_owner() {
     let hub = test_hub(History::new().rooms("*"));
     let addr = serve_hub(&hub).await;
     let pos = gone_from(&hub, addr, "alice", "general").await;
+    hub.to_room("general").emit("said", &json!("missed"));
+    // Mallory got hold of alice's session id (from an access log, say).
     let mut mallory = connect_with(addr, "mallory", &pos.query()).await;
     let (news, _) = session(&mut mallory).await;
     assert_eq!(news["recovered"], false);
-    assert_eq!(news["reason"], "session belongs to another user");
+    assert_eq!(news["reason"], "unknown or expired session");
     assert_eq!(mallory.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
-    // Taken by that attempt: the session is gone for everyone.
+    mallory.expect_no_event("said").await;
+    // Told what a made-up id is told: ids cannot be probed.
+    let mut made_up = pos.clone();
+    made_up.session = "0123456789abcdef0123456789abcdef".to_owned();
+    let mut probe = connect_with(addr, "mallory", &made_up.query()).await;
+    let (told, _) = session(&mut probe).await;
+    assert_eq!(
+        (&told["recovered"], &told["reason"]),
+        (&news["recovered"], &news["reason"])
+    );
+    // The owner still has it: she recovers, with what she missed.
     let mut alice = connect_with(addr, "alice", &pos.query()).await;
-    assert_eq!(session(&mut alice).await.0["reason"], "unknown or expired session");
+    let (news, _) = session(&mut alice).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["general"]));
+    assert_eq!(alice.next_frame().await["data"], "missed");
+    alice.expect_no_event("said").await;
+    assert_eq!((hub.counters().recovered, hub.counters().not_recovered), (1, 2));
 }
 
 #[tokio::test]
@@ -290,4 +307,168 @@ async fn a_client_back_before_its_old_connection_is_seen_gone_takes_the_session_
         bob.call("join", json!("general")).await["data"],
         json!({ "joined": "general" })
     );
+}
+
+#[tokio::test]
+async fn a_forged_offset_past_the_history_is_unknown_and_does_not_stall_live_events() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    // The control: a client that drops and comes back with the position it was given.
+    let control = gone_from(&hub, addr, "bob", "general").await;
+    for (i, forged) in [u64::MAX, 1_000_000].into_iter().enumerate() {
+        let mut pos = gone_from(&hub, addr, "alice", "general").await;
+        pos.offset = Some(forged);
+        let mut alice = connect_with(addr, "alice", &pos.query()).await;
+        let (news, _) = session(&mut alice).await;
+        assert_eq!(news["recovered"], false, "{news}");
+        assert_eq!(news["reason"], "unknown offset");
+        assert_eq!(alice.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+        // Live events are not held behind a recovery that never ends.
+        alice.call("join", json!("general")).await;
+        hub.to_room("general").emit("said", &json!(format!("live {i}")));
+        assert_eq!(alice.expect_event("said").await, json!(format!("live {i}")));
+        drop_hard(alice);
+        assert!(eventually(|| hub.connection_count() == 0).await);
+    }
+    let mut bob = connect_with(addr, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["general"]));
+    // What bob missed: alice's arrival and live event, twice.
+    assert_eq!(news["missed"], 4);
+    assert_eq!(bob.next_frame().await["data"], 0);
+}
+
+#[tokio::test]
+async fn a_session_given_in_headers_stays_out_of_the_url() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    let pos = gone_from(&hub, addr, "alice", "general").await;
+    hub.to_room("general").emit("said", &json!("missed"));
+    let request = |url: String, offset: &str| {
+        let mut req = url.into_client_request().unwrap();
+        let h = req.headers_mut();
+        h.insert("authorization", format!("Bearer {}", token("alice")).parse().unwrap());
+        h.insert("x-realtime-session", pos.session.parse().unwrap());
+        h.insert("x-realtime-epoch", pos.epoch.parse().unwrap());
+        h.insert("x-realtime-offset", offset.parse().unwrap());
+        req
+    };
+    let offset = pos.offset.unwrap().to_string();
+    // Given twice, or malformed: refused before anything is looked up.
+    let (status, body) = handshake_status(request(format!("ws://{addr}/ws?session=x"), &offset)).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body.as_deref(),
+        Some("the session is given both in the query and in the `x-realtime-session` header")
+    );
+    let (status, body) = handshake_status(request(format!("ws://{addr}/ws"), "minus-one")).await;
+    assert_eq!(status, 400);
+    assert_eq!(body.as_deref(), Some("the `x-realtime-offset` header must be a number"));
+
+    let (ws, _) = tokio_tungstenite::connect_async(request(format!("ws://{addr}/ws"), &offset))
+        .await
+        .unwrap();
+    let mut alice = Client::new(ws);
+    let (news, _) = session(&mut alice).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(alice.next_frame().await["data"], "missed");
+}
+
+/// A hub whose `private` room is for its members only (the app's records): joining asks them,
+/// and so does the rejoin guard when a session comes back.
+fn private_hub(members: &std::sync::Arc<parking_lot::Mutex<Vec<String>>>) -> Hub {
+    let (join_members, rejoin_members) = (members.clone(), members.clone());
+    Hub::builder()
+        .auth(JwtAuth::hs256(SECRET))
+        .history(History::new().rooms("*"))
+        .on("join", move |s: Socket, Data(room): Data<String>| {
+            let member = join_members.lock().iter().any(|m| Some(m.as_str()) == s.user_id());
+            async move {
+                if room == "private" && !member {
+                    return Err(ErrorEvent::forbidden("members only"));
+                }
+                s.join(&room)?;
+                Ok::<_, ErrorEvent>(json!({ "joined": room }))
+            }
+        })
+        .on("whoami", |s: Socket| async move { json!({ "rooms": s.rooms() }) })
+        .guard_rejoin(move |s: Socket, room: String| {
+            let member = rejoin_members.lock().iter().any(|m| Some(m.as_str()) == s.user_id());
+            async move { room != "private" || member }
+        })
+        .build()
+}
+
+/// Alice (removed from `private` while offline) comes back with her session: neither the room
+/// nor what was said there; bob, still a member, gets both back.
+async fn removed_while_offline_gets_nothing_back(hub: &Hub, addr: SocketAddr, remove: impl FnOnce()) {
+    let control = gone_from(hub, addr, "bob", "private").await;
+    let alice = gone_from(hub, addr, "alice", "private").await;
+    remove();
+    hub.to_room("private").emit("said", &json!("secret"));
+
+    let mut back = connect_with(addr, "alice", &alice.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!([]));
+    assert_eq!(news["missed"], 0);
+    assert_eq!(back.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+    hub.to_room("private").emit("said", &json!("later"));
+    back.expect_no_event("said").await;
+
+    let mut bob = connect_with(addr, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["rooms"], json!(["private"]));
+    let mut said = Vec::new();
+    for _ in 0..3 {
+        said.push(bob.next_frame().await["data"].clone());
+    }
+    assert_eq!(said, [json!(0), json!("secret"), json!("later")], "all he missed");
+    hub.to_room("private").emit("said", &json!("live"));
+    assert_eq!(bob.expect_event("said").await, "live");
+}
+
+#[tokio::test]
+async fn a_user_removed_from_a_private_room_while_offline_does_not_get_it_back_by_recovering() {
+    let members = std::sync::Arc::new(parking_lot::Mutex::new(vec!["alice".to_owned(), "bob".to_owned()]));
+    let hub = private_hub(&members);
+    let addr = serve_hub(&hub).await;
+    // The app takes alice off its member list: the rejoin guard refuses her the room.
+    removed_while_offline_gets_nothing_back(&hub, addr, || members.lock().retain(|m| m != "alice")).await;
+}
+
+#[tokio::test]
+async fn a_user_the_hub_takes_out_of_a_room_while_offline_does_not_get_it_back_by_recovering() {
+    // No rejoin guard in the way: `leave_user` edits the sessions kept for alice.
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    removed_while_offline_gets_nothing_back(&hub, addr, || {
+        assert_eq!(hub.leave_user("alice", "private"), 0, "alice has no live connection");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_user_disconnected_by_the_app_while_offline_cannot_resume_a_session() {
+    let hub = test_hub(History::new().rooms("*"));
+    let addr = serve_hub(&hub).await;
+    let control = gone_from(&hub, addr, "bob", "general").await;
+    let alice = gone_from(&hub, addr, "alice", "general").await;
+    // A ban: the app puts alice out while she is away.
+    assert_eq!(hub.disconnect_user("alice"), 0);
+    hub.to_room("general").emit("said", &json!("after the ban"));
+    let mut back = connect_with(addr, "alice", &alice.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], false, "{news}");
+    assert_eq!(news["reason"], "unknown or expired session");
+    assert_eq!(back.call("whoami", json!(null)).await["data"]["rooms"], json!([]));
+    back.expect_no_event("said").await;
+
+    let mut bob = connect_with(addr, "bob", &control.query()).await;
+    let (news, _) = session(&mut bob).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(bob.next_frame().await["data"], 0);
+    assert_eq!(bob.next_frame().await["data"], "after the ban");
 }

@@ -308,3 +308,59 @@ async fn a_client_put_out_for_flooding_keeps_no_session_and_the_app_is_told_why(
     let connected = sio_connect(&s, "alice", json!({ "pid": pid, "offset": offset })).await;
     assert_ne!(connected["pid"], json!(pid), "put out by the server: not recovered");
 }
+
+#[tokio::test]
+async fn a_forged_offset_past_the_history_does_not_recover_nor_stall_live_events() {
+    let hub = hub(History::new().rooms("*"));
+    let addr = serve(app(&hub)).await;
+    // The control: bob drops, and comes back with what he was given.
+    let (control, control_pid, control_offset) = joined(&hub, addr, "bob", "general").await;
+    control.post("1").await;
+    assert!(eventually(|| hub.connection_count() == 0).await);
+    let (s, pid, offset) = joined(&hub, addr, "alice", "general").await;
+    s.post("1").await;
+    assert!(eventually(|| hub.connection_count() == 0).await);
+    hub.to_room("general").emit("said", &json!("missed"));
+
+    // Alice's own pid, with a position past the last offset given out.
+    let (epoch, _) = offset.rsplit_once('-').unwrap();
+    let (s, _) = Polling::open(addr).await;
+    let forged = format!("{epoch}-{}", u64::MAX);
+    let connected = sio_connect(&s, "alice", json!({ "pid": pid, "offset": forged })).await;
+    assert_ne!(connected["pid"], json!(pid), "not recovered");
+    // Live events reach her: nothing is held behind a recovery that never ends.
+    s.post(&format!("421{}", json!(["join", "general"]))).await;
+    s.until(|p| p.starts_with("431")).await;
+    hub.to_room("general").emit("said", &json!("live"));
+    assert_eq!(next_event(&s).await[..2], [json!("said"), json!("live")]);
+
+    let (s, _) = Polling::open(addr).await;
+    let connected = sio_connect(&s, "bob", json!({ "pid": control_pid, "offset": control_offset })).await;
+    assert_eq!(connected["pid"], json!(control_pid), "the control recovers");
+    assert_eq!(next_event(&s).await[..2], [json!("said"), json!("first")]);
+    assert_eq!(next_event(&s).await[..2], [json!("said"), json!("missed")]);
+}
+
+#[tokio::test]
+async fn a_pid_presented_by_another_user_does_not_recover_and_stays_with_its_owner() {
+    let hub = hub(History::new().rooms("*"));
+    let addr = serve(app(&hub)).await;
+    let (s, pid, offset) = joined(&hub, addr, "alice", "general").await;
+    s.post("1").await;
+    assert!(eventually(|| hub.connection_count() == 0).await);
+    hub.to_room("general").emit("said", &json!("missed"));
+
+    // Mallory presents alice's pid and offset: a new session, no rooms, nothing replayed.
+    let (m, _) = Polling::open(addr).await;
+    let connected = sio_connect(&m, "mallory", json!({ "pid": pid, "offset": offset })).await;
+    assert_ne!(connected["pid"], json!(pid), "not recovered");
+    m.post("421[\"rooms\"]").await;
+    assert_eq!(m.until(|p| p.starts_with("431")).await, "431[[]]");
+
+    // Alice still has her session.
+    let (s, _) = Polling::open(addr).await;
+    let connected = sio_connect(&s, "alice", json!({ "pid": pid, "offset": offset })).await;
+    assert_eq!(connected["pid"], json!(pid), "the owner recovers");
+    assert_eq!(next_event(&s).await[..2], [json!("said"), json!("missed")]);
+    assert_eq!((hub.counters().recovered, hub.counters().not_recovered), (1, 1));
+}

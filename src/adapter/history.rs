@@ -12,7 +12,10 @@
 //!   (connection ids left out, comma separated) and `t` (when, in ms by Redis's clock).
 //! - `P:h:<epoch>:w:<stream>`, a string: the highest offset evicted from the stream.
 //! - `P:h:session:<id>`, a string: a dropped connection's session (JSON), kept for
-//!   `session_ttl` and taken once.
+//!   `session_ttl` and taken once, by its owner only.
+//! - `P:h:revoked:<user>`, a hash: room (empty: every session) → the offset as of which the
+//!   app took the user out of it (`Hub::leave_user`, `Hub::disconnect_user`), for
+//!   `session_ttl`.
 //!
 //! The hub's side (what to keep, how to recover) is in the hub's `cluster` module.
 
@@ -111,7 +114,8 @@ return evicted
 /// `ARGV`: 1 the session's epoch, 2 `P:h:`, 3 `max_age` (ms), 4 `max_replay`, then pairs of
 /// a stream and the offset after which its events are wanted. Returns `{epoch, last offset,
 /// status}`, and with the status `ok` the events of each stream (`XRANGE` replies); other
-/// statuses: `epoch` (changed), `evicted`, `too_many`.
+/// statuses: `epoch` (changed), `offset` (a wanted offset past the last one given out),
+/// `evicted`, `too_many`.
 const READ: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
 local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
@@ -123,6 +127,7 @@ local out = {epoch, seq, 'ok'}
 local total = 0
 for i = 5, #ARGV - 1, 2 do
   local from = ARGV[i + 1]
+  if tonumber(from) > seq then return {epoch, seq, 'offset'} end
   local mark = tonumber(redis.call('GET', base .. 'w:' .. ARGV[i]) or '0')
   if mark > tonumber(from) then return {epoch, seq, 'evicted'} end
   local entries = redis.call('XRANGE', base .. 's:' .. ARGV[i], '(0-' .. from, '+', 'COUNT', limit + 1)
@@ -138,12 +143,46 @@ end
 return out
 "#;
 
+/// Takes a session (`KEYS[1]`) for its owner: `ARGV[1]` is `1` for a user (`ARGV[2]`), `0`
+/// for an anonymous connection; `ARGV[3]` the namespace. Returns `{session, revocations}`,
+/// the session deleted, with the user's revocations (`KEYS[2]`, a user's only: `HGETALL`);
+/// or nothing when there is none, or it is another user's or namespace's (then it stays).
+const TAKE: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local ok, session = pcall(cjson.decode, raw)
+if not ok or type(session) ~= 'table' then return false end
+local owner = session['user']
+if owner == cjson.null then owner = nil end
+local user = nil
+if ARGV[1] == '1' then user = ARGV[2] end
+if owner ~= user or session['ns'] ~= ARGV[3] then return false end
+redis.call('DEL', KEYS[1])
+local revoked = {}
+if #KEYS >= 2 then revoked = redis.call('HGETALL', KEYS[2]) end
+return {raw, revoked}
+"#;
+
+/// Takes a user (`KEYS[2]`, their revocations) out of a room (`ARGV[1]`; empty: out of every
+/// session kept so far) as of the last offset given out (`KEYS[1]`, `P:h`): a session kept
+/// for them with the room joined at or before it does not get it back (with an empty room: a
+/// session begun at or before it is not resumed). `ARGV[2]`: how long it is kept (ms, the
+/// sessions' time to live).
+pub(crate) const REVOKE: &str = r#"
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local old = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if seq > old then redis.call('HSET', KEYS[2], ARGV[1], seq) end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return seq
+"#;
+
 /// The history scripts (sent by their SHA1; the publisher loads `append` in each pipeline
 /// that runs it, so a Redis that restarted or flushed its scripts does not fail it).
 pub(crate) struct HistoryScripts {
     pub(crate) epoch: Script,
     pub(crate) append: Script,
     pub(crate) read: Script,
+    pub(crate) take: Script,
     /// The source of `append`, for `SCRIPT LOAD`.
     pub(crate) append_source: String,
 }
@@ -156,6 +195,7 @@ impl HistoryScripts {
             epoch: Script::new(&source(EPOCH)),
             append: Script::new(&append_source),
             read: Script::new(&source(READ)),
+            take: Script::new(TAKE),
             append_source,
         }
     }
@@ -205,6 +245,12 @@ impl HistoryKeys {
 
     pub(crate) fn session(&self, id: &str) -> String {
         format!("{}session:{id}", self.base)
+    }
+
+    /// `P:h:revoked:<user>`, a hash: room (empty: every session) → the offset as of which the
+    /// user was taken out of it.
+    pub(crate) fn revoked(&self, user: &str) -> String {
+        format!("{}revoked:{user}", self.base)
     }
 }
 
@@ -294,6 +340,39 @@ pub(crate) fn read_invocation<'a>(
     invocation
 }
 
+/// The take invocation: session `id`, for `user` (none: anonymous) in namespace `ns`.
+pub(crate) fn take_invocation<'a>(
+    scripts: &'a HistoryScripts,
+    keys: &HistoryKeys,
+    id: &str,
+    user: Option<&str>,
+    ns: &str,
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = scripts.take.prepare_invoke();
+    invocation.key(keys.session(id));
+    if let Some(user) = user {
+        invocation.key(keys.revoked(user));
+    }
+    invocation
+        .arg(if user.is_some() { "1" } else { "0" })
+        .arg(user.unwrap_or(""))
+        .arg(ns);
+    invocation
+}
+
+/// The revoke script's invocation, as a command for the publisher: `user` out of `room`
+/// (empty: out of every session kept so far), remembered for `ttl`.
+pub(crate) fn revoke_cmd(keys: &HistoryKeys, user: &str, room: &str, ttl: Duration) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(REVOKE)
+        .arg(2)
+        .arg(&keys.meta)
+        .arg(keys.revoked(user))
+        .arg(room)
+        .arg(ms(ttl).max(1));
+    cmd
+}
+
 /// One event read back from a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredEvent {
@@ -317,6 +396,8 @@ pub(crate) enum Missed {
     /// The history is of another epoch than the session's (`epoch` is the current one, empty
     /// when there is none).
     EpochChanged { epoch: String },
+    /// A wanted offset is past the last one given out: never given out.
+    UnknownOffset,
     /// Some of the wanted events were evicted.
     Evicted,
     /// More than `max_replay` events.
@@ -361,6 +442,7 @@ pub(crate) fn parse_missed(v: &Value) -> Result<Missed, Malformed> {
     let upto = number(upto)?;
     match text(status)?.as_str() {
         "epoch" => return Ok(Missed::EpochChanged { epoch }),
+        "offset" => return Ok(Missed::UnknownOffset),
         "evicted" => return Ok(Missed::Evicted),
         "too_many" => return Ok(Missed::TooMany),
         "ok" => {}

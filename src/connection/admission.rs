@@ -9,7 +9,7 @@
 //! | 4. the user's connect rate ([`Config::connect_rate_per_user`](crate::Config::connect_rate_per_user)); the client address's ([`connect_rate_per_address`](crate::Config::connect_rate_per_address)), for an anonymous connection or with [`address_limits_for_users`](crate::Config::address_limits_for_users), when the address is known | `ConnectRate`, `AddressRate` |
 //! | 5. a slot: [`max_connections`](crate::Config::max_connections), [`max_connections_per_user`](crate::Config::max_connections_per_user), [`max_connections_per_address`](crate::Config::max_connections_per_address) (as in 4) | `HubFull`, `UserFull`, `AddressFull` |
 //! | 6. the namespace's connect guards | `Guard` |
-//! | 7. recovery: the client's session resumed (or a new one), after closing a connection that still holds it (`4002`) | (never refuses: the client is told whether it recovered) |
+//! | 7. recovery: the client's session resumed (or a new one), after closing a connection that still holds it (`4002`); back in the session's rooms that the rejoin guard allows | (never refuses: the client is told whether it recovered) |
 //! | 8. the connect hook (the user is online while it runs; presence is announced once it accepts) | `Guard` |
 //!
 //! Steps 1–5 ([`admit`]) need no connection, so the native WebSocket runs them before it
@@ -229,7 +229,8 @@ pub(crate) async fn enter(
                     Ask::New => None,
                     Ask::Resume(resume) => Some(resume),
                 };
-                hub.recover(ns, conn, resume, |news| hello(Some(news))).await;
+                let rejoin = |rooms| ns.gateway().rejoinable(socket, rooms);
+                hub.recover(ns, conn, resume, rejoin, |news| hello(Some(news))).await;
             }
             None => conn.send_all(hello(None)),
         }

@@ -10,7 +10,7 @@
 //! | no `Connection: upgrade` / no `Upgrade: websocket` / no or bad `Sec-WebSocket-Key` / no `Sec-WebSocket-Version` | 400 |
 //! | `Sec-WebSocket-Version` is not 13 | 426, `Sec-WebSocket-Version: 13` |
 //! | the server did not enable HTTP/1.1 upgrades | 500 |
-//! | a malformed `session`, `epoch` or `offset` query parameter (recovery) | 400 |
+//! | a malformed `session`, `epoch` or `offset` query parameter or `x-realtime-session`, `x-realtime-epoch` or `x-realtime-offset` header, or a session in both (recovery) | 400 |
 //! | the hub is shutting down | 503 |
 //! | `Origin` not allowed | 403 |
 //! | authentication fails | 401, `{"error": "..."}` |
@@ -38,7 +38,7 @@ use super::{
 use crate::{
     auth::{extract_token, SUBPROTOCOL},
     hub::{
-        history::{random_id, Ask, Recovery, Resume},
+        history::{random_id, Ask, Recovery, Resume, MAX_RECOVERY_TOKEN},
         Conn, Hub, NsInner, Rejection,
     },
     util::query_param,
@@ -208,7 +208,7 @@ pub(crate) fn handshake<ReqBody>(
     ns: Arc<NsInner>,
     mut req: Request<ReqBody>,
 ) -> BoxFuture<'static, Response<Bytes>> {
-    let checked = check_upgrade(&req).and_then(|()| recovery_ask(req.uri().query()));
+    let checked = check_upgrade(&req).and_then(|()| recovery_ask(req.uri().query(), req.headers()));
     let ask = match checked {
         Ok(ask) => ask,
         Err(refusal) => return Box::pin(std::future::ready(refusal.into_response(&hub))),
@@ -276,31 +276,54 @@ pub(crate) fn handshake<ReqBody>(
     })
 }
 
-/// Longest session id or epoch a client may present.
-const MAX_RECOVERY_TOKEN: usize = 64;
+/// The headers that carry a session to resume, out of the URL (and so out of access logs).
+const SESSION_HEADER: &str = "x-realtime-session";
+const EPOCH_HEADER: &str = "x-realtime-epoch";
+const OFFSET_HEADER: &str = "x-realtime-offset";
 
-/// What the query asks of recovery: nothing; a session (`recover=1`); or to resume one
-/// (`session`, with the `epoch` and `offset` of the last event received when there was one).
-fn recovery_ask(query: Option<&str>) -> Result<Option<Ask>, HttpRefusal> {
-    let get = |name: &str| -> Result<Option<String>, HttpRefusal> {
-        match query_param(query, name) {
+/// What the handshake asks of recovery: nothing; a session (`recover=1`); or to resume one
+/// (`session`, with the `epoch` and `offset` of the last event received when there was one),
+/// given in the query or in the headers `x-realtime-session`, `x-realtime-epoch` and
+/// `x-realtime-offset` (one place or the other, not both).
+fn recovery_ask(query: Option<&str>, headers: &HeaderMap) -> Result<Option<Ask>, HttpRefusal> {
+    // An empty header is no session: `recover` is then read from the query, as without it.
+    let in_headers = headers.get(SESSION_HEADER).is_some_and(|v| !v.is_empty());
+    let get = |name: &str, header: &str| -> Result<Option<String>, HttpRefusal> {
+        let value = match in_headers {
+            false => query_param(query, name).map(|v| v.map_err(|_| ())),
+            true => (headers.get(header)).map(|v| v.to_str().map(str::to_owned).map_err(|_| ())),
+        };
+        let place = match in_headers {
+            false => format!("`{name}` query parameter"),
+            true => format!("`{header}` header"),
+        };
+        match value {
             None => Ok(None),
             Some(Ok(v)) if v.len() <= MAX_RECOVERY_TOKEN => Ok(Some(v)),
-            Some(_) => Err(HttpRefusal::bad(&format!("malformed `{name}` query parameter"))),
+            Some(_) => Err(HttpRefusal::bad(&format!("malformed {place}"))),
         }
     };
-    let Some(session) = get("session")?.filter(|s| !s.is_empty()) else {
-        return Ok(get("recover")?
+    if in_headers
+        && ["session", "epoch", "offset"]
+            .iter()
+            .any(|p| query_param(query, p).is_some())
+    {
+        return Err(HttpRefusal::bad(
+            "the session is given both in the query and in the `x-realtime-session` header",
+        ));
+    }
+    let Some(session) = get("session", SESSION_HEADER)?.filter(|s| !s.is_empty()) else {
+        return Ok(get("recover", SESSION_HEADER)?
             .is_some_and(|v| v != "0" && v != "false")
             .then_some(Ask::New));
     };
-    let epoch = get("epoch")?.filter(|e| !e.is_empty());
-    let offset = match get("offset")?.filter(|o| !o.is_empty()) {
+    let epoch = get("epoch", EPOCH_HEADER)?.filter(|e| !e.is_empty());
+    let offset = match get("offset", OFFSET_HEADER)?.filter(|o| !o.is_empty()) {
         None => None,
-        Some(o) => Some(
-            o.parse::<u64>()
-                .map_err(|_| HttpRefusal::bad("the `offset` query parameter must be a number"))?,
-        ),
+        Some(o) => Some(o.parse::<u64>().map_err(|_| match in_headers {
+            false => HttpRefusal::bad("the `offset` query parameter must be a number"),
+            true => HttpRefusal::bad("the `x-realtime-offset` header must be a number"),
+        })?),
     };
     Ok(Some(Ask::Resume(Resume {
         session,

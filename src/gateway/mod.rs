@@ -53,6 +53,7 @@ impl<E: fmt::Display> IntoConnectResult for Result<(), E> {
 pub(crate) type RawHandler = Arc<dyn Fn(Socket, RawMessage) -> BoxFuture<'static, ()> + Send + Sync>;
 type ConnectHook = Arc<dyn Fn(Socket) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 type DisconnectHook = Arc<dyn Fn(Socket, DisconnectReason) -> BoxFuture<'static, ()> + Send + Sync>;
+type RejoinGuard = Arc<dyn Fn(Socket, String) -> BoxFuture<'static, bool> + Send + Sync>;
 
 /// One event's handler, with its guards and its own rate limit.
 #[derive(Clone)]
@@ -80,6 +81,7 @@ pub(crate) struct Gateway {
     pub(crate) rate: Option<RateLimit>,
     on_connect: Option<ConnectHook>,
     on_disconnect: Option<DisconnectHook>,
+    rejoin: Option<RejoinGuard>,
 }
 
 /// One event from a client, whatever its protocol.
@@ -198,6 +200,29 @@ impl Gateway {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_disconnect = Some(Arc::new(move |s, r| Box::pin(hook(s, r))));
+    }
+
+    pub(crate) fn set_rejoin_guard<F, Fut>(&mut self, guard: F)
+    where
+        F: Fn(Socket, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.rejoin = Some(Arc::new(move |s, room| Box::pin(guard(s, room))));
+    }
+
+    /// The rooms of a restored session that the rejoin guard lets the socket back in (all of
+    /// them without a guard), each asked in turn.
+    pub(crate) async fn rejoinable(&self, socket: &Socket, rooms: Vec<Arc<str>>) -> Vec<Arc<str>> {
+        let Some(guard) = &self.rejoin else { return rooms };
+        let mut allowed = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            if guard(socket.clone(), room.to_string()).await {
+                allowed.push(room);
+            } else {
+                tracing::debug!(conn = %socket.id(), %room, "recovery: the rejoin guard kept the connection out of a room");
+            }
+        }
+        allowed
     }
 
     /// Runs the connect guards.

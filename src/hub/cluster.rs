@@ -254,7 +254,7 @@ pub(super) fn keep_session(hub: &Hub, history: &HistoryState, id: &str, saved: &
     }
 }
 
-/// Takes the session `resume` names from Redis (once), when this client may have it.
+/// Takes the session `resume` names from Redis (once), when this client's user is its owner.
 pub(super) async fn take_session(
     hub: &Hub,
     user: Option<&Arc<str>>,
@@ -264,8 +264,12 @@ pub(super) async fn take_session(
     let Some(cluster) = &hub.inner.cluster else {
         return Err(NotRecovered::Unavailable);
     };
-    let json = match cluster.adapter.take_session(&resume.session).await {
-        Ok(Some(json)) => json,
+    // Taken only for its owner (the script compares): anyone else finds nothing.
+    let (json, revoked) = match (cluster.adapter)
+        .take_session(&resume.session, user.map(|u| &**u), ns)
+        .await
+    {
+        Ok(Some(taken)) => taken,
         Ok(None) => return Err(NotRecovered::UnknownSession),
         Err(e) => {
             tracing::debug!(error = %e, "history: the session could not be read");
@@ -277,8 +281,18 @@ pub(super) async fn take_session(
         return Err(NotRecovered::EpochChanged);
     }
     if stored.user.as_deref() != user.map(|u| &**u) || *stored.ns != **ns {
-        return Err(NotRecovered::WrongUser);
+        return Err(NotRecovered::UnknownSession);
     }
+    // What the app took the user out of meanwhile (`Hub::disconnect_user`, `Hub::leave_user`):
+    // a session begun before is not resumed; a room joined before is not restored. At the
+    // same offset, the revocation wins.
+    if revoked.get("").is_some_and(|at| stored.since <= *at) {
+        return Err(NotRecovered::UnknownSession);
+    }
+    let mut stored = stored;
+    stored
+        .rooms
+        .retain(|(room, joined)| revoked.get(room).is_none_or(|at| joined > at));
     Ok(Saved {
         user: stored.user.map(Arc::from),
         ns: ns.clone(),
@@ -288,6 +302,39 @@ pub(super) async fn take_session(
         conns: SmallVec::from_vec(stored.conns),
         at: std::time::Instant::now(),
     })
+}
+
+/// Takes `user` out of `room` (`None`: out of every session) in the sessions kept for them in
+/// Redis, and (for a room) makes their connections on the other nodes leave it.
+pub(super) fn revoke(hub: &Hub, history: &HistoryState, user: &str, room: Option<&str>) {
+    let Some(cluster) = &hub.inner.cluster else { return };
+    if !(cluster.adapter).revoke(user, room.unwrap_or(""), history.cfg.session_ttl) {
+        tracing::warn!(
+            user,
+            "history: Redis unreachable or busy, kept sessions were not edited"
+        );
+    }
+    let Some(room) = room else { return };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(
+            user,
+            room,
+            "leave_user outside a tokio runtime: the other nodes are not asked"
+        );
+        return;
+    };
+    let (hub, user, room) = (hub.clone(), user.to_owned(), room.to_owned());
+    runtime.spawn(async move {
+        for ns in hub.namespaces() {
+            let query = Query::ConnectionsOf {
+                ns: ns.clone(),
+                user: user.clone(),
+            };
+            for id in hub.gather::<u64>(query, Vec::new()).await.value {
+                hub.leave(ConnectionId(id), &room);
+            }
+        }
+    });
 }
 
 /// Reads from Redis what a session missed after `offset`, in offset order, one each, and the
@@ -319,8 +366,11 @@ pub(super) async fn read_missed(
             }
             Err(NotRecovered::EpochChanged)
         }
+        Ok(Missed::UnknownOffset) => Err(NotRecovered::UnknownOffset),
         Ok(Missed::Evicted) => Err(NotRecovered::Evicted),
         Ok(Missed::TooMany) => Err(NotRecovered::TooMany),
+        // A position past the last offset given out was never given out.
+        Ok(Missed::Events { upto, .. }) if offset > upto => Err(NotRecovered::UnknownOffset),
         Ok(Missed::Events { upto, events, .. }) => {
             let mut out: Vec<Arc<Entry>> = (events.into_iter())
                 .filter(|e| !e.except.iter().any(|id| saved.conns.contains(id)))

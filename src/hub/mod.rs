@@ -214,6 +214,34 @@ impl Hub {
             .unwrap_or_else(|| self.remote(|| RemoteOp::Leave(id, room)))
     }
 
+    /// Takes `user` out of `room`, in every namespace: their live connections leave it, and
+    /// the sessions of their dropped connections forget it, so that recovering one brings
+    /// back neither the room nor the events sent there meanwhile (a removal from a private
+    /// room). Returns how many live connections on this node left it.
+    ///
+    /// In a cluster, the user's connections on the other nodes are asked to leave (in the
+    /// background), and the sessions kept in Redis are edited as of the last offset given out:
+    /// a session that joined the room at or before it does not get it back. For rules the app
+    /// keeps itself, the rejoin guard
+    /// ([`HubBuilder::guard_rejoin`](crate::HubBuilder::guard_rejoin)) is asked at every
+    /// recovery.
+    pub fn leave_user(&self, user: &str, room: &str) -> usize {
+        match &self.inner.history {
+            #[cfg(feature = "redis")]
+            Some(history) if history.shared => cluster::revoke(self, history, user, Some(room)),
+            Some(history) => history.forget_room(user, room),
+            None => {}
+        }
+        let mut left = 0;
+        for ns in self.inner.namespaces.values() {
+            let conns: Vec<_> = (ns.registry.users.get(user))
+                .map(|c| c.values().cloned().collect())
+                .unwrap_or_default();
+            left += conns.iter().filter(|conn| ns.registry.leave(conn, room)).count();
+        }
+        left
+    }
+
     /// Sends an action for a connection that is not on this node to the other nodes.
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     fn remote<'a>(&self, op: impl FnOnce() -> RemoteOp<'a>) -> bool {
@@ -252,12 +280,20 @@ impl Hub {
     }
 
     /// Closes every connection of a user, in every namespace and, in a cluster, on every node
-    /// (close code `4000`). Returns how many were on this node.
+    /// (close code `4000`), and drops the sessions kept for their dropped connections, so that
+    /// none is resumed (a ban). Returns how many were on this node.
     pub fn disconnect_user(&self, user: &str) -> usize {
         #[cfg(feature = "redis")]
         if let Some(cluster) = &self.inner.cluster {
             let op = crate::adapter::Op::DisconnectUser { user: user.to_owned() };
             cluster.adapter.publish(&op);
+        }
+        // Their dropped connections' sessions go too: none of them resumes.
+        match &self.inner.history {
+            #[cfg(feature = "redis")]
+            Some(history) if history.shared => cluster::revoke(self, history, user, None),
+            Some(history) => history.forget_user(user),
+            None => {}
         }
         self.disconnect_user_locally(user)
     }

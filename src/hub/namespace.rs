@@ -26,6 +26,7 @@ pub(crate) enum JoinError {
     EmptyName,
     NameTooLong(usize),
     TooManyRooms(usize),
+    Gone,
 }
 
 impl fmt::Display for JoinError {
@@ -34,6 +35,7 @@ impl fmt::Display for JoinError {
             Self::EmptyName => f.write_str("room name must not be empty"),
             Self::NameTooLong(max) => write!(f, "room name longer than {max} bytes"),
             Self::TooManyRooms(max) => write!(f, "too many rooms: at most {max} per connection"),
+            Self::Gone => f.write_str("the connection has ended"),
         }
     }
 }
@@ -65,6 +67,7 @@ impl NsInner {
             }
             Join::AlreadyIn => Ok(false),
             Join::TooManyRooms => Err(JoinError::TooManyRooms(cfg.max_rooms_per_connection)),
+            Join::Gone => Err(JoinError::Gone),
         }
     }
 }

@@ -168,6 +168,8 @@ pub(crate) enum Join {
     Joined,
     AlreadyIn,
     TooManyRooms,
+    /// The connection was removed (it ended).
+    Gone,
 }
 
 impl Registry {
@@ -182,12 +184,18 @@ impl Registry {
         }
     }
 
-    /// Removes a connection from its rooms, its user and the namespace.
+    /// Removes a connection from the namespace, its rooms and its user.
+    ///
+    /// Unregistered first: a [`join`](Self::join) racing with this one either added its room
+    /// before the rooms were taken (and this removes it from the room), or sees the connection
+    /// unregistered when it is done, and undoes itself. Either way no room keeps a connection
+    /// that is gone (and its queue). Each map's lock orders the two: if the join finds the
+    /// connection still registered, its room was in place before this unregistered it.
     pub(crate) fn remove(&self, conn: &Arc<Conn>) {
+        self.conns.remove(&conn.id);
         for room in conn.take_rooms() {
             self.remove_from_room(&room, conn.id);
         }
-        self.conns.remove(&conn.id);
         if let Some(user) = conn.identity.user_key() {
             if let Entry::Occupied(mut e) = self.users.entry(user.clone()) {
                 e.get_mut().remove(&conn.id);
@@ -205,6 +213,13 @@ impl Registry {
         }
         let key: Arc<str> = Arc::from(room);
         self.rooms.entry(key).or_default().insert(conn.id, conn.clone());
+        // Removed meanwhile (see `remove`): its rooms may have been taken before this one was
+        // added, so nothing else would take it out again.
+        if !self.conns.contains_key(&conn.id) {
+            conn.remove_room(room);
+            self.remove_from_room(room, conn.id);
+            return Join::Gone;
+        }
         Join::Joined
     }
 
@@ -228,5 +243,76 @@ impl Registry {
                 self.rooms.remove_if(room, |_, m| m.is_empty());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::auth::Identity;
+
+    /// Waits (spinning) until `n` parties have arrived, so that they start together.
+    fn start_together(arrived: &AtomicUsize, n: usize) {
+        arrived.fetch_add(1, Ordering::AcqRel);
+        while arrived.load(Ordering::Acquire) < n {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_join_racing_with_the_removal_leaves_no_dead_connection_in_a_room() {
+        let registry = Arc::new(Registry::default());
+        // A connection that stays: joins of live connections are kept.
+        let identity = Identity::user("control", Default::default());
+        let (control, _control_rx) = Conn::new(ConnectionId(u64::MAX), identity, 8, None);
+        registry.insert(&control);
+        for round in 0..1000u64 {
+            let identity = Identity::user(format!("u{}", round % 7), Default::default());
+            let (conn, _rx) = Conn::new(ConnectionId(round), identity, 8, None);
+            registry.insert(&conn);
+            let arrived = Arc::new(AtomicUsize::new(0));
+            let joiner = {
+                let (registry, conn, arrived) = (registry.clone(), conn.clone(), arrived.clone());
+                tokio::spawn(async move {
+                    start_together(&arrived, 2);
+                    for room in ["a", "b", "c", "d"] {
+                        registry.join(&conn, room, 16);
+                    }
+                })
+            };
+            let remover = {
+                let (registry, conn) = (registry.clone(), conn.clone());
+                tokio::spawn(async move {
+                    start_together(&arrived, 2);
+                    registry.remove(&conn);
+                })
+            };
+            joiner.await.unwrap();
+            remover.await.unwrap();
+            assert_eq!(
+                registry.join(&control, "a", 16),
+                if round == 0 { Join::Joined } else { Join::AlreadyIn }
+            );
+        }
+        // No room holds a connection that is no longer registered (nor its queue).
+        for room in registry.rooms.iter() {
+            for id in room.value().keys() {
+                assert!(
+                    registry.conns.contains_key(id),
+                    "room {} holds removed connection {id}",
+                    room.key()
+                );
+            }
+        }
+        assert_eq!(registry.conns.len(), 1);
+        let members: Vec<_> = registry
+            .rooms
+            .iter()
+            .map(|r| (r.key().to_string(), r.value().len()))
+            .collect();
+        assert_eq!(members, [("a".to_owned(), 1)], "the control alone, in its room");
+        assert_eq!(registry.users.len(), 1);
     }
 }

@@ -29,7 +29,7 @@ use crate::{
     },
     gateway::{Incoming, RateState, Refused, Socket},
     hub::{
-        history::{random_id, Ask, Recovery, Resume, SessionNews},
+        history::{random_id, Ask, Recovery, Resume, SessionNews, MAX_RECOVERY_TOKEN},
         Conn, DisconnectReason, Hub, NsInner, Proto,
     },
     outbox::{self, Frame},
@@ -577,10 +577,18 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
 /// across sessions, so a client whose session began after a restart, and that has had no
 /// history event since, still presents one from before. Its session, if it is of this epoch,
 /// has everything since it began; if it is not, it does not recover.
+///
+/// A `pid` longer than any id given out (the native session id's limit) names no session: it
+/// is not looked up, nor copied, and the client does not recover (`unknown session`).
 fn recovery_ask(data: Option<&Value>, epoch: Option<&str>) -> Option<Resume> {
     let pid = data?.get("pid")?.as_str()?;
     let mut resume = Resume {
-        session: pid.to_owned(),
+        // An empty id is never one given out.
+        session: if pid.len() <= MAX_RECOVERY_TOKEN {
+            pid.to_owned()
+        } else {
+            String::new()
+        },
         ..Resume::default()
     };
     match data?.get("offset") {
@@ -607,7 +615,20 @@ impl std::fmt::Debug for Session {
 
 #[cfg(test)]
 mod tests {
-    use super::detach;
+    use super::{detach, recovery_ask, MAX_RECOVERY_TOKEN};
+
+    #[test]
+    fn a_pid_longer_than_any_given_out_names_no_session() {
+        let pid = "a".repeat(MAX_RECOVERY_TOKEN + 1);
+        let data = serde_json::json!({ "pid": pid, "offset": "ab-3" });
+        let resume = recovery_ask(Some(&data), None).expect("a resume, that recovers nothing");
+        assert_eq!(resume.session, "", "not copied, never found");
+        let data = serde_json::json!({ "pid": "a".repeat(MAX_RECOVERY_TOKEN) });
+        assert_eq!(
+            recovery_ask(Some(&data), None).unwrap().session.len(),
+            MAX_RECOVERY_TOKEN
+        );
+    }
 
     #[test]
     fn a_detached_head_keeps_method_uri_version_and_headers_but_not_extensions() {

@@ -8,7 +8,7 @@
 //! `heartbeat`, and `warn` (outage warnings).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fmt,
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -205,18 +205,35 @@ impl RedisAdapter {
         shared.out.try_send(Outgoing::Command(cmd)).is_ok()
     }
 
-    /// Takes a kept session, once (`GETDEL`): `None` when there is none (it expired, was
-    /// taken already, or never existed).
-    pub(crate) async fn take_session(&self, id: &str) -> Result<Option<String>, RedisAdapterError> {
+    /// Takes a kept session, once, for its owner: `user` (none for an anonymous connection)
+    /// in namespace `ns`, with the user's revocations (room, or empty for every session → the
+    /// offset as of which). `None` when there is none (it expired, was taken already, or never
+    /// existed) or it is someone else's, which is then left in place (one script compares and
+    /// deletes: see `docs/cluster.md`).
+    pub(crate) async fn take_session(
+        &self,
+        id: &str,
+        user: Option<&str>,
+        ns: &str,
+    ) -> Result<Option<(String, HashMap<String, u64>)>, RedisAdapterError> {
         if !history::plausible_session(id) {
             return Ok(None);
         }
         let shared = self.shared();
-        let mut cmd = redis::cmd("GETDEL");
-        cmd.arg(shared.history_keys.session(id));
-        let mut conn = shared.conn();
-        let result = timed(shared.options.command_timeout, cmd.query_async(&mut conn)).await;
-        shared.track(result)
+        let invocation = history::take_invocation(&shared.history_scripts, &shared.history_keys, id, user, ns);
+        shared.invoke(&invocation).await
+    }
+
+    /// Takes `user` out of `room` (empty: out of every session kept so far) in the sessions
+    /// kept for them, as of the last offset given out, for `ttl`. Never waits: queued for the
+    /// publisher. Returns `false` when it could not be queued.
+    pub(crate) fn revoke(&self, user: &str, room: &str, ttl: Duration) -> bool {
+        let shared = self.shared();
+        if shared.closed.load(Ordering::Relaxed) || !shared.link_up.load(Ordering::Relaxed) {
+            return false;
+        }
+        let cmd = history::revoke_cmd(&shared.history_keys, user, room, ttl);
+        shared.out.try_send(Outgoing::Command(cmd)).is_ok()
     }
 
     /// The history's epoch and last offset (a new epoch is made when Redis has none).

@@ -48,7 +48,7 @@ use std::time::Duration;
 pub(crate) use entry::NewEvent;
 use glob::glob;
 pub(crate) use recovery::{Offer, Recovery, SessionNews};
-pub(crate) use sessions::{Ask, Resume};
+pub(crate) use sessions::{Ask, Resume, MAX_RECOVERY_TOKEN};
 pub(crate) use store::{random_id, HistoryState, StreamKey};
 
 /// What a hub keeps for clients that reconnect, and for how long. History is off unless a

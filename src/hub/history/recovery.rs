@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Instant,
@@ -26,14 +26,13 @@ use crate::{
     protocol::close_code,
 };
 
-/// Marks a connection whose live history events are held while it recovers.
-const HOLD: u64 = u64::MAX;
-
 /// The recovery side of a connection: its session, and the hold while it recovers.
 pub(crate) struct Recovery {
     session: Mutex<Arc<str>>,
-    /// [`HOLD`] while recovering; afterwards the highest offset replayed (live history events
-    /// at or below it were in the replay and are skipped).
+    /// Set while recovering: live history events are held.
+    holding: AtomicBool,
+    /// The highest offset replayed (live history events at or below it were in the replay and
+    /// are skipped). Any `u64` is a position: the hold is a flag of its own.
     skip_upto: AtomicU64,
     held: Mutex<Vec<(u64, Frame)>>,
     /// The offset at which the connection joined each room.
@@ -42,7 +41,7 @@ pub(crate) struct Recovery {
     conns: Mutex<SmallVec<[u64; 4]>>,
     /// Set once the connection ended and its session was kept (or let go): a transport that
     /// keeps it early, before a slow close handshake, is not kept again at retirement.
-    ended: std::sync::atomic::AtomicBool,
+    ended: AtomicBool,
 }
 
 impl fmt::Debug for Recovery {
@@ -69,12 +68,13 @@ impl Recovery {
     pub(crate) fn new(session: Arc<str>, since: u64, conn: ConnectionId) -> Self {
         Self {
             session: Mutex::new(session),
+            holding: AtomicBool::new(false),
             skip_upto: AtomicU64::new(0),
             held: Mutex::default(),
             joined: Mutex::default(),
             since: AtomicU64::new(since),
             conns: Mutex::new(SmallVec::from_elem(conn.0, 1)),
-            ended: std::sync::atomic::AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -84,11 +84,10 @@ impl Recovery {
 
     /// A live history event for this connection.
     pub(crate) fn offer(&self, seq: u64, msg: Frame, cap: usize) -> Offer {
-        let skip = self.skip_upto.load(Ordering::Acquire);
-        if skip == HOLD {
+        if self.holding.load(Ordering::Acquire) {
             let mut held = self.held.lock();
             // The recovery may have finished meanwhile.
-            if self.skip_upto.load(Ordering::Acquire) == HOLD {
+            if self.holding.load(Ordering::Acquire) {
                 if held.len() >= cap {
                     return Offer::Full;
                 }
@@ -98,7 +97,8 @@ impl Recovery {
             drop(held);
             return self.offer(seq, msg, cap);
         }
-        if seq <= skip {
+        // `release` stores the skip before it clears the hold.
+        if seq <= self.skip_upto.load(Ordering::Acquire) {
             Offer::Skip
         } else {
             Offer::Send(msg)
@@ -106,7 +106,7 @@ impl Recovery {
     }
 
     fn hold(&self) {
-        self.skip_upto.store(HOLD, Ordering::Release);
+        self.holding.store(true, Ordering::Release);
     }
 
     /// Ends the hold: queues `first` (what tells the client), then the replay merged with the
@@ -121,12 +121,17 @@ impl Recovery {
         all.extend(merge(replay, live));
         conn.send_all(all);
         self.skip_upto.store(skip, Ordering::Release);
+        self.holding.store(false, Ordering::Release);
     }
 
     /// Forgets which offsets the replay covered: they belonged to another epoch.
     #[cfg(feature = "redis")]
     pub(crate) fn forget_replay(&self) {
-        let _ = (self.skip_upto).fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| (s != HOLD).then_some(0));
+        // While holding, the release to come sets the skip (under the same lock).
+        let _held = self.held.lock();
+        if !self.holding.load(Ordering::Acquire) {
+            self.skip_upto.store(0, Ordering::Release);
+        }
     }
 
     /// A new session starts no earlier than `seq`.
@@ -266,15 +271,21 @@ impl SessionNews<'_> {
 
 impl Hub {
     /// Starts a registered connection's recovery session: a new one, or `resume`d (rooms
-    /// restored, missed events queued). `answer` gives the frames that tell the client, which
-    /// go first. Returns whether the connection recovered.
-    pub(crate) async fn recover(
+    /// restored, missed events queued). `rejoin` gives, of the session's rooms, those the
+    /// connection may still be in (the app's rejoin guard): the others are neither restored
+    /// nor replayed. `answer` gives the frames that tell the client, which go first. Returns
+    /// whether the connection recovered.
+    pub(crate) async fn recover<R>(
         &self,
         ns: &Arc<NsInner>,
         conn: &Arc<Conn>,
         resume: Option<&Resume>,
+        rejoin: impl FnOnce(Vec<Arc<str>>) -> R,
         answer: impl FnOnce(&SessionNews<'_>) -> Vec<Frame>,
-    ) -> bool {
+    ) -> bool
+    where
+        R: std::future::Future<Output = Vec<Arc<str>>>,
+    {
         let (Some(history), Some(recovery)) = (&self.inner.history, &conn.recovery) else {
             let news = SessionNews {
                 session: None,
@@ -307,7 +318,10 @@ impl Hub {
         }
         let outcome = match history.take_checked(self, user, &ns.name, resume).await {
             Err(e) => Err(e),
-            Ok(saved) => {
+            Ok(mut saved) => {
+                // Re-authorised: back only in the rooms the connection may still be in.
+                let allowed = rejoin(saved.rooms.iter().map(|(r, _)| r.clone()).collect()).await;
+                saved.rooms.retain(|(r, _)| allowed.contains(r));
                 for (name, _) in &saved.rooms {
                     let _ = ns.join(self, conn, name);
                 }
@@ -416,6 +430,7 @@ mod tests {
         let replay = vec![(3, Frame::new(Message::text("3"))), (5, Frame::new(Message::text("5")))];
         let frames = merge(replay, std::mem::take(&mut *r.held.lock()));
         r.skip_upto.store(5, Ordering::Release);
+        r.holding.store(false, Ordering::Release);
         assert_eq!(
             frames,
             vec![

@@ -6,6 +6,10 @@ use std::{sync::Arc, time::Duration};
 use super::store::{HistoryState, NotRecovered, Saved};
 use crate::{hub::Conn, protocol::close_code};
 
+/// Longest session id or epoch a client may present (the native `session` and `epoch`,
+/// Socket.IO's `pid`); the ids given out are 32 hex digits, the epochs 16.
+pub(crate) const MAX_RECOVERY_TOKEN: usize = 64;
+
 /// What a client asks of recovery at its handshake.
 #[derive(Debug, Clone)]
 pub(crate) enum Ask {
@@ -47,6 +51,23 @@ impl HistoryState {
         }
         sessions.insert(id, saved);
         true
+    }
+
+    /// The sessions of `user` kept on this node forget `room`: recovering one does not bring it
+    /// back.
+    pub(crate) fn forget_room(&self, user: &str, room: &str) {
+        for saved in self.sessions.lock().values_mut() {
+            if saved.user.as_deref() == Some(user) {
+                saved.rooms.retain(|(r, _)| &**r != room);
+            }
+        }
+    }
+
+    /// The sessions of `user` kept on this node are dropped: none is resumed.
+    pub(crate) fn forget_user(&self, user: &str) {
+        self.sessions
+            .lock()
+            .retain(|_, saved| saved.user.as_deref() != Some(user));
     }
 
     /// Whether this node's sessions are kept here (not in a cluster's Redis).
@@ -99,9 +120,17 @@ impl HistoryState {
         }
     }
 
-    /// Takes a kept session (once), unless it expired.
-    pub(crate) fn take(&self, id: &str) -> Option<Saved> {
-        let saved = self.sessions.lock().remove(id)?;
+    /// Takes a kept session (once), unless it expired, when `user` in namespace `ns` is its
+    /// owner. Anyone else finds nothing, and leaves the session to its owner: a session id
+    /// that leaked (an access log, a shared link) cannot be spent by someone else, nor told
+    /// apart from one that does not exist.
+    pub(crate) fn take(&self, id: &str, user: Option<&Arc<str>>, ns: &Arc<str>) -> Option<Saved> {
+        let mut sessions = self.sessions.lock();
+        let saved = sessions.get(id)?;
+        if saved.user.as_deref() != user.map(|u| &**u) || saved.ns != *ns {
+            return None;
+        }
+        let saved = sessions.remove(id)?;
         (saved.at.elapsed() <= self.cfg.session_ttl).then_some(saved)
     }
 
@@ -109,12 +138,9 @@ impl HistoryState {
         if resume.epoch.as_deref().is_some_and(|e| e != &*self.epoch) {
             return Err(NotRecovered::EpochChanged);
         }
-        let saved = self.take(&resume.session).ok_or(NotRecovered::UnknownSession)?;
+        let saved = (self.take(&resume.session, user, ns)).ok_or(NotRecovered::UnknownSession)?;
         if saved.epoch != self.epoch {
             return Err(NotRecovered::EpochChanged);
-        }
-        if saved.user.as_deref() != user.map(|u| &**u) || saved.ns != *ns {
-            return Err(NotRecovered::WrongUser);
         }
         Ok(saved)
     }

@@ -173,7 +173,7 @@ impl Store {
 pub(crate) enum NotRecovered {
     /// The hub keeps no history.
     Disabled,
-    /// No such session: it expired, was used already, or never existed.
+    /// No such session: it expired, was used already, never existed, or is someone else's.
     UnknownSession,
     /// The history the client's position refers to is gone (a restart, or Redis lost it).
     EpochChanged,
@@ -181,9 +181,8 @@ pub(crate) enum NotRecovered {
     Evicted,
     /// More events were missed than [`History::max_replay`].
     TooMany,
-    /// The session belongs to someone else.
-    WrongUser,
-    /// The client's position is not one this hub gave out.
+    /// The client's position is not one this hub gave out (of another kind, or beyond the
+    /// last offset given out).
     UnknownOffset,
     /// The history could not be read (in a cluster: Redis did not answer).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -198,8 +197,7 @@ impl NotRecovered {
             Self::EpochChanged => "history was lost (epoch changed)",
             Self::Evicted => "missed events were evicted",
             Self::TooMany => "too many missed events",
-            Self::WrongUser => "session belongs to another user",
-            Self::UnknownOffset => "unknown position",
+            Self::UnknownOffset => "unknown offset",
             Self::Unavailable => "history is unavailable",
         }
     }
@@ -392,6 +390,10 @@ impl HistoryState {
     pub(super) fn missed(&self, saved: &Saved, offset: u64) -> Result<(Vec<Arc<Entry>>, u64), NotRecovered> {
         let wanted = self.wanted(saved);
         let store = self.store.lock();
+        // A position past the last offset given out was never given out.
+        if offset > store.seq {
+            return Err(NotRecovered::UnknownOffset);
+        }
         let now = Instant::now();
         let mut out: Vec<Arc<Entry>> = Vec::new();
         for (key, joined) in wanted {
@@ -503,6 +505,22 @@ mod tests {
         assert!(h.store.lock().bytes <= per * 3 + 2 * (STREAM_OVERHEAD + 1));
         assert_eq!(h.missed(&saved(&h, &[("a", 0)]), 0).unwrap_err(), NotRecovered::Evicted);
         assert_eq!(h.missed(&saved(&h, &[("b", 0)]), 0).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn an_offset_beyond_the_last_one_given_out_is_unknown() {
+        let h = state(History::new());
+        emit(&h, "a", "1");
+        assert_eq!(
+            seqs(&h.missed(&saved(&h, &[("a", 0)]), 1).unwrap().0),
+            Vec::<u64>::new()
+        );
+        for offset in [2, u64::MAX] {
+            assert_eq!(
+                h.missed(&saved(&h, &[("a", 0)]), offset).unwrap_err(),
+                NotRecovered::UnknownOffset
+            );
+        }
     }
 
     #[test]
