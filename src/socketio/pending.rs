@@ -6,10 +6,7 @@
 
 use std::{
     net::IpAddr,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Weak,
-    },
+    sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -17,8 +14,7 @@ use dashmap::{mapref::entry::Entry, DashMap};
 use http::StatusCode;
 use tokio::task::AbortHandle;
 
-use super::session::Session;
-use crate::{hub::Hub, protocol::close_code};
+use crate::hub::Hub;
 
 /// The sessions of a hub that have not connected a namespace yet.
 #[derive(Default)]
@@ -92,15 +88,12 @@ impl Place {
         })
     }
 
-    /// Starts the connect timeout: the session is closed when it has connected no namespace
-    /// by then (that is, when this place is still held).
-    pub(crate) fn arm(&mut self, session: Weak<Session>, timeout: Duration) {
+    /// Starts the connect timeout: `expire` closes the session when it has connected no
+    /// namespace by then (that is, when this place is still held).
+    pub(crate) fn arm(&mut self, timeout: Duration, expire: impl FnOnce() + Send + 'static) {
         let timer = tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
-            if let Some(session) = session.upgrade() {
-                tracing::debug!(sid = %session.sid, "no namespace connected in time: closing the session");
-                session.close_by_server(close_code::POLICY_VIOLATION, "connect timeout");
-            }
+            expire();
         });
         self.timer = Some(timer.abort_handle());
     }

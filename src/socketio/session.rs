@@ -178,7 +178,13 @@ impl Session {
     async fn run(session: Arc<Self>, wire: EngineWire, rx: outbox::Receiver, mut place: Place) {
         let hub = session.hub.clone();
         let Some(sio) = hub.socketio() else { return };
-        place.arm(Arc::downgrade(&session), sio.config.connect_timeout);
+        let weak = Arc::downgrade(&session);
+        place.arm(sio.config.connect_timeout, move || {
+            if let Some(session) = weak.upgrade() {
+                tracing::debug!(sid = %session.sid, "no namespace connected in time: closing the session");
+                session.close_by_server(close_code::POLICY_VIOLATION, "connect timeout");
+            }
+        });
         let engine = Engine {
             decoder: SioDecoder::new(sio.config.max_attachments),
             session,
