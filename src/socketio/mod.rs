@@ -46,6 +46,7 @@
 //! the server put out (`disconnect`, a flood, a protocol error), keeps nothing.
 
 mod pending;
+mod request;
 mod session;
 mod transport;
 mod wire;
