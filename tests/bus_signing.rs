@@ -257,3 +257,52 @@ async fn a_replayed_history_emit_with_an_extreme_offset_does_not_stop_a_node() {
     }
     assert_eq!((unauthenticated(&a.0), unauthenticated(&b.0)), (0, 0));
 }
+
+#[tokio::test]
+async fn a_node_answering_an_extreme_connection_count_cannot_panic_the_asker() {
+    use tower_realtime::adapter::Inbound;
+
+    let Some(url) = redis_url("bus signing test") else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let (a, addr) = node(&url, &prefix, None, false).await;
+    let _alice = connect(addr, "alice").await;
+    // Another node, whose answer to every query is the largest count there is.
+    let mut options = RedisOptions::default();
+    options.prefix = prefix.clone();
+    let (liar, mut inbound) = RedisAdapter::connect(&url, options).await.unwrap();
+    let answers = tokio::spawn(async move {
+        while let Some(message) = inbound.recv().await {
+            if let Inbound::Query { reply, .. } = message {
+                reply.send(json!(u64::MAX));
+            }
+        }
+    });
+    assert!(eventually_nodes(&a, 2).await);
+
+    let count = a.cluster_connection_count().await;
+    assert_eq!((count.value, count.partial), (usize::MAX, false));
+    // The asker keeps serving.
+    assert_eq!(a.connection_count(), 1);
+    assert_eq!(a.cluster_room_users("nowhere").await.value, Vec::<String>::new());
+    liar.shutdown().await.unwrap();
+    answers.abort();
+}
+
+async fn eventually_nodes(hub: &Hub, n: usize) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if hub
+            .adapter()
+            .unwrap()
+            .live_nodes()
+            .await
+            .is_ok_and(|nodes| nodes.len() == n)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -572,7 +572,8 @@ impl Hub {
             .gather(Query::ConnectionCount { ns: None }, vec![self.connection_count()])
             .await;
         ClusterAnswer {
-            value: answer.value.iter().sum(),
+            // Each node's count is its own word: a huge one saturates, never overflows.
+            value: answer.value.iter().fold(0usize, |total, n| total.saturating_add(*n)),
             partial: answer.partial,
             missing_nodes: answer.missing_nodes,
         }
