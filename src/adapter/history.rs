@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use redis::{Cmd, Script, Value};
 
-use super::wire::Op;
+use super::wire::{Op, Signer};
 
 /// The shortest life of `P:h` after its last use.
 const META_TTL_MIN: Duration = Duration::from_secs(24 * 3600);
@@ -263,7 +263,10 @@ pub(crate) fn plausible_session(id: &str) -> bool {
 const POSITION: &str = r#""epoch":"","offset":0"#;
 
 /// The append script's invocation for `op` (a [`HistoryEmit`](Op::HistoryEmit), encoded with
-/// an empty epoch and offset 0 as `encoded`), kept in `streams` and published on `channel`.
+/// an empty epoch and offset 0 as `encoded`), kept in `streams` and published on `channel`;
+/// with a `signer`, in a signed frame whose position is where the script inserts the epoch
+/// and offset.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn append_cmd(
     scripts: &HistoryScripts,
     keys: &HistoryKeys,
@@ -272,6 +275,7 @@ pub(crate) fn append_cmd(
     op: &Op,
     encoded: &[u8],
     streams: &[String],
+    signer: Option<&Signer>,
 ) -> Option<Cmd> {
     let Op::HistoryEmit {
         except, event, data, ..
@@ -280,7 +284,15 @@ pub(crate) fn append_cmd(
         return None;
     };
     let at = encoded.windows(POSITION.len()).position(|w| w == POSITION.as_bytes())?;
-    let (head, tail) = (&encoded[..at], &encoded[at + POSITION.len()..]);
+    let (head, tail) = (encoded.get(..at)?, encoded.get(at.checked_add(POSITION.len())?..)?);
+    let sealed;
+    let head = match signer {
+        Some(signer) => {
+            sealed = signer.seal_split(head, tail)?;
+            &sealed[..]
+        }
+        None => head,
+    };
     let except: Vec<String> = except.iter().map(u64::to_string).collect();
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(scripts.append.get_hash())
@@ -564,6 +576,7 @@ mod tests {
             &op,
             &encoded,
             &["r1:/:r".into()],
+            None,
         )
         .unwrap();
         let args: Vec<String> = cmd

@@ -10,6 +10,10 @@
 //! - **Wire format**: `{"v":1,"node":"<origin node id>","op":{...}}`, versioned (see
 //!   [`WIRE_VERSION`], [`Op`]). A node never receives its own ops, except
 //!   [`Op::HistoryEmit`], which every node delivers from what Redis publishes.
+//! - **Signing**: with a [`signing_key`](RedisOptions::signing_key), every message is signed
+//!   (HMAC-SHA256) and unsigned or badly signed ones are dropped and counted
+//!   ([`AdapterStats::unauthenticated`]): anyone who can publish on Redis without the key
+//!   cannot forge ops. Not encrypted, and replays are not stopped (see `docs/cluster.md`).
 //! - **Delivery**: at most once. [`RedisAdapter::publish`] never waits; an op is lost (and
 //!   counted) when Redis is unreachable or the queue is full.
 //! - **Liveness**: a node whose last heartbeat is older than
@@ -28,7 +32,7 @@ mod redis;
 mod scripts;
 mod wire;
 
-pub use self::redis::{Inbound, QueryReply, RedisAdapter, RedisAdapterError, RedisOptions};
+pub use self::redis::{Inbound, QueryReply, RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};
 pub use wire::{Op, Query, Target, WIRE_VERSION};
 
 /// An answer gathered from the nodes of the cluster.
@@ -69,6 +73,10 @@ pub struct AdapterStats {
     /// Messages from other nodes that could not be read (another wire version, bad JSON,
     /// unknown op).
     pub malformed: u64,
+    /// Messages dropped because the node has a
+    /// [`signing_key`](RedisOptions::signing_key) and they were unsigned or badly signed
+    /// (forged, or from a node with another key or none).
+    pub unauthenticated: u64,
     /// Times the subscription was lost and made again.
     pub reconnects: u64,
     /// The last command to Redis succeeded.

@@ -4,11 +4,17 @@
 //! externally tagged: `{"emit":{...}}`, `{"disconnect_user":{"user":"42"}}`, and so on (see
 //! `docs/cluster.md` for every shape). A node drops messages whose `v` it does not know, and
 //! counts them as malformed.
+//!
+//! With a signing key ([`RedisOptions::signing_key`](super::RedisOptions::signing_key)), each
+//! message goes in a signed frame ([`Signer`]): a version byte, an HMAC-SHA256 tag, the place
+//! of the part Redis fills in (a history emit's epoch and offset), then the JSON.
 
 use std::borrow::Cow;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue, Value};
+use sha2::Sha256;
 
 /// The version of the wire format this build speaks (`"v"` in every message).
 pub const WIRE_VERSION: u32 = 1;
@@ -283,6 +289,153 @@ pub(crate) fn decode(payload: &[u8], me: &str) -> Result<Decoded, DecodeError> {
     }
 }
 
+/// The first byte of a signed frame (never the first byte of a JSON message).
+const SIGNED_V1: u8 = 0x01;
+/// Bytes of the tag (HMAC-SHA256).
+const TAG_LEN: usize = 32;
+/// Bytes before the JSON in a signed frame: the version byte, the tag, the position (`u32`,
+/// big-endian).
+pub(crate) const FRAME_HEAD: usize = 1 + TAG_LEN + 4;
+/// The position of a frame with nothing filled in by Redis.
+const NO_POSITION: u32 = u32::MAX;
+/// The longest epoch a signed history emit may carry where Redis filled it in.
+const MAX_EPOCH_LEN: usize = 128;
+
+/// Signs and checks the messages of the bus with the cluster's shared key.
+///
+/// A signed frame is `0x01`, a 32-byte tag, a 4-byte big-endian position `p`, then the JSON
+/// message. `p` is `0xFFFFFFFF` for a message sent as it is; for a history emit it is where,
+/// in the JSON, Redis's append script inserted `"epoch":"<epoch>","offset":<offset>`. The tag
+/// is HMAC-SHA256 over the version byte, the position and the JSON without that inserted
+/// part (the epoch and offset are Redis's, not the sender's).
+#[derive(Clone)]
+pub(crate) struct Signer {
+    /// The keyed state, cloned for each message (the key is not hashed again).
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
+
+/// Why a message was not accepted as signed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unauthenticated {
+    #[error("unsigned message")]
+    Unsigned,
+    #[error("the inserted epoch and offset are not where the frame says")]
+    Position,
+    #[error("bad signature")]
+    BadTag,
+}
+
+impl Signer {
+    /// A signer with `key` (HMAC takes any length; the options refuse short keys).
+    pub(crate) fn new(key: &[u8]) -> Option<Self> {
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+        Some(Self { mac })
+    }
+
+    fn tag(&self, position: u32, parts: &[&[u8]]) -> Hmac<Sha256> {
+        let mut mac = self.mac.clone();
+        mac.update(&[SIGNED_V1]);
+        mac.update(&position.to_be_bytes());
+        for part in parts {
+            mac.update(part);
+        }
+        mac
+    }
+
+    /// Encodes a message from `node`, signed.
+    pub(crate) fn encode(&self, node: &str, op: &Op) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(256);
+        out.resize(FRAME_HEAD, 0);
+        serde_json::to_writer(
+            &mut out,
+            &EnvelopeOut {
+                v: WIRE_VERSION,
+                node,
+                op,
+            },
+        )?;
+        let tag = self.tag(NO_POSITION, &[&out[FRAME_HEAD..]]).finalize().into_bytes();
+        out[0] = SIGNED_V1;
+        out[1..1 + TAG_LEN].copy_from_slice(&tag);
+        out[1 + TAG_LEN..FRAME_HEAD].copy_from_slice(&NO_POSITION.to_be_bytes());
+        Ok(out)
+    }
+
+    /// The signed frame's start for a message whose JSON is `head`, then what Redis inserts,
+    /// then `tail`: the frame head followed by `head`. `None` when `head` is too long for a
+    /// position.
+    pub(crate) fn seal_split(&self, head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
+        let position = u32::try_from(head.len()).ok().filter(|p| *p != NO_POSITION)?;
+        let tag = self.tag(position, &[head, tail]).finalize().into_bytes();
+        let mut out = Vec::with_capacity(FRAME_HEAD + head.len());
+        out.push(SIGNED_V1);
+        out.extend_from_slice(&tag);
+        out.extend_from_slice(&position.to_be_bytes());
+        out.extend_from_slice(head);
+        Some(out)
+    }
+
+    /// Checks a received frame; its JSON message when the tag is right (compared in constant
+    /// time).
+    pub(crate) fn open<'a>(&self, frame: &'a [u8]) -> Result<&'a [u8], Unauthenticated> {
+        let (Some(&SIGNED_V1), Some(tag), Some(position), Some(json)) = (
+            frame.first(),
+            frame.get(1..1 + TAG_LEN),
+            frame.get(1 + TAG_LEN..FRAME_HEAD),
+            frame.get(FRAME_HEAD..),
+        ) else {
+            return Err(Unauthenticated::Unsigned);
+        };
+        let mut p = [0u8; 4];
+        p.copy_from_slice(position);
+        let position = u32::from_be_bytes(p);
+        let mac = if position == NO_POSITION {
+            self.tag(position, &[json])
+        } else {
+            let at = usize::try_from(position).map_err(|_| Unauthenticated::Position)?;
+            let (head, rest) = (json.get(..at), json.get(at..));
+            let (Some(head), Some(rest)) = (head, rest) else {
+                return Err(Unauthenticated::Position);
+            };
+            let inserted = inserted_position(rest).ok_or(Unauthenticated::Position)?;
+            let tail = rest.get(inserted..).ok_or(Unauthenticated::Position)?;
+            self.tag(position, &[head, tail])
+        };
+        mac.verify_slice(tag).map_err(|_| Unauthenticated::BadTag)?;
+        Ok(json)
+    }
+}
+
+/// The length of the `"epoch":"<epoch>","offset":<digits>` that starts `rest`, if it does.
+fn inserted_position(rest: &[u8]) -> Option<usize> {
+    const EPOCH: &[u8] = br#""epoch":""#;
+    const OFFSET: &[u8] = br#"","offset":"#;
+    let after_epoch = rest.strip_prefix(EPOCH)?;
+    let epoch_len = after_epoch
+        .iter()
+        .take(MAX_EPOCH_LEN + 1)
+        .position(|&b| b == b'"' || b == b'\\')?;
+    if epoch_len > MAX_EPOCH_LEN {
+        return None;
+    }
+    let after_offset = after_epoch.get(epoch_len..)?.strip_prefix(OFFSET)?;
+    let digits = after_offset.iter().take(21).take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return None;
+    }
+    EPOCH
+        .len()
+        .checked_add(epoch_len)?
+        .checked_add(OFFSET.len())?
+        .checked_add(digits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,5 +545,145 @@ mod tests {
             String::from_utf8(encode("n", &op).unwrap()).unwrap(),
             r#"{"v":1,"node":"n","op":{"reply":{"id":3,"answer":12}}}"#
         );
+    }
+
+    fn signer(key: u8) -> Signer {
+        Signer::new(&[key; 32]).unwrap()
+    }
+
+    fn history_emit() -> Op {
+        Op::HistoryEmit {
+            epoch: String::new(),
+            offset: 0,
+            ns: "/".into(),
+            targets: vec![Target::Room("r".into())],
+            except: vec![],
+            event: "m".into(),
+            data: serde_json::value::to_raw_value(&json!("hi")).unwrap(),
+        }
+    }
+
+    /// What Redis's append script publishes: the frame start, the position, the tail.
+    fn as_published(signer: &Signer, epoch: &str, offset: &str) -> Vec<u8> {
+        let encoded = encode("node-a", &history_emit()).unwrap();
+        let position = br#""epoch":"","offset":0"#;
+        let at = encoded.windows(position.len()).position(|w| w == position).unwrap();
+        let (head, tail) = (&encoded[..at], &encoded[at + position.len()..]);
+        let mut out = signer.seal_split(head, tail).unwrap();
+        out.extend_from_slice(format!(r#""epoch":"{epoch}","offset":{offset}"#).as_bytes());
+        out.extend_from_slice(tail);
+        out
+    }
+
+    #[test]
+    fn signed_frames_open_with_the_same_key_only() {
+        let op = Op::Join {
+            conn: 1,
+            room: "r".into(),
+        };
+        let frame = signer(1).encode("node-a", &op).unwrap();
+        assert_eq!(frame[0], SIGNED_V1);
+        let json = signer(1).open(&frame).unwrap();
+        assert_eq!(json, &encode("node-a", &op).unwrap()[..]);
+        assert!(matches!(
+            decode(json, "node-b").unwrap(),
+            Decoded::Op {
+                op: Op::Join { conn: 1, .. },
+                ..
+            }
+        ));
+        assert!(matches!(signer(2).open(&frame), Err(Unauthenticated::BadTag)));
+        // Unsigned JSON, as a node without a key sends it.
+        assert!(matches!(
+            signer(1).open(&encode("node-a", &op).unwrap()),
+            Err(Unauthenticated::Unsigned)
+        ));
+    }
+
+    #[test]
+    fn a_signed_frame_changed_anywhere_is_refused() {
+        let frame = signer(1)
+            .encode(
+                "node-a",
+                &Op::Join {
+                    conn: 1,
+                    room: "r".into(),
+                },
+            )
+            .unwrap();
+        for i in 0..frame.len() {
+            let mut bad = frame.clone();
+            bad[i] ^= 0x20;
+            assert!(signer(1).open(&bad).is_err(), "byte {i} changed, accepted");
+        }
+        for len in 0..frame.len() {
+            assert!(signer(1).open(&frame[..len]).is_err(), "cut at {len}, accepted");
+        }
+        let mut longer = frame.clone();
+        longer.push(b' ');
+        assert!(signer(1).open(&longer).is_err());
+    }
+
+    #[test]
+    fn history_emits_signed_before_redis_fills_in_their_position_open() {
+        let frame = as_published(&signer(1), "ep0ch", "18446744073709551615");
+        let json = signer(1).open(&frame).unwrap();
+        match decode(json, "node-b").unwrap() {
+            Decoded::Op {
+                op: Op::HistoryEmit { epoch, offset, .. },
+                ..
+            } => {
+                assert_eq!((epoch.as_str(), offset), ("ep0ch", u64::MAX));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(signer(2).open(&frame).is_err());
+    }
+
+    #[test]
+    fn crafted_positions_and_lengths_are_refused_without_panicking() {
+        let good = as_published(&signer(1), "e", "5");
+        let with_position = |p: u32| {
+            let mut f = good.clone();
+            f[1 + TAG_LEN..FRAME_HEAD].copy_from_slice(&p.to_be_bytes());
+            f
+        };
+        for p in [
+            0,
+            1,
+            5,
+            (good.len() - FRAME_HEAD) as u32,
+            (good.len() - FRAME_HEAD + 1) as u32,
+            u32::MAX - 1,
+            1 << 31,
+        ] {
+            assert!(signer(1).open(&with_position(p)).is_err(), "position {p} accepted");
+        }
+        // Inserted parts Redis would never write.
+        for (epoch, offset) in [
+            ("e", ""),
+            ("e", "-1"),
+            ("e", "99999999999999999999999"),
+            (&"x".repeat(MAX_EPOCH_LEN + 1) as &str, "1"),
+            ("e\\\"", "1"),
+            ("e", "1e9"),
+        ] {
+            assert!(
+                signer(1).open(&as_published(&signer(1), epoch, offset)).is_err(),
+                "{epoch:?} {offset:?} accepted"
+            );
+        }
+        // A different epoch or offset opens (Redis's part is not signed): the JSON decoder has
+        // the last word, and an offset past u64 is malformed, not a panic.
+        let past = as_published(&signer(1), "e", "18446744073709551616");
+        let json = signer(1).open(&past).unwrap();
+        assert!(decode(json, "me").is_err());
+        // Frames of every short length, and a bare head.
+        for len in 0..=FRAME_HEAD {
+            assert!(signer(1).open(&vec![SIGNED_V1; len]).is_err());
+        }
+        assert!(inserted_position(b"").is_none());
+        assert!(inserted_position(br#""epoch":""#).is_none());
+        assert_eq!(inserted_position(br#""epoch":"","offset":0}"#), Some(21));
     }
 }

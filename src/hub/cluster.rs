@@ -175,7 +175,9 @@ impl HistoryState {
     fn arrived(&self, hub: &Hub, epoch: &str, offset: u64) -> Arc<str> {
         let epoch = self.observe_epoch(hub, epoch);
         let before = self.delivered.swap(offset, Ordering::Relaxed);
-        if before != 0 && offset != before + 1 {
+        // The offset is Redis's, as published: an extreme one (replayed or written by anyone
+        // with access to Redis) is a hole like any other, never an overflow.
+        if before != 0 && before.checked_add(1) != Some(offset) {
             // Every history event is published on the channel every node reads: a hole means
             // some never reached this node (its inbound queue was full, or it was subscribing
             // again). Its live connections miss them; they get them back by reconnecting.
@@ -570,7 +572,8 @@ impl Hub {
             .gather(Query::ConnectionCount { ns: None }, vec![self.connection_count()])
             .await;
         ClusterAnswer {
-            value: answer.value.iter().sum(),
+            // Each node's count is its own word: a huge one saturates, never overflows.
+            value: answer.value.iter().fold(0usize, |total, n| total.saturating_add(*n)),
             partial: answer.partial,
             missing_nodes: answer.missing_nodes,
         }

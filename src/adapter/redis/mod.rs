@@ -42,7 +42,7 @@ mod shared;
 mod subscriber;
 mod warn;
 
-pub use options::{RedisAdapterError, RedisOptions};
+pub use options::{RedisAdapterError, RedisOptions, SigningKey};
 pub use shared::{Inbound, QueryReply};
 
 /// A cluster layer on Redis: ops between nodes on pub/sub, node liveness by heartbeat, and
@@ -173,7 +173,17 @@ impl RedisAdapter {
         let cmd = encoded.ok().and_then(|encoded| {
             let scripts = &shared.history_scripts;
             let channel = &*shared.keys.all;
-            history::append_cmd(scripts, &shared.history_keys, params, channel, op, &encoded, streams)
+            let signer = shared.signer.as_ref();
+            history::append_cmd(
+                scripts,
+                &shared.history_keys,
+                params,
+                channel,
+                op,
+                &encoded,
+                streams,
+                signer,
+            )
         });
         match cmd {
             Some(cmd) => shared.queue(Outgoing::Append(cmd)),
@@ -399,6 +409,7 @@ impl RedisAdapter {
             received: s.stats.received.load(Ordering::Relaxed),
             dropped: s.stats.dropped.load(Ordering::Relaxed),
             malformed: s.stats.malformed.load(Ordering::Relaxed),
+            unauthenticated: s.stats.unauthenticated.load(Ordering::Relaxed),
             reconnects: s.stats.reconnects.load(Ordering::Relaxed),
             link_up: s.link_up.load(Ordering::Relaxed),
             subscribed: s.subscribed.load(Ordering::Relaxed),

@@ -2,12 +2,41 @@
 //! can go wrong ([`RedisAdapterError`]).
 
 use std::{
+    fmt,
     hash::{BuildHasher, Hash, Hasher},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 /// Longest node id.
 const MAX_NODE_ID_LEN: usize = 64;
+
+/// Shortest signing key, in bytes.
+pub(super) const MIN_SIGNING_KEY_LEN: usize = 32;
+
+/// The key the nodes of a cluster share to sign their messages on the bus (HMAC-SHA256); see
+/// [`RedisOptions::signing_key`]. At least 32 bytes (32 random bytes are right; a passphrase
+/// is not). Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct SigningKey(Arc<[u8]>);
+
+impl SigningKey {
+    /// A key of these bytes (checked when the adapter connects).
+    pub fn new(key: impl AsRef<[u8]>) -> Self {
+        Self(key.as_ref().into())
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({} bytes, redacted)", self.0.len())
+    }
+}
 
 /// Settings of a [`RedisAdapter`](super::RedisAdapter).
 ///
@@ -21,6 +50,7 @@ const MAX_NODE_ID_LEN: usize = 64;
 /// | [`node_id`](Self::node_id) | random (16 hex digits) |
 /// | [`publish_queue`](Self::publish_queue) | 4096 ops |
 /// | [`inbound_queue`](Self::inbound_queue) | 4096 messages |
+/// | [`signing_key`](Self::signing_key) | `None` (messages unsigned) |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
@@ -43,6 +73,17 @@ pub struct RedisOptions {
     pub publish_queue: usize,
     /// Messages from other nodes waiting for the hub; past it they are dropped and counted.
     pub inbound_queue: usize,
+    /// The key every node of the cluster signs its messages on the bus with, and checks the
+    /// messages it receives with (HMAC-SHA256, compared in constant time); also set with
+    /// [`sign_with`](Self::sign_with). With a key, a message that is unsigned or badly
+    /// signed (from anyone who can publish on Redis but lacks the key, or from a node with
+    /// another key or none) is dropped and counted in
+    /// [`AdapterStats::unauthenticated`](crate::adapter::AdapterStats::unauthenticated).
+    /// Every node of a cluster needs the same key: a node with none and a node with one do
+    /// not hear each other. At least 32 bytes, or
+    /// [`connect`](super::RedisAdapter::connect) fails. It authenticates messages; it does
+    /// not hide them, nor stop a signed message from being replayed (see `docs/cluster.md`).
+    pub signing_key: Option<SigningKey>,
 }
 
 impl Default for RedisOptions {
@@ -56,11 +97,27 @@ impl Default for RedisOptions {
             node_id: None,
             publish_queue: 4096,
             inbound_queue: 4096,
+            signing_key: None,
         }
     }
 }
 
 impl RedisOptions {
+    /// These options, with every message on the bus signed with `key` (see
+    /// [`signing_key`](Self::signing_key)): at least 32 bytes, shared by every node.
+    ///
+    /// ```
+    /// use tower_realtime::adapter::RedisOptions;
+    ///
+    /// let key = [7u8; 32]; // in an app: 32 random bytes from its secret store
+    /// let options = RedisOptions::default().sign_with(key);
+    /// assert!(options.signing_key.is_some());
+    /// ```
+    pub fn sign_with(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.signing_key = Some(SigningKey::new(key));
+        self
+    }
+
     pub(super) fn check(&self) -> Result<(), RedisAdapterError> {
         let bad = |why: &str| Err(RedisAdapterError::Options(why.to_owned()));
         if self.prefix.is_empty() || self.prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -74,6 +131,12 @@ impl RedisOptions {
         }
         if self.publish_queue == 0 || self.inbound_queue == 0 {
             return bad("publish_queue and inbound_queue must be above zero");
+        }
+        if let Some(key) = &self.signing_key {
+            if key.as_bytes().len() < MIN_SIGNING_KEY_LEN || crate::adapter::wire::Signer::new(key.as_bytes()).is_none()
+            {
+                return bad("the signing key must be at least 32 bytes");
+            }
         }
         if let Some(id) = &self.node_id {
             let ok = !id.is_empty()
@@ -185,7 +248,7 @@ mod tests {
     fn unusable_options_are_refused() {
         assert!(RedisOptions::default().check().is_ok());
         let second = Duration::from_secs(1);
-        let bad: [fn(&mut RedisOptions); 7] = [
+        let bad: [fn(&mut RedisOptions); 9] = [
             |o| o.prefix = String::new(),
             |o| o.prefix = "my app".into(),
             |o| o.heartbeat = Duration::ZERO,
@@ -193,6 +256,8 @@ mod tests {
             |o| o.node_timeout = o.heartbeat,
             |o| o.publish_queue = 0,
             |o| o.inbound_queue = 0,
+            |o| o.signing_key = Some(SigningKey::new([1u8; 31])),
+            |o| o.signing_key = Some(SigningKey::new([])),
         ];
         for (i, change) in bad.iter().enumerate() {
             let mut options = RedisOptions::default();
@@ -209,5 +274,24 @@ mod tests {
         };
         assert_eq!(options.liveness_bound(), 3 * second);
         assert_eq!(options.presence_expiry_bound(), 4 * second);
+    }
+
+    #[test]
+    fn signing_keys_of_32_bytes_or_more_are_taken_and_never_shown() {
+        for len in [MIN_SIGNING_KEY_LEN, 64, 200] {
+            let options = RedisOptions::default().sign_with(vec![0xabu8; len]);
+            assert!(options.check().is_ok(), "{len} bytes refused");
+            let shown = format!("{options:?}");
+            assert!(
+                !shown.contains("171") && !shown.to_lowercase().contains("abab"),
+                "{shown}"
+            );
+            assert!(shown.contains("redacted"), "{shown}");
+        }
+        let short = RedisOptions::default().sign_with(b"short passphrase");
+        match short.check() {
+            Err(RedisAdapterError::Options(why)) => assert!(why.contains("at least 32 bytes"), "{why}"),
+            other => panic!("a short key was accepted: {other:?}"),
+        }
     }
 }

@@ -29,7 +29,7 @@ use super::{
 use crate::adapter::{
     history::{HistoryKeys, HistoryScripts},
     scripts::Scripts,
-    wire::{self, Op, Query},
+    wire::{self, Op, Query, Signer},
 };
 
 /// Receives the number of history events evicted by each append.
@@ -42,6 +42,7 @@ pub(super) struct Stats {
     pub(super) received: AtomicU64,
     pub(super) dropped: AtomicU64,
     pub(super) malformed: AtomicU64,
+    pub(super) unauthenticated: AtomicU64,
     pub(super) reconnects: AtomicU64,
 }
 
@@ -85,6 +86,9 @@ pub(super) struct Shared {
     pub(super) warn_queue: Warn,
     pub(super) warn_inbound: Warn,
     pub(super) warn_malformed: Warn,
+    pub(super) warn_unauthenticated: Warn,
+    /// Signs what this node sends and checks what it receives, with a signing key.
+    pub(super) signer: Option<Signer>,
 }
 
 pub(super) fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {
@@ -146,6 +150,8 @@ impl Shared {
             warn_queue: Warn::new(),
             warn_inbound: Warn::new(),
             warn_malformed: Warn::new(),
+            warn_unauthenticated: Warn::new(),
+            signer: options.signing_key.as_ref().and_then(|k| Signer::new(k.as_bytes())),
             options,
         }
     }
@@ -175,7 +181,11 @@ impl Shared {
         if !self.can_send() {
             return false;
         }
-        let payload = match wire::encode(&self.node, op) {
+        let encoded = match &self.signer {
+            Some(signer) => signer.encode(&self.node, op),
+            None => wire::encode(&self.node, op),
+        };
+        let payload = match encoded {
             Ok(p) => p,
             Err(e) => {
                 self.lose(1, &self.warn_queue, "op could not be encoded: lost", &e);
@@ -420,12 +430,21 @@ pub(super) fn unconnected(
     prefix: &str,
     inbound_queue: usize,
 ) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
-    let options = RedisOptions {
+    unconnected_with(RedisOptions {
         prefix: prefix.to_owned(),
         node_id: Some(node.to_owned()),
         inbound_queue,
         ..RedisOptions::default()
-    };
+    })
+}
+
+/// [`unconnected`], with these options (the node id and prefix set).
+#[cfg(test)]
+pub(super) fn unconnected_with(
+    options: RedisOptions,
+) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
+    let (prefix, node) = (options.prefix.clone(), options.node_id.clone().unwrap_or_default());
+    let (prefix, node, inbound_queue) = (&*prefix, &*node, options.inbound_queue);
     let client = Client::open("redis://127.0.0.1:1/").unwrap();
     let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
     let (out_tx, out_rx) = mpsc::channel(options.publish_queue);

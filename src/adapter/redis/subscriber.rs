@@ -34,6 +34,17 @@ pub(super) async fn subscribe(client: &Client, keys: &Keys, limit: Duration) -> 
 impl Shared {
     /// A message from the subscription.
     pub(super) fn on_message(self: &Arc<Self>, payload: &[u8]) {
+        let payload = match &self.signer {
+            Some(signer) => match signer.open(payload) {
+                Ok(json) => json,
+                Err(e) => {
+                    self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                    self.warn_unauthenticated.warn(&self.node, "message dropped", &e);
+                    return;
+                }
+            },
+            None => payload,
+        };
         match wire::decode(payload, &self.node) {
             Ok(Decoded::Own) => {}
             Ok(Decoded::Op { from, op }) => {
@@ -129,10 +140,10 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::{
-        super::shared::{unconnected, Outgoing},
+        super::shared::{unconnected, unconnected_with, Outgoing},
         *,
     };
-    use crate::adapter::{wire::Query, Target};
+    use crate::adapter::{wire::Query, RedisOptions, Target};
 
     fn from(node: &str, op: &Op) -> Vec<u8> {
         wire::encode(node, op).unwrap()
@@ -305,5 +316,55 @@ mod tests {
             })
         ));
         assert!(inbound.try_recv().is_err());
+    }
+
+    fn signed(node: &str, key: u8) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
+        unconnected_with(
+            RedisOptions {
+                prefix: "p".into(),
+                node_id: Some(node.into()),
+                ..RedisOptions::default()
+            }
+            .sign_with([key; 32]),
+        )
+    }
+
+    fn unauthenticated(shared: &Shared) -> u64 {
+        shared.stats.unauthenticated.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn with_a_key_ops_go_out_signed_and_only_signed_ops_come_in() {
+        let (a, mut out_a, _) = signed("a", 1);
+        let (b, _, mut inbound_b) = signed("b", 1);
+        let (c, _, mut inbound_c) = signed("c", 2);
+        let (plain, _, mut inbound_plain) = unconnected("d", "p", 8);
+
+        assert!(a.enqueue(a.keys.all.clone(), &join(1)));
+        let Ok(Outgoing::Publish { payload, .. }) = out_a.try_recv() else {
+            panic!("a publish was expected");
+        };
+        // The same key: delivered; another key, none, or a forged message: dropped, counted.
+        b.on_message(&payload);
+        assert!(matches!(
+            inbound_b.try_recv(),
+            Ok(Inbound::Op {
+                op: Op::Join { conn: 1, .. },
+                ..
+            })
+        ));
+        c.on_message(&payload);
+        assert!(inbound_c.try_recv().is_err());
+        assert_eq!((count(&c), unauthenticated(&c)), ((0, 0, 0), 1));
+        b.on_message(&from("x", &join(2)));
+        assert!(inbound_b.try_recv().is_err());
+        assert_eq!((count(&b), unauthenticated(&b)), ((1, 0, 0), 1));
+        // A node without a key cannot read signed messages: they are malformed to it.
+        plain.on_message(&payload);
+        assert!(inbound_plain.try_recv().is_err());
+        assert_eq!((count(&plain), unauthenticated(&plain)), ((0, 1, 0), 0));
+        // Its own signed echo is ignored, as without a key.
+        a.on_message(&payload);
+        assert_eq!((count(&a), unauthenticated(&a)), ((0, 0, 0), 0));
     }
 }
