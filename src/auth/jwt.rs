@@ -22,6 +22,9 @@ pub struct JwtError(#[from] jsonwebtoken::errors::Error);
 /// - `exp` is required; `nbf` is checked when present; the leeway is 5 s unless set.
 /// - Audience and issuer, when configured, must be present and match.
 /// - The user id is the `sub` claim, or the claim named by [`user_claim`](Self::user_claim).
+/// - The identity [expires](Identity::expires_at) at `exp` (without the leeway): its
+///   connections are warned and then closed unless the client refreshes its token
+///   (`$refresh`, see [`Config::token_expiry_warning`](crate::Config::token_expiry_warning)).
 ///
 /// ```
 /// use tower_realtime::{Hub, JwtAuth};
@@ -164,7 +167,15 @@ impl JwtAuth {
                 )))
             }
         };
-        Ok(Identity::user(user, claims))
+        let exp = (claims.get("exp")).and_then(|exp| {
+            exp.as_u64()
+                .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        });
+        let identity = Identity::user(user, claims);
+        Ok(match exp {
+            Some(exp) => identity.with_expiry(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp)),
+            None => identity,
+        })
     }
 }
 
@@ -190,5 +201,23 @@ impl Authenticator for JwtAuth {
             None => Err(AuthError::new("missing token")),
         };
         Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_expires_at_the_tokens_exp() {
+        let secret = b"a secret of at least 32 bytes, please";
+        let exp = 4_000_000_000u64;
+        let claims = serde_json::json!({ "sub": "42", "exp": exp });
+        let header = jsonwebtoken::Header::default();
+        let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).unwrap();
+        let identity = JwtAuth::hs256(secret).verify(&token).unwrap();
+        let at = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp);
+        assert_eq!(identity.expires_at(), Some(at));
+        assert_eq!(identity.user_id(), Some("42"));
     }
 }
