@@ -77,6 +77,7 @@ matrix!(
     expired_token_is_warned_then_closed,
     refreshed_token_outlives_the_old_expiry,
     refresh_for_another_user_or_invalid_is_refused,
+    expiry_told_but_not_closed_when_configured,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1269,10 +1270,12 @@ async fn shutdown(t: Transport) {
 // ---------------------------------------------------------------------------------------------
 // Token lifetime
 
-/// A server that warns 1 s before a token expires.
+/// A server that warns 1 s before a token expires, with no leeway on `exp` (a connection's
+/// deadline is `exp` plus the leeway).
 async fn expiring_server() -> Server {
     Server::start(SocketIoConfig::default(), |b| {
-        b.configure(|c| c.token_expiry_warning = Some(Duration::from_secs(1)))
+        b.auth(JwtAuth::hs256(SECRET).leeway(Duration::ZERO))
+            .configure(|c| c.token_expiry_warning = Some(Duration::from_secs(1)))
     })
     .await
 }
@@ -1389,5 +1392,25 @@ async fn refresh_for_another_user_or_invalid_is_refused(t: Transport) {
         "{t:?}"
     );
     assert!(!s.hub.is_online("alice"), "{t:?}");
+    assert_eq!(control.call("echo", json!("ok")).await, json!("ok"), "{t:?}");
+}
+
+/// With `close_on_token_expiry` off and no warning, an expired connection gets the `error`
+/// event (no `token_expiring` before it) and stays open.
+async fn expiry_told_but_not_closed_when_configured(t: Transport) {
+    let s = Server::start(SocketIoConfig::default(), |b| {
+        b.auth(JwtAuth::hs256(SECRET).leeway(Duration::ZERO)).configure(|c| {
+            c.token_expiry_warning = None;
+            c.close_on_token_expiry = false;
+        })
+    })
+    .await;
+    let mut control = s.connect(t, "control").await;
+    let mut bob = connect_until(&s, t, "bob", now() + 1).await;
+    let error = expect_event(&mut bob, "error").await;
+    assert_eq!(error["code"], 4003, "{t:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bob.call("echo", json!("open")).await, json!("open"), "{t:?}");
+    assert_eq!(s.reason("bob"), None, "{t:?}");
     assert_eq!(control.call("echo", json!("ok")).await, json!("ok"), "{t:?}");
 }

@@ -58,7 +58,7 @@ impl Identity {
 
     /// The same identity, valid until `at`: its connections are warned before and closed
     /// then, unless the client refreshes its token ([`JwtAuth`](crate::JwtAuth) sets it from
-    /// the token's `exp`).
+    /// the token's `exp` and its leeway).
     pub fn with_expiry(mut self, at: SystemTime) -> Self {
         self.extra.get_or_insert_with(Box::default).expires_at = Some(at);
         self

@@ -22,7 +22,8 @@ pub struct JwtError(#[from] jsonwebtoken::errors::Error);
 /// - `exp` is required; `nbf` is checked when present; the leeway is 5 s unless set.
 /// - Audience and issuer, when configured, must be present and match.
 /// - The user id is the `sub` claim, or the claim named by [`user_claim`](Self::user_claim).
-/// - The identity [expires](Identity::expires_at) at `exp` (without the leeway): its
+/// - The identity [expires](Identity::expires_at) at `exp` plus the leeway (as long as the
+///   token itself is accepted): its
 ///   connections are warned and then closed unless the client refreshes its token
 ///   (`$refresh`, see [`Config::token_expiry_warning`](crate::Config::token_expiry_warning)).
 ///
@@ -172,8 +173,12 @@ impl JwtAuth {
                 .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
         });
         let identity = Identity::user(user, claims);
+        // The token is accepted until `exp` plus the leeway: so is the connection.
+        let leeway = self.inner.validation.leeway;
         Ok(match exp {
-            Some(exp) => identity.with_expiry(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp)),
+            Some(exp) => identity.with_expiry(
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp.saturating_add(leeway)),
+            ),
             None => identity,
         })
     }
@@ -215,9 +220,12 @@ mod tests {
         let claims = serde_json::json!({ "sub": "42", "exp": exp });
         let header = jsonwebtoken::Header::default();
         let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).unwrap();
+        let at = |secs| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
         let identity = JwtAuth::hs256(secret).verify(&token).unwrap();
-        let at = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp);
-        assert_eq!(identity.expires_at(), Some(at));
+        assert_eq!(identity.expires_at(), Some(at(exp + 5)), "the default leeway, 5 s");
+        let strict = JwtAuth::hs256(secret).leeway(std::time::Duration::ZERO);
+        let identity = strict.verify(&token).unwrap();
+        assert_eq!(identity.expires_at(), Some(at(exp)));
         assert_eq!(identity.user_id(), Some("42"));
     }
 }
