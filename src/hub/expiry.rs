@@ -8,7 +8,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Weak},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Weak,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -27,6 +30,9 @@ pub(crate) struct Expiry {
     state: Mutex<State>,
     /// Wakes the sweeper when an entry is due before the time it sleeps until.
     wake: Arc<Notify>,
+    /// Whether a connection was ever entered: a hub whose identities never expire takes no
+    /// lock when its connections end.
+    used: AtomicBool,
 }
 
 #[derive(Default)]
@@ -62,6 +68,7 @@ impl Expiry {
     /// needed (from within the runtime, as every connection is).
     pub(crate) fn set(&self, hub: &Hub, ns: &Arc<NsInner>, conn: &Arc<Conn>, at: Option<SystemTime>) {
         let mut state = self.state.lock();
+        self.used.store(true, Ordering::Relaxed);
         let Some(at) = at else {
             state.entries.remove(&conn.id);
             return;
@@ -89,6 +96,11 @@ impl Expiry {
 
     /// Forgets a connection (it ended).
     pub(crate) fn remove(&self, id: ConnectionId) {
+        // Set under the lock before an entry goes in, by the connection's own task (entering
+        // it, or its `$refresh`), which retires it later: never missed here.
+        if !self.used.load(Ordering::Relaxed) {
+            return;
+        }
         let mut state = self.state.lock();
         if !state.entries.is_empty() {
             state.entries.remove(&id);
