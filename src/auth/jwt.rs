@@ -175,10 +175,11 @@ impl JwtAuth {
         let identity = Identity::user(user, claims);
         // The token is accepted until `exp` plus the leeway: so is the connection.
         let leeway = self.inner.validation.leeway;
-        Ok(match exp {
-            Some(exp) => identity.with_expiry(
-                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp.saturating_add(leeway)),
-            ),
+        let at = exp.and_then(|exp| {
+            (std::time::SystemTime::UNIX_EPOCH).checked_add(std::time::Duration::from_secs(exp.saturating_add(leeway)))
+        });
+        Ok(match at {
+            Some(at) => identity.with_expiry(at),
             None => identity,
         })
     }
@@ -226,6 +227,11 @@ mod tests {
         let strict = JwtAuth::hs256(secret).leeway(std::time::Duration::ZERO);
         let identity = strict.verify(&token).unwrap();
         assert_eq!(identity.expires_at(), Some(at(exp)));
+        assert_eq!(identity.user_id(), Some("42"));
+        // An `exp` past what the clock can hold: accepted, with no expiry rather than a panic.
+        let far = serde_json::json!({ "sub": "42", "exp": u64::MAX });
+        let token = jsonwebtoken::encode(&header, &far, &jsonwebtoken::EncodingKey::from_secret(secret)).unwrap();
+        let identity = JwtAuth::hs256(secret).verify(&token).unwrap();
         assert_eq!(identity.user_id(), Some("42"));
     }
 }

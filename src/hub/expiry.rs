@@ -24,6 +24,9 @@ use crate::protocol::close_code;
 
 use crate::protocol::TOKEN_EXPIRING_EVENT as EXPIRING_EVENT;
 
+/// The longest a deadline is kept as it is (a century).
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The expiring connections of a hub.
 #[derive(Default)]
 pub(crate) struct Expiry {
@@ -73,7 +76,8 @@ impl Expiry {
             state.entries.remove(&conn.id);
             return;
         };
-        let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        // A century at most: an expiry far in the future must not overflow the clock.
+        let left = (at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)).min(FAR);
         let deadline = Instant::now() + left;
         let entry = Entry {
             ns: ns.clone(),
