@@ -516,6 +516,7 @@ impl HubBuilder {
                 cluster,
                 history: self.history.map(|h| HistoryState::new(h, shared_history)),
                 shutdown_notify: tokio::sync::Notify::new(),
+                expiry: Default::default(),
             }),
         };
         #[cfg(feature = "redis")]

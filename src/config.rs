@@ -39,6 +39,8 @@ pub enum SlowConsumerPolicy {
 /// | [`shutdown_timeout`](Config::shutdown_timeout) | 10 s | [`Hub::shutdown`](crate::Hub::shutdown) stops waiting; also bounds each connection's delivery of its queue before `1001` |
 /// | [`shutdown_batch`](Config::shutdown_batch) | 500 connections | connections closed per step of a shutdown |
 /// | [`shutdown_batch_interval`](Config::shutdown_batch_interval) | 50 ms | pause between two shutdown steps |
+/// | [`token_expiry_warning`](Config::token_expiry_warning) | 30 s | a `token_expiring` event this long before a connection's [identity expires](crate::Identity::expires_at) (`None`: no warning) |
+/// | [`close_on_token_expiry`](Config::close_on_token_expiry) | `true` | an identity's expiry passed without a `$refresh`: an `error` event (status `token_expired`), then close `4003` (Socket.IO: a `DISCONNECT` of the namespace) |
 /// | [`header_read_timeout`](Config::header_read_timeout) | 10 s | [`Hub::serve`](crate::Hub::serve) only: a request head not complete by then (a slow-loris client) closes its TCP connection |
 ///
 /// The per-address limits apply where the client address is known: the TCP peer address
@@ -102,6 +104,14 @@ pub struct Config {
     /// and headers) before it closes the connection. An app that serves the hub with its own
     /// server sets its own (hyper: `http1::Builder::header_read_timeout`, with a timer).
     pub header_read_timeout: Duration,
+    /// How long before a connection's [identity expires](crate::Identity::expires_at) it gets
+    /// a `token_expiring` event (`None`: no warning). The client answers with `$refresh` and a
+    /// new token.
+    pub token_expiry_warning: Option<Duration>,
+    /// Whether a connection is closed when its identity expires without a refresh (code
+    /// `4003`; an `error` event with status `token_expired` goes first either way). Only
+    /// identities with an expiry have one ([`JwtAuth`](crate::JwtAuth) sets it from `exp`).
+    pub close_on_token_expiry: bool,
 }
 
 impl Default for Config {
@@ -128,6 +138,8 @@ impl Default for Config {
             shutdown_batch: 500,
             shutdown_batch_interval: Duration::from_millis(50),
             header_read_timeout: Duration::from_secs(10),
+            token_expiry_warning: Some(Duration::from_secs(30)),
+            close_on_token_expiry: true,
         }
     }
 }
@@ -153,6 +165,20 @@ impl RateLimit {
     pub fn burst(mut self, burst: u32) -> Self {
         self.burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         self
+    }
+
+    /// `per_second` events a second with bursts of `burst` (both at least 1), in a constant.
+    pub(crate) const fn per_second_const(per_second: u32, burst: u32) -> Self {
+        Self {
+            per_second: match NonZeroU32::new(per_second) {
+                Some(n) => n,
+                None => NonZeroU32::MIN,
+            },
+            burst: match NonZeroU32::new(burst) {
+                Some(n) => n,
+                None => NonZeroU32::MIN,
+            },
+        }
     }
 
     pub(crate) fn quota(&self) -> Quota {

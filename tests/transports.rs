@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use common::{eventually, serve_hub, token, Ws, SECRET, WAIT};
+use common::{eventually, now, serve_hub, sign, token, Ws, SECRET, WAIT};
 use futures_util::{
     stream::{SplitSink, SplitStream},
     SinkExt, StreamExt,
@@ -74,6 +74,10 @@ matrix!(
     write_stall,
     close_while_client_writes,
     shutdown,
+    expired_token_is_warned_then_closed,
+    refreshed_token_outlives_the_old_expiry,
+    refresh_for_another_user_or_invalid_is_refused,
+    expiry_told_but_not_closed_when_configured,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +208,8 @@ struct Opts {
     origin: Option<&'static str>,
     /// A session to resume.
     resume: Option<Session>,
+    /// The token (default: `user`'s, valid for an hour).
+    token: Option<String>,
 }
 
 /// What the background reader hands over.
@@ -393,8 +399,8 @@ async fn ws_handshake(url: &str, headers: Vec<(&'static str, String)>) -> Result
 }
 
 /// The Socket.IO CONNECT's `auth`: the token, and the session to resume.
-fn sio_auth(user: &str, resume: Option<&Session>) -> Value {
-    let mut auth = json!({ "token": token(user) });
+fn sio_auth(token: &str, resume: Option<&Session>) -> Value {
+    let mut auth = json!({ "token": token });
     if let Some(s) = resume {
         auth["pid"] = json!(s.id);
         if let Some(offset) = &s.offset {
@@ -448,6 +454,7 @@ impl TestClient {
     /// so that the server says hello (`$session`) as Socket.IO's CONNECT answer does.
     async fn connect(addr: SocketAddr, t: Transport, user: &str, opts: Opts) -> Result<Self, Refused> {
         let mut headers = Vec::new();
+        let bearer = opts.token.clone().unwrap_or_else(|| token(user));
         if let Some(origin) = opts.origin {
             headers.push(("origin", origin.to_owned()));
         }
@@ -466,7 +473,7 @@ impl TestClient {
                         q
                     }
                 };
-                headers.push(("authorization", format!("Bearer {}", token(user))));
+                headers.push(("authorization", format!("Bearer {bearer}")));
                 let ws = ws_handshake(&format!("ws://{addr}/ws?{query}"), headers).await?;
                 let mut c = Self::start_ws(t, ws);
                 match c.next_item().await {
@@ -496,7 +503,7 @@ impl TestClient {
                     Item::Text(open) if open.starts_with('0') => {}
                     other => panic!("SioWs: an open packet first, got {other:?}"),
                 }
-                c.send(&format!("40{}", sio_auth(user, opts.resume.as_ref())))
+                c.send(&format!("40{}", sio_auth(&bearer, opts.resume.as_ref())))
                     .await
                     .expect("CONNECT sent");
                 c.sio_connected(opts.resume.as_ref()).await.map(|()| c)
@@ -529,7 +536,7 @@ impl TestClient {
                 let mut c = Self::start(t, Out::Polling { http, url }, move |p| {
                     tokio::spawn(read_polling(reader_http, reader_url, p.tx, p.paused, p.idle))
                 });
-                c.send(&format!("40{}", sio_auth(user, opts.resume.as_ref())))
+                c.send(&format!("40{}", sio_auth(&bearer, opts.resume.as_ref())))
                     .await
                     .expect("CONNECT sent");
                 c.sio_connected(opts.resume.as_ref()).await.map(|()| c)
@@ -1258,4 +1265,152 @@ async fn shutdown(t: Transport) {
         DisconnectReason::ServerClosed(1001, "server shutting down".into()),
         "{t:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token lifetime
+
+/// A server that warns 1 s before a token expires, with no leeway on `exp` (a connection's
+/// deadline is `exp` plus the leeway).
+async fn expiring_server() -> Server {
+    Server::start(SocketIoConfig::default(), |b| {
+        b.auth(JwtAuth::hs256(SECRET).leeway(Duration::ZERO))
+            .configure(|c| c.token_expiry_warning = Some(Duration::from_secs(1)))
+    })
+    .await
+}
+
+/// Connects `user` with a token that expires at `exp` (unix seconds).
+async fn connect_until(s: &Server, t: Transport, user: &str, exp: u64) -> TestClient {
+    let opts = Opts {
+        token: Some(sign(&json!({ "sub": user, "exp": exp }))),
+        ..Opts::default()
+    };
+    s.connect_with(t, user, opts).await
+}
+
+/// The next event of `c`, which must be `name`; returns its data.
+async fn expect_event(c: &mut TestClient, name: &str) -> Value {
+    let (event, data) = c.next_event().await;
+    assert_eq!(event, name, "{:?}: {data}", c.t);
+    data
+}
+
+/// How an expired connection must end: native close `4003`; Socket.IO a DISCONNECT of its
+/// namespace.
+fn assert_expired(t: Transport, ending: &Ending) {
+    match t {
+        Transport::Native => assert_eq!(ending, &Ending::WsClose(Some(4003), "token expired".into()), "{t:?}"),
+        Transport::SioWs | Transport::SioPolling => assert_eq!(ending, &Ending::Disconnect, "{t:?}"),
+    }
+}
+
+/// A connection whose token expires without a refresh is warned (`token_expiring`), told
+/// (`error`, code `4003`) and closed (`4003`; Socket.IO: DISCONNECT) at its expiry; a control
+/// connection with a long token is neither warned nor closed.
+async fn expired_token_is_warned_then_closed(t: Transport) {
+    let s = expiring_server().await;
+    let mut control = s.connect(t, "control").await;
+    let exp = now() + 2;
+    let mut victim = connect_until(&s, t, "victim", exp).await;
+    let warning = expect_event(&mut victim, "token_expiring").await;
+    assert_eq!(warning["expires_at"], json!(exp), "{t:?}");
+    assert!(warning["expires_in_ms"].as_u64().unwrap() <= 2000, "{t:?}: {warning}");
+    let error = expect_event(&mut victim, "error").await;
+    assert_eq!(error["status"], "token_expired", "{t:?}");
+    assert_eq!(error["code"], 4003, "{t:?}");
+    assert_expired(t, &victim.expect_closed().await);
+    assert_eq!(
+        s.disconnected("victim").await,
+        DisconnectReason::ServerClosed(4003, "token expired".into()),
+        "{t:?}"
+    );
+    assert_eq!(
+        control.call("echo", json!("still here")).await,
+        json!("still here"),
+        "{t:?}"
+    );
+    assert_eq!(s.reason("control"), None, "{t:?}");
+    // The control connection heard nothing of it.
+    let (event, _) = {
+        s.hub.to_user("control").emit("ping-me", &json!(1));
+        control.next_event().await
+    };
+    assert_eq!(event, "ping-me", "{t:?}: the control was warned");
+}
+
+/// A connection that sends `$refresh` with a new token for the same user before its expiry
+/// stays past the old deadline.
+async fn refreshed_token_outlives_the_old_expiry(t: Transport) {
+    let s = expiring_server().await;
+    let mut control = s.connect(t, "control").await;
+    let started = Instant::now();
+    let exp = now() + 2;
+    let mut alice = connect_until(&s, t, "alice", exp).await;
+    let fresh = sign(&json!({ "sub": "alice", "exp": now() + 3600 }));
+    let answer = alice.call("$refresh", json!({ "token": fresh })).await;
+    assert_eq!(answer["status"], "ok", "{t:?}: {answer}");
+    // Past the old deadline (at most 2 s after `started`), with the warning's time too.
+    tokio::time::sleep_until(started + Duration::from_millis(3000)).await;
+    assert_eq!(alice.call("echo", json!("alive")).await, json!("alive"), "{t:?}");
+    assert_eq!(s.reason("alice"), None, "{t:?}: closed despite the refresh");
+    s.hub.to_user("alice").emit("after", &json!(1));
+    assert_eq!(
+        alice.next_event().await,
+        ("after".to_owned(), json!(1)),
+        "{t:?}: no warning, no error"
+    );
+    assert_eq!(control.call("echo", json!("ok")).await, json!("ok"), "{t:?}");
+}
+
+/// `$refresh` with an invalid token, or with a valid token for another user, is refused with
+/// an error ack; the connection still works meanwhile and closes at its old deadline (`4003`).
+async fn refresh_for_another_user_or_invalid_is_refused(t: Transport) {
+    let s = expiring_server().await;
+    let mut control = s.connect(t, "control").await;
+    let started = Instant::now();
+    let exp = now() + 2;
+    let mut mallory = connect_until(&s, t, "mallory", exp).await;
+    let invalid = mallory.call("$refresh", json!({ "token": "not.a.token" })).await;
+    assert_eq!(invalid["status"], "unauthorized", "{t:?}: {invalid}");
+    let missing = mallory.call("$refresh", json!({})).await;
+    assert_eq!(missing["status"], "unauthorized", "{t:?}: {missing}");
+    let alices = sign(&json!({ "sub": "alice", "exp": now() + 3600 }));
+    let other = mallory.call("$refresh", json!({ "token": alices })).await;
+    assert_eq!(other["status"], "forbidden", "{t:?}: {other}");
+    assert_eq!(mallory.call("echo", json!("still")).await, json!("still"), "{t:?}");
+    assert_expired(t, &mallory.expect_closed().await);
+    // At the old deadline (at most 2 s after `started`), not later.
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "{t:?}: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.disconnected("mallory").await,
+        DisconnectReason::ServerClosed(4003, "token expired".into()),
+        "{t:?}"
+    );
+    assert!(!s.hub.is_online("alice"), "{t:?}");
+    assert_eq!(control.call("echo", json!("ok")).await, json!("ok"), "{t:?}");
+}
+
+/// With `close_on_token_expiry` off and no warning, an expired connection gets the `error`
+/// event (no `token_expiring` before it) and stays open.
+async fn expiry_told_but_not_closed_when_configured(t: Transport) {
+    let s = Server::start(SocketIoConfig::default(), |b| {
+        b.auth(JwtAuth::hs256(SECRET).leeway(Duration::ZERO)).configure(|c| {
+            c.token_expiry_warning = None;
+            c.close_on_token_expiry = false;
+        })
+    })
+    .await;
+    let mut control = s.connect(t, "control").await;
+    let mut bob = connect_until(&s, t, "bob", now() + 1).await;
+    let error = expect_event(&mut bob, "error").await;
+    assert_eq!(error["code"], 4003, "{t:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(bob.call("echo", json!("open")).await, json!("open"), "{t:?}");
+    assert_eq!(s.reason("bob"), None, "{t:?}");
+    assert_eq!(control.call("echo", json!("ok")).await, json!("ok"), "{t:?}");
 }

@@ -3,19 +3,34 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use http::{request::Parts, HeaderMap};
 use serde_json::{Map, Value};
 
-/// Who is on the other end of a connection: a user id and the claims that came with it.
+/// Who is on the other end of a connection: a user id, the claims that came with it, and
+/// when its credentials expire, if they do.
+///
+/// An identity with an [expiry](Self::expires_at) ends its connections when it passes (close
+/// `4003` for a native connection, a `DISCONNECT` of its namespace for Socket.IO), unless the
+/// client sends a new token first (the reserved event `$refresh`, see `docs/protocol.md` and
+/// [`Config::token_expiry_warning`](crate::Config::token_expiry_warning)).
 #[derive(Clone)]
 pub struct Identity {
     user_id: Option<Arc<str>>,
+    /// The claims and the expiry, when there are any: one pointer for an identity that has
+    /// neither (an anonymous peer, a user with no claims).
+    extra: Option<Box<Extra>>,
+    claims: OnceLock<Map<String, Value>>,
+}
+
+#[derive(Clone, Default)]
+struct Extra {
     /// The claims as JSON text: every connection keeps its identity for its whole life, and
     /// most never look at their claims after the handshake, so they keep a few dozen bytes
     /// rather than a map. Parsed into `claims` on first use.
     claims_json: Option<Box<str>>,
-    claims: OnceLock<Map<String, Value>>,
+    expires_at: Option<SystemTime>,
 }
 
 impl Identity {
@@ -31,16 +46,34 @@ impl Identity {
         };
         Self {
             user_id: Some(user_id.into()),
-            claims_json,
+            extra: claims_json.map(|claims_json| {
+                Box::new(Extra {
+                    claims_json: Some(claims_json),
+                    expires_at: None,
+                })
+            }),
             claims,
         }
+    }
+
+    /// The same identity, valid until `at`: its connections are warned before and closed
+    /// then, unless the client refreshes its token ([`JwtAuth`](crate::JwtAuth) sets it from
+    /// the token's `exp` and its leeway).
+    pub fn with_expiry(mut self, at: SystemTime) -> Self {
+        self.extra.get_or_insert_with(Box::default).expires_at = Some(at);
+        self
+    }
+
+    /// When the identity's credentials expire, if they do.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.extra.as_ref().and_then(|extra| extra.expires_at)
     }
 
     /// An anonymous peer, with no user id and no claims.
     pub fn anonymous() -> Self {
         Self {
             user_id: None,
-            claims_json: None,
+            extra: None,
             claims: OnceLock::new(),
         }
     }
@@ -57,7 +90,7 @@ impl Identity {
     /// All the claims.
     pub fn claims(&self) -> &Map<String, Value> {
         self.claims.get_or_init(|| {
-            (self.claims_json.as_deref())
+            (self.extra.as_ref().and_then(|extra| extra.claims_json.as_deref()))
                 .and_then(|json| serde_json::from_str(json).ok())
                 .unwrap_or_default()
         })
@@ -85,13 +118,14 @@ impl fmt::Debug for Identity {
         f.debug_struct("Identity")
             .field("user_id", &self.user_id)
             .field("claims", &self.claims().keys().collect::<Vec<_>>())
+            .field("expires_at", &self.expires_at())
             .finish()
     }
 }
 
 impl PartialEq for Identity {
     fn eq(&self, other: &Self) -> bool {
-        self.user_id == other.user_id && self.claims() == other.claims()
+        self.user_id == other.user_id && self.claims() == other.claims() && self.expires_at() == other.expires_at()
     }
 }
 
@@ -199,5 +233,17 @@ mod tests {
         assert_eq!(identity.clone(), identity);
         assert_ne!(identity, Identity::user("42", Map::new()));
         assert!(Identity::anonymous().claims().is_empty());
+        assert_eq!(identity.expires_at(), None);
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_900_000_000);
+        let expiring = identity.clone().with_expiry(at);
+        assert_eq!(expiring.expires_at(), Some(at));
+        assert_eq!(expiring.claims(), &claims);
+        assert_eq!(Identity::anonymous().with_expiry(at).expires_at(), Some(at));
+    }
+
+    #[test]
+    fn an_identity_without_claims_or_expiry_is_no_larger_than_before() {
+        // A user id, one pointer for claims and expiry, the parsed claims' cell.
+        assert!(std::mem::size_of::<Identity>() <= 64);
     }
 }

@@ -22,6 +22,10 @@ pub struct JwtError(#[from] jsonwebtoken::errors::Error);
 /// - `exp` is required; `nbf` is checked when present; the leeway is 5 s unless set.
 /// - Audience and issuer, when configured, must be present and match.
 /// - The user id is the `sub` claim, or the claim named by [`user_claim`](Self::user_claim).
+/// - The identity [expires](Identity::expires_at) at `exp` plus the leeway (as long as the
+///   token itself is accepted): its
+///   connections are warned and then closed unless the client refreshes its token
+///   (`$refresh`, see [`Config::token_expiry_warning`](crate::Config::token_expiry_warning)).
 ///
 /// ```
 /// use tower_realtime::{Hub, JwtAuth};
@@ -164,7 +168,20 @@ impl JwtAuth {
                 )))
             }
         };
-        Ok(Identity::user(user, claims))
+        let exp = (claims.get("exp")).and_then(|exp| {
+            exp.as_u64()
+                .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        });
+        let identity = Identity::user(user, claims);
+        // The token is accepted until `exp` plus the leeway: so is the connection.
+        let leeway = self.inner.validation.leeway;
+        let at = exp.and_then(|exp| {
+            (std::time::SystemTime::UNIX_EPOCH).checked_add(std::time::Duration::from_secs(exp.saturating_add(leeway)))
+        });
+        Ok(match at {
+            Some(at) => identity.with_expiry(at),
+            None => identity,
+        })
     }
 }
 
@@ -190,5 +207,31 @@ impl Authenticator for JwtAuth {
             None => Err(AuthError::new("missing token")),
         };
         Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_expires_at_the_tokens_exp() {
+        let secret = b"a secret of at least 32 bytes, please";
+        let exp = 4_000_000_000u64;
+        let claims = serde_json::json!({ "sub": "42", "exp": exp });
+        let header = jsonwebtoken::Header::default();
+        let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).unwrap();
+        let at = |secs| std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let identity = JwtAuth::hs256(secret).verify(&token).unwrap();
+        assert_eq!(identity.expires_at(), Some(at(exp + 5)), "the default leeway, 5 s");
+        let strict = JwtAuth::hs256(secret).leeway(std::time::Duration::ZERO);
+        let identity = strict.verify(&token).unwrap();
+        assert_eq!(identity.expires_at(), Some(at(exp)));
+        assert_eq!(identity.user_id(), Some("42"));
+        // An `exp` past what the clock can hold: accepted, with no expiry rather than a panic.
+        let far = serde_json::json!({ "sub": "42", "exp": u64::MAX });
+        let token = jsonwebtoken::encode(&header, &far, &jsonwebtoken::EncodingKey::from_secret(secret)).unwrap();
+        let identity = JwtAuth::hs256(secret).verify(&token).unwrap();
+        assert_eq!(identity.user_id(), Some("42"));
     }
 }

@@ -238,7 +238,13 @@ pub(crate) async fn enter(
         ns.gateway().connect_hook(socket.clone()).await
     };
     let verdict = Box::pin(hub.go_live(conn.identity.user_key(), accept)).await;
-    let Err(reason) = verdict else { return Ok(()) };
+    let Err(reason) = verdict else {
+        // Only a connection whose identity expires is known to the sweeper.
+        if let Some(at) = conn.identity.expires_at() {
+            hub.inner.expiry.set(hub, ns, conn, Some(at));
+        }
+        return Ok(());
+    };
     tracing::debug!(conn = %conn.id, %reason, "connection refused by a connect guard or hook");
     // Refused: no session to keep (this lets go of the one recovery gave it).
     let refused = DisconnectReason::ServerClosed(close_code::POLICY_VIOLATION, reason.clone());
@@ -267,6 +273,7 @@ pub(crate) async fn retire(socket: Socket, reason: DisconnectReason) {
     tracing::debug!(conn = %conn.id, reason = ?reason, code = ?code, "disconnected");
     Box::pin(ns.gateway().on_disconnect(socket, reason)).await;
     conn.fail_acks();
+    hub.inner.expiry.remove(conn.id);
     ns.registry.remove(&conn);
     Box::pin(hub.go_offline(conn.identity.user_key())).await;
     hub.inner.addresses.release(conn.addr);

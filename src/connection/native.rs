@@ -150,7 +150,10 @@ impl Protocol for Native {
 
     fn drains(&self, code: u16) -> bool {
         // Deliver what is already queued before saying goodbye.
-        code == close_code::GOING_AWAY || code == close_code::DISCONNECTED_BY_SERVER
+        // The `error` event that tells why an expired token ends it goes out too.
+        code == close_code::GOING_AWAY
+            || code == close_code::DISCONNECTED_BY_SERVER
+            || code == close_code::TOKEN_EXPIRED
     }
 
     fn ending(&mut self, end: &End) {

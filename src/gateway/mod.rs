@@ -5,6 +5,7 @@ mod error;
 mod guard;
 mod handler;
 mod rate;
+mod refresh;
 mod socket;
 #[cfg(feature = "validate")]
 mod valid;
@@ -26,7 +27,7 @@ use serde_json::Value;
 use crate::{
     config::RateLimit,
     hub::{DisconnectReason, NsInner},
-    protocol::RESERVED_EVENTS,
+    protocol::{REFRESH_EVENT, RESERVED_EVENTS},
 };
 
 use handler::ErasedHandler;
@@ -258,6 +259,15 @@ impl Gateway {
         if event.len() > max {
             let error = ErrorEvent::new(format!("event name longer than {max} bytes"));
             return Err(Refused::Error(id, error));
+        }
+        if event == REFRESH_EVENT {
+            let limited = || ErrorEvent::new("too many refreshes").with_status("rate_limited");
+            let name = Arc::from(REFRESH_EVENT);
+            return match rate.check(&name, Some(refresh::REFRESH_RATE), cfg.rate_limit_flood_threshold) {
+                Verdict::Allowed => Ok(refresh::call(socket, data, id)),
+                Verdict::Limited => Err(Refused::Error(id, limited())),
+                Verdict::Flooding => Err(Refused::Flood(id, limited())),
+            };
         }
         if RESERVED_EVENTS.contains(&event.as_str()) {
             return Err(Refused::Error(

@@ -7,6 +7,7 @@ mod conn;
 mod counters;
 mod emit;
 mod emitter;
+pub(crate) mod expiry;
 pub(crate) mod history;
 mod namespace;
 pub(crate) mod registry;
@@ -118,6 +119,8 @@ pub(crate) struct HubInner {
     pub(crate) cluster: Option<cluster::Cluster>,
     pub(crate) history: Option<HistoryState>,
     pub(crate) shutdown_notify: tokio::sync::Notify,
+    /// The connections whose identity expires, and the sweeper that ends them.
+    pub(crate) expiry: expiry::Expiry,
 }
 
 /// Values kept by their type: one of each.

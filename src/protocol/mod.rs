@@ -31,7 +31,18 @@ pub const RESERVED_EVENTS: &[&str] = &[
     "disconnect",
     "disconnecting",
     "$session",
+    "token_expiring",
 ];
+
+/// The event a client sends to refresh its token on an open connection: `{"token": "..."}`,
+/// with an ack. The hub's authenticator verifies the token; it must be for the same user. The
+/// ack answers `{"status": "ok", "expires_at": <unix seconds or null>}`, or the request is
+/// refused with an `error` (status `unauthorized` or `forbidden`) and the old deadline stays.
+pub const REFRESH_EVENT: &str = "$refresh";
+
+/// The event that warns a client, [`Config::token_expiry_warning`](crate::Config::token_expiry_warning)
+/// before its token expires: `{"expires_at": <unix seconds>, "expires_in_ms": <ms>}`.
+pub const TOKEN_EXPIRING_EVENT: &str = "token_expiring";
 
 /// The close codes the server sends, and what they mean.
 pub mod close_code {
@@ -59,4 +70,8 @@ pub mod close_code {
     /// A newer connection resumed this connection's recovery session (the client came back
     /// before this one was seen to be gone); the session went to the newer one.
     pub const SESSION_TAKEN_OVER: u16 = 4002;
+    /// The connection's token expired and was not refreshed (`$refresh`) in time. The client
+    /// gets an `error` event (status `token_expired`, `code: 4003`) first; a Socket.IO socket
+    /// gets a `DISCONNECT` of its namespace instead of the close.
+    pub const TOKEN_EXPIRED: u16 = 4003;
 }

@@ -370,15 +370,20 @@ async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, En
         .filter_map(|(ns, e)| e.socket.conn().close_requested().map(|(code, _)| (ns.clone(), code)))
         .collect();
     for (ns, code) in requested {
-        if code != close_code::DISCONNECTED_BY_SERVER {
+        if code != close_code::DISCONNECTED_BY_SERVER && code != close_code::TOKEN_EXPIRED {
             // Shutdown, slow consumer, flooding: the whole session goes; clients reconnect.
             let why = sockets[&ns].socket.conn().close_requested().map_or("", |(_, why)| why);
             return Some(End::Close(code, why.to_owned()));
         }
-        // The app disconnected this socket: a DISCONNECT, as Socket.IO's `socket.disconnect()`.
+        // The app disconnected this socket, or its token expired: a DISCONNECT, as Socket.IO's
+        // `socket.disconnect()`; the session's other sockets carry on.
         if let Some(entry) = sockets.remove(&ns) {
             session.queue(format!("4{}", packet::encode_disconnect(&ns)));
-            let reason = DisconnectReason::ServerClosed(code, "disconnected by server".into());
+            let why = match code {
+                close_code::TOKEN_EXPIRED => "token expired",
+                _ => "disconnected by server",
+            };
+            let reason = DisconnectReason::ServerClosed(code, why.into());
             Box::pin(admission::retire(entry.socket, reason)).await;
         }
     }
