@@ -153,6 +153,39 @@ async fn a_second_websocket_for_an_upgraded_sid_is_accepted_then_closed_and_the_
     }
 }
 
+/// During an upgrade: a poll sent right after the upgrade packet is refused with `400`, as one
+/// after the upgrade is, even when it reaches the server before that packet is read (the
+/// official suite's "should ignore HTTP requests with same sid after upgrade" sends the probe
+/// and the upgrade packet and polls at once); a poll that comes after the probe but before any
+/// upgrade packet (a client's poll sent before it read the probe's answer) is answered with a
+/// noop, so the client can pause. The session then goes on over its WebSocket.
+#[tokio::test]
+async fn a_poll_during_the_upgrade_is_answered_or_refused_as_the_upgrade_goes() {
+    let addr = start().await;
+    let (s, _) = Polling::open(addr).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket&sid={}", s.sid);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text("2probe")).await.unwrap();
+    let pong = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(pong, Message::text("3probe"));
+    assert_eq!(s.get().await, (200, "6".to_owned()), "a poll after the probe alone");
+
+    // The upgrade packet and a poll at once.
+    let (sent, (status, _)) = tokio::join!(ws.send(Message::text("5")), s.get());
+    sent.unwrap();
+    assert_eq!(status, 400, "a poll sent with the upgrade packet");
+
+    ws.send(Message::text("40")).await.unwrap();
+    while !next_text(&mut ws).await.starts_with("40{") {}
+    ws.send(Message::text(r#"42["message","upgraded"]"#)).await.unwrap();
+    loop {
+        match next_text(&mut ws).await.as_str() {
+            r#"42["auth",{}]"# => {}
+            other => break assert_eq!(other, r#"42["message-back","upgraded"]"#),
+        }
+    }
+}
+
 /// A client ping with a large payload gets a bare pong: the server never writes back what a
 /// peer sends it (a peer that sends large pings and never reads would have the server queue
 /// and write them all). A control session on the same server keeps working.

@@ -45,6 +45,8 @@ use crate::{
 pub(crate) struct TransportState {
     pub(crate) transport: Transport,
     pub(crate) upgrading: bool,
+    /// The upgrade's probe came: a poll from now on waits a moment for the upgrade.
+    pub(crate) probed: bool,
 }
 
 /// An Engine.IO session as its transports' HTTP requests see it.
@@ -101,6 +103,7 @@ impl Session {
             state: Mutex::new(TransportState {
                 transport,
                 upgrading: false,
+                probed: false,
             }),
             polling: AtomicBool::new(false),
             cause: Mutex::new(None),

@@ -221,10 +221,27 @@ where
     }
 }
 
+/// How long a poll that comes during an upgrade waits for it, in steps.
+const UPGRADE_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(5);
+const UPGRADE_WAIT_STEPS: usize = 10;
+
 /// A long poll: waits for something to send (or the session's end), then sends all it can.
 async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
+    if session.state.lock().probed {
+        // Between the upgrade's probe and its upgrade packet: the client pauses polling, but a
+        // poll it sent before it read the probe's answer may come now, and so may one sent
+        // right after the upgrade packet, which this server may read a moment later than the
+        // poll (the reference server reads them in order). The poll waits a moment for the
+        // upgrade: refused once it completed, answered (a noop) if it did not.
+        for _ in 0..UPGRADE_WAIT_STEPS {
+            if session.state.lock().transport != Transport::Polling {
+                break;
+            }
+            tokio::time::sleep(UPGRADE_WAIT_STEP).await;
+        }
+    }
     if session.state.lock().transport != Transport::Polling || !session.start_poll() {
-        // A second concurrent poll: refused, as the reference server does.
+        // Upgraded, or a second concurrent poll: refused, as the reference server does.
         return Err(EngineError::BadRequest);
     }
     struct Pending<'a>(&'a Session);
@@ -297,7 +314,9 @@ fn upgrade<ReqBody>(hub: Hub, mut req: Request<ReqBody>, upgrade: Upgrade) -> Bo
                 if probe(&session, &mut ws, sio.config.ping_timeout).await {
                     session.control(Control::Upgraded(ws));
                 } else {
-                    session.state.lock().upgrading = false;
+                    let mut state = session.state.lock();
+                    (state.upgrading, state.probed) = (false, false);
+                    drop(state);
                     session.control(Control::Aborted);
                 }
             }
@@ -332,6 +351,7 @@ async fn probe(session: &Session, ws: &mut EngineWs, timeout: std::time::Duratio
             };
             match EioPacket::decode(&text) {
                 Ok(p) if p.is_probe_ping() => {
+                    session.state.lock().probed = true;
                     if ws.send(Message::text(EioPacket::probe_pong().encode())).await.is_err() {
                         return false;
                     }
