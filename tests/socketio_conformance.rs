@@ -104,6 +104,30 @@ async fn a_client_close_answers_the_pending_poll_with_noop() {
     assert_eq!(s.get().await.0, 400);
 }
 
+/// A client that sends its close packet and a poll at the same time (the official suite's
+/// "should forcefully close the session"): when the close overtakes the poll, the poll still
+/// gets its noop; the next poll finds the sid unknown.
+#[tokio::test]
+async fn a_poll_overtaken_by_the_client_close_still_gets_its_noop() {
+    let addr = start().await;
+    let (s, _) = Polling::open(addr).await;
+    assert_eq!(s.post("1").await.status(), 200);
+    assert_eq!(s.get().await, (200, "6".to_owned()), "the poll the close overtook");
+    assert_eq!(s.get().await.0, 400, "then the sid is unknown");
+
+    // The control: a session that closes with its poll pending, as before.
+    let (s, _) = Polling::open(addr).await;
+    let pending = tokio::spawn({
+        let url = s.url();
+        let http = s.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    s.post("1").await;
+    assert_eq!(tokio::time::timeout(WAIT, pending).await.unwrap().unwrap(), "6");
+    assert_eq!(s.get().await.0, 400);
+}
+
 /// The next text message, answering pings on the way.
 async fn next_text(ws: &mut common::Ws) -> String {
     loop {

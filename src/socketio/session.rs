@@ -64,6 +64,8 @@ pub(crate) struct Session {
     pub(crate) state: Mutex<TransportState>,
     /// A poll is pending.
     pub(crate) polling: AtomicBool,
+    /// Woken when an upgrade completes (the transport is the WebSocket from then on).
+    pub(crate) upgraded: tokio::sync::Notify,
     /// Why the server closes the session, as a close code and reason (the first cause wins).
     cause: Mutex<Option<(u16, String)>>,
     /// The handshake's client address (for the per-address limits at each CONNECT), if known.
@@ -106,6 +108,7 @@ impl Session {
                 probed: false,
             }),
             polling: AtomicBool::new(false),
+            upgraded: tokio::sync::Notify::new(),
             cause: Mutex::new(None),
             addr,
         });

@@ -221,24 +221,23 @@ where
     }
 }
 
-/// How long a poll that comes during an upgrade waits for it, in steps.
-const UPGRADE_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(5);
-const UPGRADE_WAIT_STEPS: usize = 10;
+/// How long a poll that comes during an upgrade waits for it.
+const UPGRADE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A long poll: waits for something to send (or the session's end), then sends all it can.
 async fn poll(session: &Arc<Session>) -> Result<String, EngineError> {
-    if session.state.lock().probed {
-        // Between the upgrade's probe and its upgrade packet: the client pauses polling, but a
-        // poll it sent before it read the probe's answer may come now, and so may one sent
-        // right after the upgrade packet, which this server may read a moment later than the
-        // poll (the reference server reads them in order). The poll waits a moment for the
-        // upgrade: refused once it completed, answered (a noop) if it did not.
-        for _ in 0..UPGRADE_WAIT_STEPS {
-            if session.state.lock().transport != Transport::Polling {
-                break;
-            }
-            tokio::time::sleep(UPGRADE_WAIT_STEP).await;
-        }
+    // Between the upgrade's probe and its upgrade packet: the client pauses polling, but a poll
+    // it sent before it read the probe's answer may come now, and so may one sent right after
+    // the upgrade packet, which this server may read a moment later than the poll (the
+    // reference server reads them in order). The poll waits a moment for the upgrade: refused
+    // once it completed, answered (a noop) if it did not.
+    let upgraded = session.upgraded.notified();
+    let probed = {
+        let state = session.state.lock();
+        state.probed && state.transport == Transport::Polling
+    };
+    if probed {
+        let _ = tokio::time::timeout(UPGRADE_WAIT, upgraded).await;
     }
     if session.state.lock().transport != Transport::Polling || !session.start_poll() {
         // Upgraded, or a second concurrent poll: refused, as the reference server does.
@@ -362,6 +361,8 @@ async fn probe(session: &Session, ws: &mut EngineWs, timeout: std::time::Duratio
                     let mut state = session.state.lock();
                     state.transport = Transport::WebSocket;
                     state.upgrading = false;
+                    drop(state);
+                    session.upgraded.notify_waiters();
                     return true;
                 }
                 _ => return false,

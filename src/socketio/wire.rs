@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     connection::{
-        lifecycle::{End, Read, Wire},
+        lifecycle::{End, Read, Wire, CLOSE_GRACE},
         websocket::{Framing, WsWire},
     },
     hub::Hub,
@@ -264,7 +264,7 @@ impl Wire for EngineWire {
             max_payload,
             linger,
             forget,
-            control,
+            mut control,
             link,
             ..
         } = self;
@@ -285,12 +285,29 @@ impl Wire for EngineWire {
                         forget();
                     });
                 }
-                None => {
-                    forget();
-                    if let Some(poll) = waiter {
+                None => match waiter {
+                    Some(poll) => {
+                        forget();
                         let _ = poll.send(noop());
                     }
-                }
+                    // The client's close packet overtook its own poll (sent at the same time,
+                    // on another connection): that poll still gets its noop, for a moment.
+                    None if matches!(end, End::Close(code, _) if *code == close_code::NORMAL) => {
+                        tokio::spawn(async move {
+                            let poll = async {
+                                while let Some(step) = control.as_mut()?.recv().await {
+                                    if let Control::Poll(poll) = step {
+                                        return poll.send(noop()).ok();
+                                    }
+                                }
+                                None
+                            };
+                            let _ = tokio::time::timeout(CLOSE_GRACE, poll).await;
+                            forget();
+                        });
+                    }
+                    None => forget(),
+                },
             },
         }
     }
