@@ -312,3 +312,26 @@ pub async fn run_node(script: &str, env: Vec<(&'static str, String)>) -> String 
     assert!(output.status.success(), "the node tests in {script} failed");
     stdout
 }
+
+/// A log writer that keeps what is written, to read back as text (for a `tracing` subscriber
+/// installed by the one test of a binary: the subscriber is process-wide).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
