@@ -77,7 +77,13 @@
 //! - [`HubBuilder`]: handlers, hooks, authentication, limits;
 //! - [`Config`]: every limit and timeout with its default;
 //! - [`protocol`]: the wire format and every close code (also `docs/protocol.md`);
-//! - [`auth`]: where tokens are looked for; [`Authenticator`] decides who they belong to.
+//! - [`auth`]: where tokens are looked for; [`Authenticator`] decides who they belong to;
+//! - Socket.IO (feature `socketio`): `HubBuilder::socketio` turns it on, with a
+//!   `socketio::SocketIoConfig` (its path, Engine.IO timings, the caps on sessions not yet
+//!   connected); the same handlers, rooms and guards then serve socket.io-client, and
+//!   `docs/protocol.md` says what a Socket.IO client sees;
+//! - a cluster (feature `redis`): `HubBuilder::redis` with an `adapter::RedisAdapter`, and
+//!   `docs/cluster.md` for what crosses Redis and how sessions recover across nodes.
 //!
 //! Each public item has one path. The everyday types, traits and extractors are at the crate
 //! root; a module holds only what is not there: [`auth`] (token sources), [`protocol`] (close
@@ -85,6 +91,7 @@
 //! `unstable`, `unstable`.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "redis")]
