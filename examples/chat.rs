@@ -242,25 +242,26 @@ async fn devices_of(hub: &Hub, user: &str, delivered: usize) -> usize {
     delivered
 }
 
-/// The routes the demo serves, for the start-up line and `GET /config`.
-fn endpoints() -> Vec<&'static str> {
+/// What the demo serves, by name (the start-up line and `GET /config` list them). The
+/// realtime endpoints are the hub's layer; the rest are routes.
+fn endpoints() -> Vec<(&'static str, &'static str)> {
     let mut all = vec![
-        "GET / (the chat page)",
-        "POST /login",
-        "GET /config",
-        "GET /ws (native protocol)",
+        ("page", "GET /"),
+        ("login", "POST /login"),
+        ("config", "GET /config"),
+        ("native protocol", "GET /ws"),
     ];
     if cfg!(feature = "socketio") {
-        all.push("GET|POST /socket.io/ (Socket.IO v5)");
+        all.push(("Socket.IO", "/socket.io/"));
     }
     all.extend([
-        "POST /posts",
-        "POST /notify/{user}",
-        "GET /realtime.js",
-        "GET /socketio-lite.js",
+        ("post", "POST /posts"),
+        ("notify", "POST /notify/{user}"),
+        ("native client", "GET /realtime.js"),
+        ("Socket.IO client", "GET /socketio-lite.js"),
     ]);
     if cfg!(feature = "metrics") {
-        all.push("GET /metrics");
+        all.push(("metrics", "GET /metrics"));
     }
     all
 }
@@ -296,7 +297,8 @@ pub fn app_with(secret: String, max_per_user: Option<usize>, builder: HubBuilder
 /// reason the client is told; the path only, never the query, where a token may be.
 async fn log_refusals(req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
-    let realtime = path == "/ws" || path.starts_with("/ws/") || path.starts_with("/socket.io/");
+    let socketio = cfg!(feature = "socketio") && path.starts_with("/socket.io/");
+    let realtime = path == "/ws" || path.starts_with("/ws/") || socketio;
     let res = next.run(req).await;
     let status = res.status();
     if !realtime || !(status.is_client_error() || status.is_server_error()) {
@@ -323,7 +325,7 @@ async fn config(State(app): State<AppState>) -> Json<Value> {
         "limits": { "text": MAX_TEXT_CHARS, "room": max_room_bytes(), "user": MAX_USER_BYTES },
         "rateLimit": rate,
         "socketio": cfg!(feature = "socketio"),
-        "endpoints": endpoints(),
+        "endpoints": endpoints().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     }))
 }
 
@@ -492,14 +494,18 @@ async fn main() {
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = listen(addr).expect("could not listen");
+    let served: Vec<String> = endpoints()
+        .iter()
+        .map(|(name, route)| format!("{name} {route}"))
+        .collect();
+    let socketio = if cfg!(feature = "socketio") {
+        format!(", Socket.IO at http://{addr}/socket.io/")
+    } else {
+        String::new()
+    };
     tracing::info!(
-        "chat demo on http://{addr}: {}; native WebSocket: ws://{addr}/ws{}",
-        endpoints().join(", "),
-        if cfg!(feature = "socketio") {
-            format!("; Socket.IO: http://{addr}/socket.io/")
-        } else {
-            String::new()
-        }
+        "chat demo on http://{addr} (native WebSocket at ws://{addr}/ws{socketio}): {}",
+        served.join(", ")
     );
     let shutdown = hub.shutdown_on(async {
         let _ = tokio::signal::ctrl_c().await;
