@@ -133,6 +133,15 @@ try {
   await mkdir(new URL('.', screenshot), { recursive: true });
   await alice.page.screenshot({ path: screenshot.pathname, fullPage: true });
 
+  // Past the server's event rate limit: the page says to slow down, and the connection stays.
+  await generalItem.click();
+  await alice.page.evaluate(() => {
+    const text = document.getElementById('text'), form = document.getElementById('sendForm');
+    for (let i = 0; i < 30; i++) { text.value = `flood ${i}`; form.requestSubmit(); }
+  });
+  await alice.page.locator('#log .error', { hasText: 'slow down: at most 5 messages a second' }).first().waitFor();
+  await alice.page.locator('#status.connected').waitFor();
+
   // Log out: the socket closes, the login form is back; a refused login shows the server's words.
   await alice.page.click('#logout');
   await alice.page.locator('#loginView').waitFor();
