@@ -8,8 +8,8 @@
 //!
 //! The contract (routes, events, payloads) is in the README, section "The demo". Beyond it:
 //!
-//! - `GET /config`: the limits the page enforces (the server's own constants), the event rate
-//!   limit, whether Socket.IO is served, and the endpoints.
+//! - `GET /config`: the limits the page enforces (the server's own: text, room name, user
+//!   name), the event rate limit, whether Socket.IO is served, and the endpoints.
 //! - Every connection may send [`EVENTS_PER_SECOND`] events a second (bursts of
 //!   [`EVENT_BURST`]); past that an event gets an `error` with status `rate_limited` and does
 //!   not run. `MAX_CONNECTIONS_PER_USER` (load tests) lifts it with the per-user caps.
@@ -22,7 +22,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
-    body::Body,
+    body::{Body, HttpBody},
     extract::{Path, Request, State},
     http::{header, StatusCode},
     middleware::{self, Next},
@@ -34,7 +34,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_realtime::{
-    Config, Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, RateLimit, Socket,
+    Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, RateLimit, Socket,
 };
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
@@ -47,11 +47,6 @@ pub const MAX_USER_BYTES: usize = 64;
 pub const EVENTS_PER_SECOND: u32 = 5;
 /// Events a connection may send at once before the rate applies.
 pub const EVENT_BURST: u32 = 20;
-
-/// Longest room name, in bytes: the hub's own limit.
-fn max_room_bytes() -> usize {
-    Config::default().max_room_name_len
-}
 
 #[derive(Clone)]
 struct AppState {
@@ -181,7 +176,7 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
         })
         .on("message", |socket: Socket, Data(msg): Data<ChatMessage>| async move {
             check_length("text", &msg.text, MAX_TEXT_CHARS, Unit::Characters)?;
-            check_length("room", &msg.room, max_room_bytes(), Unit::Bytes)?;
+            check_length("room", &msg.room, socket.hub().config().max_room_name_len, Unit::Bytes)?;
             if !socket.in_room(&msg.room) {
                 return Err(ErrorEvent::new(format!("not a member of room {}", msg.room)));
             }
@@ -296,16 +291,23 @@ pub fn app_with(secret: String, max_per_user: Option<usize>, builder: HubBuilder
 /// Logs the realtime endpoints' refusals (a bad token's `401`, a limit's `429`, ...) with the
 /// reason the client is told; the path only, never the query, where a token may be.
 async fn log_refusals(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
+    let path = req.uri().path();
     let socketio = cfg!(feature = "socketio") && path.starts_with("/socket.io/");
-    let realtime = path == "/ws" || path.starts_with("/ws/") || socketio;
+    if !(path == "/ws" || path.starts_with("/ws/") || socketio) {
+        return next.run(req).await;
+    }
+    let path = path.to_owned();
     let res = next.run(req).await;
     let status = res.status();
-    if !realtime || !(status.is_client_error() || status.is_server_error()) {
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    // The refusals' bodies are short: read one that says it is, and give it back.
+    if HttpBody::size_hint(res.body()).upper().is_none_or(|n| n > 4096) {
+        tracing::info!(status = status.as_u16(), path, "connection refused");
         return res;
     }
     let (parts, body) = res.into_parts();
-    // The answers are short; one that is not is cut, in the log only.
     let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let body: Option<Value> = serde_json::from_slice(&bytes).ok();
     let reason = match body.as_ref().and_then(|b| b.get("error").or_else(|| b.get("message"))) {
@@ -322,7 +324,7 @@ async fn config(State(app): State<AppState>) -> Json<Value> {
         .rate_limited
         .then(|| json!({ "perSecond": EVENTS_PER_SECOND, "burst": EVENT_BURST }));
     Json(json!({
-        "limits": { "text": MAX_TEXT_CHARS, "room": max_room_bytes(), "user": MAX_USER_BYTES },
+        "limits": { "text": MAX_TEXT_CHARS, "room": app.hub.config().max_room_name_len, "user": MAX_USER_BYTES },
         "rateLimit": rate,
         "socketio": cfg!(feature = "socketio"),
         "endpoints": endpoints().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
