@@ -6,37 +6,89 @@
 //! cargo run --example chat --features metrics   # adds GET /metrics (Prometheus text format)
 //! ```
 //!
-//! The contract (routes, events, payloads) is in the README, section "The demo".
+//! The contract (routes, events, payloads) is in the README, section "The demo". Beyond it:
+//!
+//! - `GET /config`: the limits the page enforces (the server's own: text, room name, user
+//!   name), the event rate limit, whether Socket.IO is served, and the endpoints.
+//! - Every connection may send [`EVENTS_PER_SECOND`] events a second (bursts of
+//!   [`EVENT_BURST`]); past that an event gets an `error` with status `rate_limited` and does
+//!   not run. `MAX_CONNECTIONS_PER_USER` (load tests) lifts it with the per-user caps.
+//! - Validation errors name the field and its limit:
+//!   `{"status":"error","message":"text: at most 1000 characters","field":"text","min":1,"limit":1000,"errors":[…]}`.
+//! - `privateMessage`'s ack says how many connections of the recipient it was sent to, on
+//!   every node: `{"delivered": <this node's>, "devices": n, "online": n > 0}`.
+//! - Connections, disconnections and refused handshakes are logged at `info`, without tokens.
 
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
-    extract::{Path, State},
+    body::{Body, HttpBody},
+    extract::{Path, Request, State},
     http::{header, StatusCode},
-    response::{Html, IntoResponse},
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
     routing::{get, post},
     Json, Router,
 };
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_realtime::{Data, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, Socket, Valid};
-use validator::Validate;
+use tower_realtime::{
+    Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, RateLimit, Socket,
+};
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
+
+/// Longest chat message, in characters.
+pub const MAX_TEXT_CHARS: usize = 1000;
+/// Longest user name, in bytes.
+pub const MAX_USER_BYTES: usize = 64;
+/// Events a connection may send per second, on average.
+pub const EVENTS_PER_SECOND: u32 = 5;
+/// Events a connection may send at once before the rate applies.
+pub const EVENT_BURST: u32 = 20;
 
 #[derive(Clone)]
 struct AppState {
     hub: Hub,
     secret: String,
+    /// Whether the event rate limit applies (not in load tests).
+    rate_limited: bool,
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize)]
 struct ChatMessage {
-    #[validate(length(min = 1, max = 1000))]
     text: String,
-    #[validate(length(min = 1))]
     room: String,
+}
+
+/// How a length is counted.
+#[derive(Clone, Copy)]
+enum Unit {
+    Characters,
+    Bytes,
+}
+
+/// Checks that `value` (the payload's `field`) is 1 to `max` long. The error names the field
+/// and the limit: `{"message": "text: at most 1000 characters", "field": "text", "min": 1,
+/// "limit": 1000, "errors": [{"field", "code", "message"}]}`.
+fn check_length(field: &str, value: &str, max: usize, unit: Unit) -> Result<(), ErrorEvent> {
+    let (len, unit) = match unit {
+        Unit::Characters => (value.chars().count(), "characters"),
+        Unit::Bytes => (value.len(), "bytes"),
+    };
+    let rule = match len {
+        0 => "must not be empty".to_owned(),
+        n if n > max => format!("at most {max} {unit}"),
+        _ => return Ok(()),
+    };
+    let message = format!("{field}: {rule}");
+    let errors = json!([{ "field": field, "code": "length", "message": rule }]);
+    Err(ErrorEvent::new(message)
+        .with_field("field", field)
+        .with_field("min", 1)
+        .with_field("limit", max)
+        .with_field("errors", errors))
 }
 
 #[derive(Deserialize)]
@@ -63,6 +115,11 @@ fn sender(socket: &Socket) -> &str {
 
 /// The chat gateway: the handlers of the reference's `ChatGateway`.
 fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> Hub {
+    // Load tests send flat out from one connection: they lift the event rate with the caps.
+    let builder = match max_per_user {
+        Some(_) => builder,
+        None => builder.rate_limit(RateLimit::per_second(EVENTS_PER_SECOND).burst(EVENT_BURST)),
+    };
     // With the `socketio` feature, the same gateway also answers Socket.IO clients at /socket.io/.
     #[cfg(feature = "socketio")]
     let builder = builder.socketio(tower_realtime::socketio::SocketIoConfig::default());
@@ -83,11 +140,22 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
             }
         })
         .on_connect(|socket: Socket| async move {
+            tracing::info!(conn = %socket.id(), user = sender(&socket), "connected");
             socket.emit("onlineUsers", &online_users(socket.hub()).await);
+        })
+        .on_disconnect(|socket: Socket, reason: DisconnectReason| async move {
+            tracing::info!(conn = %socket.id(), user = sender(&socket), ?reason, "disconnected");
         })
         .on_presence(|hub: Hub, presence: Presence| async move {
             hub.emit("presence", &presence);
-            hub.emit("onlineUsers", &online_users(&hub).await);
+            // The user's own connections had the list as they connected: once per connect.
+            let mut everyone = hub.broadcast();
+            if presence.online {
+                for id in hub.connections_of(&presence.user_id) {
+                    everyone = everyone.except(id);
+                }
+            }
+            everyone.emit("onlineUsers", &online_users(&hub).await);
         })
         .on("joinRoom", |socket: Socket, Data(room): Data<String>| async move {
             if socket.join(&room)? {
@@ -106,7 +174,9 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
             }
             json!({ "event": "leftRoom", "room": room })
         })
-        .on("message", |socket: Socket, Valid(msg): Valid<ChatMessage>| async move {
+        .on("message", |socket: Socket, Data(msg): Data<ChatMessage>| async move {
+            check_length("text", &msg.text, MAX_TEXT_CHARS, Unit::Characters)?;
+            check_length("room", &msg.room, socket.hub().config().max_room_name_len, Unit::Bytes)?;
             if !socket.in_room(&msg.room) {
                 return Err(ErrorEvent::new(format!("not a member of room {}", msg.room)));
             }
@@ -131,12 +201,17 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
         .on(
             "privateMessage",
             |socket: Socket, Data(msg): Data<PrivateMessage>| async move {
+                check_length("to", &msg.to, MAX_USER_BYTES, Unit::Bytes)?;
+                if let Value::String(text) = &msg.message {
+                    check_length("message", text, MAX_TEXT_CHARS, Unit::Characters)?;
+                }
                 // `from` is the authenticated sender, whatever the payload claims.
                 let delivered = socket.hub().to_user(&msg.to).emit(
                     "privateMessage",
                     &json!({ "from": sender(&socket), "message": msg.message }),
                 );
-                json!({ "delivered": delivered })
+                let devices = devices_of(socket.hub(), &msg.to, delivered).await;
+                Ok::<_, ErrorEvent>(json!({ "delivered": delivered, "devices": devices, "online": devices > 0 }))
             },
         )
         .build()
@@ -150,6 +225,42 @@ async fn online_users(hub: &Hub) -> Vec<String> {
     hub.online_users()
 }
 
+/// How many connections of `user` an emit to them was sent to: `delivered` alone, or, in a
+/// cluster (where an emit kept in the history is delivered from Redis, and the other nodes'
+/// recipients are not counted here), the user's connections on every node.
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+async fn devices_of(hub: &Hub, user: &str, delivered: usize) -> usize {
+    #[cfg(feature = "redis")]
+    if hub.adapter().is_some() {
+        return hub.cluster_connections_of(user).await.value.len();
+    }
+    delivered
+}
+
+/// What the demo serves, by name (the start-up line and `GET /config` list them). The
+/// realtime endpoints are the hub's layer; the rest are routes.
+fn endpoints() -> Vec<(&'static str, &'static str)> {
+    let mut all = vec![
+        ("page", "GET /"),
+        ("login", "POST /login"),
+        ("config", "GET /config"),
+        ("native protocol", "GET /ws"),
+    ];
+    if cfg!(feature = "socketio") {
+        all.push(("Socket.IO", "/socket.io/"));
+    }
+    all.extend([
+        ("post", "POST /posts"),
+        ("notify", "POST /notify/{user}"),
+        ("native client", "GET /realtime.js"),
+        ("Socket.IO client", "GET /socketio-lite.js"),
+    ]);
+    if cfg!(feature = "metrics") {
+        all.push(("metrics", "GET /metrics"));
+    }
+    all
+}
+
 /// The whole demo app: its routes, and the hub layered at `/ws`.
 pub fn app(secret: String, max_per_user: Option<usize>) -> (Router, Hub) {
     app_with(secret, max_per_user, Hub::builder())
@@ -160,6 +271,8 @@ pub fn app_with(secret: String, max_per_user: Option<usize>, builder: HubBuilder
     let hub = build_hub(&secret, max_per_user, builder);
     let router = Router::new()
         .route("/", get(page))
+        .route("/favicon.ico", get(favicon))
+        .route("/config", get(config))
         .route("/realtime.js", get(client_js))
         .route("/socketio-lite.js", get(socketio_client_js))
         .route("/login", post(login))
@@ -168,10 +281,69 @@ pub fn app_with(secret: String, max_per_user: Option<usize>, builder: HubBuilder
         .with_state(AppState {
             hub: hub.clone(),
             secret,
+            rate_limited: max_per_user.is_none(),
         })
-        .layer(hub.layer("/ws"));
+        .layer(hub.layer("/ws"))
+        .layer(middleware::from_fn(log_refusals));
     (router, hub)
 }
+
+/// Logs the realtime endpoints' refusals (a bad token's `401`, a limit's `429`, ...) with the
+/// reason the client is told; the path only, never the query, where a token may be.
+async fn log_refusals(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let socketio = cfg!(feature = "socketio") && path.starts_with("/socket.io/");
+    if !(path == "/ws" || path.starts_with("/ws/") || socketio) {
+        return next.run(req).await;
+    }
+    let path = path.to_owned();
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    // The refusals' bodies are short: read one that says it is, and give it back.
+    if HttpBody::size_hint(res.body()).upper().is_none_or(|n| n > 4096) {
+        tracing::info!(status = status.as_u16(), path, "connection refused");
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let reason = match body.as_ref().and_then(|b| b.get("error").or_else(|| b.get("message"))) {
+        Some(Value::String(reason)) => reason.clone(),
+        _ => String::from_utf8_lossy(&bytes).trim().to_owned(),
+    };
+    tracing::info!(status = status.as_u16(), path, %reason, "connection refused");
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// What the page needs to know: the limits it enforces, the event rate, the protocols.
+async fn config(State(app): State<AppState>) -> Json<Value> {
+    let rate = app
+        .rate_limited
+        .then(|| json!({ "perSecond": EVENTS_PER_SECOND, "burst": EVENT_BURST }));
+    Json(json!({
+        "limits": { "text": MAX_TEXT_CHARS, "room": app.hub.config().max_room_name_len, "user": MAX_USER_BYTES },
+        "rateLimit": rate,
+        "socketio": cfg!(feature = "socketio"),
+        "endpoints": endpoints().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+}
+
+/// A small icon, so that browsers asking for one get it.
+async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        FAVICON,
+    )
+}
+
+/// The icon: a speech bubble.
+const FAVICON: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path fill="#2f6feb" d="M2 2h12a1 1 0 0 1 1 1v8a1 1 0 0 1-1 1H7l-4 3v-3H2a1 1 0 0 1-1-1V3a1 1 0 0 1 1-1z"/></svg>"##;
 
 /// Adds `GET /metrics`: the hub's metrics in Prometheus text format (feature `metrics`). It
 /// installs the process-wide `metrics` recorder, so it is called once, before the hub is
@@ -198,11 +370,8 @@ struct Login {
 
 async fn login(State(app): State<AppState>, Json(body): Json<Login>) -> impl IntoResponse {
     let user = body.user.trim();
-    if user.is_empty() || user.len() > 64 {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "error": "user must be 1 to 64 bytes" })),
-        );
+    if let Err(e) = check_length("user", user, MAX_USER_BYTES, Unit::Bytes) {
+        return (StatusCode::BAD_REQUEST, Json(login_error(e)));
     }
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -221,6 +390,17 @@ async fn login(State(app): State<AppState>, Json(body): Json<Login>) -> impl Int
             Json(json!({ "error": e.to_string() })),
         ),
     }
+}
+
+/// A refused login: `{"error": <message>, "field", "limit", ...}`.
+fn login_error(e: ErrorEvent) -> Value {
+    let mut body = e.to_value();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("status");
+        let message = map.remove("message").unwrap_or_default();
+        map.insert("error".to_owned(), message);
+    }
+    body
 }
 
 #[derive(Deserialize)]
@@ -316,7 +496,19 @@ async fn main() {
 
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = listen(addr).expect("could not listen");
-    tracing::info!("chat demo on http://{addr}  (WebSocket: ws://{addr}/ws)");
+    let served: Vec<String> = endpoints()
+        .iter()
+        .map(|(name, route)| format!("{name} {route}"))
+        .collect();
+    let socketio = if cfg!(feature = "socketio") {
+        format!(", Socket.IO at http://{addr}/socket.io/")
+    } else {
+        String::new()
+    };
+    tracing::info!(
+        "chat demo on http://{addr} (native WebSocket at ws://{addr}/ws{socketio}): {}",
+        served.join(", ")
+    );
     let shutdown = hub.shutdown_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });

@@ -77,6 +77,11 @@ async fn two_instances_act_as_one_chat() {
         "the count is this node's; alice is on the other"
     );
     assert_eq!(
+        (&ack["data"]["devices"], &ack["data"]["online"]),
+        (&json!(1), &json!(true)),
+        "alice's connections, on every node"
+    );
+    assert_eq!(
         alice.expect_event("privateMessage").await,
         json!({ "from": "bob", "message": "psst" })
     );
@@ -91,4 +96,10 @@ async fn two_instances_act_as_one_chat() {
     }
     post_json(a, "/notify/bob", json!({ "message": "for bob" })).await;
     assert_eq!(bob.expect_event("notification").await, json!({ "message": "for bob" }));
+
+    // Nobody anywhere: offline, not delivered.
+    let ack = bob
+        .call("privateMessage", json!({ "to": "carol", "message": "hi" }))
+        .await;
+    assert_eq!(ack["data"], json!({ "delivered": 0, "devices": 0, "online": false }));
 }

@@ -174,7 +174,7 @@ async fn private_messages_reach_every_tab_with_the_real_sender() {
             json!({ "to": "bob", "message": "hi", "from": "mallory" }),
         )
         .await;
-    assert_eq!(ack["data"], json!({ "delivered": 2 }));
+    assert_eq!(ack["data"], json!({ "delivered": 2, "devices": 2, "online": true }));
     for bob in [&mut bob1, &mut bob2] {
         assert_eq!(
             bob.expect_event("privateMessage").await,
@@ -182,6 +182,19 @@ async fn private_messages_reach_every_tab_with_the_real_sender() {
         );
     }
     alice.expect_no_event("privateMessage").await;
+
+    // Nobody to deliver to: the ack says so, rather than looking delivered.
+    let ack = alice
+        .call("privateMessage", json!({ "to": "carol", "message": "hi" }))
+        .await;
+    assert_eq!(ack["data"], json!({ "delivered": 0, "devices": 0, "online": false }));
+    // One device left: one.
+    bob2.close().await;
+    let ack = alice
+        .call("privateMessage", json!({ "to": "bob", "message": "still there?" }))
+        .await;
+    assert_eq!(ack["data"], json!({ "delivered": 1, "devices": 1, "online": true }));
+    assert_eq!(bob1.expect_event("privateMessage").await["message"], "still there?");
 }
 
 #[tokio::test]
@@ -242,4 +255,189 @@ async fn http_routes_notify_through_the_hub() {
     alice.expect_no_event("notification").await;
     let res = post_json(addr, "/notify/nobody", json!({ "message": "x" })).await;
     assert_eq!(res["delivered"], 0);
+}
+
+/// Reads the answers (ack or error, by id) to `n` requests sent back to back.
+async fn read_answers(c: &mut Client, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let frame = c.next_frame().await;
+        if frame.get("ack").is_some() {
+            out.push(frame);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn validation_errors_name_the_field_and_the_limit() {
+    let (addr, _hub) = demo().await;
+    let (mut alice, _) = join_chat(addr, "alice").await;
+    alice.call("joinRoom", json!("general")).await;
+
+    let too_long = "x".repeat(chat::MAX_TEXT_CHARS + 1);
+    for (event, data, message, field, limit) in [
+        (
+            "message",
+            json!({ "text": too_long, "room": "general" }),
+            "text: at most 1000 characters",
+            "text",
+            1000,
+        ),
+        (
+            "message",
+            json!({ "text": "", "room": "general" }),
+            "text: must not be empty",
+            "text",
+            1000,
+        ),
+        (
+            "message",
+            json!({ "text": "hi", "room": "" }),
+            "room: must not be empty",
+            "room",
+            128,
+        ),
+        (
+            "privateMessage",
+            json!({ "to": "", "message": "hi" }),
+            "to: must not be empty",
+            "to",
+            64,
+        ),
+        (
+            "privateMessage",
+            json!({ "to": "bob", "message": too_long }),
+            "message: at most 1000 characters",
+            "message",
+            1000,
+        ),
+    ] {
+        let e = alice.call(event, data).await;
+        assert_eq!(e["event"], "error", "{message}: {e}");
+        let d = &e["data"];
+        assert_eq!(
+            (d["status"].as_str(), d["message"].as_str()),
+            (Some("error"), Some(message))
+        );
+        assert_eq!(
+            (d["field"].as_str(), d["limit"].as_u64()),
+            (Some(field), Some(limit)),
+            "{e}"
+        );
+        assert_eq!(d["min"], 1, "{e}");
+        assert_eq!(d["errors"][0]["field"], field, "the list of errors is still there: {e}");
+    }
+}
+
+#[tokio::test]
+async fn the_event_rate_limit_answers_rate_limited_and_the_connection_stays() {
+    let (addr, _hub) = demo().await;
+    let (mut alice, _) = join_chat(addr, "alice").await;
+    let sent = chat::EVENT_BURST as usize + 3;
+    for _ in 0..sent {
+        alice.emit_with_id("joinRoom", json!("general")).await;
+    }
+    let answers = read_answers(&mut alice, sent).await;
+    let limited: Vec<_> = answers.iter().filter(|a| a["event"] == "error").collect();
+    let acked = answers.iter().filter(|a| a["data"]["event"] == "joinedRoom").count();
+    assert!(acked >= chat::EVENT_BURST as usize, "the burst passes: {answers:?}");
+    assert!(!limited.is_empty(), "past the burst, refusals: {answers:?}");
+    assert_eq!(acked + limited.len(), sent, "one answer each: {answers:?}");
+    for e in limited {
+        assert_eq!(e["data"]["status"], "rate_limited", "{e}");
+    }
+    // A moment later (the bucket refills at EVENTS_PER_SECOND), the connection carries on.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        1000 / u64::from(chat::EVENTS_PER_SECOND) + 50,
+    ))
+    .await;
+    assert_eq!(alice.call("joinRoom", json!("r2")).await["data"]["event"], "joinedRoom");
+
+    // In load-test mode (MAX_CONNECTIONS_PER_USER) there is no event rate limit.
+    let (app, _hub) = chat::app(SECRET.to_owned(), Some(100));
+    let addr = serve(app).await;
+    let (mut load, _) = join_chat(addr, "load").await;
+    let sent = chat::EVENT_BURST as usize * 2;
+    for _ in 0..sent {
+        load.emit_with_id("joinRoom", json!("general")).await;
+    }
+    let answers = read_answers(&mut load, sent).await;
+    assert!(
+        answers.iter().all(|a| a["data"]["event"] == "joinedRoom"),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn online_users_arrive_once_per_connect() {
+    let (addr, _hub) = demo().await;
+    let (mut alice, online) = join_chat(addr, "alice").await;
+    assert_eq!(online, json!(["alice"]));
+    alice.expect_no_event("onlineUsers").await;
+
+    let (mut bob1, online) = join_chat(addr, "bob").await;
+    assert_eq!(online, json!(["alice", "bob"]));
+    assert_eq!(alice.expect_event("onlineUsers").await, json!(["alice", "bob"]));
+    bob1.expect_no_event("onlineUsers").await;
+    alice.expect_no_event("onlineUsers").await;
+
+    // Another tab of bob: its own list, and nothing new for anyone else.
+    let (mut bob2, online) = join_chat(addr, "bob").await;
+    assert_eq!(online, json!(["alice", "bob"]));
+    bob2.expect_no_event("onlineUsers").await;
+    bob1.expect_no_event("onlineUsers").await;
+    alice.expect_no_event("onlineUsers").await;
+}
+
+#[tokio::test]
+async fn favicon_config_and_login_errors() {
+    let (addr, _hub) = demo().await;
+    let res = reqwest::get(format!("http://{addr}/favicon.ico")).await.unwrap();
+    assert_eq!(res.status(), 200, "no 404 for the icon");
+    assert_eq!(res.headers()["content-type"], "image/svg+xml");
+    assert!(res.text().await.unwrap().starts_with("<svg"));
+
+    let config: Value = reqwest::get(format!("http://{addr}/config"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["limits"], json!({ "text": 1000, "room": 128, "user": 64 }));
+    assert_eq!(
+        config["rateLimit"],
+        json!({ "perSecond": chat::EVENTS_PER_SECOND, "burst": chat::EVENT_BURST })
+    );
+    assert_eq!(config["socketio"], cfg!(feature = "socketio"));
+    let endpoints = &config["endpoints"];
+    for (name, route) in [
+        ("page", "GET /"),
+        ("login", "POST /login"),
+        ("config", "GET /config"),
+        ("native protocol", "GET /ws"),
+    ] {
+        assert_eq!(endpoints[name], route, "{endpoints}");
+    }
+    assert_eq!(endpoints.get("Socket.IO").is_some(), cfg!(feature = "socketio"));
+
+    let client = reqwest::Client::new();
+    for (user, message, limit) in [
+        (String::new(), "user: must not be empty", 64),
+        ("x".repeat(65), "user: at most 64 bytes", 64),
+    ] {
+        let res = client
+            .post(format!("http://{addr}/login"))
+            .json(&json!({ "user": user }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], message, "{body}");
+        assert_eq!(
+            (body["field"].as_str(), body["limit"].as_u64()),
+            (Some("user"), Some(limit))
+        );
+    }
 }

@@ -542,6 +542,23 @@ impl Hub {
             ns: "/".to_owned(),
             room: room.to_owned(),
         };
+        self.gather_ids(query, local).await
+    }
+
+    /// The connections of a user in the default namespace (all their devices and tabs), on
+    /// every node, sorted. An empty list: the user is offline (or only on nodes that did not
+    /// answer, which `partial` says).
+    pub async fn cluster_connections_of(&self, user: &str) -> ClusterAnswer<Vec<ConnectionId>> {
+        let local: Vec<u64> = self.connections_of(user).into_iter().map(|id| id.0).collect();
+        let query = Query::ConnectionsOf {
+            ns: "/".to_owned(),
+            user: user.to_owned(),
+        };
+        self.gather_ids(query, local).await
+    }
+
+    /// [`gather`](Self::gather) for a query answered with connection ids: sorted, unique.
+    async fn gather_ids(&self, query: Query, local: Vec<u64>) -> ClusterAnswer<Vec<ConnectionId>> {
         let answer = self.gather(query, local).await;
         let mut ids: Vec<ConnectionId> = answer.value.into_iter().map(ConnectionId).collect();
         ids.sort_unstable();

@@ -2,8 +2,9 @@
 //
 //   node tests/browser/chat.spec.mjs http://127.0.0.1:3000
 //
-// Two users log in in two pages, join a room, chat, and one page closes: the other sees the
-// message and the online list change. alice uses the native protocol (/ws), bob the page's
+// Two users log in in two pages, join a room, chat, switch between room views (unread
+// counts), send a private message (delivered, then offline once the other page closes), log
+// out and see a refused login's reason: the other sees the message and the online list change. alice uses the native protocol (/ws), bob the page's
 // Socket.IO client (/socket.io/): the server must have been built with the `socketio` feature. A screenshot goes to ci-artifacts/chat.png. Exits
 // non-zero on any failure (a missing Chromium included).
 
@@ -96,12 +97,58 @@ try {
   await bob.page.click('#send');
   await alice.page.locator('#log .msg', { hasText: 'bob: hi alice' }).waitFor();
 
+  // The text box takes no more than the server's limit (from GET /config).
+  await alice.page.waitForFunction(() => document.getElementById('text').maxLength === 1000);
+
+  // Rooms are views: a message to a room not on screen waits there, counted as unread.
+  await alice.page.fill('#room', 'random');
+  await alice.page.click('#join');
+  await alice.page.locator('#log .notice', { hasText: 'you joined #random' }).waitFor();
+  await bob.page.fill('#text', 'while you were away');
+  await bob.page.click('#send');
+  const generalItem = alice.page.locator('#rooms li[data-view="#general"]');
+  await generalItem.locator('.badge', { hasText: '1' }).waitFor();
+  const away = alice.page.locator('#log .msg', { hasText: 'bob: while you were away' });
+  await away.waitFor({ state: 'attached' });
+  if (await away.isVisible()) throw new Error('a #general message shows in the #random view');
+  await generalItem.click();
+  await away.waitFor();
+  if ((await generalItem.locator('.badge').textContent()) !== '') throw new Error('the unread count stays after viewing');
+
+  // A private message, in its own view, marked with the server's word on delivery.
+  await alice.page.locator('#online li', { hasText: 'bob' }).click();
+  await alice.page.fill('#text', 'psst');
+  await alice.page.click('#send');
+  await alice.page.locator('#log .msg.pm.mine .delivery.ok', { hasText: 'delivered to 1 device' }).waitFor();
+  await bob.page.locator('#dms li[data-view="@alice"] .badge', { hasText: '1' }).waitFor();
+
   await bob.context.close();
   await expectOnline(alice.page, ['alice']);
   await alice.page.locator('#log .notice', { hasText: 'bob is offline' }).waitFor();
+  // Nobody to deliver to: said so, never shown as delivered.
+  await alice.page.fill('#text', 'are you there?');
+  await alice.page.click('#send');
+  await alice.page.locator('#log .msg.pm.mine .delivery.bad', { hasText: 'bob is offline: not delivered' }).waitFor();
 
   await mkdir(new URL('.', screenshot), { recursive: true });
   await alice.page.screenshot({ path: screenshot.pathname, fullPage: true });
+
+  // Past the server's event rate limit: the page says to slow down, and the connection stays.
+  await generalItem.click();
+  await alice.page.evaluate(() => {
+    const text = document.getElementById('text'), form = document.getElementById('sendForm');
+    for (let i = 0; i < 30; i++) { text.value = `flood ${i}`; form.requestSubmit(); }
+  });
+  await alice.page.locator('#log .error', { hasText: 'slow down: at most 5 messages a second' }).first().waitFor();
+  await alice.page.locator('#status.connected').waitFor();
+
+  // Log out: the socket closes, the login form is back; a refused login shows the server's words.
+  await alice.page.click('#logout');
+  await alice.page.locator('#loginView').waitFor();
+  if (await alice.page.evaluate(() => window.chat.client !== null)) throw new Error('the client is kept after logout');
+  await alice.page.fill('#user', '\u00e9'.repeat(40)); // 40 characters, 80 bytes
+  await alice.page.click('#login');
+  await alice.page.locator('#loginError', { hasText: 'user: at most 64 bytes' }).waitFor();
 
   if (pageErrors.length) throw new Error(`errors in the page:\n${pageErrors.join('\n')}`);
   console.log(`chat.spec: ok (screenshot: ${screenshot.pathname})`);
