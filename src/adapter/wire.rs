@@ -73,6 +73,26 @@ pub enum Query {
         /// The namespace, or `None` for every namespace.
         ns: Option<String>,
     },
+    /// Deliver an event asking for an answer (an ack) to the matching connections of the
+    /// node, wait at most `timeout_ms` for their answers, and answer with an array of
+    /// `[connection id, outcome]` pairs, the outcome being `{"ack": <answer>}`, `"timeout"` or
+    /// `"disconnected"` (an empty array when none of the node's connections matches). Sent by
+    /// a hub's `emit_with_ack`; each node picks its own ack id for its connections.
+    EmitWithAck {
+        /// The namespace.
+        ns: String,
+        /// Who gets it (the union of the targets).
+        targets: Vec<Target>,
+        /// Connections left out, whatever the targets.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except: Vec<u64>,
+        /// The event name.
+        event: String,
+        /// The event's payload.
+        data: Value,
+        /// The longest wait for the answers, in milliseconds.
+        timeout_ms: u64,
+    },
     /// A question of the app's own: `name` says what, `data` carries the arguments.
     Custom {
         /// What is asked.
