@@ -121,7 +121,9 @@ pub use gateway::{
     IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, State,
 };
 pub use hub::{
-    AckEmit, AckError, AckResponse, AckResponses, ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter, History, Hub, Namespace, Presence};
+    AckEmit, AckError, AckResponse, AckResponses, ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter,
+    History, Hub, Namespace, Presence,
+};
 pub use layer::{RealtimeLayer, RealtimeService, ResponseBody, ResponseFuture};
 
 /// The README's examples compile as doctests.

@@ -182,7 +182,11 @@ impl Socket {
         let json = serde_json::to_string(data).map_err(AckError::Serialize)?;
         let id = self.hub.next_ack_id();
         let mut asked = Asked::new(id);
-        asked.ask(&self.hub, &self.conn, &Packet::new(&self.ns.name, event, &json).with_ack(id));
+        asked.ask(
+            &self.hub,
+            &self.conn,
+            &Packet::new(&self.ns.name, event, &json).with_ack(id),
+        );
         let (_, answer) = (asked.collect(timeout).await.pop()).ok_or(AckError::Disconnected)?;
         answer.and_then(|value| serde_json::from_value(value).map_err(AckError::Deserialize))
     }

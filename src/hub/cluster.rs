@@ -24,12 +24,12 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::{
+    ack::Answers,
     history::{
         entry::Entry,
         sessions::Resume,
         store::{HistoryState, NotRecovered, Saved, StreamKey},
     },
-    ack::Answers,
     AckError, ConnectionId, Emit, Emitter, Hub, HubInner, Presence, Target,
 };
 use crate::adapter::{

@@ -1,9 +1,9 @@
 //! The [`Hub`]: a cheap, cloneable handle on every connection, user and room, usable from
 //! anywhere in the app to emit events.
 
+mod ack;
 #[cfg(feature = "redis")]
 pub(crate) mod cluster;
-mod ack;
 mod conn;
 mod counters;
 mod emit;
@@ -13,8 +13,8 @@ pub(crate) mod history;
 mod namespace;
 pub(crate) mod registry;
 
-pub use ack::{AckEmit, AckError, AckResponse, AckResponses};
 pub(crate) use ack::Asked;
+pub use ack::{AckEmit, AckError, AckResponse, AckResponses};
 pub use conn::DisconnectReason;
 pub(crate) use conn::{Conn, Proto};
 pub use namespace::Namespace;
