@@ -567,6 +567,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_emit_with_ack_is_a_query_with_its_timeout() {
+        let op = Op::Query {
+            id: 4,
+            reply_to: "n".into(),
+            query: Query::EmitWithAck {
+                ns: "/".into(),
+                targets: vec![Target::Room("jury".into())],
+                except: vec![12],
+                event: "vote".into(),
+                data: json!({"q": 1}),
+                timeout_ms: 5000,
+            },
+        };
+        let bytes = encode("n", &op).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"node":"n","op":{"query":{"id":4,"reply_to":"n","query":{"emit_with_ack":{"ns":"/","targets":[{"room":"jury"}],"except":[12],"event":"vote","data":{"q":1},"timeout_ms":5000}}}}}"#
+        );
+        assert!(matches!(
+            decode(&bytes, "m").unwrap(),
+            Decoded::Op {
+                op: Op::Query {
+                    query: Query::EmitWithAck { timeout_ms: 5000, .. },
+                    ..
+                },
+                ..
+            }
+        ));
+    }
+
     fn signer(key: u8) -> Signer {
         Signer::new(&[key; 32]).unwrap()
     }

@@ -193,14 +193,17 @@ impl AckEmit<'_> {
     }
 }
 
+/// A recipient's answer, or why there is none.
+pub(crate) type Answered = Result<Value, AckError>;
+
 /// Each recipient with its answer, or why there is none.
-pub(crate) type Answers = Vec<(ConnectionId, Result<Value, AckError>)>;
+pub(crate) type Answers = Vec<(ConnectionId, Answered)>;
 
 /// The answers an emit waits for: one ack id, each recipient that was asked.
 pub(crate) struct Asked {
     id: u64,
     /// Each recipient asked, and what became of it (`None`: still waiting).
-    recipients: Vec<(Arc<Conn>, Option<Result<Value, AckError>>)>,
+    recipients: Vec<(Arc<Conn>, Option<Answered>)>,
     /// The answers to come, by index into `recipients`.
     pending: FuturesUnordered<Answer>,
 }

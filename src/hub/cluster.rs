@@ -24,7 +24,7 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::{
-    ack::Answers,
+    ack::{Answered, Answers},
     history::{
         entry::Entry,
         sessions::Resume,
@@ -48,8 +48,8 @@ enum Outcome {
     Disconnected,
 }
 
-impl From<Result<Value, AckError>> for Outcome {
-    fn from(result: Result<Value, AckError>) -> Self {
+impl From<Answered> for Outcome {
+    fn from(result: Answered) -> Self {
         match result {
             Ok(value) => Outcome::Ack(value),
             Err(AckError::Timeout) => Outcome::Timeout,
@@ -58,7 +58,7 @@ impl From<Result<Value, AckError>> for Outcome {
     }
 }
 
-impl From<Outcome> for Result<Value, AckError> {
+impl From<Outcome> for Answered {
     fn from(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Ack(value) => Ok(value),
@@ -673,6 +673,37 @@ impl Hub {
             value: answer.value.iter().fold(0usize, |total, n| total.saturating_add(*n)),
             partial: answer.partial,
             missing_nodes: answer.missing_nodes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_ack_outcomes_have_flat_shapes_and_bad_ones_are_refused() {
+        let answers: Answers = vec![
+            (ConnectionId(1), Ok(json!(null))),
+            (ConnectionId(2), Err(AckError::Timeout)),
+            (ConnectionId(3), Err(AckError::Disconnected)),
+        ];
+        let list: Vec<(u64, Outcome)> = (answers.into_iter()).map(|(id, r)| (id.0, r.into())).collect();
+        let wire = json!(list);
+        assert_eq!(wire, json!([[1, {"ack": null}], [2, "timeout"], [3, "disconnected"]]));
+        let back: Vec<(u64, Outcome)> = serde_json::from_value(wire).unwrap();
+        let back: Vec<Answered> = back.into_iter().map(|(_, o)| o.into()).collect();
+        assert!(matches!(
+            &back[..],
+            [Ok(Value::Null), Err(AckError::Timeout), Err(AckError::Disconnected)]
+        ));
+        for bad in [
+            json!([[1, "maybe"]]),
+            json!([["x", "timeout"]]),
+            json!({"ack": 1}),
+            json!([[1]]),
+        ] {
+            assert!(serde_json::from_value::<Vec<(u64, Outcome)>>(bad).is_err());
         }
     }
 }

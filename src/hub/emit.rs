@@ -288,12 +288,12 @@ fn visit(registry: &Registry, target: Target<'_>, f: &mut impl FnMut(&Arc<Conn>)
         Target::All => registry.conns.iter().for_each(|e| f(e.value())),
         Target::Room(room) => {
             if let Some(members) = registry.rooms.get(room) {
-                members.values().for_each(|c| f(c));
+                members.values().for_each(f);
             }
         }
         Target::User(user) => {
             if let Some(conns) = registry.users.get(user) {
-                conns.values().for_each(|c| f(c));
+                conns.values().for_each(f);
             }
         }
         Target::Connection(id) => {
