@@ -178,6 +178,34 @@ async fn nobody_to_ask_and_a_leaving_recipient_end_the_wait_at_once() {
 }
 
 #[tokio::test]
+async fn a_recipient_whose_queue_is_full_is_disconnected_at_once() {
+    let hub = builder()
+        .configure(|c| {
+            c.outbound_queue = 8;
+            c.slow_consumer = tower_realtime::SlowConsumerPolicy::DropMessage;
+        })
+        .build();
+    let addr = serve_hub(&hub).await;
+    let _slow = joined(addr, "slow", "r").await; // never reads from here on
+    let pad = "p".repeat(64 * 1024);
+    let mut sent = 0;
+    while hub.to_user("slow").emit("tick", &pad) == 1 {
+        sent += 1;
+        assert!(sent < 2_000, "the queue never filled");
+        tokio::task::yield_now().await;
+    }
+    let started = Instant::now();
+    let answers = (hub.to_user("slow").timeout(Duration::from_secs(30)))
+        .emit_with_ack::<_, Value>("q", &1)
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!(answers.responses.len(), 1);
+    assert!(matches!(answers.responses[0].result, Err(AckError::Disconnected)));
+    assert_eq!(hub.connection_count(), 1, "dropping the message, the connection stays");
+}
+
+#[tokio::test]
 async fn a_broadcast_and_a_connections_own_ack_ids_never_meet() {
     let hub = builder().build();
     let addr = serve_hub(&hub).await;
@@ -320,4 +348,30 @@ async fn answers_come_back_from_every_node() {
     let answers = asking.await.unwrap().unwrap();
     assert!(answers.is_complete());
     assert_eq!(answers.answers().collect::<Vec<_>>(), vec![(id_of(&a.0, "alice"), &7)]);
+
+    // A node that never replies (its hub does not read what it is sent) is named as missing,
+    // once the timeout and the query timeout have passed; the answers of the others are there.
+    let mut options = RedisOptions::default();
+    options.prefix = prefix.clone();
+    let (silent, _unread) = RedisAdapter::connect(&url, options).await.unwrap();
+    let started = Instant::now();
+    let asking = tokio::spawn({
+        let hub = b.0.clone();
+        async move {
+            hub.to_user("alice")
+                .timeout(Duration::from_millis(300))
+                .emit_with_ack::<_, u32>("count", &2)
+                .await
+        }
+    });
+    answer(&mut alice, "count", json!(8)).await;
+    let answers = asking.await.unwrap().unwrap();
+    let waited = started.elapsed();
+    assert_eq!(answers.missing_nodes, vec![silent.node_id().to_owned()]);
+    assert!(!answers.is_complete());
+    assert_eq!(answers.answers().collect::<Vec<_>>(), vec![(id_of(&a.0, "alice"), &8)]);
+    assert!(
+        waited >= Duration::from_millis(1300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
 }
