@@ -153,9 +153,8 @@ impl AckEmit<'_> {
     /// its callback (several arguments arrive as an array). A recipient whose queue is full,
     /// or whose connection ends before it answers, is [`AckError::Disconnected`] at once. In a
     /// cluster (feature `redis`) the recipients on other nodes answer too: the wait is then at
-    /// most the timeout plus the adapter's
-    /// [`query_timeout`](crate::adapter::RedisOptions::query_timeout) for their replies. The
-    /// event is not kept in a [`History`](crate::History).
+    /// most the timeout plus the adapter's `query_timeout` (`RedisOptions::query_timeout`)
+    /// for their replies. The event is not kept in a [`History`](crate::History).
     ///
     /// Fails only when `data` cannot be serialized ([`AckError::Serialize`]); what each
     /// recipient did is in the [`AckResponses`].
