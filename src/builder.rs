@@ -511,6 +511,7 @@ impl HubBuilder {
                 state: self.state,
                 parts,
                 next_id: AtomicU64::new(node_tag() << 40),
+                next_ack: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 #[cfg(feature = "redis")]
                 cluster,

@@ -73,6 +73,26 @@ pub enum Query {
         /// The namespace, or `None` for every namespace.
         ns: Option<String>,
     },
+    /// Deliver an event asking for an answer (an ack) to the matching connections of the
+    /// node, wait at most `timeout_ms` for their answers, and answer with an array of
+    /// `[connection id, outcome]` pairs, the outcome being `{"ack": <answer>}`, `"timeout"` or
+    /// `"disconnected"` (an empty array when none of the node's connections matches). Sent by
+    /// a hub's `emit_with_ack`; each node picks its own ack id for its connections.
+    EmitWithAck {
+        /// The namespace.
+        ns: String,
+        /// Who gets it (the union of the targets).
+        targets: Vec<Target>,
+        /// Connections left out, whatever the targets.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except: Vec<u64>,
+        /// The event name.
+        event: String,
+        /// The event's payload.
+        data: Value,
+        /// The longest wait for the answers, in milliseconds.
+        timeout_ms: u64,
+    },
     /// A question of the app's own: `name` says what, `data` carries the arguments.
     Custom {
         /// What is asked.
@@ -545,6 +565,37 @@ mod tests {
             String::from_utf8(encode("n", &op).unwrap()).unwrap(),
             r#"{"v":1,"node":"n","op":{"reply":{"id":3,"answer":12}}}"#
         );
+    }
+
+    #[test]
+    fn an_emit_with_ack_is_a_query_with_its_timeout() {
+        let op = Op::Query {
+            id: 4,
+            reply_to: "n".into(),
+            query: Query::EmitWithAck {
+                ns: "/".into(),
+                targets: vec![Target::Room("jury".into())],
+                except: vec![12],
+                event: "vote".into(),
+                data: json!({"q": 1}),
+                timeout_ms: 5000,
+            },
+        };
+        let bytes = encode("n", &op).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"v":1,"node":"n","op":{"query":{"id":4,"reply_to":"n","query":{"emit_with_ack":{"ns":"/","targets":[{"room":"jury"}],"except":[12],"event":"vote","data":{"q":1},"timeout_ms":5000}}}}}"#
+        );
+        assert!(matches!(
+            decode(&bytes, "m").unwrap(),
+            Decoded::Op {
+                op: Op::Query {
+                    query: Query::EmitWithAck { timeout_ms: 5000, .. },
+                    ..
+                },
+                ..
+            }
+        ));
     }
 
     fn signer(key: u8) -> Signer {

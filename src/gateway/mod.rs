@@ -13,7 +13,7 @@ mod valid;
 pub use error::{ErrorEvent, IntoErrorEvent};
 pub use guard::{ConnectGuard, Guard, GuardContext};
 pub use handler::{Args, Attachments, Data, EventContext, FromEvent, Handler, IntoReply, Json, Reply, State};
-pub use socket::{AckError, RawMessage, Socket};
+pub use socket::{RawMessage, Socket};
 #[cfg(feature = "validate")]
 pub use valid::Valid;
 

@@ -12,7 +12,7 @@ use super::{ErrorEvent, Reply};
 use crate::protocol::socketio as sio;
 use crate::{
     auth::Identity,
-    hub::{Conn, ConnectionId, Emit, Hub, Namespace, NsInner, Proto, Target},
+    hub::{AckError, Asked, Conn, ConnectionId, Emit, Hub, Namespace, NsInner, Packet, Proto, Target},
     protocol::{close_code, native},
 };
 
@@ -90,24 +90,6 @@ impl RawMessage {
             _ => &[],
         }
     }
-}
-
-/// Why [`Socket::emit_with_ack`] got no answer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AckError {
-    /// No answer came within the timeout.
-    #[error("no ack within the timeout")]
-    Timeout,
-    /// The connection ended (or its queue was full) before the answer came.
-    #[error("the connection ended before it answered")]
-    Disconnected,
-    /// The payload could not be serialized.
-    #[error("payload could not be serialized: {0}")]
-    Serialize(serde_json::Error),
-    /// The answer did not deserialize into the expected type.
-    #[error("ack did not deserialize: {0}")]
-    Deserialize(serde_json::Error),
 }
 
 impl Socket {
@@ -198,24 +180,15 @@ impl Socket {
         R: DeserializeOwned,
     {
         let json = serde_json::to_string(data).map_err(AckError::Serialize)?;
-        let (id, answer) = self.conn.register_ack();
-        let frame = match self.conn.proto {
-            Proto::Native => Message::Text(native::encode_event_raw(event, &json, Some(id))),
-            #[cfg(feature = "socketio")]
-            Proto::SocketIo => sio_message(sio::packet::encode_event(&self.ns.name, event, &json, Some(id))),
-        };
-        if !self.conn.send(&self.hub, frame) {
-            self.conn.forget_ack(id);
-            return Err(AckError::Disconnected);
-        }
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(value)) => serde_json::from_value(value).map_err(AckError::Deserialize),
-            Ok(Err(_)) => Err(AckError::Disconnected),
-            Err(_) => {
-                self.conn.forget_ack(id);
-                Err(AckError::Timeout)
-            }
-        }
+        let id = self.hub.next_ack_id();
+        let mut asked = Asked::new(id);
+        asked.ask(
+            &self.hub,
+            &self.conn,
+            &Packet::new(&self.ns.name, event, &json).with_ack(id),
+        );
+        let (_, answer) = (asked.collect(timeout).await.pop()).ok_or(AckError::Disconnected)?;
+        answer.and_then(|value| serde_json::from_value(value).map_err(AckError::Deserialize))
     }
 
     /// Emits to a room of this namespace, except this connection.

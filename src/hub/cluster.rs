@@ -13,7 +13,10 @@
 //! - `disconnect_user`, and `join`/`leave`/`disconnect` of a connection on another node, act
 //!   wherever the connections are.
 
-use std::sync::{atomic::Ordering, Arc, Weak};
+use std::{
+    sync::{atomic::Ordering, Arc, Weak},
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -21,18 +24,49 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::{
+    ack::{Answered, Answers},
     history::{
         entry::Entry,
         sessions::Resume,
         store::{HistoryState, NotRecovered, Saved, StreamKey},
     },
-    ConnectionId, Emit, Emitter, Hub, HubInner, Presence, Target,
+    AckError, ConnectionId, Emit, Emitter, Hub, HubInner, Presence, Target,
 };
 use crate::adapter::{
     self,
     history::{HistoryParams, Missed},
     ClusterAnswer, Inbound, Op, Query, RedisAdapter,
 };
+
+/// What became of one recipient of an emit with ack, as a node replies it: `{"ack": …}`,
+/// `"timeout"` or `"disconnected"`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Ack(Value),
+    Timeout,
+    Disconnected,
+}
+
+impl From<Answered> for Outcome {
+    fn from(result: Answered) -> Self {
+        match result {
+            Ok(value) => Outcome::Ack(value),
+            Err(AckError::Timeout) => Outcome::Timeout,
+            Err(_) => Outcome::Disconnected,
+        }
+    }
+}
+
+impl From<Outcome> for Answered {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Ack(value) => Ok(value),
+            Outcome::Timeout => Err(AckError::Timeout),
+            Outcome::Disconnected => Err(AckError::Disconnected),
+        }
+    }
+}
 
 /// The hub's side of the cluster.
 pub(crate) struct Cluster {
@@ -79,14 +113,18 @@ fn borrowed(target: &adapter::Target) -> Target<'_> {
 }
 
 impl Emit<'_> {
+    /// Whether every target is a connection of this node: the other nodes have nothing to do.
+    fn local_only(&self) -> bool {
+        self.targets.iter().all(|t| match t {
+            Target::Connection(id) => self.ns.registry.conns.contains_key(id),
+            _ => false,
+        })
+    }
+
     /// Sends this emit to the other nodes, unless every target is a local connection.
     pub(crate) fn publish(&self, event: &str, data_json: &str) {
         let Some(cluster) = &self.hub.inner.cluster else { return };
-        let all_local = self.targets.iter().all(|t| match t {
-            Target::Connection(id) => self.ns.registry.conns.contains_key(id),
-            _ => false,
-        });
-        if all_local {
+        if self.local_only() {
             return;
         }
         let Ok(data) = serde_json::value::RawValue::from_string(data_json.to_owned()) else {
@@ -100,6 +138,37 @@ impl Emit<'_> {
             data,
         };
         cluster.adapter.publish(&op);
+    }
+
+    /// Asks the other nodes to deliver this emit asking for an answer (one query,
+    /// [`Query::EmitWithAck`]), and gathers what their recipients answered within `timeout`,
+    /// and the nodes that did not reply. Their replies are waited for at most `timeout` plus
+    /// the adapter's query timeout.
+    pub(crate) async fn ask_others(&self, event: &str, data_json: &str, timeout: Duration) -> (Answers, Vec<String>) {
+        let Some(cluster) = (self.hub.inner.cluster.as_ref()).filter(|_| !self.local_only()) else {
+            return (Vec::new(), Vec::new());
+        };
+        let Ok(data) = serde_json::from_str(data_json) else {
+            return (Vec::new(), Vec::new());
+        };
+        let query = Query::EmitWithAck {
+            ns: self.ns.name.to_string(),
+            targets: self.targets.iter().map(owned).collect(),
+            except: self.except.iter().map(|id| id.0).collect(),
+            event: event.to_owned(),
+            data,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let margin = cluster.adapter.options().query_timeout;
+        let replies = cluster.adapter.request(query, Some(timeout + margin)).await;
+        let mut answers = Vec::new();
+        for reply in replies.value {
+            match serde_json::from_value::<Vec<(u64, Outcome)>>(reply) {
+                Ok(list) => answers.extend(list.into_iter().map(|(id, outcome)| (ConnectionId(id), outcome.into()))),
+                Err(e) => tracing::debug!(error = %e, "a node's answers to an emit with ack could not be read"),
+            }
+        }
+        (answers, replies.missing_nodes)
     }
 
     /// Keeps this emit in the cluster's history, in `keys`, and publishes it: every node, this
@@ -460,6 +529,34 @@ async fn apply(hub: &Hub, message: Inbound) {
             }
             _ => {}
         },
+        Inbound::Query {
+            query:
+                Query::EmitWithAck {
+                    ns,
+                    targets,
+                    except,
+                    event,
+                    data,
+                    timeout_ms,
+                },
+            reply,
+            ..
+        } => {
+            let asked = remote_emit(hub, &ns, &targets, except).map(|emit| emit.ask(&event, &data.to_string()));
+            let Some(asked) = asked.filter(|a| !a.is_empty()) else {
+                reply.send(json!([]));
+                return;
+            };
+            // Answered once every recipient has, or at the timeout; meanwhile this node goes
+            // on with what the others send.
+            tokio::spawn(async move {
+                let answers = asked.collect(Duration::from_millis(timeout_ms)).await;
+                let list: Vec<(u64, Outcome)> = (answers.into_iter())
+                    .map(|(id, result)| (id.0, result.into()))
+                    .collect();
+                reply.send(json!(list));
+            });
+        }
         Inbound::Query { query, reply, .. } => {
             let answer = answer(hub, &query);
             match answer {
@@ -593,6 +690,37 @@ impl Hub {
             value: answer.value.iter().fold(0usize, |total, n| total.saturating_add(*n)),
             partial: answer.partial,
             missing_nodes: answer.missing_nodes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_ack_outcomes_have_flat_shapes_and_bad_ones_are_refused() {
+        let answers: Answers = vec![
+            (ConnectionId(1), Ok(json!(null))),
+            (ConnectionId(2), Err(AckError::Timeout)),
+            (ConnectionId(3), Err(AckError::Disconnected)),
+        ];
+        let list: Vec<(u64, Outcome)> = (answers.into_iter()).map(|(id, r)| (id.0, r.into())).collect();
+        let wire = json!(list);
+        assert_eq!(wire, json!([[1, {"ack": null}], [2, "timeout"], [3, "disconnected"]]));
+        let back: Vec<(u64, Outcome)> = serde_json::from_value(wire).unwrap();
+        let back: Vec<Answered> = back.into_iter().map(|(_, o)| o.into()).collect();
+        assert!(matches!(
+            &back[..],
+            [Ok(Value::Null), Err(AckError::Timeout), Err(AckError::Disconnected)]
+        ));
+        for bad in [
+            json!([[1, "maybe"]]),
+            json!([["x", "timeout"]]),
+            json!({"ack": 1}),
+            json!([[1]]),
+        ] {
+            assert!(serde_json::from_value::<Vec<(u64, Outcome)>>(bad).is_err());
         }
     }
 }

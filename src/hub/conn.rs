@@ -65,7 +65,8 @@ pub(crate) struct Conn {
 
 #[derive(Default)]
 struct AckTable {
-    next: u64,
+    /// Set when the connection ends: no new wait is registered.
+    closed: bool,
     pending: HashMap<u64, oneshot::Sender<Value>>,
 }
 
@@ -169,9 +170,12 @@ impl Conn {
         true
     }
 
-    /// Fails the server emits still waiting for an answer (`AckError::Disconnected`).
+    /// Fails the server emits still waiting for an answer (`AckError::Disconnected`), and
+    /// any registered later.
     pub(crate) fn fail_acks(&self) {
-        self.acks.lock().pending.clear();
+        let mut acks = self.acks.lock();
+        acks.closed = true;
+        acks.pending.clear();
     }
 
     /// The close requested for this connection, if any.
@@ -179,14 +183,16 @@ impl Conn {
         *self.close.lock()
     }
 
-    /// A new ack id, and where its answer will arrive.
-    pub(crate) fn register_ack(&self) -> (u64, oneshot::Receiver<Value>) {
-        let (tx, rx) = oneshot::channel();
+    /// Waits for the answer to ack `id` (one of the hub's, see `Hub::next_ack_id`): where it
+    /// will arrive, or `None` when the connection has ended.
+    pub(crate) fn register_ack(&self, id: u64) -> Option<oneshot::Receiver<Value>> {
         let mut acks = self.acks.lock();
-        acks.next += 1;
-        let id = acks.next;
+        if acks.closed {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
         acks.pending.insert(id, tx);
-        (id, rx)
+        Some(rx)
     }
 
     pub(crate) fn forget_ack(&self, id: u64) {

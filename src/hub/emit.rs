@@ -5,7 +5,7 @@
 use std::{
     collections::HashSet,
     hash::BuildHasherDefault,
-    sync::{atomic::Ordering, OnceLock},
+    sync::{atomic::Ordering, Arc, OnceLock},
 };
 
 use serde::Serialize;
@@ -168,19 +168,31 @@ impl<'a> Emit<'a> {
     /// Queues `frame(proto)` for every recipient; `seq` is the event's offset when it is kept
     /// in a history.
     pub(super) fn deliver(&self, frame: impl Fn(Proto) -> Frame, seq: Option<u64>) -> usize {
-        let registry = &self.ns.registry;
-        let except = &self.except;
         let mut reached = 0usize;
-        let mut deliver = |conn: &Conn| {
-            if except.contains(&conn.id) {
-                return;
-            }
+        self.each_recipient(|conn| {
             let queued = match seq {
                 Some(seq) => conn.send_at(self.hub, frame(conn.proto), seq),
                 None => conn.send(self.hub, frame(conn.proto)),
             };
             if queued {
                 reached += 1;
+            }
+        });
+        self.hub
+            .inner
+            .counters
+            .messages_out
+            .fetch_add(reached as u64, Ordering::Relaxed);
+        reached
+    }
+
+    /// Calls `f` once on each recipient: each connection of the targets, once, unless left out.
+    pub(super) fn each_recipient(&self, mut f: impl FnMut(&Arc<Conn>)) {
+        let registry = &self.ns.registry;
+        let except = &self.except;
+        let mut deliver = |conn: &Arc<Conn>| {
+            if !except.contains(&conn.id) {
+                f(conn);
             }
         };
         if let [target] = self.targets[..] {
@@ -190,19 +202,13 @@ impl<'a> Emit<'a> {
             let expected = self.targets.iter().map(|t| target_len(registry, *t)).sum();
             let mut seen: IdSet = HashSet::with_capacity_and_hasher(expected, Default::default());
             for target in &self.targets {
-                visit(registry, *target, &mut |conn: &Conn| {
+                visit(registry, *target, &mut |conn: &Arc<Conn>| {
                     if seen.insert(conn.id) {
                         deliver(conn);
                     }
                 });
             }
         }
-        self.hub
-            .inner
-            .counters
-            .messages_out
-            .fetch_add(reached as u64, Ordering::Relaxed);
-        reached
     }
 }
 
@@ -213,6 +219,8 @@ pub(crate) struct Packet<'a> {
     ns: &'a str,
     event: &'a str,
     data_json: &'a str,
+    /// The ack id the recipients answer, for an emit that waits for their answers.
+    ack: Option<u64>,
     native: OnceLock<Frame>,
     #[cfg(feature = "socketio")]
     socketio: OnceLock<Frame>,
@@ -224,10 +232,16 @@ impl<'a> Packet<'a> {
             ns,
             event,
             data_json,
+            ack: None,
             native: OnceLock::new(),
             #[cfg(feature = "socketio")]
             socketio: OnceLock::new(),
         }
+    }
+
+    /// The same packet, asking every recipient to answer ack `id`.
+    pub(crate) fn with_ack(self, id: u64) -> Self {
+        Self { ack: Some(id), ..self }
     }
 
     /// The frame for a connection speaking `proto` (a cheap clone of shared bytes).
@@ -238,7 +252,7 @@ impl<'a> Packet<'a> {
                     Frame::new(Message::Text(native::encode_event_raw(
                         self.event,
                         self.data_json,
-                        None,
+                        self.ack,
                     )))
                 })
                 .clone(),
@@ -247,7 +261,7 @@ impl<'a> Packet<'a> {
                 .get_or_init(|| {
                     // An Engine.IO message (`4`) carrying a Socket.IO EVENT.
                     let packet =
-                        crate::protocol::socketio::packet::encode_event(self.ns, self.event, self.data_json, None);
+                        crate::protocol::socketio::packet::encode_event(self.ns, self.event, self.data_json, self.ack);
                     Frame::new(Message::text(format!("4{packet}")))
                 })
                 .clone(),
@@ -269,17 +283,17 @@ fn target_len(registry: &Registry, target: Target<'_>) -> usize {
 /// The recipients an emit to several targets has reached.
 type IdSet = HashSet<ConnectionId, BuildHasherDefault<IdHasher>>;
 
-fn visit(registry: &Registry, target: Target<'_>, f: &mut impl FnMut(&Conn)) {
+fn visit(registry: &Registry, target: Target<'_>, f: &mut impl FnMut(&Arc<Conn>)) {
     match target {
         Target::All => registry.conns.iter().for_each(|e| f(e.value())),
         Target::Room(room) => {
             if let Some(members) = registry.rooms.get(room) {
-                members.values().for_each(|c| f(c));
+                members.values().for_each(f);
             }
         }
         Target::User(user) => {
             if let Some(conns) = registry.users.get(user) {
-                conns.values().for_each(|c| f(c));
+                conns.values().for_each(f);
             }
         }
         Target::Connection(id) => {

@@ -1,9 +1,11 @@
 //! [`Emitter`]: emitting to, and looking up, the connections of one namespace. Implemented by
 //! [`Hub`] (its default namespace) and [`Namespace`], so that each method is written once.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
-use super::{ConnectionId, Emit, Hub, Namespace, NsInner, Target};
+use super::{AckEmit, ConnectionId, Emit, Hub, Namespace, NsInner, Target};
 
 /// What an [`Emitter`] emits within: a hub and one of its namespaces.
 mod sealed {
@@ -48,6 +50,14 @@ pub trait Emitter: Sealed {
     /// Emits to every connection of the namespace. Returns how many it reached.
     fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> usize {
         self.broadcast().emit(event, data)
+    }
+
+    /// Starts an emit to every connection of the namespace that waits at most `timeout` for
+    /// each one's answer (Socket.IO's `io.timeout(ms).emitWithAck(..)`): the same as
+    /// `broadcast().timeout(timeout)`, finished by
+    /// [`emit_with_ack`](AckEmit::emit_with_ack).
+    fn timeout(&self, timeout: Duration) -> AckEmit<'_> {
+        self.broadcast().timeout(timeout)
     }
 
     /// Starts an emit to every connection of the namespace (add `.except(id)` to leave one

@@ -1,6 +1,7 @@
 //! The [`Hub`]: a cheap, cloneable handle on every connection, user and room, usable from
 //! anywhere in the app to emit events.
 
+mod ack;
 #[cfg(feature = "redis")]
 pub(crate) mod cluster;
 mod conn;
@@ -12,6 +13,8 @@ pub(crate) mod history;
 mod namespace;
 pub(crate) mod registry;
 
+pub(crate) use ack::Asked;
+pub use ack::{AckEmit, AckError, AckResponse, AckResponses};
 pub use conn::DisconnectReason;
 pub(crate) use conn::{Conn, Proto};
 pub use namespace::Namespace;
@@ -22,7 +25,7 @@ pub(crate) use counters::export as metrics;
 pub use counters::CounterSnapshot;
 pub(crate) use counters::Rejection;
 pub use emit::Emit;
-pub(crate) use emit::Target;
+pub(crate) use emit::{Packet, Target};
 pub use emitter::Emitter;
 pub use history::History;
 pub(crate) use history::HistoryState;
@@ -114,6 +117,9 @@ pub(crate) struct HubInner {
     #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     pub(crate) parts: Extensions,
     pub(crate) next_id: AtomicU64,
+    /// The last ack id given out: one counter for every connection's server emits, so that a
+    /// broadcast's one id never meets a connection's own.
+    pub(crate) next_ack: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
     #[cfg(feature = "redis")]
     pub(crate) cluster: Option<cluster::Cluster>,
@@ -154,6 +160,11 @@ impl Hub {
 
     pub(crate) fn next_connection_id(&self) -> ConnectionId {
         ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// A new ack id for a server emit (to one connection or many).
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.inner.next_ack.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// App state registered with [`HubBuilder::state`](crate::HubBuilder::state).

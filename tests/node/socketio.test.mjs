@@ -115,6 +115,20 @@ test('reconnects by itself after the server drops the connection', async () => {
   assert.deepEqual(await s.emitWithAck('joinRoom', 'back'), { event: 'joinedRoom', room: 'back' });
 });
 
+test('a room emit waits for every answer: one, several arguments, silence', async () => {
+  const [asker, one, two, silent] = await Promise.all(
+    ['alice', 'bob', 'carol', 'dave'].map((u) => connected(client(u))),
+  );
+  for (const s of [asker, one, two, silent]) await s.emitWithAck('joinRoom', 'polls');
+  one.on('poll', (room, cb) => cb(`bob in ${room}`));
+  two.on('poll', (room, cb) => cb(room, 2));
+  silent.on('poll', () => {});
+  const got = await asker.emitWithAck('askRoom', 'polls');
+  const answered = got.answered.map((a) => JSON.stringify(a)).sort();
+  assert.deepEqual(answered, [JSON.stringify('bob in polls'), JSON.stringify(['polls', 2])].sort());
+  assert.equal(got.silent, 1);
+});
+
 test('a native client and a Socket.IO client share a room', async () => {
   const sio = await connected(client('frank'));
   await sio.emitWithAck('joinRoom', 'mixed');
