@@ -117,8 +117,8 @@ pub use config::{Config, RateLimit, SlowConsumerPolicy};
 #[cfg(feature = "validate")]
 pub use gateway::Valid;
 pub use gateway::{
-    AckError, Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, FromEvent, Guard, GuardContext, Handler,
-    IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, State,
+    AckError, Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, EventName, FromEvent, Guard,
+    GuardContext, Handler, IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, State,
 };
 pub use hub::{ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter, History, Hub, Namespace, Presence};
 pub use layer::{RealtimeLayer, RealtimeService, ResponseBody, ResponseFuture};

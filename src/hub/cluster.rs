@@ -26,7 +26,7 @@ use super::{
         sessions::Resume,
         store::{HistoryState, NotRecovered, Saved, StreamKey},
     },
-    ConnectionId, Emit, Emitter, Hub, HubInner, Presence, Target,
+    ConnectionId, Emit, Emitter, Hub, HubInner, NsInner, Presence, Target,
 };
 use crate::adapter::{
     self,
@@ -159,7 +159,7 @@ impl HistoryState {
             tracing::warn!(%epoch, "history: the cluster's history was lost (new epoch); offsets start over");
             self.delivered.store(0, Ordering::Relaxed);
             self.current.store(0, Ordering::Release);
-            for ns in hub.inner.namespaces.values() {
+            for ns in hub.each_namespace() {
                 for conn in ns.registry.conns.iter() {
                     if let Some(recovery) = &conn.recovery {
                         recovery.forget_replay();
@@ -399,13 +399,12 @@ pub(super) async fn read_missed(
 
 /// The emit another node asked for, to this node's connections (`None` for a namespace this
 /// node does not have).
-fn remote_emit<'a>(hub: &'a Hub, ns: &str, targets: &'a [adapter::Target], except: Vec<u64>) -> Option<Emit<'a>> {
-    let ns = hub.inner.namespaces.get(ns)?;
+fn remote_emit<'a>(hub: &'a Hub, ns: &'a NsInner, targets: &'a [adapter::Target], except: Vec<u64>) -> Emit<'a> {
     let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
     for id in except {
         emit = emit.except(ConnectionId(id));
     }
-    Some(emit)
+    emit
 }
 
 /// Acts on one message from another node.
@@ -419,9 +418,9 @@ async fn apply(hub: &Hub, message: Inbound) {
                 event,
                 data,
             } => {
-                let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
-                    return;
-                };
+                // A namespace this node does not have (a dynamic one nobody here is in): nobody.
+                let Some(ns) = hub.namespace(&ns) else { return };
+                let emit = remote_emit(hub, &ns, &targets, except);
                 emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
             }
             Op::HistoryEmit {
@@ -435,9 +434,8 @@ async fn apply(hub: &Hub, message: Inbound) {
             } => {
                 let history = hub.inner.history.as_ref().filter(|h| h.shared);
                 let epoch = history.map(|h| h.arrived(hub, &epoch, offset));
-                let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
-                    return;
-                };
+                let Some(ns) = hub.namespace(&ns) else { return };
+                let emit = remote_emit(hub, &ns, &targets, except);
                 match (history, epoch) {
                     (Some(history), Some(epoch)) => history.deliver_kept(&emit, &epoch, offset, &event, data.get()),
                     // A node that keeps no history delivers it as any emit.
