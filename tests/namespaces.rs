@@ -32,6 +32,10 @@ async fn status_at(addr: std::net::SocketAddr, path: &str) -> u16 {
 /// A hub with a fixed `/chat`, a `/tenant-{id}` pattern (counting its connects) and a
 /// predicate pattern for `/room-<number>`, at most `limit` dynamic namespaces.
 fn tenants(limit: usize, connects: Arc<AtomicUsize>) -> Hub {
+    tenants_builder(limit, connects).build()
+}
+
+fn tenants_builder(limit: usize, connects: Arc<AtomicUsize>) -> tower_realtime::HubBuilder {
     let builder = Hub::builder()
         .auth(JwtAuth::hs256(SECRET))
         .configure(|c| c.max_dynamic_namespaces = limit)
@@ -65,7 +69,7 @@ fn tenants(limit: usize, connects: Arc<AtomicUsize>) -> Hub {
         );
     #[cfg(feature = "socketio")]
     let builder = builder.socketio(Default::default());
-    builder.build()
+    builder
 }
 
 #[tokio::test]
@@ -294,4 +298,51 @@ async fn socketio_events_without_a_handler_reach_the_catch_all() {
     let refused = s.until(|p| p.starts_with("433")).await;
     assert!(refused.contains("forbidden"), "{refused}");
     assert_eq!(caught.load(Ordering::Relaxed), 1);
+}
+
+/// Two hubs joined by Redis, both with the `/tenant-{id}` pattern.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn dynamic_namespaces_across_a_cluster() {
+    use tower_realtime::adapter::{RedisAdapter, RedisOptions};
+    let Some(url) = redis_url("dynamic namespaces across a cluster") else {
+        return;
+    };
+    let prefix = format!("test-dynamic-{}", std::process::id());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut options = RedisOptions::default();
+        options.prefix = prefix.clone();
+        let (adapter, inbound) = RedisAdapter::connect(&url, options).await.expect("Redis answers");
+        let hub = tenants_builder(100, Arc::default()).redis(adapter, inbound).build();
+        let addr = serve_hub(&hub).await;
+        nodes.push((hub, addr));
+    }
+    let ((a, a_addr), (b, b_addr)) = (&nodes[0], &nodes[1]);
+    let mut alice = connect_path(*a_addr, "/ws/tenant-7", "alice").await;
+    let mut bob = connect_path(*b_addr, "/ws/tenant-7", "bob").await;
+    let mut carol = connect_path(*b_addr, "/ws/tenant-8", "carol").await;
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.call("join", json!("r")).await;
+    }
+    assert!(a.of("/tenant-8").is_none(), "nobody is in tenant 8 on node A");
+    // An emit in tenant 7 on node A reaches bob in tenant 7 on node B, not carol in tenant 8.
+    let reached = a.of("/tenant-7").unwrap().to_room("r").emit("hello", &7);
+    assert_eq!(reached, 1, "alice, on this node");
+    assert_eq!(alice.expect_event("hello").await, json!(7));
+    assert_eq!(bob.expect_event("hello").await, json!(7));
+    // A handler's room emit in tenant 8 on node B: node A has no tenant 8, nobody there.
+    carol.call("shout", json!("r")).await;
+    alice.expect_no_event("shouted").await;
+    bob.expect_no_event("shouted").await;
+    // Cluster queries count the dynamic namespaces' connections.
+    let count = a.cluster_connection_count().await;
+    assert_eq!((count.value, count.partial), (3, false));
+    // Node A answers a query about a namespace it does not have with nothing, not an error.
+    let query = tower_realtime::adapter::Query::RoomUsers {
+        ns: "/tenant-8".into(),
+        room: "r".into(),
+    };
+    let answer = b.adapter().unwrap().request(query, None).await;
+    assert_eq!((answer.value, answer.partial), (vec![json!([])], false));
 }

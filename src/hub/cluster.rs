@@ -486,13 +486,15 @@ async fn apply(hub: &Hub, message: Inbound) {
 
 /// This node's answer to a query.
 fn answer(hub: &Hub, query: &Query) -> Option<Value> {
-    let ns = |name: &str| hub.of(name);
+    // A namespace this node does not have (a dynamic one nobody here is in) has nothing
+    // here: an empty list, which the asking node adds as nothing, whatever it asked.
+    let of = |name: &str, f: &dyn Fn(&super::Namespace) -> Value| hub.of(name).map_or(json!([]), |ns| f(&ns));
     Some(match query {
-        Query::RoomMembers { ns: name, room } => json!(ns(name)?.room_members(room)),
-        Query::RoomUsers { ns: name, room } => json!(ns(name)?.room_users(room)),
-        Query::ConnectionsOf { ns: name, user } => json!(ns(name)?.connections_of(user)),
+        Query::RoomMembers { ns, room } => of(ns, &|ns| json!(ns.room_members(room))),
+        Query::RoomUsers { ns, room } => of(ns, &|ns| json!(ns.room_users(room))),
+        Query::ConnectionsOf { ns, user } => of(ns, &|ns| json!(ns.connections_of(user))),
         Query::RoomsOf { conn } => json!(hub.rooms_of(ConnectionId(*conn))),
-        Query::ConnectionCount { ns: Some(name) } => json!(ns(name)?.connection_count()),
+        Query::ConnectionCount { ns: Some(ns) } => of(ns, &|ns| json!(ns.connection_count())),
         Query::ConnectionCount { ns: None } => json!(hub.connection_count()),
         _ => return None,
     })
