@@ -57,6 +57,9 @@ fn tenants_builder(limit: usize, connects: Arc<AtomicUsize>) -> tower_realtime::
             .on("shout", |s: Socket, Data(room): Data<String>| async move {
                 s.to(&room).emit("shouted", &s.namespace());
             })
+            .on_any(
+                |EventName(event): EventName, Args(args): Args| async move { json!({ "caught": event, "args": args }) },
+            )
         })
         .dynamic_namespace_with(
             |name: &str| name.strip_prefix("/room-").is_some_and(|n| n.parse::<u32>().is_ok()),
@@ -181,6 +184,19 @@ async fn the_limit_on_dynamic_namespaces_refuses_new_ones_only() {
     one.close().await;
     assert!(eventually(|| hub.of("/tenant-1").is_none()).await);
     assert_eq!(status_at(addr, "/ws/tenant-3").await, 101);
+}
+
+/// The official socket.io-client (tests/node/namespaces.test.mjs), with `REALTIME_TEST_NODE=1`.
+#[cfg(feature = "socketio")]
+#[tokio::test]
+async fn socketio_client_from_npm_reaches_dynamic_namespaces_and_the_catch_all() {
+    if !node_enabled("node dynamic namespace test") {
+        return;
+    }
+    let hub = tenants(100, Arc::default());
+    let addr = serve_hub(&hub).await;
+    let stdout = run_node("namespaces.test.mjs", vec![("BASE_URL", format!("http://{addr}"))]).await;
+    assert!(stdout.contains("pass 3"), "all three tests ran and passed: {stdout}");
 }
 
 #[cfg(feature = "socketio")]
