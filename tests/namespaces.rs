@@ -11,7 +11,7 @@ use std::sync::{
 use common::*;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tower_realtime::{Args, Data, Emitter, ErrorEvent, EventName, GuardContext, Hub, JwtAuth, Socket};
+use tower_realtime::{Args, Data, Emitter, ErrorEvent, EventName, GuardContext, Hub, JwtAuth, RateLimit, Socket};
 
 async fn connect_path(addr: std::net::SocketAddr, path: &str, user: &str) -> Client {
     let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
@@ -255,7 +255,11 @@ fn catch_all(caught: Arc<AtomicUsize>) -> Hub {
             caught.fetch_add(1, Ordering::Relaxed);
             async move { json!({ "event": event, "args": args, "ns": s.namespace() }) }
         })
-        .namespace("/plain", |ns| ns.on("ping", || async { "pong" }));
+        .namespace("/plain", |ns| ns.on("ping", || async { "pong" }))
+        .namespace("/limited", |ns| {
+            ns.rate_limit(RateLimit::per_second(1).burst(2))
+                .on_any(|EventName(event): EventName| async move { event })
+        });
     #[cfg(feature = "socketio")]
     let builder = builder.socketio(Default::default());
     builder.build()
@@ -292,6 +296,12 @@ async fn the_catch_all_takes_events_without_a_handler() {
     let mut plain = connect_path(addr, "/ws/plain", "alice").await;
     let unknown = plain.call("whatever", Value::Null).await;
     assert_eq!(unknown["data"]["message"], "unknown event: whatever");
+    // The namespace's rate limit counts the catch-all's events.
+    let mut limited = connect_path(addr, "/ws/limited", "alice").await;
+    for name in ["a", "b"] {
+        assert_eq!(limited.call(name, Value::Null).await["data"], name);
+    }
+    assert_eq!(limited.call("c", Value::Null).await["data"]["status"], "rate_limited");
 }
 
 #[cfg(feature = "socketio")]
