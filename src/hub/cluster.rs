@@ -397,8 +397,7 @@ pub(super) async fn read_missed(
     }
 }
 
-/// The emit another node asked for, to this node's connections (`None` for a namespace this
-/// node does not have).
+/// The emit another node asked for, to this node's connections in `ns`.
 fn remote_emit<'a>(hub: &'a Hub, ns: &'a NsInner, targets: &'a [adapter::Target], except: Vec<u64>) -> Emit<'a> {
     let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
     for id in except {

@@ -177,6 +177,9 @@ impl Dynamic {
 
     /// The namespaces made from patterns, as they are now.
     pub(crate) fn all(&self) -> Vec<Arc<NsInner>> {
+        if self.patterns.is_empty() {
+            return Vec::new();
+        }
         self.live.iter().map(|ns| ns.value().clone()).collect()
     }
 
