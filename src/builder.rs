@@ -21,6 +21,7 @@ use crate::{
     config::{Config, RateLimit},
     gateway::{ConnectGuard, Gateway, Guard, Handler, IntoConnectResult, RawMessage, Socket},
     hub::{
+        dynamic::{Dynamic, Matcher, Pattern},
         node_tag, Counters, DisconnectReason, Extensions, History, HistoryState, Hub, HubInner, NsInner, Presence,
         Slots,
     },
@@ -46,6 +47,34 @@ impl NamespaceBuilder {
     /// function of [extractors](crate::FromEvent); its return value becomes the ack.
     pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
         self.gateway.add_handler(event, handler, Vec::new());
+        self
+    }
+
+    /// Handles every event that has no handler of its own (a catch-all, like Socket.IO's
+    /// `onAny` for what nothing else takes). The handler is an async function of
+    /// [extractors](crate::FromEvent) like any other: [`EventName`](crate::EventName) gives
+    /// the event's name, `Value` or [`Args`](crate::Args) its data; its return value becomes
+    /// the ack.
+    ///
+    /// Events with a handler of their own do not reach it. The namespace's guards and rate
+    /// limit apply to it as to any handler (a guard sees the client's event name), after the
+    /// checks on reserved and too long names. Without it, an unknown event gets an `error`
+    /// event (`unknown event: …`). In logs and metrics its calls are named `*`.
+    ///
+    /// ```
+    /// use serde_json::{json, Value};
+    /// use tower_realtime::{EventName, Hub};
+    ///
+    /// let hub = Hub::builder()
+    ///     .on("ping", || async { "pong" })
+    ///     .on_any(|EventName(event): EventName, data: Value| async move {
+    ///         json!({ "unhandled": event, "data": data })
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn on_any<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.gateway.set_any(handler);
         self
     }
 
@@ -185,6 +214,7 @@ pub struct HubBuilder {
     config: Config,
     default: NamespaceBuilder,
     namespaces: Vec<(String, NamespaceBuilder)>,
+    dynamic: Vec<(Matcher, NamespaceBuilder)>,
     on_presence: Option<crate::hub::PresenceHook>,
     auth: Option<Arc<dyn Authenticator>>,
     origins: OriginPolicy,
@@ -229,6 +259,13 @@ impl HubBuilder {
     /// becomes the ack.
     pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
         self.default = self.default.on(event, handler);
+        self
+    }
+
+    /// Handles every event of the default namespace without a handler of its own. See
+    /// [`NamespaceBuilder::on_any`].
+    pub fn on_any<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.default = self.default.on_any(handler);
         self
     }
 
@@ -330,6 +367,74 @@ impl HubBuilder {
         } else {
             self.namespaces.push((name, f(NamespaceBuilder::default())));
         }
+        self
+    }
+
+    /// Adds the namespaces whose names match `template`, each configured by `f`: a
+    /// template is text with `{name}` parameters, each matching a non-empty run of characters
+    /// without `/` (`"/tenant-{id}"` takes `/tenant-7`, not `/tenant-` nor `/tenant-7/x`).
+    ///
+    /// The first connection to a matching name makes that namespace, with its own
+    /// connections, rooms and users; later connections to the name join it; it is removed
+    /// when its last connection has left. Every namespace of one pattern shares the
+    /// pattern's handlers, guards, hooks and rate limits (one table, not a copy per
+    /// namespace). A handler sees the concrete name in [`Socket::namespace`] and the
+    /// parameters in [`Socket::namespace_param`].
+    ///
+    /// Fixed namespaces ([`namespace`](Self::namespace)) win over patterns, and patterns are
+    /// tried in the order they were added. At most
+    /// [`Config::max_dynamic_namespaces`] exist at a time (names up to 256 bytes, without
+    /// `,` nor control characters); past it, a connection to a new one is refused as one to
+    /// an unknown namespace. [`Hub::of`] finds one while it exists.
+    ///
+    /// ```
+    /// use tower_realtime::{AllowAnonymous, Hub, Socket};
+    ///
+    /// let hub = Hub::builder()
+    ///     .auth(AllowAnonymous::new())
+    ///     .dynamic_namespace("/tenant-{id}", |ns| {
+    ///         ns.on("whoami", |socket: Socket| async move {
+    ///             // `/tenant-7` answers "7".
+    ///             socket.namespace_param("id").unwrap_or_default().to_owned()
+    ///         })
+    ///     })
+    ///     .build();
+    /// assert!(hub.of("/tenant-7").is_none(), "made by its first connection");
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `template` does not start with `/`, has no parameter, an empty or unclosed one,
+    /// or two parameters with nothing between them.
+    pub fn dynamic_namespace(self, template: &str, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
+        let matcher = Matcher::template(template).unwrap_or_else(|e| panic!("dynamic_namespace: {e}"));
+        self.pattern(matcher, f)
+    }
+
+    /// Adds the namespaces whose names `accepts` takes (it gets the name with its leading
+    /// `/`), each configured by `f`, as [`dynamic_namespace`](Self::dynamic_namespace) does for
+    /// a template (such namespaces have no parameters).
+    ///
+    /// ```
+    /// use tower_realtime::Hub;
+    ///
+    /// let hub = Hub::builder()
+    ///     .dynamic_namespace_with(
+    ///         |name: &str| name.strip_prefix("/room-").is_some_and(|n| n.parse::<u32>().is_ok()),
+    ///         |ns| ns.on("ping", || async { "pong" }),
+    ///     )
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn dynamic_namespace_with<P>(self, accepts: P, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self
+    where
+        P: Fn(&str) -> bool + Send + Sync + 'static,
+    {
+        self.pattern(Matcher::Predicate(Arc::new(accepts)), f)
+    }
+
+    fn pattern(mut self, matcher: Matcher, f: impl FnOnce(NamespaceBuilder) -> NamespaceBuilder) -> Self {
+        self.dynamic.push((matcher, f(NamespaceBuilder::default())));
         self
     }
 
@@ -470,13 +575,20 @@ impl HubBuilder {
 
     /// Builds the hub.
     pub fn build(self) -> Hub {
-        let default_ns = Arc::new(NsInner::new("/", Box::new(self.default.gateway)));
+        let default_ns = Arc::new(NsInner::new("/", Arc::new(self.default.gateway)));
         let mut namespaces = HashMap::new();
         namespaces.insert(default_ns.name.clone(), default_ns.clone());
         for (name, builder) in self.namespaces {
-            let ns = Arc::new(NsInner::new(&name, Box::new(builder.gateway)));
+            let ns = Arc::new(NsInner::new(&name, Arc::new(builder.gateway)));
             namespaces.insert(ns.name.clone(), ns);
         }
+        let patterns = (self.dynamic.into_iter())
+            .map(|(matcher, builder)| Pattern {
+                matcher,
+                routes: Arc::new(builder.gateway),
+            })
+            .collect();
+        let dynamic = Dynamic::new(patterns, self.config.max_dynamic_namespaces);
         let addresses = crate::address::Addresses::new(self.client_address, self.config.connect_rate_per_address);
         let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
         #[cfg(feature = "redis")]
@@ -499,6 +611,7 @@ impl HubBuilder {
             inner: Arc::new(HubInner {
                 config: self.config,
                 namespaces,
+                dynamic,
                 default_ns,
                 slots: Slots::default(),
                 on_presence: self.on_presence,

@@ -31,6 +31,7 @@ pub enum SlowConsumerPolicy {
 /// | [`max_event_name_len`](Config::max_event_name_len) | 128 bytes | `error` event, the event does not run |
 /// | [`max_connections_per_user`](Config::max_connections_per_user) | 16 | HTTP `429` at the handshake |
 /// | [`max_connections`](Config::max_connections) | 100,000 | HTTP `503` at the handshake |
+/// | [`max_dynamic_namespaces`](Config::max_dynamic_namespaces) | 10,000 | a connection to a new [dynamic namespace](crate::HubBuilder::dynamic_namespace) is refused as one to an unknown namespace: the request goes on to the inner service (usually a `404`), `CONNECT_ERROR` "Invalid namespace" for Socket.IO |
 /// | [`connect_rate_per_user`](Config::connect_rate_per_user) | 10/s, bursts of 30 | HTTP `429` at the handshake |
 /// | [`max_connections_per_address`](Config::max_connections_per_address) | 64 | HTTP `429` at the handshake, `CONNECT_ERROR` for Socket.IO (anonymous connections; authenticated ones too with [`address_limits_for_users`](Config::address_limits_for_users)) |
 /// | [`connect_rate_per_address`](Config::connect_rate_per_address) | 10/s, bursts of 30 | HTTP `429` at the handshake, `CONNECT_ERROR` for Socket.IO (as above) |
@@ -77,6 +78,9 @@ pub struct Config {
     pub max_connections_per_user: usize,
     /// Most simultaneous connections on this hub.
     pub max_connections: usize,
+    /// Most [dynamic namespaces](crate::HubBuilder::dynamic_namespace) at a time (one
+    /// exists from its first connection until its last one has left).
+    pub max_dynamic_namespaces: usize,
     /// New connections per user: a token bucket (`None`: no limit).
     pub connect_rate_per_user: Option<RateLimit>,
     /// Most simultaneous anonymous connections from one client address (all of them with
@@ -128,6 +132,7 @@ impl Default for Config {
             max_event_name_len: 128,
             max_connections_per_user: 16,
             max_connections: 100_000,
+            max_dynamic_namespaces: 10_000,
             connect_rate_per_user: Some(RateLimit::per_second(10).burst(30)),
             max_connections_per_address: 64,
             connect_rate_per_address: Some(RateLimit::per_second(10).burst(30)),

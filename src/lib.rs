@@ -124,8 +124,8 @@ pub use config::{Config, RateLimit, SlowConsumerPolicy};
 #[cfg(feature = "validate")]
 pub use gateway::Valid;
 pub use gateway::{
-    Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, FromEvent, Guard, GuardContext, Handler,
-    IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, State,
+    Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, EventName, FromEvent, Guard, GuardContext,
+    Handler, IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, State,
 };
 pub use hub::{
     AckEmit, AckError, AckResponse, AckResponses, ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter,

@@ -68,7 +68,8 @@ pub enum Query {
         conn: u64,
     },
     /// How many connections the node has (answer: a number), in one namespace or, with
-    /// `None`, in all.
+    /// `None`, in all. A node without the namespace answers any query about it with `[]`
+    /// (nothing).
     ConnectionCount {
         /// The namespace, or `None` for every namespace.
         ns: Option<String>,

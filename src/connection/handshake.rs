@@ -38,8 +38,9 @@ use super::{
 use crate::{
     auth::{extract_token, SUBPROTOCOL},
     hub::{
+        dynamic::Lease,
         history::{random_id, Ask, Recovery, Resume, MAX_RECOVERY_TOKEN},
-        Conn, Hub, NsInner, Rejection,
+        Conn, Hub, Rejection,
     },
     util::query_param,
 };
@@ -205,7 +206,7 @@ impl From<Refusal> for HttpRefusal {
 /// Answers a handshake request: a rejection, or a 101 with the connection task spawned.
 pub(crate) fn handshake<ReqBody>(
     hub: Hub,
-    ns: Arc<NsInner>,
+    ns: Lease,
     mut req: Request<ReqBody>,
 ) -> BoxFuture<'static, Response<Bytes>> {
     let checked = check_upgrade(&req).and_then(|()| recovery_ask(req.uri().query(), req.headers()));

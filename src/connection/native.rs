@@ -22,8 +22,9 @@ use super::{
 use crate::{
     gateway::{ErrorEvent, Incoming, RateState, RawMessage, Refused, Socket},
     hub::{
+        dynamic::Lease,
         history::{Ask, SessionNews},
-        Conn, Hub, NsInner,
+        Conn, Hub,
     },
     outbox,
     protocol::{
@@ -49,7 +50,7 @@ impl Framing for NativeFraming {
 /// Runs one upgraded connection to its end: the rest of its admission, the loop, its way out.
 pub(crate) async fn run<S>(
     hub: Hub,
-    ns: Arc<NsInner>,
+    ns: Lease,
     conn: Arc<Conn>,
     rx: outbox::Receiver,
     ws: Box<WebSocketStream<CoalescingIo<S>>>,

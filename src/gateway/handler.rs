@@ -101,6 +101,17 @@ impl FromEvent for Attachments {
     }
 }
 
+/// The name of the event being handled: for a catch-all
+/// ([`NamespaceBuilder::on_any`](crate::NamespaceBuilder::on_any)), the name the client sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct EventName(pub String);
+
+impl FromEvent for EventName {
+    fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
+        Ok(EventName(ctx.event.to_string()))
+    }
+}
+
 /// The payload as raw JSON, when a handler wants it untyped.
 impl FromEvent for Value {
     fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {

@@ -12,7 +12,9 @@ mod valid;
 
 pub use error::{ErrorEvent, IntoErrorEvent};
 pub use guard::{ConnectGuard, Guard, GuardContext};
-pub use handler::{Args, Attachments, Data, EventContext, FromEvent, Handler, IntoReply, Json, Reply, State};
+pub use handler::{
+    Args, Attachments, Data, EventContext, EventName, FromEvent, Handler, IntoReply, Json, Reply, State,
+};
 pub use socket::{RawMessage, Socket};
 #[cfg(feature = "validate")]
 pub use valid::Valid;
@@ -56,6 +58,10 @@ type ConnectHook = Arc<dyn Fn(Socket) -> BoxFuture<'static, Result<(), String>> 
 type DisconnectHook = Arc<dyn Fn(Socket, DisconnectReason) -> BoxFuture<'static, ()> + Send + Sync>;
 type RejoinGuard = Arc<dyn Fn(Socket, String) -> BoxFuture<'static, bool> + Send + Sync>;
 
+/// What the catch-all's calls are known as in logs and metrics (not the client's event
+/// names, which are anything).
+static ANY_LABEL: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("*"));
+
 /// One event's handler, with its guards and its own rate limit.
 #[derive(Clone)]
 struct Route {
@@ -75,6 +81,8 @@ impl NsInner {
 #[derive(Default, Clone)]
 pub(crate) struct Gateway {
     routes: HashMap<Arc<str>, Route>,
+    /// The catch-all handler, for events without a handler of their own.
+    any: Option<Route>,
     guards: Vec<Arc<dyn Guard>>,
     connect_guards: Vec<Arc<dyn ConnectGuard>>,
     /// Takes every text and binary frame instead of the JSON protocol, when set.
@@ -155,13 +163,27 @@ impl Gateway {
         self.routes.insert(Arc::from(event), route);
     }
 
-    /// Adds a group's handlers, each behind the group's guards.
+    pub(crate) fn set_any<H: Handler<Args>, Args: 'static>(&mut self, handler: H) {
+        self.any = Some(Route {
+            handler: Arc::new(handler::Erased::new(handler)),
+            guards: Vec::new(),
+            rate: None,
+        });
+    }
+
+    /// Adds a group's handlers (its catch-all too), each behind the group's guards.
     pub(crate) fn merge_group(&mut self, group: Gateway) {
-        for (event, mut route) in group.routes {
+        let behind = |mut route: Route| {
             let mut guards = group.guards.clone();
             guards.append(&mut route.guards);
             route.guards = guards;
-            self.routes.insert(event, route);
+            route
+        };
+        if let Some(any) = group.any {
+            self.any = Some(behind(any));
+        }
+        for (event, route) in group.routes {
+            self.routes.insert(event, behind(route));
         }
     }
 
@@ -275,8 +297,14 @@ impl Gateway {
                 ErrorEvent::new(format!("`{event}` is a reserved event name")),
             ));
         }
-        let Some((name, route)) = self.routes.get_key_value(event.as_str()) else {
-            return Err(Refused::Error(id, ErrorEvent::new(format!("unknown event: {event}"))));
+        let caught: Arc<str>;
+        let (name, label, route) = match (self.routes.get_key_value(event.as_str()), &self.any) {
+            (Some((name, route)), _) => (name, name, route),
+            (None, Some(any)) => {
+                caught = Arc::from(event);
+                (&caught, &*ANY_LABEL, any)
+            }
+            (None, None) => return Err(Refused::Error(id, ErrorEvent::new(format!("unknown event: {event}")))),
         };
         if self.rate.is_some() || route.rate.is_some() {
             let limited = || {
@@ -310,7 +338,7 @@ impl Gateway {
         Ok(Call {
             future: route.handler.call(ctx),
             ack: id,
-            event: name.clone(),
+            event: label.clone(),
         })
     }
 }

@@ -19,10 +19,8 @@ use crate::{
 impl Hub {
     /// A handle on one connection, in whichever namespace it is.
     pub fn socket(&self, id: ConnectionId) -> Option<Socket> {
-        self.inner.namespaces.values().find_map(|ns| {
-            let conn = ns.registry.conns.get(&id)?.clone();
-            Some(Socket::new(self.clone(), ns.clone(), conn))
-        })
+        let (ns, conn) = self.find(id)?;
+        Some(Socket::new(self.clone(), ns, conn))
     }
 }
 
@@ -110,9 +108,18 @@ impl Socket {
         self.conn.id
     }
 
-    /// The namespace this connection is in (`"/"` for the default one).
+    /// The namespace this connection is in (`"/"` for the default one; for a
+    /// [dynamic namespace](crate::HubBuilder::dynamic_namespace), its concrete name such as
+    /// `/tenant-7`).
     pub fn namespace(&self) -> &str {
         &self.ns.name
+    }
+
+    /// The value of the parameter `name` of the namespace's template (`"7"` for `id` in
+    /// `/tenant-7` made from `/tenant-{id}`); `None` for a namespace not made from a template,
+    /// or a name the template does not have.
+    pub fn namespace_param(&self, name: &str) -> Option<&str> {
+        self.ns.param(name)
     }
 
     /// Who is connected.

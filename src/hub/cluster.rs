@@ -30,7 +30,7 @@ use super::{
         sessions::Resume,
         store::{HistoryState, NotRecovered, Saved, StreamKey},
     },
-    AckError, ConnectionId, Emit, Emitter, Hub, HubInner, Presence, Target,
+    AckError, ConnectionId, Emit, Emitter, Hub, HubInner, NsInner, Presence, Target,
 };
 use crate::adapter::{
     self,
@@ -228,7 +228,7 @@ impl HistoryState {
             tracing::warn!(%epoch, "history: the cluster's history was lost (new epoch); offsets start over");
             self.delivered.store(0, Ordering::Relaxed);
             self.current.store(0, Ordering::Release);
-            for ns in hub.inner.namespaces.values() {
+            for ns in hub.each_namespace() {
                 for conn in ns.registry.conns.iter() {
                     if let Some(recovery) = &conn.recovery {
                         recovery.forget_replay();
@@ -466,15 +466,13 @@ pub(super) async fn read_missed(
     }
 }
 
-/// The emit another node asked for, to this node's connections (`None` for a namespace this
-/// node does not have).
-fn remote_emit<'a>(hub: &'a Hub, ns: &str, targets: &'a [adapter::Target], except: Vec<u64>) -> Option<Emit<'a>> {
-    let ns = hub.inner.namespaces.get(ns)?;
+/// The emit another node asked for, to this node's connections in `ns`.
+fn remote_emit<'a>(hub: &'a Hub, ns: &'a NsInner, targets: &'a [adapter::Target], except: Vec<u64>) -> Emit<'a> {
     let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
     for id in except {
         emit = emit.except(ConnectionId(id));
     }
-    Some(emit)
+    emit
 }
 
 /// Acts on one message from another node.
@@ -488,9 +486,9 @@ async fn apply(hub: &Hub, message: Inbound) {
                 event,
                 data,
             } => {
-                let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
-                    return;
-                };
+                // A namespace this node does not have (a dynamic one nobody here is in): nobody.
+                let Some(ns) = hub.namespace(&ns) else { return };
+                let emit = remote_emit(hub, &ns, &targets, except);
                 emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
             }
             Op::HistoryEmit {
@@ -504,9 +502,8 @@ async fn apply(hub: &Hub, message: Inbound) {
             } => {
                 let history = hub.inner.history.as_ref().filter(|h| h.shared);
                 let epoch = history.map(|h| h.arrived(hub, &epoch, offset));
-                let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
-                    return;
-                };
+                let Some(ns) = hub.namespace(&ns) else { return };
+                let emit = remote_emit(hub, &ns, &targets, except);
                 match (history, epoch) {
                     (Some(history), Some(epoch)) => history.deliver_kept(&emit, &epoch, offset, &event, data.get()),
                     // A node that keeps no history delivers it as any emit.
@@ -542,7 +539,9 @@ async fn apply(hub: &Hub, message: Inbound) {
             reply,
             ..
         } => {
-            let asked = remote_emit(hub, &ns, &targets, except).map(|emit| emit.ask(&event, &data.to_string()));
+            // A namespace this node does not have (a dynamic one nobody here is in): nobody.
+            let ns = hub.namespace(&ns);
+            let asked = (ns.as_ref()).map(|ns| remote_emit(hub, ns, &targets, except).ask(&event, &data.to_string()));
             let Some(asked) = asked.filter(|a| !a.is_empty()) else {
                 reply.send(json!([]));
                 return;
@@ -585,13 +584,15 @@ async fn apply(hub: &Hub, message: Inbound) {
 
 /// This node's answer to a query.
 fn answer(hub: &Hub, query: &Query) -> Option<Value> {
-    let ns = |name: &str| hub.of(name);
+    // A namespace this node does not have (a dynamic one nobody here is in) has nothing
+    // here: an empty list, which the asking node adds as nothing, whatever it asked.
+    let of = |name: &str, f: &dyn Fn(&super::Namespace) -> Value| hub.of(name).map_or(json!([]), |ns| f(&ns));
     Some(match query {
-        Query::RoomMembers { ns: name, room } => json!(ns(name)?.room_members(room)),
-        Query::RoomUsers { ns: name, room } => json!(ns(name)?.room_users(room)),
-        Query::ConnectionsOf { ns: name, user } => json!(ns(name)?.connections_of(user)),
+        Query::RoomMembers { ns, room } => of(ns, &|ns| json!(ns.room_members(room))),
+        Query::RoomUsers { ns, room } => of(ns, &|ns| json!(ns.room_users(room))),
+        Query::ConnectionsOf { ns, user } => of(ns, &|ns| json!(ns.connections_of(user))),
         Query::RoomsOf { conn } => json!(hub.rooms_of(ConnectionId(*conn))),
-        Query::ConnectionCount { ns: Some(name) } => json!(ns(name)?.connection_count()),
+        Query::ConnectionCount { ns: Some(ns) } => of(ns, &|ns| json!(ns.connection_count())),
         Query::ConnectionCount { ns: None } => json!(hub.connection_count()),
         _ => return None,
     })

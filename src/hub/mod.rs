@@ -6,6 +6,7 @@ mod ack;
 pub(crate) mod cluster;
 mod conn;
 mod counters;
+pub(crate) mod dynamic;
 mod emit;
 mod emitter;
 pub(crate) mod expiry;
@@ -98,8 +99,10 @@ pub struct Hub {
 
 pub(crate) struct HubInner {
     pub(crate) config: Config,
-    /// Every namespace by name, the default one (`/`) included.
+    /// Every fixed namespace by name, the default one (`/`) included.
     pub(crate) namespaces: HashMap<Arc<str>, Arc<NsInner>>,
+    /// The dynamic namespace patterns, and the namespaces made from them.
+    pub(crate) dynamic: Arc<dynamic::Dynamic>,
     pub(crate) default_ns: Arc<NsInner>,
     pub(crate) slots: Slots,
     pub(crate) on_presence: Option<PresenceHook>,
@@ -174,16 +177,42 @@ impl Hub {
 
     /// A handle on the namespace `name` (`"/"` is the default one), or `None` if the hub has no
     /// such namespace.
+    ///
+    /// A [dynamic namespace](crate::HubBuilder::dynamic_namespace) is there from its first
+    /// connection until its last one has left; a handle taken meanwhile and kept past that
+    /// reaches nobody (a namespace made again later under the same name is a new one).
     pub fn of(&self, name: &str) -> Option<Namespace> {
-        let ns = self.inner.namespaces.get(name)?.clone();
-        Some(Namespace::new(self.clone(), ns))
+        Some(Namespace::new(self.clone(), self.namespace(name)?))
     }
 
-    /// The names of the hub's namespaces, sorted.
+    /// The names of the hub's namespaces, sorted: the fixed ones and the dynamic ones that
+    /// exist now.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.inner.namespaces.keys().map(|n| n.to_string()).collect();
+        let mut names: Vec<String> = self.each_namespace().map(|ns| ns.name.to_string()).collect();
         names.sort_unstable();
         names
+    }
+
+    /// The namespace `name`, fixed or dynamic, if it exists now.
+    pub(crate) fn namespace(&self, name: &str) -> Option<Arc<NsInner>> {
+        match self.inner.namespaces.get(name) {
+            Some(ns) => Some(ns.clone()),
+            None => self.inner.dynamic.get(name),
+        }
+    }
+
+    /// The namespace `name` for an arriving connection, made from a pattern when it takes the
+    /// name and the namespace does not exist yet. The connection keeps the lease until it ends.
+    pub(crate) fn lease_namespace(&self, name: &str) -> Result<dynamic::Lease, dynamic::Unknown> {
+        match self.inner.namespaces.get(name) {
+            Some(ns) => Ok(dynamic::Lease::fixed(ns.clone())),
+            None => self.inner.dynamic.lease(name),
+        }
+    }
+
+    /// Every namespace that exists now, fixed then dynamic.
+    pub(crate) fn each_namespace(&self) -> impl Iterator<Item = Arc<NsInner>> + '_ {
+        (self.inner.namespaces.values().cloned()).chain(self.inner.dynamic.all())
     }
 
     /// Joins a connection of this node to a room: `None` when it is not on this node, else
@@ -209,8 +238,11 @@ impl Hub {
     }
 
     /// A connection of this node, in whichever namespace it is.
-    pub(crate) fn find(&self, id: ConnectionId) -> Option<(&Arc<NsInner>, Arc<Conn>)> {
-        (self.inner.namespaces.values()).find_map(|ns| Some((ns, ns.registry.conns.get(&id)?.clone())))
+    pub(crate) fn find(&self, id: ConnectionId) -> Option<(Arc<NsInner>, Arc<Conn>)> {
+        self.each_namespace().find_map(|ns| {
+            let conn = ns.registry.conns.get(&id)?.clone();
+            Some((ns, conn))
+        })
     }
 
     /// Makes a connection join a room. Returns `false` when there is no such connection, the
@@ -247,7 +279,7 @@ impl Hub {
             None => {}
         }
         let mut left = 0;
-        for ns in self.inner.namespaces.values() {
+        for ns in self.each_namespace() {
             let conns: Vec<_> = (ns.registry.users.get(user))
                 .map(|c| c.values().cloned().collect())
                 .unwrap_or_default();
@@ -314,7 +346,7 @@ impl Hub {
 
     pub(crate) fn disconnect_user_locally(&self, user: &str) -> usize {
         let mut n = 0;
-        for ns in self.inner.namespaces.values() {
+        for ns in self.each_namespace() {
             let conns: Vec<_> = (ns.registry.users.get(user))
                 .map(|c| c.values().cloned().collect())
                 .unwrap_or_default();
@@ -347,7 +379,7 @@ impl Hub {
 
     /// The number of open connections, in every namespace.
     pub fn connection_count(&self) -> usize {
-        self.inner.namespaces.values().map(|ns| ns.registry.conns.len()).sum()
+        self.each_namespace().map(|ns| ns.registry.conns.len()).sum()
     }
 
     /// Takes a token from the user's bucket of new connections
@@ -467,7 +499,8 @@ impl Hub {
         self.inner.shutdown_notify.notify_waiters();
         let cfg = &self.inner.config;
         let deadline = tokio::time::Instant::now() + cfg.shutdown_timeout;
-        let conns: Vec<_> = (self.inner.namespaces.values())
+        let conns: Vec<_> = self
+            .each_namespace()
             .flat_map(|ns| ns.registry.conns.iter().map(|e| e.value().clone()).collect::<Vec<_>>())
             .collect();
         for (i, batch) in conns.chunks(cfg.shutdown_batch.max(1)).enumerate() {

@@ -8,6 +8,7 @@ use std::{any::Any, fmt, sync::Arc};
 
 use super::{
     conn::Conn,
+    dynamic::Origin,
     registry::{Join, Registry},
     Hub,
 };
@@ -17,7 +18,9 @@ use super::{
 pub(crate) struct NsInner {
     pub(crate) name: Arc<str>,
     pub(crate) registry: Registry,
-    pub(crate) routes: Box<dyn Any + Send + Sync>,
+    pub(crate) routes: Arc<dyn Any + Send + Sync>,
+    /// For a namespace made from a pattern: its parameters, and what removes it.
+    pub(crate) origin: Option<Origin>,
 }
 
 /// Why a connection could not join a room.
@@ -41,12 +44,27 @@ impl fmt::Display for JoinError {
 }
 
 impl NsInner {
-    pub(crate) fn new(name: &str, routes: Box<dyn Any + Send + Sync>) -> Self {
+    pub(crate) fn new(name: &str, routes: Arc<dyn Any + Send + Sync>) -> Self {
         Self {
             name: Arc::from(name),
             registry: Registry::default(),
             routes,
+            origin: None,
         }
+    }
+
+    /// A namespace made from a pattern ([`dynamic`](super::dynamic)).
+    pub(crate) fn made(name: &str, routes: Arc<dyn Any + Send + Sync>, origin: Origin) -> Self {
+        Self {
+            origin: Some(origin),
+            ..Self::new(name, routes)
+        }
+    }
+
+    /// The value of a template parameter, for a namespace made from a template.
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
+        let origin = self.origin.as_ref()?;
+        (origin.params.iter()).find_map(|(k, v)| (&**k == name).then_some(&**v))
     }
 
     /// Joins `conn` to `room`, within the hub's limits. `Ok(false)` when it was in it already.

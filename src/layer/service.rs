@@ -9,7 +9,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::{ResponseBody, ResponseFuture};
-use crate::{connection::handshake, hub::NsInner, Hub};
+use crate::{connection::handshake, hub::dynamic::Lease, Hub};
 
 /// Serves the hub's endpoint; every other request goes to `S` untouched (not boxed), and
 /// `poll_ready` is the inner service's.
@@ -26,21 +26,23 @@ impl<S> RealtimeService<S> {
     }
 
     /// The namespace a path is for: the layer's path itself is the default namespace, the
-    /// path followed by a namespace name (`/ws/chat`) is that namespace; anything else is not
-    /// ours.
-    fn namespace_of(&self, path: &str) -> Option<Arc<NsInner>> {
+    /// path followed by a namespace name (`/ws/chat`) is that namespace (a dynamic one is made
+    /// here); anything else, a dynamic namespace past the limit included, is not ours.
+    fn namespace_of(&self, path: &str) -> Option<Lease> {
         let rest = path.strip_prefix(&*self.path)?;
-        let namespaces = &self.hub.inner.namespaces;
         if rest.is_empty() {
-            return Some(self.hub.inner.default_ns.clone());
+            return Some(Lease::fixed(self.hub.inner.default_ns.clone()));
         }
-        if self.path.ends_with('/') {
-            namespaces.get(format!("/{rest}").as_str()).cloned()
+        let found = if self.path.ends_with('/') {
+            self.hub.lease_namespace(&format!("/{rest}"))
         } else if rest.starts_with('/') && rest != "/" {
-            namespaces.get(rest).cloned()
+            self.hub.lease_namespace(rest)
         } else {
-            None
-        }
+            return None;
+        };
+        found
+            .inspect_err(|e| tracing::debug!(path, reason = %e, "no namespace for this path"))
+            .ok()
     }
 
     /// The inner service.

@@ -30,8 +30,9 @@ use crate::{
     },
     gateway::{Incoming, RateState, Refused, Socket},
     hub::{
+        dynamic::Lease,
         history::{random_id, Ask, Recovery, SessionNews},
-        Conn, DisconnectReason, Hub, NsInner, Proto,
+        Conn, DisconnectReason, Hub, Proto,
     },
     outbox::{self, Frame},
     protocol::{
@@ -226,12 +227,23 @@ impl Session {
 /// The result of an async step of the session task.
 pub(crate) enum Outcome {
     Nothing,
-    Connected(Socket),
+    Connected(Socket, Lease),
 }
 
+/// One connected namespace of the session.
 struct Entry {
     socket: Socket,
     rate: RateState,
+    /// Keeps a dynamic namespace while the socket is in it.
+    lease: Lease,
+}
+
+impl Entry {
+    /// Ends the socket ([`admission::retire`]), then lets its namespace go.
+    async fn retire(self, reason: DisconnectReason) {
+        admission::retire(self.socket, reason).await;
+        drop(self.lease);
+    }
 }
 
 /// An Engine.IO session's protocol: Engine.IO packets (heartbeat, close) and the Socket.IO
@@ -301,12 +313,12 @@ impl Protocol for Engine {
     }
 
     fn finish(&mut self, outcome: Outcome) {
-        if let Outcome::Connected(socket) = outcome {
+        if let Outcome::Connected(socket, lease) = outcome {
             // The connection counts in the session's stead from now on.
             self.pending = None;
             let rate = RateState::new(socket.ns().gateway().rate);
-            self.sockets
-                .insert(socket.namespace().to_owned(), Entry { socket, rate });
+            let entry = Entry { socket, rate, lease };
+            self.sockets.insert(entry.socket.namespace().to_owned(), entry);
         }
     }
 
@@ -343,7 +355,7 @@ impl Protocol for Engine {
         // sockets said goodbye, and nothing is kept for them.
         for p in held.iter().filter(|p| p.kind == PacketKind::Disconnect) {
             if let Some(entry) = self.sockets.remove(&p.ns) {
-                Box::pin(admission::retire(entry.socket, DisconnectReason::ClientClosed(None))).await;
+                Box::pin(entry.retire(DisconnectReason::ClientClosed(None))).await;
             }
         }
         let reason = match end {
@@ -357,7 +369,7 @@ impl Protocol for Engine {
                 Some((code, why)) => DisconnectReason::ServerClosed(code, why.into()),
                 None => reason.clone(),
             };
-            Box::pin(admission::retire(entry.socket, reason)).await;
+            Box::pin(entry.retire(reason)).await;
         }
         tracing::debug!(sid = %self.session.sid, "Socket.IO session ended");
     }
@@ -390,7 +402,7 @@ async fn close_requests(session: &Arc<Session>, sockets: &mut HashMap<String, En
                 _ => "disconnected by server",
             };
             let reason = DisconnectReason::ServerClosed(code, why.into());
-            Box::pin(admission::retire(entry.socket, reason)).await;
+            Box::pin(entry.retire(reason)).await;
         }
     }
     None
@@ -409,16 +421,20 @@ fn on_packet(
             if sockets.contains_key(&p.ns) {
                 return Ok(None);
             }
-            let Some(ns) = hub.inner.namespaces.get(p.ns.as_str()).cloned() else {
-                session.queue(format!("4{}", packet::encode_connect_error(&p.ns, "Invalid namespace")));
-                return Ok(None);
+            let ns = match hub.lease_namespace(&p.ns) {
+                Ok(ns) => ns,
+                Err(unknown) => {
+                    tracing::debug!(ns = %p.ns, reason = %unknown, "Socket.IO CONNECT to no namespace");
+                    session.queue(format!("4{}", packet::encode_connect_error(&p.ns, "Invalid namespace")));
+                    return Ok(None);
+                }
             };
             Ok(Some(Box::pin(connect(session.clone(), ns, p.data))))
         }
         PacketKind::Disconnect => {
             if let Some(entry) = sockets.remove(&p.ns) {
                 return Ok(Some(Box::pin(async move {
-                    admission::retire(entry.socket, DisconnectReason::ClientClosed(None)).await;
+                    entry.retire(DisconnectReason::ClientClosed(None)).await;
                     Outcome::Nothing
                 })));
             }
@@ -486,7 +502,7 @@ fn on_packet(
 /// A namespace CONNECT: the [admission](crate::connection::admission) every transport
 /// shares, answered with CONNECT (with the recovery session's `pid`), CONNECT_ERROR, or, when
 /// the connect hook refused after the CONNECT went out, DISCONNECT.
-async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -> Outcome {
+async fn connect(session: Arc<Session>, ns: Lease, auth: Option<Value>) -> Outcome {
     let hub = session.hub.clone();
     let refuse = |message: &str| session.queue(format!("4{}", packet::encode_connect_error(&ns.name, message)));
     let from_payload = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
@@ -554,7 +570,7 @@ async fn connect(session: Arc<Session>, ns: Arc<NsInner>, auth: Option<Value>) -
         return Outcome::Nothing;
     }
     tracing::debug!(sid = %session.sid, conn = %id, ns = %ns.name, "Socket.IO socket connected");
-    Outcome::Connected(socket)
+    Outcome::Connected(socket, ns)
 }
 
 impl std::fmt::Debug for Session {

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
+import { connected, once } from './waits.mjs';
 import WebSocket from 'ws';
 
 const BASE = process.env.BASE_URL;
@@ -14,21 +15,6 @@ const opened = [];
 function client(user, opts = {}) {
   const s = io(BASE, { auth: { token: TOKENS[user] }, forceNew: true, reconnectionDelay: 100, ...opts });
   opened.push(s);
-  return s;
-}
-
-function once(emitter, event, ms = 4000) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
-    emitter.once(event, (...args) => {
-      clearTimeout(t);
-      resolve(args.length > 1 ? args : args[0]);
-    });
-  });
-}
-
-async function connected(s) {
-  if (!s.connected) await once(s, 'connect');
   return s;
 }
 
