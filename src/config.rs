@@ -29,6 +29,7 @@ pub enum SlowConsumerPolicy {
 /// | [`max_rooms_per_connection`](Config::max_rooms_per_connection) | 100 | `error` event, the join does not happen |
 /// | [`max_room_name_len`](Config::max_room_name_len) | 128 bytes | `error` event, the join does not happen |
 /// | [`max_event_name_len`](Config::max_event_name_len) | 128 bytes | `error` event, the event does not run |
+/// | [`max_attachments`](Config::max_attachments) | 10 | native protocol: `error` event, the event does not run and its binary frames are skipped (Socket.IO: `SocketIoConfig::max_attachments`) |
 /// | [`max_connections_per_user`](Config::max_connections_per_user) | 16 | HTTP `429` at the handshake |
 /// | [`max_connections`](Config::max_connections) | 100,000 | HTTP `503` at the handshake |
 /// | [`connect_rate_per_user`](Config::connect_rate_per_user) | 10/s, bursts of 30 | HTTP `429` at the handshake |
@@ -73,6 +74,9 @@ pub struct Config {
     pub max_room_name_len: usize,
     /// Longest event name, in bytes.
     pub max_event_name_len: usize,
+    /// Most binary attachments on one native message (its text frame and its binary frames
+    /// together are bounded by [`max_message_size`](Self::max_message_size)).
+    pub max_attachments: usize,
     /// Most simultaneous connections of one user.
     pub max_connections_per_user: usize,
     /// Most simultaneous connections on this hub.
@@ -126,6 +130,7 @@ impl Default for Config {
             max_rooms_per_connection: 100,
             max_room_name_len: 128,
             max_event_name_len: 128,
+            max_attachments: 10,
             max_connections_per_user: 16,
             max_connections: 100_000,
             connect_rate_per_user: Some(RateLimit::per_second(10).burst(30)),

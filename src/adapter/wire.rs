@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue, Value};
@@ -98,8 +99,13 @@ pub enum Op {
         except: Vec<u64>,
         /// The event name.
         event: String,
-        /// The event's payload, as JSON, serialized once by the emitting node.
+        /// The event's payload, as JSON, serialized once by the emitting node. Each binary
+        /// value is a placeholder `{"_placeholder":true,"num":n}` for `attachments[n]`.
         data: Box<RawValue>,
+        /// The payload's binary values, in placeholder order: base64 strings on the wire,
+        /// the field left out when there are none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_list")]
+        attachments: Vec<Bytes>,
     },
     /// An emit kept in the cluster's history (a hub with both a cluster and a
     /// [`History`](crate::History)). Written by a Lua script that gives it its offset, keeps it
@@ -169,6 +175,24 @@ pub enum Op {
     },
 }
 
+/// Attachments as a list of base64 strings (standard alphabet, padded).
+mod base64_list {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    use bytes::Bytes;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(list: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(|b| STANDARD.encode(b)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Bytes>, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        (list.iter())
+            .map(|s| STANDARD.decode(s).map(Bytes::from).map_err(de::Error::custom))
+            .collect()
+    }
+}
+
 impl Op {
     /// An [`Emit`](Op::Emit), serializing `data` once.
     pub fn emit<T: Serialize + ?Sized>(
@@ -178,12 +202,14 @@ impl Op {
         event: impl Into<String>,
         data: &T,
     ) -> Result<Op, serde_json::Error> {
+        let payload = crate::protocol::attach::to_json(data)?;
         Ok(Op::Emit {
             ns: ns.into(),
             targets,
             except,
             event: event.into(),
-            data: serde_json::value::to_raw_value(data)?,
+            data: RawValue::from_string(payload.json)?,
+            attachments: payload.attachments,
         })
     }
 

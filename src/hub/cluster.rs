@@ -26,13 +26,14 @@ use super::{
         sessions::Resume,
         store::{HistoryState, NotRecovered, Saved, StreamKey},
     },
-    ConnectionId, Emit, Emitter, Hub, HubInner, Presence, Target,
+    ConnectionId, Emit, Emitter, Frames, Hub, HubInner, Presence, Target,
 };
 use crate::adapter::{
     self,
     history::{HistoryParams, Missed},
     ClusterAnswer, Inbound, Op, Query, RedisAdapter,
 };
+use crate::protocol::attach;
 
 /// The hub's side of the cluster.
 pub(crate) struct Cluster {
@@ -80,7 +81,7 @@ fn borrowed(target: &adapter::Target) -> Target<'_> {
 
 impl Emit<'_> {
     /// Sends this emit to the other nodes, unless every target is a local connection.
-    pub(crate) fn publish(&self, event: &str, data_json: &str) {
+    pub(crate) fn publish(&self, event: &str, payload: &attach::Encoded) {
         let Some(cluster) = &self.hub.inner.cluster else { return };
         let all_local = self.targets.iter().all(|t| match t {
             Target::Connection(id) => self.ns.registry.conns.contains_key(id),
@@ -89,7 +90,7 @@ impl Emit<'_> {
         if all_local {
             return;
         }
-        let Ok(data) = serde_json::value::RawValue::from_string(data_json.to_owned()) else {
+        let Ok(data) = serde_json::value::RawValue::from_string(payload.json.clone()) else {
             return;
         };
         let op = Op::Emit {
@@ -98,6 +99,7 @@ impl Emit<'_> {
             except: self.except.iter().map(|id| id.0).collect(),
             event: event.to_owned(),
             data,
+            attachments: payload.attachments.clone(),
         };
         cluster.adapter.publish(&op);
     }
@@ -190,7 +192,7 @@ impl HistoryState {
     fn deliver_kept(&self, emit: &Emit<'_>, epoch: &Arc<str>, offset: u64, event: &str, data: &str) {
         let except = emit.except.iter().map(|id| id.0);
         let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
-        emit.deliver(|proto| entry.frame(proto), Some(offset));
+        emit.deliver(|proto| Frames::One(entry.frame(proto)), Some(offset));
         self.current.fetch_max(offset, Ordering::AcqRel);
     }
 }
@@ -418,11 +420,12 @@ async fn apply(hub: &Hub, message: Inbound) {
                 except,
                 event,
                 data,
+                attachments,
             } => {
                 let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
                     return;
                 };
-                emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
+                emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()).with(&attachments));
             }
             Op::HistoryEmit {
                 epoch,

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
+    emit::Frames,
     history::{Offer, Recovery},
     registry::Join,
     ConnectionId, Hub,
@@ -112,6 +113,23 @@ impl Conn {
     /// hub's slow-consumer policy applies.
     pub(crate) fn send(&self, hub: &Hub, msg: impl Into<outbox::Frame>) -> bool {
         match self.tx.try_send(msg.into()) {
+            Ok(()) => true,
+            Err(outbox::Full::Full) => {
+                self.overflowed(hub);
+                false
+            }
+        }
+    }
+
+    /// Queues an event's frames without waiting: one frame, or a group (a binary event and
+    /// its attachments) with nothing else between them. Returns whether they were queued; on a
+    /// full queue the hub's slow-consumer policy applies.
+    pub(crate) fn send_frames(&self, hub: &Hub, frames: Frames) -> bool {
+        let group = match frames {
+            Frames::One(frame) => return self.send(hub, frame),
+            Frames::Group(group) => group,
+        };
+        match self.tx.try_send_group(&group) {
             Ok(()) => true,
             Err(outbox::Full::Full) => {
                 self.overflowed(hub);
