@@ -235,7 +235,8 @@ async fn malformed_binary_input_gets_its_error_and_the_connection_goes_on() {
 }
 
 /// socket.io-client: `Buffer`s arrive for `socket.emit`, a room emit and an ack, and a
-/// `Buffer` sent in fills a `Bytes` field (tests/node/binary.test.mjs).
+/// `Buffer` sent in fills a `Bytes` field; `clients/js/realtime.js` sends and gets binary too
+/// (tests/node/binary.test.mjs).
 #[tokio::test]
 async fn socketio_client_gets_and_sends_buffers() {
     if !node_enabled("node binary test") {
@@ -244,7 +245,7 @@ async fn socketio_client_gets_and_sends_buffers() {
     let hub = builder().build();
     let addr = serve_hub(&hub).await;
     let stdout = run_node("binary.test.mjs", vec![("BASE_URL", format!("http://{addr}"))]).await;
-    assert!(stdout.contains("pass 3"), "all three binary tests ran and passed");
+    assert!(stdout.contains("pass 4"), "all four binary tests ran and passed");
 }
 
 /// Binary crosses nodes intact through the Redis bus.

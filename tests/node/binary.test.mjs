@@ -4,7 +4,9 @@
 // Environment: BASE_URL (http://127.0.0.1:PORT), TOKENS (JSON: user -> JWT).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { io } from 'socket.io-client';
+import WebSocket from 'ws';
 
 const BASE = process.env.BASE_URL;
 const TOKENS = JSON.parse(process.env.TOKENS || '{}');
@@ -12,7 +14,7 @@ const opened = [];
 const BYTES = [0, 1, 2, 127, 128, 254, 255];
 
 function client(user) {
-  const s = io(BASE, { auth: { token: TOKENS[user] }, forceNew: true });
+  const s = io(BASE, { auth: { token: TOKENS[user] }, forceNew: true, reconnection: false });
   opened.push(s);
   return s;
 }
@@ -69,4 +71,32 @@ test('a handler taking untyped JSON refuses binary with a clear error', async ()
   assert.match(err.message, /Bytes/);
   // The connection goes on.
   assert.equal(await a.emitWithAck('echo', 'still here'), 'still here');
+});
+
+test('the native client (clients/js/realtime.js) sends and gets binary as ArrayBuffers', async () => {
+  const require = createRequire(import.meta.url);
+  const RealtimeClient = require('../../clients/js/realtime.js');
+  const url = BASE.replace(/^http/, 'ws') + '/ws';
+  const native = (user) => {
+    const c = new RealtimeClient(url, { token: TOKENS[user], WebSocket, recover: false, reconnect: false, joinEvent: 'join' });
+    opened.push(c);
+    return c;
+  };
+  const a = native('erin');
+  const b = native('frank');
+  await a.connect();
+  await b.connect();
+  assert.equal(await b.emitWithAck('join', 'files'), 'files');
+  // A Socket.IO member of the same room gets a Buffer.
+  const s = await connected(client('grace'));
+  assert.equal(await s.emitWithAck('join', 'files'), 'files');
+  const nativeGot = once(b, 'file');
+  const sioGot = once(s, 'file');
+  const ack = await a.emitWithAck('share', { name: 'n.bin', file: new Uint8Array(BYTES) });
+  assert.ok(ack.file instanceof ArrayBuffer);
+  assert.deepEqual([...new Uint8Array(ack.file)], BYTES);
+  const got = await nativeGot;
+  assert.equal(got.name, 'n.bin');
+  assert.deepEqual([...new Uint8Array(got.file)], BYTES);
+  assertBuffer((await sioGot).file, BYTES);
 });
