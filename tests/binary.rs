@@ -35,6 +35,14 @@ fn builder() -> HubBuilder {
         .on("sendMe", |s: Socket, Data(f): Data<File>| async move {
             s.emit("file", &f);
         })
+        // Asks the client for a file (its answer carries the bytes) and acks with it.
+        .on("askFile", |s: Socket| async move {
+            let file: File = s
+                .emit_with_ack("give", &json!("a file, please"), std::time::Duration::from_secs(3))
+                .await
+                .map_err(ErrorEvent::internal)?;
+            Ok::<_, ErrorEvent>(Json(file))
+        })
         .on("untyped", |Data(v): Data<Value>| async move { v })
         .on("echo", |Data(v): Data<Value>| async move { v })
 }
@@ -138,6 +146,17 @@ async fn native_binary_reaches_native_and_socketio_members_and_comes_back_in_the
     let (event, bin) = next_with_attachments(&mut bob).await;
     assert_eq!(event["event"], "file");
     assert_eq!(bin, [Bytes::from_static(b"xyz")]);
+
+    // The client's answer to a server emit carries binary too.
+    send_with(&mut bob, json!({ "event": "askFile", "id": 9 }), &[]).await;
+    let (ask, _) = next_with_attachments(&mut bob).await;
+    assert_eq!(ask["event"], "give");
+    let answer = json!({ "ack": ask["id"], "data": { "name": "given", "file": placeholder(0) }, "attachments": 1 });
+    send_with(&mut bob, answer, &[b"\x00given\xff"]).await;
+    let (ack, bin) = next_with_attachments(&mut bob).await;
+    assert_eq!(ack["ack"], 9, "{ack}");
+    assert_eq!(ack["data"]["name"], "given");
+    assert_eq!(bin, [Bytes::from_static(b"\x00given\xff")]);
 }
 
 /// Reads frames until the answer to `id`; returns it and the `error` events met on the way.
@@ -245,7 +264,7 @@ async fn socketio_client_gets_and_sends_buffers() {
     let hub = builder().build();
     let addr = serve_hub(&hub).await;
     let stdout = run_node("binary.test.mjs", vec![("BASE_URL", format!("http://{addr}"))]).await;
-    assert!(stdout.contains("pass 4"), "all four binary tests ran and passed");
+    assert!(stdout.contains("pass 5"), "all five binary tests ran and passed");
 }
 
 /// Binary crosses nodes intact through the Redis bus.

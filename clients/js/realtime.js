@@ -52,7 +52,7 @@
  *
  * Binary: an ArrayBuffer or typed array (Uint8Array, Node's Buffer, any ArrayBuffer view)
  * anywhere in the data of emit / emitWithAck goes out as a binary frame (its view's bytes
- * only); Blobs are not read (convert them with blob.arrayBuffer() first). Binary values in
+ * only), as does the data of an ack(data) answer; Blobs are not read (convert them with blob.arrayBuffer() first). Binary values in
  * server events and acks arrive as ArrayBuffers, in place in the data. A server handler reads
  * them into `Bytes` fields.
  *
@@ -149,7 +149,7 @@
       if (done) return;
       done = true;
       if (ws !== self._ws || ws.readyState !== OPEN) return; // that connection is gone
-      ws.send(JSON.stringify({ ack: id, data: data === undefined ? null : data }));
+      sendFrame(ws, { ack: id, data: data === undefined ? null : data });
     };
   };
 
@@ -418,16 +418,7 @@
   proto._send = function (frame) {
     var p = frame.id != null ? this._pending.get(frame.id) : null;
     if (frame.id != null && !p) return; // its ack already timed out or was rejected
-    var parts = [];
-    var data = deconstruct(frame.data, parts);
-    if (parts.length) {
-      var out = Object.assign({}, frame, { data: data, attachments: parts.length });
-      this._ws.send(JSON.stringify(out));
-      var ws = this._ws;
-      parts.forEach(function (part) { ws.send(part); });
-    } else {
-      this._ws.send(JSON.stringify(frame));
-    }
+    sendFrame(this._ws, frame);
     if (p) p.sent = true;
   };
 
@@ -467,6 +458,15 @@
   };
 
   // ---- binary ---------------------------------------------------------------
+
+  // Sends a frame; binary values in its data go as binary frames after it.
+  function sendFrame(ws, frame) {
+    var parts = [];
+    var data = deconstruct(frame.data, parts);
+    if (!parts.length) return ws.send(JSON.stringify(frame));
+    ws.send(JSON.stringify(Object.assign({}, frame, { data: data, attachments: parts.length })));
+    parts.forEach(function (part) { ws.send(part); });
+  }
 
   function isBinary(v) {
     return v != null && typeof v === 'object' && (v instanceof ArrayBuffer || ArrayBuffer.isView(v));

@@ -131,9 +131,7 @@ impl Native {
             Ok(Inbound::Ack { ack, data, .. }) => {
                 // Answers to the server's emits are taken at once, even while a handler
                 // runs: that handler may be the one waiting for them.
-                if !socket.conn().resolve_ack(ack, data) {
-                    tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
-                }
+                answered(socket, ack, data, Vec::new());
                 Step::Done
             }
             frame => Step::Run(Pending::Frame(text, frame, Vec::new())),
@@ -195,16 +193,20 @@ impl Native {
             return Step::Done;
         };
         match binary.head {
-            Some((_, Inbound::Ack { ack, .. })) => {
-                let error = format!(
-                    "the answer to ack {ack} carries attachments; answers to the server's emits carry JSON only"
-                );
-                socket.send_error(None, ErrorEvent::new(error));
+            Some((_, Inbound::Ack { ack, data, .. })) => {
+                answered(socket, ack, data, binary.attachments);
                 Step::Done
             }
             Some((text, inbound)) => Step::Run(Pending::Frame(text, Ok(inbound), binary.attachments)),
             None => Step::Done,
         }
+    }
+}
+
+/// Hands the client's answer to the server emit waiting for it.
+fn answered(socket: &Socket, ack: u64, data: serde_json::Value, attachments: Vec<Bytes>) {
+    if !socket.conn().resolve_ack(ack, (data, attachments)) {
+        tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
     }
 }
 
@@ -309,9 +311,7 @@ fn dispatch(
     let (event, data, id) = match frame {
         Ok(Inbound::Event { event, data, id, .. }) => (event, data, id),
         Ok(Inbound::Ack { ack, data, .. }) => {
-            if !socket.conn().resolve_ack(ack, data) {
-                tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
-            }
+            answered(socket, ack, data, Vec::new());
             return None;
         }
         Err(e) => {

@@ -186,7 +186,9 @@ impl Socket {
     }
 
     /// Emits to this connection and waits for its answer (Socket.IO's `emitWithAck`): the
-    /// frame carries an `id`, and the client answers `{"ack": id, "data": …}`.
+    /// frame carries an `id`, and the client answers `{"ack": id, "data": …}`. Binary values
+    /// go both ways, as in [`emit`](Self::emit) and [`Data`](crate::Data): `R` reads the
+    /// client's binary values into `Bytes` fields.
     ///
     /// ```no_run
     /// # async fn f(socket: tower_realtime::Socket) -> Result<(), tower_realtime::AckError> {
@@ -214,7 +216,7 @@ impl Socket {
             return Err(AckError::Disconnected);
         }
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(value)) => serde_json::from_value(value).map_err(AckError::Deserialize),
+            Ok(Ok((value, attachments))) => attach::from_value(value, &attachments).map_err(AckError::Deserialize),
             Ok(Err(_)) => Err(AckError::Disconnected),
             Err(_) => {
                 self.conn.forget_ack(id);

@@ -8,6 +8,7 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -64,10 +65,14 @@ pub(crate) struct Conn {
     pub(crate) addr: Option<IpAddr>,
 }
 
+/// A client's answer to a server emit: its payload, and the attachments its placeholders
+/// refer to.
+pub(crate) type Answer = (Value, Vec<Bytes>);
+
 #[derive(Default)]
 struct AckTable {
     next: u64,
-    pending: HashMap<u64, oneshot::Sender<Value>>,
+    pending: HashMap<u64, oneshot::Sender<Answer>>,
 }
 
 impl Conn {
@@ -198,7 +203,7 @@ impl Conn {
     }
 
     /// A new ack id, and where its answer will arrive.
-    pub(crate) fn register_ack(&self) -> (u64, oneshot::Receiver<Value>) {
+    pub(crate) fn register_ack(&self) -> (u64, oneshot::Receiver<Answer>) {
         let (tx, rx) = oneshot::channel();
         let mut acks = self.acks.lock();
         acks.next += 1;
@@ -213,9 +218,9 @@ impl Conn {
 
     /// Hands the client's answer to the emit waiting for it. `false` for an unknown id (a late
     /// answer, after a timeout).
-    pub(crate) fn resolve_ack(&self, id: u64, data: Value) -> bool {
+    pub(crate) fn resolve_ack(&self, id: u64, answer: Answer) -> bool {
         match self.acks.lock().pending.remove(&id) {
-            Some(tx) => tx.send(data).is_ok(),
+            Some(tx) => tx.send(answer).is_ok(),
             None => false,
         }
     }

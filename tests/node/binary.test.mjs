@@ -63,6 +63,14 @@ test('socket.emit carries a Buffer', async () => {
   assertBuffer(file.file, [9, 8, 7]);
 });
 
+test("the client's answer to a server emit carries a Buffer", async () => {
+  const a = await connected(client('alice'));
+  a.on('give', (_question, ack) => ack({ name: 'given', file: Buffer.from([7, 0, 7]) }));
+  const file = await a.emitWithAck('askFile');
+  assert.equal(file.name, 'given');
+  assertBuffer(file.file, [7, 0, 7]);
+});
+
 test('a handler taking untyped JSON refuses binary with a clear error', async () => {
   const a = await connected(client('dave'));
   const err = await a.emitWithAck('untyped', { file: Buffer.from([1]) });
@@ -99,4 +107,9 @@ test('the native client (clients/js/realtime.js) sends and gets binary as ArrayB
   assert.equal(got.name, 'n.bin');
   assert.deepEqual([...new Uint8Array(got.file)], BYTES);
   assertBuffer((await sioGot).file, BYTES);
+  // Its answer to a server emit carries binary too.
+  b.on('give', (_question, ack) => ack({ name: 'given', file: new Uint8Array([5, 6]).buffer }));
+  const given = await b.emitWithAck('askFile');
+  assert.equal(given.name, 'given');
+  assert.deepEqual([...new Uint8Array(given.file)], [5, 6]);
 });
