@@ -44,6 +44,7 @@ fn builder() -> HubBuilder {
             Ok::<_, ErrorEvent>(Json(file))
         })
         .on("untyped", |Data(v): Data<Value>| async move { v })
+        .on("plain", |v: Value| async move { v })
         .on("echo", |Data(v): Data<Value>| async move { v })
 }
 
@@ -240,6 +241,12 @@ async fn malformed_binary_input_gets_its_error_and_the_connection_goes_on() {
     assert_eq!(refused["event"], "error");
     assert!(message(&refused).contains("attachment 0 is binary"), "{refused}");
     assert!(message(&refused).contains("Bytes"), "{refused}");
+    let plain = json!({ "event": "plain", "data": [placeholder(0)], "id": 11, "attachments": 1 });
+    send_with(&mut c, plain, &[b"x"]).await;
+    let (refused, _) = answer(&mut c, 11).await;
+    assert!(message(&refused).contains("attachment 0 is binary"), "{refused}");
+    // Without binary values, untyped JSON is taken as it is.
+    assert_eq!(c.call("plain", json!({"a": [1]})).await["data"], json!({"a": [1]}));
 
     // Larger than the message size limit, all frames together.
     let big = vec![0u8; 40 * 1024];

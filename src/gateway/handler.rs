@@ -127,6 +127,9 @@ impl FromEvent for Attachments {
 /// is refused with an `error` event, as for [`Data<Value>`](Data).
 impl FromEvent for Value {
     fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
+        if ctx.attachments.is_empty() {
+            return Ok(std::mem::take(&mut ctx.data));
+        }
         Data::from_event(ctx).map(|Data(v)| v)
     }
 }
