@@ -498,6 +498,35 @@ mod tests {
     }
 
     #[test]
+    fn binary_values_travel_as_base64_attachments() {
+        #[derive(Serialize)]
+        struct File {
+            name: &'static str,
+            file: Bytes,
+        }
+        let file = File {
+            name: "a",
+            file: Bytes::from_static(&[0, 1, 2, 255]),
+        };
+        let op = Op::emit("/", vec![Target::All], vec![], "file", &file).unwrap();
+        let bytes = encode("node-a", &op).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            text.ends_with(r#""data":{"name":"a","file":{"_placeholder":true,"num":0}},"attachments":["AAEC/w=="]}}}"#),
+            "{text}"
+        );
+        match decode(&bytes, "node-b").unwrap() {
+            Decoded::Op {
+                op: Op::Emit { attachments, .. },
+                ..
+            } => assert_eq!(attachments, [Bytes::from_static(&[0, 1, 2, 255])]),
+            other => panic!("unexpected {other:?}"),
+        }
+        let bad = text.replace("AAEC/w==", "not base64!");
+        assert!(decode(bad.as_bytes(), "node-b").is_err());
+    }
+
+    #[test]
     fn history_emits_come_back_to_their_own_node() {
         let op = Op::HistoryEmit {
             epoch: "e1".into(),
