@@ -320,3 +320,26 @@ async fn binary_crosses_nodes() {
     let binary = carol.until(|p| p.starts_with('b')).await;
     assert_eq!(STANDARD.decode(&binary[1..]).unwrap(), BYTES);
 }
+
+/// In a hub that keeps a history, an event with binary values goes out live, without an
+/// offset (it is not kept); an event without binary is kept as usual.
+#[tokio::test]
+async fn binary_events_are_delivered_but_not_kept_in_a_history() {
+    let hub = builder().history(tower_realtime::History::new().rooms("*")).build();
+    let addr = serve_hub(&hub).await;
+    let mut bob = connect(addr, "bob").await;
+    assert_eq!(bob.call("join", json!("files")).await["data"], "files");
+    let file = File {
+        name: "kept?".into(),
+        file: Bytes::from_static(BYTES),
+    };
+    assert_eq!(hub.to_room("files").emit("file", &file), 1);
+    let (event, bin) = next_with_attachments(&mut bob).await;
+    assert_eq!(event["event"], "file");
+    assert!(event.get("offset").is_none(), "{event}");
+    assert_eq!(bin, [Bytes::from_static(BYTES)]);
+    hub.to_room("files").emit("text", &json!("kept"));
+    let (event, _) = next_with_attachments(&mut bob).await;
+    assert_eq!(event["event"], "text");
+    assert!(event["offset"].is_u64(), "{event}");
+}

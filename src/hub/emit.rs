@@ -127,22 +127,20 @@ impl<'a> Emit<'a> {
     /// history.
     pub fn emit<T: Serialize + ?Sized>(self, event: &str, data: &T) -> usize {
         match attach::to_json(data) {
-            Ok(encoded) if !encoded.attachments.is_empty() => {
-                let reached = self.send(&Packet::new(&self.ns.name, event, &encoded.json).with(&encoded.attachments));
-                #[cfg(feature = "redis")]
-                self.publish(event, &encoded);
-                reached
-            }
-            Ok(attach::Encoded { json, .. }) => {
-                let kept = self.history_streams();
+            Ok(encoded) => {
+                let json = encoded.json.as_str();
+                // An event with binary values is not kept in a history.
+                let kept = (encoded.attachments.is_empty())
+                    .then(|| self.history_streams())
+                    .flatten();
                 #[cfg(feature = "redis")]
                 if let Some((history, keys)) = kept.as_ref().filter(|(h, _)| h.shared) {
-                    if self.publish_kept(history, keys, event, &json) {
+                    if self.publish_kept(history, keys, event, json) {
                         return 0;
                     }
                     // Not handed to Redis (unreachable, or the queue is full; counted as lost
                     // by the adapter): this node's recipients get it as an event not kept.
-                    return self.send(&Packet::new(&self.ns.name, event, &json));
+                    return self.send(&Packet::new(&self.ns.name, event, json));
                 }
                 let reached = match kept {
                     Some((history, keys)) => {
@@ -150,23 +148,17 @@ impl<'a> Emit<'a> {
                         let new = NewEvent {
                             ns: &self.ns.name,
                             event,
-                            data: &json,
+                            data: json,
                             except: &self.except,
                         };
                         history.append(&keys, &new, evictions, |entry| {
                             self.deliver(|proto| Frames::One(entry.frame(proto)), Some(entry.seq))
                         })
                     }
-                    None => self.send(&Packet::new(&self.ns.name, event, &json)),
+                    None => self.send(&Packet::new(&self.ns.name, event, json).with(&encoded.attachments)),
                 };
                 #[cfg(feature = "redis")]
-                self.publish(
-                    event,
-                    &attach::Encoded {
-                        json,
-                        attachments: Vec::new(),
-                    },
-                );
+                self.publish(event, &encoded);
                 reached
             }
             Err(e) => {
