@@ -29,6 +29,7 @@ pub enum SlowConsumerPolicy {
 /// | [`max_rooms_per_connection`](Config::max_rooms_per_connection) | 100 | `error` event, the join does not happen |
 /// | [`max_room_name_len`](Config::max_room_name_len) | 128 bytes | `error` event, the join does not happen |
 /// | [`max_event_name_len`](Config::max_event_name_len) | 128 bytes | `error` event, the event does not run |
+/// | [`max_attachments`](Config::max_attachments) | 10 | native protocol: `error` event, the event does not run and its binary frames are skipped (Socket.IO: `SocketIoConfig::max_attachments`) |
 /// | [`max_connections_per_user`](Config::max_connections_per_user) | 16 | HTTP `429` at the handshake |
 /// | [`max_connections`](Config::max_connections) | 100,000 | HTTP `503` at the handshake |
 /// | [`max_dynamic_namespaces`](Config::max_dynamic_namespaces) | 10,000 | a connection to a new [dynamic namespace](crate::HubBuilder::dynamic_namespace) is refused as one to an unknown namespace: the request goes on to the inner service (usually a `404`), `CONNECT_ERROR` "Invalid namespace" for Socket.IO |
@@ -74,6 +75,9 @@ pub struct Config {
     pub max_room_name_len: usize,
     /// Longest event name, in bytes.
     pub max_event_name_len: usize,
+    /// Most binary attachments on one native message (its text frame and its binary frames
+    /// together are bounded by [`max_message_size`](Self::max_message_size)).
+    pub max_attachments: usize,
     /// Most simultaneous connections of one user.
     pub max_connections_per_user: usize,
     /// Most simultaneous connections on this hub.
@@ -130,6 +134,7 @@ impl Default for Config {
             max_rooms_per_connection: 100,
             max_room_name_len: 128,
             max_event_name_len: 128,
+            max_attachments: 10,
             max_connections_per_user: 16,
             max_connections: 100_000,
             max_dynamic_namespaces: 10_000,

@@ -109,6 +109,21 @@ impl Sender {
         Ok(())
     }
 
+    /// Queues a group of messages together (a binary event and its attachments): one lock,
+    /// so no other message comes between them. The group counts as one message against the
+    /// capacity: it is queued when the queue holds fewer than `capacity` messages, and may
+    /// then take the queue past it by its length less one (bounded by the attachment limits).
+    pub(crate) fn try_send_group(&self, msgs: &[Frame]) -> Result<(), Full> {
+        let mut queue = self.0.queue.lock();
+        if queue.len() >= self.0.capacity + self.0.extra.load(Ordering::Relaxed) {
+            return Err(Full::Full);
+        }
+        queue.extend(msgs.iter().cloned());
+        drop(queue);
+        self.0.waker.wake();
+        Ok(())
+    }
+
     /// Queues a replay whatever its length (it is bounded by the history it comes from, and
     /// its frames share their bytes with it); live messages still get `capacity` on top of it.
     pub(crate) fn push_all(&self, msgs: Vec<Frame>) {
@@ -306,6 +321,21 @@ mod tests {
         tx.try_send(Frame::new(Message::text("a"))).unwrap();
         tx.try_send(Frame::new(Message::text("b"))).unwrap();
         assert_eq!(tx.try_send(Frame::new(Message::text("c"))), Err(Full::Full));
+    }
+
+    #[test]
+    fn a_group_is_queued_whole_and_counts_as_one() {
+        let (tx, mut rx) = channel(2);
+        tx.try_send(Frame::new(Message::text("a"))).unwrap();
+        let group: Vec<Frame> = (0..3).map(|i| Frame::new(Message::binary(vec![i]))).collect();
+        tx.try_send_group(&group).unwrap();
+        assert_eq!(tx.try_send(Frame::new(Message::text("x"))), Err(Full::Full));
+        assert_eq!(tx.try_send_group(&group), Err(Full::Full));
+        assert_eq!(rx.try_recv().unwrap(), Frame::new(Message::text("a")));
+        for frame in &group {
+            assert_eq!(&rx.try_recv().unwrap(), frame);
+        }
+        assert!(rx.is_empty());
     }
 
     #[tokio::test]

@@ -525,7 +525,9 @@ mod cluster {
                 except,
                 event,
                 data,
+                attachments,
             } => {
+                assert!(attachments.is_empty(), "an op without the field has none");
                 assert_eq!(ns, "/chat");
                 assert_eq!(targets, vec![Target::All, Target::Connection(5)]);
                 assert_eq!(except, vec![3]);

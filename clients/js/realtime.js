@@ -14,6 +14,8 @@
  *                     {"event": name, "data": any, "id": n}   event that wants an answer
  *                     {"ack": n, "data": any}                 ack of request n
  *                     {"event": "error", "data": {...}, "ack": n}  request n failed
+ *   binary, both ways  a frame with "attachments": k, its data holding placeholders
+ *                     {"_placeholder": true, "num": i}, then k binary frames
  *
  * Usage:
  *   const c = new RealtimeClient('ws://host/ws', { token: async () => fetchToken() });
@@ -47,6 +49,12 @@
  * - not recovered (history lost or too old): the client re-joins its rooms itself and emits
  *   'resync' ({reason}) — the app reloads what it shows (the events in between are lost).
  * Until `$session` arrives, rejoins and queued frames wait; 'connect' follows it.
+ *
+ * Binary: an ArrayBuffer or typed array (Uint8Array, Node's Buffer, any ArrayBuffer view)
+ * anywhere in the data of emit / emitWithAck goes out as a binary frame (its view's bytes
+ * only), as does the data of an ack(data) answer; Blobs are not read (convert them with blob.arrayBuffer() first). Binary values in
+ * server events and acks arrive as ArrayBuffers, in place in the data. A server handler reads
+ * them into `Bytes` fields.
  *
  * Behaviour notes:
  * - No reconnect after close(), or after close codes 1008 / 4401 / 4403 (auth/policy).
@@ -95,6 +103,7 @@
     this._session = null;     // recovery: {session, epoch} from the last `$session` frame
     this._offset = null;      // recovery: offset of the last history event received
     this._awaiting = null;    // {attempt, reopened} while waiting for `$session` after an open
+    this._binary = null;      // {msg, parts, left}: a frame whose binary frames are being read
   }
 
   var proto = RealtimeClient.prototype;
@@ -140,7 +149,7 @@
       if (done) return;
       done = true;
       if (ws !== self._ws || ws.readyState !== OPEN) return; // that connection is gone
-      ws.send(JSON.stringify({ ack: id, data: data === undefined ? null : data }));
+      sendFrame(ws, { ack: id, data: data === undefined ? null : data });
     };
   };
 
@@ -209,6 +218,8 @@
       return this._afterClose({ code: 1006, reason: String(e && e.message) });
     }
     this._ws = ws;
+    this._binary = null;
+    ws.binaryType = 'arraybuffer';
     var opened = false;
     ws.onopen = function () { if (ws === self._ws) { opened = true; self._onOpen(); } };
     ws.onmessage = function (ev) { if (ws === self._ws) self._onMessage(ev.data); };
@@ -307,9 +318,26 @@
 
   proto._onMessage = function (raw) {
     var msg;
-    if (typeof raw !== 'string') return; // the protocol is text-only
+    if (typeof raw !== 'string') {
+      var b = this._binary;
+      if (!b) return; // no frame announced it
+      b.parts.push(toArrayBuffer(raw));
+      if (--b.left > 0) return;
+      this._binary = null;
+      msg = b.msg;
+      msg.data = reconstruct(msg.data, b.parts);
+      return this._onFrame(msg);
+    }
     try { msg = JSON.parse(raw); } catch (e) { console.warn('realtime: ignoring non-JSON frame'); return; }
     if (!msg || typeof msg !== 'object') return;
+    if (msg.attachments > 0) {
+      this._binary = { msg: msg, parts: [], left: msg.attachments };
+      return;
+    }
+    this._onFrame(msg);
+  };
+
+  proto._onFrame = function (msg) {
     if (this._awaiting) {
       var awaiting = this._awaiting;
       this._awaiting = null;
@@ -390,7 +418,7 @@
   proto._send = function (frame) {
     var p = frame.id != null ? this._pending.get(frame.id) : null;
     if (frame.id != null && !p) return; // its ack already timed out or was rejected
-    this._ws.send(JSON.stringify(frame));
+    sendFrame(this._ws, frame);
     if (p) p.sent = true;
   };
 
@@ -428,6 +456,52 @@
     if (dropQueue) this._queue = [];
     Array.from(this._pending.keys()).forEach(function (id) { self._rejectId(id, err); });
   };
+
+  // ---- binary ---------------------------------------------------------------
+
+  // Sends a frame; binary values in its data go as binary frames after it.
+  function sendFrame(ws, frame) {
+    var parts = [];
+    var data = deconstruct(frame.data, parts);
+    if (!parts.length) return ws.send(JSON.stringify(frame));
+    ws.send(JSON.stringify(Object.assign({}, frame, { data: data, attachments: parts.length })));
+    parts.forEach(function (part) { ws.send(part); });
+  }
+
+  function isBinary(v) {
+    return v != null && typeof v === 'object' && (v instanceof ArrayBuffer || ArrayBuffer.isView(v));
+  }
+
+  // A copy of data with each binary value replaced by its placeholder; the bytes go to parts.
+  function deconstruct(data, parts) {
+    if (isBinary(data)) {
+      parts.push(data instanceof ArrayBuffer ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      return { _placeholder: true, num: parts.length - 1 };
+    }
+    if (Array.isArray(data)) return data.map(function (v) { return deconstruct(v, parts); });
+    if (data && typeof data === 'object' && data.constructor === Object) {
+      var out = {};
+      Object.keys(data).forEach(function (k) { out[k] = deconstruct(data[k], parts); });
+      return out;
+    }
+    return data;
+  }
+
+  // data with each placeholder replaced by its part (an ArrayBuffer).
+  function reconstruct(data, parts) {
+    if (Array.isArray(data)) return data.map(function (v) { return reconstruct(v, parts); });
+    if (data && typeof data === 'object') {
+      if (data._placeholder === true && typeof data.num === 'number') return parts[data.num];
+      Object.keys(data).forEach(function (k) { data[k] = reconstruct(data[k], parts); });
+    }
+    return data;
+  }
+
+  // A binary message as an ArrayBuffer (binaryType is 'arraybuffer'; a view is copied out).
+  function toArrayBuffer(raw) {
+    if (ArrayBuffer.isView(raw)) return raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
+    return raw;
+  }
 
   function roomOf(data) {
     if (typeof data === 'string') return data;

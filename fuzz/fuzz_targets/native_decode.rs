@@ -17,11 +17,16 @@ fuzz_target!(|bytes: &[u8]| {
         return;
     };
     let encoded = match &frame {
-        Inbound::Event { event, data, id } => {
+        Inbound::Event {
+            event,
+            data,
+            id,
+            attachments,
+        } => {
             assert_eq!(hint, *id, "the ack hint reads the id of a frame that decodes");
-            json!({ "event": event, "data": data, "id": id })
+            json!({ "event": event, "data": data, "id": id, "attachments": attachments })
         }
-        Inbound::Ack { ack, data } => json!({ "ack": ack, "data": data }),
+        Inbound::Ack { ack, data, attachments } => json!({ "ack": ack, "data": data, "attachments": attachments }),
     };
     let again = decode(&encoded.to_string()).expect("a decoded frame encodes to a valid one");
     assert_eq!(again, frame);

@@ -33,6 +33,7 @@ mod scripts;
 mod wire;
 
 pub use self::redis::{Inbound, QueryReply, RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};
+pub(crate) use wire::base64_list;
 pub use wire::{Op, Query, Target, WIRE_VERSION};
 
 /// An answer gathered from the nodes of the cluster.

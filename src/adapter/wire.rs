@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{value::RawValue, Value};
@@ -89,8 +90,13 @@ pub enum Query {
         except: Vec<u64>,
         /// The event name.
         event: String,
-        /// The event's payload.
+        /// The event's payload. Each binary value is a placeholder
+        /// `{"_placeholder":true,"num":n}` for `attachments[n]`.
         data: Value,
+        /// The payload's binary values, in placeholder order: base64 strings on the wire,
+        /// the field left out when there are none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_list")]
+        attachments: Vec<Bytes>,
         /// The longest wait for the answers, in milliseconds.
         timeout_ms: u64,
     },
@@ -119,8 +125,13 @@ pub enum Op {
         except: Vec<u64>,
         /// The event name.
         event: String,
-        /// The event's payload, as JSON, serialized once by the emitting node.
+        /// The event's payload, as JSON, serialized once by the emitting node. Each binary
+        /// value is a placeholder `{"_placeholder":true,"num":n}` for `attachments[n]`.
         data: Box<RawValue>,
+        /// The payload's binary values, in placeholder order: base64 strings on the wire,
+        /// the field left out when there are none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "base64_list")]
+        attachments: Vec<Bytes>,
     },
     /// An emit kept in the cluster's history (a hub with both a cluster and a
     /// [`History`](crate::History)). Written by a Lua script that gives it its offset, keeps it
@@ -190,6 +201,24 @@ pub enum Op {
     },
 }
 
+/// Attachments as a list of base64 strings (standard alphabet, padded).
+pub(crate) mod base64_list {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    use bytes::Bytes;
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(list: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(|b| STANDARD.encode(b)))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Bytes>, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        (list.iter())
+            .map(|s| STANDARD.decode(s).map(Bytes::from).map_err(de::Error::custom))
+            .collect()
+    }
+}
+
 impl Op {
     /// An [`Emit`](Op::Emit), serializing `data` once.
     pub fn emit<T: Serialize + ?Sized>(
@@ -199,12 +228,14 @@ impl Op {
         event: impl Into<String>,
         data: &T,
     ) -> Result<Op, serde_json::Error> {
+        let payload = crate::protocol::attach::to_json(data)?;
         Ok(Op::Emit {
             ns: ns.into(),
             targets,
             except,
             event: event.into(),
-            data: serde_json::value::to_raw_value(data)?,
+            data: RawValue::from_string(payload.json)?,
+            attachments: payload.attachments,
         })
     }
 
@@ -493,6 +524,35 @@ mod tests {
     }
 
     #[test]
+    fn binary_values_travel_as_base64_attachments() {
+        #[derive(Serialize)]
+        struct File {
+            name: &'static str,
+            file: Bytes,
+        }
+        let file = File {
+            name: "a",
+            file: Bytes::from_static(&[0, 1, 2, 255]),
+        };
+        let op = Op::emit("/", vec![Target::All], vec![], "file", &file).unwrap();
+        let bytes = encode("node-a", &op).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            text.ends_with(r#""data":{"name":"a","file":{"_placeholder":true,"num":0}},"attachments":["AAEC/w=="]}}}"#),
+            "{text}"
+        );
+        match decode(&bytes, "node-b").unwrap() {
+            Decoded::Op {
+                op: Op::Emit { attachments, .. },
+                ..
+            } => assert_eq!(attachments, [Bytes::from_static(&[0, 1, 2, 255])]),
+            other => panic!("unexpected {other:?}"),
+        }
+        let bad = text.replace("AAEC/w==", "not base64!");
+        assert!(decode(bad.as_bytes(), "node-b").is_err());
+    }
+
+    #[test]
     fn history_emits_come_back_to_their_own_node() {
         let op = Op::HistoryEmit {
             epoch: "e1".into(),
@@ -579,6 +639,7 @@ mod tests {
                 except: vec![12],
                 event: "vote".into(),
                 data: json!({"q": 1}),
+                attachments: Vec::new(),
                 timeout_ms: 5000,
             },
         };

@@ -6,6 +6,7 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::{
@@ -28,7 +29,7 @@ use crate::{
     },
     outbox,
     protocol::{
-        close_code,
+        attach, close_code,
         native::{self, Inbound},
     },
 };
@@ -76,19 +77,160 @@ pub(crate) async fn run<S>(
     }
     tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
     let rate = RateState::new(ns.gateway().rate);
-    drive(&hub, wire, Native { socket, rate }, rx).await;
+    let native = Native {
+        socket,
+        rate,
+        binary: None,
+    };
+    drive(&hub, wire, native, rx).await;
 }
 
-/// A frame waiting for the handler before it to finish.
+/// A frame waiting for the handler before it to finish, with its attachments.
 pub(crate) enum Pending {
     Raw(Message),
-    Frame(Utf8Bytes, Result<Inbound, native::DecodeError>),
+    Frame(Utf8Bytes, Result<Inbound, native::DecodeError>, Vec<Bytes>),
 }
 
 /// A native connection's one socket.
 struct Native {
     socket: Socket,
     rate: RateState,
+    /// The message whose binary frames are being read, when one is.
+    binary: Option<Box<Binary>>,
+}
+
+/// A message announcing `"attachments": n`, and its binary frames so far.
+struct Binary {
+    /// The message, or `None` when it was refused and its binary frames are skipped.
+    head: Option<(Utf8Bytes, Inbound)>,
+    /// Binary frames still to come.
+    remaining: usize,
+    attachments: Vec<Bytes>,
+    /// Bytes received for it, its text included.
+    size: usize,
+}
+
+impl Native {
+    /// Takes a text frame: an answer to a server emit, a message that is complete, or one
+    /// whose binary frames follow.
+    fn text(&mut self, text: Utf8Bytes) -> Step<Pending> {
+        let socket = &self.socket;
+        if let Some(binary) = self.binary.take() {
+            if let Some((_, inbound)) = &binary.head {
+                let error = format!(
+                    "a text frame arrived while {} more attachments were awaited; the message they belonged to was dropped",
+                    binary.remaining
+                );
+                socket.send_error(request_id(inbound), ErrorEvent::new(error));
+            }
+        }
+        match native::decode(&text) {
+            Ok(inbound) if attachments_of(&inbound) > 0 => {
+                self.expect(text, inbound);
+                Step::Done
+            }
+            Ok(Inbound::Ack { ack, data, .. }) => {
+                // Answers to the server's emits are taken at once, even while a handler
+                // runs: that handler may be the one waiting for them.
+                answered(socket, ack, data, Vec::new());
+                Step::Done
+            }
+            frame => Step::Run(Pending::Frame(text, frame, Vec::new())),
+        }
+    }
+
+    /// Starts reading the `attachments` binary frames of a message (skipping them when there
+    /// are too many).
+    fn expect(&mut self, text: Utf8Bytes, inbound: Inbound) {
+        let attachments = attachments_of(&inbound);
+        let max = self.socket.hub().config().max_attachments;
+        let head = if attachments > max {
+            let error = format!(
+                "too many attachments: {attachments} (at most {max}); the binary frames that follow are skipped"
+            );
+            self.socket.send_error(request_id(&inbound), ErrorEvent::new(error));
+            None
+        } else if !attach::placeholders_valid(data_of(&inbound), attachments) {
+            let error = format!("a placeholder refers to no attachment (the message has {attachments}); the binary frames that follow are skipped");
+            self.socket.send_error(request_id(&inbound), ErrorEvent::new(error));
+            None
+        } else {
+            Some((text.clone(), inbound))
+        };
+        self.binary = Some(Box::new(Binary {
+            head,
+            remaining: attachments,
+            attachments: Vec::new(),
+            size: text.len(),
+        }));
+    }
+
+    /// Takes a binary frame: the next attachment of the message being read.
+    fn binary(&mut self, bytes: Bytes) -> Step<Pending> {
+        let socket = &self.socket;
+        let Some(binary) = self.binary.as_mut() else {
+            let error = "a binary frame arrived with no message awaiting attachments; send a text frame with \"attachments\": n first";
+            socket.send_error(None, ErrorEvent::new(error));
+            return Step::Done;
+        };
+        binary.remaining -= 1;
+        binary.size = binary.size.saturating_add(bytes.len());
+        let max = socket.hub().config().max_message_size;
+        if binary.size > max {
+            if let Some((_, inbound)) = binary.head.take() {
+                let error =
+                    format!("a message and its attachments are larger than {max} bytes; its binary frames are skipped");
+                socket.send_error(request_id(&inbound), ErrorEvent::new(error));
+                binary.attachments = Vec::new();
+            }
+        }
+        if binary.head.is_some() {
+            binary.attachments.push(bytes);
+        }
+        if binary.remaining > 0 {
+            return Step::Done;
+        }
+        let Some(binary) = self.binary.take() else {
+            return Step::Done;
+        };
+        match binary.head {
+            Some((_, Inbound::Ack { ack, data, .. })) => {
+                answered(socket, ack, data, binary.attachments);
+                Step::Done
+            }
+            Some((text, inbound)) => Step::Run(Pending::Frame(text, Ok(inbound), binary.attachments)),
+            None => Step::Done,
+        }
+    }
+}
+
+/// Hands the client's answer to the server emit waiting for it.
+fn answered(socket: &Socket, ack: u64, data: serde_json::Value, attachments: Vec<Bytes>) {
+    if !socket.conn().resolve_ack(ack, (data, attachments)) {
+        tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
+    }
+}
+
+/// How many binary frames follow a client frame.
+fn attachments_of(inbound: &Inbound) -> usize {
+    match inbound {
+        Inbound::Event { attachments, .. } | Inbound::Ack { attachments, .. } => *attachments,
+    }
+}
+
+/// The payload of a client frame.
+fn data_of(inbound: &Inbound) -> &serde_json::Value {
+    match inbound {
+        Inbound::Event { data, .. } | Inbound::Ack { data, .. } => data,
+    }
+}
+
+/// The id a client frame asks an answer under, if any.
+fn request_id(inbound: &Inbound) -> Option<u64> {
+    match inbound {
+        Inbound::Event { id, .. } => *id,
+        Inbound::Ack { .. } => None,
+    }
 }
 
 impl Protocol for Native {
@@ -111,23 +253,9 @@ impl Protocol for Native {
             return Step::Run(Pending::Raw(msg));
         }
         match msg {
-            Message::Text(text) => {
-                let frame = native::decode(&text);
-                if let Ok(Inbound::Ack { ack, data }) = frame {
-                    // Answers to the server's emits are taken at once, even while a handler
-                    // runs: that handler may be the one waiting for them.
-                    if !socket.conn().resolve_ack(ack, data) {
-                        tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
-                    }
-                    return Step::Done;
-                }
-                Step::Run(Pending::Frame(text, frame))
-            }
-            _ => {
-                let error = "binary frames are not supported by the native protocol; send JSON text frames";
-                socket.send_error(None, ErrorEvent::new(error));
-                Step::Done
-            }
+            Message::Text(text) => self.text(text),
+            Message::Binary(bytes) => self.binary(bytes),
+            _ => Step::Done,
         }
     }
 
@@ -136,7 +264,9 @@ impl Protocol for Native {
             Pending::Raw(msg) => {
                 (self.socket.ns().gateway().raw.as_ref()).map(|raw| raw(self.socket.clone(), RawMessage(msg)))
             }
-            Pending::Frame(text, frame) => dispatch(&self.socket, &text, frame, &mut self.rate),
+            Pending::Frame(text, frame, attachments) => {
+                dispatch(&self.socket, &text, frame, attachments, &mut self.rate)
+            }
         })
     }
 
@@ -176,14 +306,13 @@ fn dispatch(
     socket: &Socket,
     text: &str,
     frame: Result<Inbound, native::DecodeError>,
+    attachments: Vec<Bytes>,
     rate: &mut RateState,
 ) -> Option<BoxFuture<'static, ()>> {
     let (event, data, id) = match frame {
-        Ok(Inbound::Event { event, data, id }) => (event, data, id),
-        Ok(Inbound::Ack { ack, data }) => {
-            if !socket.conn().resolve_ack(ack, data) {
-                tracing::debug!(conn = %socket.id(), ack, "an ack nobody waits for (late, or unknown id)");
-            }
+        Ok(Inbound::Event { event, data, id, .. }) => (event, data, id),
+        Ok(Inbound::Ack { ack, data, .. }) => {
+            answered(socket, ack, data, Vec::new());
             return None;
         }
         Err(e) => {
@@ -195,7 +324,7 @@ fn dispatch(
         event,
         data,
         many: false,
-        attachments: Vec::new(),
+        attachments,
         id,
     };
     let call = match socket.ns().gateway().route(socket, incoming, rate) {

@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 use super::{ErrorEvent, IntoErrorEvent, Socket};
-use crate::Hub;
+use crate::{protocol::attach, Hub};
 
 /// What a handler call is made of: the calling socket and the payload.
 pub struct EventContext {
@@ -62,13 +62,34 @@ impl FromEvent for Hub {
 ///
 /// A payload that does not deserialize gets the client an `error` event saying why, and the
 /// handler does not run.
+///
+/// Binary values the client sent (a Socket.IO `Buffer`/`ArrayBuffer`, a native attachment)
+/// fill the fields that read bytes: [`Bytes`], or a field with `#[serde(with = "serde_bytes")]`.
+/// Read as anything else (a `serde_json::Value`, a `String`), a binary value is refused with
+/// an `error` event saying so; take the raw payload with [`Args`] and the bytes with
+/// [`Attachments`] instead.
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_realtime::{Data, Json};
+///
+/// #[derive(serde::Deserialize, serde::Serialize)]
+/// struct Upload {
+///     name: String,
+///     file: Bytes,
+/// }
+///
+/// async fn upload(Data(up): Data<Upload>) -> Json<Upload> {
+///     Json(up) // the ack carries the same bytes back, as binary
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Data<T>(pub T);
 
 impl<T: DeserializeOwned> FromEvent for Data<T> {
     fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
         let value = std::mem::take(&mut ctx.data);
-        match T::deserialize(value) {
+        match attach::from_value(value, &ctx.attachments) {
             Ok(data) => Ok(Data(data)),
             Err(e) => Err(ErrorEvent::new(format!("invalid payload: {e}"))),
         }
@@ -90,14 +111,15 @@ impl FromEvent for Args {
     }
 }
 
-/// The binary attachments of a Socket.IO event (empty for the native protocol). In the
-/// payload each is a placeholder `{"_placeholder":true,"num":n}` standing for `attachments[n]`.
+/// The binary attachments of an event, in either protocol. In the payload (as [`Args`] gives
+/// it) each is a placeholder `{"_placeholder":true,"num":n}` standing for `attachments[n]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Attachments(pub Vec<Bytes>);
 
 impl FromEvent for Attachments {
     fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
-        Ok(Attachments(std::mem::take(&mut ctx.attachments)))
+        // Cloned (pointers to shared bytes), so that a `Data` taken after it still has them.
+        Ok(Attachments(ctx.attachments.clone()))
     }
 }
 
@@ -112,10 +134,14 @@ impl FromEvent for EventName {
     }
 }
 
-/// The payload as raw JSON, when a handler wants it untyped.
+/// The payload as raw JSON, when a handler wants it untyped. An event carrying binary values
+/// is refused with an `error` event, as for [`Data<Value>`](Data).
 impl FromEvent for Value {
     fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
-        Ok(std::mem::take(&mut ctx.data))
+        if ctx.attachments.is_empty() {
+            return Ok(std::mem::take(&mut ctx.data));
+        }
+        Data::from_event(ctx).map(|Data(v)| v)
     }
 }
 
@@ -140,19 +166,32 @@ impl<S: Clone + Send + Sync + 'static> FromEvent for State<S> {
 pub struct Json<T>(pub T);
 
 /// An ack's content: one value (the usual case), or several Socket.IO arguments, with binary
-/// attachments for Socket.IO clients.
+/// attachments.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Reply {
-    pub(crate) data: Value,
+    pub(crate) data: Payload,
     pub(crate) many: bool,
     pub(crate) attachments: Vec<Bytes>,
+}
+
+/// An ack's payload: a value, or JSON serialized already (a [`Json`] reply).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Payload {
+    Value(Value),
+    Json(String),
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Payload::Value(Value::Null)
+    }
 }
 
 impl Reply {
     /// An ack with one value.
     pub fn new(data: Value) -> Self {
         Self {
-            data,
+            data: Payload::Value(data),
             many: false,
             attachments: Vec::new(),
         }
@@ -162,16 +201,25 @@ impl Reply {
     /// arguments; a native client gets them as an array).
     pub fn args(args: Vec<Value>) -> Self {
         Self {
-            data: Value::Array(args),
+            data: Payload::Value(Value::Array(args)),
             many: true,
             attachments: Vec::new(),
         }
     }
 
-    /// Binary attachments for the placeholders in the data (Socket.IO clients only).
+    /// Binary attachments for the placeholders `{"_placeholder":true,"num":n}` in the data
+    /// (a [`Json`] reply makes its own from its [`Bytes`] fields).
     pub fn with_attachments(mut self, attachments: Vec<Bytes>) -> Self {
         self.attachments = attachments;
         self
+    }
+
+    /// The data as JSON text.
+    pub(crate) fn json(&self) -> std::borrow::Cow<'_, str> {
+        match &self.data {
+            Payload::Json(json) => json.into(),
+            Payload::Value(value) => value.to_string().into(),
+        }
     }
 }
 
@@ -211,11 +259,15 @@ impl IntoReply for &'static str {
     }
 }
 
+/// Serialized once; its binary values ([`Bytes`] fields, `serde_bytes`) go out as attachments.
 impl<T: Serialize> IntoReply for Json<T> {
     fn into_reply(self) -> Result<Reply, ErrorEvent> {
-        serde_json::to_value(self.0)
-            .map(Reply::new)
-            .map_err(ErrorEvent::internal)
+        let payload = attach::to_json(&self.0).map_err(ErrorEvent::internal)?;
+        Ok(Reply {
+            data: Payload::Json(payload.json),
+            many: false,
+            attachments: payload.attachments,
+        })
     }
 }
 

@@ -7,13 +7,15 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+#[cfg(feature = "socketio")]
+use super::handler::Payload;
 use super::{ErrorEvent, Reply};
 #[cfg(feature = "socketio")]
 use crate::protocol::socketio as sio;
 use crate::{
     auth::Identity,
-    hub::{AckError, Asked, Conn, ConnectionId, Emit, Hub, Namespace, NsInner, Packet, Proto, Target},
-    protocol::{close_code, native},
+    hub::{AckError, Asked, Conn, ConnectionId, Emit, Frames, Hub, Namespace, NsInner, Packet, Proto, Target},
+    protocol::{attach, close_code, native},
 };
 
 impl Hub {
@@ -173,7 +175,9 @@ impl Socket {
     }
 
     /// Emits to this connection and waits for its answer (Socket.IO's `emitWithAck`): the
-    /// frame carries an `id`, and the client answers `{"ack": id, "data": …}`.
+    /// frame carries an `id`, and the client answers `{"ack": id, "data": …}`. Binary values
+    /// go both ways, as in [`emit`](Self::emit) and [`Data`](crate::Data): `R` reads the
+    /// client's binary values into `Bytes` fields.
     ///
     /// ```no_run
     /// # async fn f(socket: tower_realtime::Socket) -> Result<(), tower_realtime::AckError> {
@@ -186,16 +190,13 @@ impl Socket {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let json = serde_json::to_string(data).map_err(AckError::Serialize)?;
+        let payload = attach::to_json(data).map_err(AckError::Serialize)?;
         let id = self.hub.next_ack_id();
         let mut asked = Asked::new(id);
-        asked.ask(
-            &self.hub,
-            &self.conn,
-            &Packet::new(&self.ns.name, event, &json).with_ack(id),
-        );
+        let packet = Packet::new(&self.ns.name, event, &payload.json).with(&payload.attachments);
+        asked.ask(&self.hub, &self.conn, &packet.with_ack(id));
         let (_, answer) = (asked.collect(timeout).await.pop()).ok_or(AckError::Disconnected)?;
-        answer.and_then(|value| serde_json::from_value(value).map_err(AckError::Deserialize))
+        answer.and_then(|(value, attachments)| attach::from_value(value, &attachments).map_err(AckError::Deserialize))
     }
 
     /// Emits to a room of this namespace, except this connection.
@@ -235,53 +236,52 @@ impl Socket {
     /// listener gets the arguments separately, with each placeholder
     /// `{"_placeholder":true,"num":n}` replaced by `attachments[n]` as a buffer. A native
     /// client gets the arguments as the event's data (one argument as itself, several as an
-    /// array); the native protocol carries no binary, so attachments are not sent to it.
-    #[cfg_attr(not(feature = "socketio"), allow(unused_variables))]
+    /// array), followed by the attachments (`docs/protocol.md`).
     pub fn emit_args(&self, event: &str, args: Vec<Value>, attachments: Vec<Bytes>) -> bool {
-        match self.conn.proto {
+        let frames = match self.conn.proto {
             Proto::Native => {
                 let data = match <[Value; 1]>::try_from(args) {
                     Ok([one]) => one,
                     Err(args) => Value::Array(args),
                 };
-                self.emit(event, &data)
+                let json = data.to_string();
+                Frames::event(Proto::Native, &self.ns.name, event, &json, &attachments, None)
             }
             #[cfg(feature = "socketio")]
             Proto::SocketIo => {
                 let mut packet = sio::SioPacket::event(&self.ns.name, event, args, None);
                 packet.attachments = attachments;
-                self.send_sio(packet)
+                sio_frames(packet)
             }
-        }
-    }
-
-    /// Queues a Socket.IO packet, then its attachments.
-    #[cfg(feature = "socketio")]
-    fn send_sio(&self, packet: sio::SioPacket) -> bool {
-        let mut ok = self.send_frame(sio_message(packet.encode()));
-        for attachment in packet.attachments {
-            ok &= self.send_frame(Message::Binary(attachment));
-        }
-        ok
+        };
+        self.conn.send_frames(&self.hub, frames)
     }
 
     /// Answers the client's request `id` with the handler's reply.
     pub(crate) fn send_reply(&self, id: u64, reply: Reply) {
-        match self.conn.proto {
+        let frames = match self.conn.proto {
             Proto::Native => {
-                self.send_frame(Message::Text(native::encode_ack(id, &reply.data)));
+                let head = native::encode_ack_raw(id, &reply.json(), reply.attachments.len());
+                Frames::with_attachments(Message::Text(head), &reply.attachments)
             }
             #[cfg(feature = "socketio")]
-            Proto::SocketIo => {
-                let args = match reply.data {
-                    Value::Array(args) if reply.many => args,
-                    one => vec![one],
-                };
-                let mut packet = sio::SioPacket::ack(&self.ns.name, id, args);
-                packet.attachments = reply.attachments;
-                self.send_sio(packet);
-            }
-        }
+            Proto::SocketIo => match reply.data {
+                Payload::Json(json) => {
+                    let head = sio::packet::encode_binary_ack(&self.ns.name, id, &json, reply.attachments.len());
+                    Frames::with_attachments(sio_message(head), &reply.attachments)
+                }
+                Payload::Value(data) => {
+                    let args = match data {
+                        Value::Array(args) if reply.many => args,
+                        one => vec![one],
+                    };
+                    let mut packet = sio::SioPacket::ack(&self.ns.name, id, args);
+                    packet.attachments = reply.attachments;
+                    sio_frames(packet)
+                }
+            },
+        };
+        self.conn.send_frames(&self.hub, frames);
     }
 
     /// Sends an `error` event to this connection, answering `ack` when given. A Socket.IO
@@ -300,10 +300,16 @@ impl Socket {
                     Some(id) => sio::SioPacket::ack(&self.ns.name, id, [error.to_value()]),
                     None => sio::SioPacket::event(&self.ns.name, "error", [error.to_value()], None),
                 };
-                self.send_sio(packet);
+                self.conn.send_frames(&self.hub, sio_frames(packet));
             }
         }
     }
+}
+
+/// A Socket.IO packet as Engine.IO messages: its text (`4…`), then its attachments.
+#[cfg(feature = "socketio")]
+fn sio_frames(packet: sio::SioPacket) -> Frames {
+    Frames::with_attachments(sio_message(packet.encode()), &packet.attachments)
 }
 
 /// A Socket.IO packet as an Engine.IO message (`4…`).

@@ -18,12 +18,13 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{emit::Packet, Conn, ConnectionId, Emit, Hub};
+use super::{conn, emit::Packet, Conn, ConnectionId, Emit, Hub};
+use crate::protocol::attach;
 
 /// Why an emit waiting for an answer got none from a recipient (or could not be sent).
 #[derive(Debug, thiserror::Error)]
@@ -132,9 +133,11 @@ impl<'a> Emit<'a> {
 
     /// Queues the event, asking for ack `id`, for every recipient of this node, and registers
     /// the wait for each answer.
-    pub(crate) fn ask(&self, event: &str, data_json: &str) -> Asked {
+    pub(crate) fn ask(&self, event: &str, data_json: &str, attachments: &[Bytes]) -> Asked {
         let id = self.hub.next_ack_id();
-        let packet = Packet::new(&self.ns.name, event, data_json).with_ack(id);
+        let packet = Packet::new(&self.ns.name, event, data_json)
+            .with(attachments)
+            .with_ack(id);
         let mut asked = Asked::new(id);
         self.each_recipient(|conn| asked.ask(self.hub, conn, &packet));
         asked
@@ -163,9 +166,10 @@ impl AckEmit<'_> {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let json = serde_json::to_string(data).map_err(AckError::Serialize)?;
-        let local = self.emit.ask(event, &json).collect(self.timeout);
-        let (mut answers, (remote, missing_nodes)) = tokio::join!(local, self.others(event, &json));
+        let payload = attach::to_json(data).map_err(AckError::Serialize)?;
+        let (json, attachments) = (&payload.json, &payload.attachments);
+        let local = self.emit.ask(event, json, attachments).collect(self.timeout);
+        let (mut answers, (remote, missing_nodes)) = tokio::join!(local, self.others(event, json, attachments));
         answers.extend(remote);
         answers.sort_unstable_by_key(|(id, _)| *id);
         Ok(AckResponses {
@@ -173,7 +177,9 @@ impl AckEmit<'_> {
                 .into_iter()
                 .map(|(connection, result)| AckResponse {
                     connection,
-                    result: result.and_then(|v| serde_json::from_value(v).map_err(AckError::Deserialize)),
+                    result: result.and_then(|(value, attachments)| {
+                        attach::from_value(value, &attachments).map_err(AckError::Deserialize)
+                    }),
                 })
                 .collect(),
             missing_nodes,
@@ -181,19 +187,19 @@ impl AckEmit<'_> {
     }
 
     /// What the recipients on the other nodes answered, and the nodes that did not reply.
-    async fn others(&self, event: &str, data_json: &str) -> (Answers, Vec<String>) {
+    async fn others(&self, event: &str, data_json: &str, attachments: &[Bytes]) -> (Answers, Vec<String>) {
         #[cfg(feature = "redis")]
-        return self.emit.ask_others(event, data_json, self.timeout).await;
+        return self.emit.ask_others(event, data_json, attachments, self.timeout).await;
         #[cfg(not(feature = "redis"))]
         {
-            let _ = (event, data_json);
+            let _ = (event, data_json, attachments);
             (Vec::new(), Vec::new())
         }
     }
 }
 
 /// A recipient's answer, or why there is none.
-pub(crate) type Answered = Result<Value, AckError>;
+pub(crate) type Answered = Result<conn::Answer, AckError>;
 
 /// Each recipient with its answer, or why there is none.
 pub(crate) type Answers = Vec<(ConnectionId, Answered)>;
@@ -204,7 +210,7 @@ pub(crate) struct Asked {
     /// Each recipient asked, and what became of it (`None`: still waiting).
     recipients: Vec<(Arc<Conn>, Option<Answered>)>,
     /// The answers to come, by index into `recipients`.
-    pending: FuturesUnordered<Answer>,
+    pending: FuturesUnordered<Pending>,
 }
 
 impl Asked {
@@ -228,9 +234,9 @@ impl Asked {
     pub(crate) fn ask(&mut self, hub: &Hub, conn: &Arc<Conn>, packet: &Packet<'_>) {
         let index = self.recipients.len();
         let outcome = match conn.register_ack(self.id) {
-            Some(rx) if conn.send(hub, packet.frame(conn.proto)) => {
+            Some(rx) if conn.send_frames(hub, packet.frame(conn.proto)) => {
                 hub.inner.counters.messages_out.fetch_add(1, Ordering::Relaxed);
-                self.pending.push(Answer { index, rx });
+                self.pending.push(Pending { index, rx });
                 None
             }
             Some(_) => {
@@ -263,13 +269,13 @@ impl Asked {
 }
 
 /// One recipient's answer to come, with its index.
-struct Answer {
+struct Pending {
     index: usize,
-    rx: oneshot::Receiver<Value>,
+    rx: oneshot::Receiver<conn::Answer>,
 }
 
-impl Future for Answer {
-    type Output = (usize, Result<Value, oneshot::error::RecvError>);
+impl Future for Pending {
+    type Output = (usize, Result<conn::Answer, oneshot::error::RecvError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let index = self.index;

@@ -30,13 +30,14 @@ use super::{
         sessions::Resume,
         store::{HistoryState, NotRecovered, Saved, StreamKey},
     },
-    AckError, ConnectionId, Emit, Emitter, Hub, HubInner, NsInner, Presence, Target,
+    AckError, ConnectionId, Emit, Emitter, Frames, Hub, HubInner, NsInner, Presence, Target,
 };
 use crate::adapter::{
     self,
     history::{HistoryParams, Missed},
     ClusterAnswer, Inbound, Op, Query, RedisAdapter,
 };
+use crate::protocol::attach;
 
 /// What became of one recipient of an emit with ack, as a node replies it: `{"ack": …}`,
 /// `"timeout"` or `"disconnected"`.
@@ -44,6 +45,12 @@ use crate::adapter::{
 #[serde(rename_all = "snake_case")]
 enum Outcome {
     Ack(Value),
+    /// An answer with binary values: `{"binary":{"data":…,"attachments":["<base64>",…]}}`.
+    Binary {
+        data: Value,
+        #[serde(with = "crate::adapter::base64_list")]
+        attachments: Vec<bytes::Bytes>,
+    },
     Timeout,
     Disconnected,
 }
@@ -51,7 +58,8 @@ enum Outcome {
 impl From<Answered> for Outcome {
     fn from(result: Answered) -> Self {
         match result {
-            Ok(value) => Outcome::Ack(value),
+            Ok((value, attachments)) if attachments.is_empty() => Outcome::Ack(value),
+            Ok((data, attachments)) => Outcome::Binary { data, attachments },
             Err(AckError::Timeout) => Outcome::Timeout,
             Err(_) => Outcome::Disconnected,
         }
@@ -61,7 +69,8 @@ impl From<Answered> for Outcome {
 impl From<Outcome> for Answered {
     fn from(outcome: Outcome) -> Self {
         match outcome {
-            Outcome::Ack(value) => Ok(value),
+            Outcome::Ack(value) => Ok((value, Vec::new())),
+            Outcome::Binary { data, attachments } => Ok((data, attachments)),
             Outcome::Timeout => Err(AckError::Timeout),
             Outcome::Disconnected => Err(AckError::Disconnected),
         }
@@ -122,12 +131,12 @@ impl Emit<'_> {
     }
 
     /// Sends this emit to the other nodes, unless every target is a local connection.
-    pub(crate) fn publish(&self, event: &str, data_json: &str) {
+    pub(crate) fn publish(&self, event: &str, payload: &attach::Encoded) {
         let Some(cluster) = &self.hub.inner.cluster else { return };
         if self.local_only() {
             return;
         }
-        let Ok(data) = serde_json::value::RawValue::from_string(data_json.to_owned()) else {
+        let Ok(data) = serde_json::value::RawValue::from_string(payload.json.clone()) else {
             return;
         };
         let op = Op::Emit {
@@ -136,6 +145,7 @@ impl Emit<'_> {
             except: self.except.iter().map(|id| id.0).collect(),
             event: event.to_owned(),
             data,
+            attachments: payload.attachments.clone(),
         };
         cluster.adapter.publish(&op);
     }
@@ -144,7 +154,13 @@ impl Emit<'_> {
     /// [`Query::EmitWithAck`]), and gathers what their recipients answered within `timeout`,
     /// and the nodes that did not reply. Their replies are waited for at most `timeout` plus
     /// the adapter's query timeout.
-    pub(crate) async fn ask_others(&self, event: &str, data_json: &str, timeout: Duration) -> (Answers, Vec<String>) {
+    pub(crate) async fn ask_others(
+        &self,
+        event: &str,
+        data_json: &str,
+        attachments: &[bytes::Bytes],
+        timeout: Duration,
+    ) -> (Answers, Vec<String>) {
         let Some(cluster) = (self.hub.inner.cluster.as_ref()).filter(|_| !self.local_only()) else {
             return (Vec::new(), Vec::new());
         };
@@ -157,6 +173,7 @@ impl Emit<'_> {
             except: self.except.iter().map(|id| id.0).collect(),
             event: event.to_owned(),
             data,
+            attachments: attachments.to_vec(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
         let margin = cluster.adapter.options().query_timeout;
@@ -259,7 +276,7 @@ impl HistoryState {
     fn deliver_kept(&self, emit: &Emit<'_>, epoch: &Arc<str>, offset: u64, event: &str, data: &str) {
         let except = emit.except.iter().map(|id| id.0);
         let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
-        emit.deliver(|proto| entry.frame(proto), Some(offset));
+        emit.deliver(|proto| Frames::One(entry.frame(proto)), Some(offset));
         self.current.fetch_max(offset, Ordering::AcqRel);
     }
 }
@@ -485,11 +502,12 @@ async fn apply(hub: &Hub, message: Inbound) {
                 except,
                 event,
                 data,
+                attachments,
             } => {
                 // A namespace this node does not have (a dynamic one nobody here is in): nobody.
                 let Some(ns) = hub.namespace(&ns) else { return };
                 let emit = remote_emit(hub, &ns, &targets, except);
-                emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
+                emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()).with(&attachments));
             }
             Op::HistoryEmit {
                 epoch,
@@ -534,6 +552,7 @@ async fn apply(hub: &Hub, message: Inbound) {
                     except,
                     event,
                     data,
+                    attachments,
                     timeout_ms,
                 },
             reply,
@@ -541,7 +560,8 @@ async fn apply(hub: &Hub, message: Inbound) {
         } => {
             // A namespace this node does not have (a dynamic one nobody here is in): nobody.
             let ns = hub.namespace(&ns);
-            let asked = (ns.as_ref()).map(|ns| remote_emit(hub, ns, &targets, except).ask(&event, &data.to_string()));
+            let asked = (ns.as_ref())
+                .map(|ns| remote_emit(hub, ns, &targets, except).ask(&event, &data.to_string(), &attachments));
             let Some(asked) = asked.filter(|a| !a.is_empty()) else {
                 reply.send(json!([]));
                 return;
@@ -702,18 +722,34 @@ mod tests {
     #[test]
     fn a_nodes_ack_outcomes_have_flat_shapes_and_bad_ones_are_refused() {
         let answers: Answers = vec![
-            (ConnectionId(1), Ok(json!(null))),
+            (ConnectionId(1), Ok((json!(null), Vec::new()))),
             (ConnectionId(2), Err(AckError::Timeout)),
             (ConnectionId(3), Err(AckError::Disconnected)),
+            (
+                ConnectionId(4),
+                Ok((
+                    json!({"_placeholder": true, "num": 0}),
+                    vec![bytes::Bytes::from_static(b"\x01\xff")],
+                )),
+            ),
         ];
         let list: Vec<(u64, Outcome)> = (answers.into_iter()).map(|(id, r)| (id.0, r.into())).collect();
         let wire = json!(list);
-        assert_eq!(wire, json!([[1, {"ack": null}], [2, "timeout"], [3, "disconnected"]]));
+        assert_eq!(
+            wire,
+            json!([
+                [1, {"ack": null}],
+                [2, "timeout"],
+                [3, "disconnected"],
+                [4, {"binary": {"data": {"_placeholder": true, "num": 0}, "attachments": ["Af8="]}}]
+            ])
+        );
         let back: Vec<(u64, Outcome)> = serde_json::from_value(wire).unwrap();
         let back: Vec<Answered> = back.into_iter().map(|(_, o)| o.into()).collect();
         assert!(matches!(
             &back[..],
-            [Ok(Value::Null), Err(AckError::Timeout), Err(AckError::Disconnected)]
+            [Ok((Value::Null, _)), Err(AckError::Timeout), Err(AckError::Disconnected), Ok((_, bytes))]
+                if bytes[..] == [bytes::Bytes::from_static(b"\x01\xff")]
         ));
         for bad in [
             json!([[1, "maybe"]]),

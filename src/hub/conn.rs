@@ -8,11 +8,13 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
+    emit::Frames,
     history::{Offer, Recovery},
     registry::Join,
     ConnectionId, Hub,
@@ -63,11 +65,15 @@ pub(crate) struct Conn {
     pub(crate) addr: Option<IpAddr>,
 }
 
+/// A client's answer to a server emit: its payload, and the attachments its placeholders
+/// refer to.
+pub(crate) type Answer = (Value, Vec<Bytes>);
+
 #[derive(Default)]
 struct AckTable {
     /// Set when the connection ends: no new wait is registered.
     closed: bool,
-    pending: HashMap<u64, oneshot::Sender<Value>>,
+    pending: HashMap<u64, oneshot::Sender<Answer>>,
 }
 
 impl Conn {
@@ -113,6 +119,23 @@ impl Conn {
     /// hub's slow-consumer policy applies.
     pub(crate) fn send(&self, hub: &Hub, msg: impl Into<outbox::Frame>) -> bool {
         match self.tx.try_send(msg.into()) {
+            Ok(()) => true,
+            Err(outbox::Full::Full) => {
+                self.overflowed(hub);
+                false
+            }
+        }
+    }
+
+    /// Queues an event's frames without waiting: one frame, or a group (a binary event and
+    /// its attachments) with nothing else between them. Returns whether they were queued; on a
+    /// full queue the hub's slow-consumer policy applies.
+    pub(crate) fn send_frames(&self, hub: &Hub, frames: Frames) -> bool {
+        let group = match frames {
+            Frames::One(frame) => return self.send(hub, frame),
+            Frames::Group(group) => group,
+        };
+        match self.tx.try_send_group(&group) {
             Ok(()) => true,
             Err(outbox::Full::Full) => {
                 self.overflowed(hub);
@@ -185,7 +208,7 @@ impl Conn {
 
     /// Waits for the answer to ack `id` (one of the hub's, see `Hub::next_ack_id`): where it
     /// will arrive, or `None` when the connection has ended.
-    pub(crate) fn register_ack(&self, id: u64) -> Option<oneshot::Receiver<Value>> {
+    pub(crate) fn register_ack(&self, id: u64) -> Option<oneshot::Receiver<Answer>> {
         let mut acks = self.acks.lock();
         if acks.closed {
             return None;
@@ -201,9 +224,9 @@ impl Conn {
 
     /// Hands the client's answer to the emit waiting for it. `false` for an unknown id (a late
     /// answer, after a timeout).
-    pub(crate) fn resolve_ack(&self, id: u64, data: Value) -> bool {
+    pub(crate) fn resolve_ack(&self, id: u64, answer: Answer) -> bool {
         match self.acks.lock().pending.remove(&id) {
-            Some(tx) => tx.send(data).is_ok(),
+            Some(tx) => tx.send(answer).is_ok(),
             None => false,
         }
     }

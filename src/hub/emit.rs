@@ -8,6 +8,8 @@ use std::{
     sync::{atomic::Ordering, Arc, OnceLock},
 };
 
+use bytes::Bytes;
+
 use serde::Serialize;
 use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,7 +19,10 @@ use super::{
     registry::{IdHasher, Registry},
     Conn, ConnectionId, Hub, NsInner, Proto,
 };
-use crate::{outbox::Frame, protocol::native};
+use crate::{
+    outbox::Frame,
+    protocol::{attach, native},
+};
 
 /// One set of recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,18 +119,28 @@ impl<'a> Emit<'a> {
     /// history is queued for its recipients when Redis hands it back with its offset, on every
     /// node alike: `emit` then returns 0. While Redis is unreachable it is delivered at once to
     /// this node's recipients, like an event that is not kept (see `docs/cluster.md`).
+    ///
+    /// Binary values (a [`Bytes`](bytes::Bytes) field, or one serialized with `serde_bytes`)
+    /// go out as binary attachments: a Socket.IO client gets a `Buffer` (an `ArrayBuffer` in
+    /// a browser), a native client the binary frames after the event (`docs/protocol.md`). A
+    /// plain `Vec<u8>` is a JSON array of numbers. An event with attachments is not kept in a
+    /// history.
     pub fn emit<T: Serialize + ?Sized>(self, event: &str, data: &T) -> usize {
-        match serde_json::to_string(data) {
-            Ok(json) => {
-                let kept = self.history_streams();
+        match attach::to_json(data) {
+            Ok(encoded) => {
+                let json = encoded.json.as_str();
+                // An event with binary values is not kept in a history.
+                let kept = (encoded.attachments.is_empty())
+                    .then(|| self.history_streams())
+                    .flatten();
                 #[cfg(feature = "redis")]
                 if let Some((history, keys)) = kept.as_ref().filter(|(h, _)| h.shared) {
-                    if self.publish_kept(history, keys, event, &json) {
+                    if self.publish_kept(history, keys, event, json) {
                         return 0;
                     }
                     // Not handed to Redis (unreachable, or the queue is full; counted as lost
                     // by the adapter): this node's recipients get it as an event not kept.
-                    return self.send(&Packet::new(&self.ns.name, event, &json));
+                    return self.send(&Packet::new(&self.ns.name, event, json));
                 }
                 let reached = match kept {
                     Some((history, keys)) => {
@@ -133,17 +148,17 @@ impl<'a> Emit<'a> {
                         let new = NewEvent {
                             ns: &self.ns.name,
                             event,
-                            data: &json,
+                            data: json,
                             except: &self.except,
                         };
                         history.append(&keys, &new, evictions, |entry| {
-                            self.deliver(|proto| entry.frame(proto), Some(entry.seq))
+                            self.deliver(|proto| Frames::One(entry.frame(proto)), Some(entry.seq))
                         })
                     }
-                    None => self.send(&Packet::new(&self.ns.name, event, &json)),
+                    None => self.send(&Packet::new(&self.ns.name, event, json).with(&encoded.attachments)),
                 };
                 #[cfg(feature = "redis")]
-                self.publish(event, &json);
+                self.publish(event, &encoded);
                 reached
             }
             Err(e) => {
@@ -167,12 +182,12 @@ impl<'a> Emit<'a> {
 
     /// Queues `frame(proto)` for every recipient; `seq` is the event's offset when it is kept
     /// in a history.
-    pub(super) fn deliver(&self, frame: impl Fn(Proto) -> Frame, seq: Option<u64>) -> usize {
+    pub(super) fn deliver(&self, frame: impl Fn(Proto) -> Frames, seq: Option<u64>) -> usize {
         let mut reached = 0usize;
         self.each_recipient(|conn| {
-            let queued = match seq {
-                Some(seq) => conn.send_at(self.hub, frame(conn.proto), seq),
-                None => conn.send(self.hub, frame(conn.proto)),
+            let queued = match (frame(conn.proto), seq) {
+                (Frames::One(frame), Some(seq)) => conn.send_at(self.hub, frame, seq),
+                (frames, _) => conn.send_frames(self.hub, frames),
             };
             if queued {
                 reached += 1;
@@ -212,18 +227,62 @@ impl<'a> Emit<'a> {
     }
 }
 
-/// One emitted event, with its payload serialized once; each protocol's frame is encoded on
+/// What one recipient is sent for an event: one frame, or (an event with binary
+/// attachments) the event's frame and its attachments, queued together.
+#[derive(Clone)]
+pub(crate) enum Frames {
+    One(Frame),
+    Group(Arc<[Frame]>),
+}
+
+impl Frames {
+    /// The frames of an event for a connection speaking `proto`: `data_json` holds a
+    /// placeholder for each of `attachments`; `id` asks for the client's answer.
+    pub(crate) fn event(
+        proto: Proto,
+        ns: &str,
+        event: &str,
+        data_json: &str,
+        attachments: &[Bytes],
+        id: Option<u64>,
+    ) -> Self {
+        #[cfg(not(feature = "socketio"))]
+        let _ = ns;
+        let head = match proto {
+            Proto::Native => Message::Text(native::encode_event_with(event, data_json, id, attachments.len())),
+            #[cfg(feature = "socketio")]
+            Proto::SocketIo => {
+                // An Engine.IO message (`4`) carrying a Socket.IO (BINARY_)EVENT.
+                let packet =
+                    crate::protocol::socketio::packet::encode_binary_event(ns, event, data_json, attachments.len(), id);
+                Message::text(format!("4{packet}"))
+            }
+        };
+        Self::with_attachments(head, attachments)
+    }
+
+    /// `head`, followed by one binary message per attachment.
+    pub(crate) fn with_attachments(head: Message, attachments: &[Bytes]) -> Self {
+        if attachments.is_empty() {
+            return Frames::One(Frame::new(head));
+        }
+        let rest = attachments.iter().map(|b| Frame::new(Message::Binary(b.clone())));
+        Frames::Group(std::iter::once(Frame::new(head)).chain(rest).collect())
+    }
+}
+
+/// One emitted event, with its payload serialized once; each protocol's frames are encoded on
 /// first use and then shared by every recipient speaking that protocol.
 pub(crate) struct Packet<'a> {
-    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     ns: &'a str,
     event: &'a str,
     data_json: &'a str,
+    attachments: &'a [Bytes],
     /// The ack id the recipients answer, for an emit that waits for their answers.
     ack: Option<u64>,
-    native: OnceLock<Frame>,
+    native: OnceLock<Frames>,
     #[cfg(feature = "socketio")]
-    socketio: OnceLock<Frame>,
+    socketio: OnceLock<Frames>,
 }
 
 impl<'a> Packet<'a> {
@@ -232,6 +291,7 @@ impl<'a> Packet<'a> {
             ns,
             event,
             data_json,
+            attachments: &[],
             ack: None,
             native: OnceLock::new(),
             #[cfg(feature = "socketio")]
@@ -239,33 +299,26 @@ impl<'a> Packet<'a> {
         }
     }
 
+    /// The event with the attachments its payload's placeholders refer to.
+    pub(crate) fn with(mut self, attachments: &'a [Bytes]) -> Self {
+        self.attachments = attachments;
+        self
+    }
+
     /// The same packet, asking every recipient to answer ack `id`.
     pub(crate) fn with_ack(self, id: u64) -> Self {
         Self { ack: Some(id), ..self }
     }
 
-    /// The frame for a connection speaking `proto` (a cheap clone of shared bytes).
-    pub(crate) fn frame(&self, proto: Proto) -> Frame {
-        match proto {
-            Proto::Native => (self.native)
-                .get_or_init(|| {
-                    Frame::new(Message::Text(native::encode_event_raw(
-                        self.event,
-                        self.data_json,
-                        self.ack,
-                    )))
-                })
-                .clone(),
+    /// The frames for a connection speaking `proto` (cheap clones of shared bytes).
+    pub(crate) fn frame(&self, proto: Proto) -> Frames {
+        let cell = match proto {
+            Proto::Native => &self.native,
             #[cfg(feature = "socketio")]
-            Proto::SocketIo => (self.socketio)
-                .get_or_init(|| {
-                    // An Engine.IO message (`4`) carrying a Socket.IO EVENT.
-                    let packet =
-                        crate::protocol::socketio::packet::encode_event(self.ns, self.event, self.data_json, self.ack);
-                    Frame::new(Message::text(format!("4{packet}")))
-                })
-                .clone(),
-        }
+            Proto::SocketIo => &self.socketio,
+        };
+        cell.get_or_init(|| Frames::event(proto, self.ns, self.event, self.data_json, self.attachments, self.ack))
+            .clone()
     }
 }
 

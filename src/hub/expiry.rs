@@ -196,5 +196,5 @@ async fn sweep(hub: Weak<HubInner>, wake: Arc<Notify>) {
 /// Queues one event for this connection only (kept in no history, sent to no other node).
 fn tell(hub: &Hub, ns: &NsInner, conn: &Conn, event: &str, data: &serde_json::Value) {
     let json = data.to_string();
-    conn.send(hub, Packet::new(&ns.name, event, &json).frame(conn.proto));
+    conn.send_frames(hub, Packet::new(&ns.name, event, &json).frame(conn.proto));
 }

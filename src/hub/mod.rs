@@ -26,7 +26,7 @@ pub(crate) use counters::export as metrics;
 pub use counters::CounterSnapshot;
 pub(crate) use counters::Rejection;
 pub use emit::Emit;
-pub(crate) use emit::{Packet, Target};
+pub(crate) use emit::{Frames, Packet, Target};
 pub use emitter::Emitter;
 pub use history::History;
 pub(crate) use history::HistoryState;

@@ -16,6 +16,7 @@
 
 // Parts of the codecs (and of the re-exports that name them in one place) serve only the unit
 // tests, the benchmarks and the fuzz targets (feature `unstable`).
+pub(crate) mod attach;
 #[cfg_attr(not(feature = "unstable"), allow(dead_code))]
 pub(crate) mod native;
 pub(crate) mod offset;

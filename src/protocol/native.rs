@@ -2,7 +2,9 @@
 //!
 //! - client → server: `{"event": "<name>", "data": <any>}`, plus `"id": <u64>` for an ack;
 //! - server → client: `{"event": "<name>", "data": <any>}`; an ack is `{"ack": <id>, "data": <any>}`;
-//! - an error answering a request with an id carries it: `{"event": "error", "data": {...}, "ack": <id>}`.
+//! - an error answering a request with an id carries it: `{"event": "error", "data": {...}, "ack": <id>}`;
+//! - binary, both ways: `"attachments": n` on the frame, placeholders
+//!   `{"_placeholder":true,"num":i}` in its `data`, and the `n` binary frames right after it.
 
 use std::{fmt, io::Write};
 
@@ -27,6 +29,8 @@ pub enum Inbound {
         data: Value,
         /// The ack id, when the client wants an answer.
         id: Option<u64>,
+        /// How many binary frames follow, for the placeholders in `data`.
+        attachments: usize,
     },
     /// `{"ack": …, "data": …}`: the client's answer to a server emit that carried an id.
     Ack {
@@ -34,6 +38,8 @@ pub enum Inbound {
         ack: u64,
         /// The client's answer (`null` when absent).
         data: Value,
+        /// How many binary frames follow, for the placeholders in `data`.
+        attachments: usize,
     },
 }
 
@@ -46,6 +52,7 @@ struct Frame {
     data: Value,
     id: Option<u64>,
     ack: Option<u64>,
+    attachments: Option<usize>,
 }
 
 /// The fields of a frame, by key.
@@ -54,6 +61,7 @@ enum Field {
     Data,
     Id,
     Ack,
+    Attachments,
     Other,
 }
 
@@ -71,6 +79,7 @@ impl<'de> Deserialize<'de> for Field {
                     "data" => Field::Data,
                     "id" => Field::Id,
                     "ack" => Field::Ack,
+                    "attachments" => Field::Attachments,
                     _ => Field::Other,
                 })
             }
@@ -94,13 +103,14 @@ impl<'de> Visitor<'de> for FrameVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Frame, A::Error> {
         let mut frame = Frame::default();
-        let mut seen = [false; 4];
+        let mut seen = [false; 5];
         while let Some(field) = map.next_key::<Field>()? {
             let (slot, name) = match field {
                 Field::Id => (2, "id"),
                 Field::Event if !self.id_only => (0, "event"),
                 Field::Data if !self.id_only => (1, "data"),
                 Field::Ack if !self.id_only => (3, "ack"),
+                Field::Attachments if !self.id_only => (4, "attachments"),
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                     continue;
@@ -113,7 +123,8 @@ impl<'de> Visitor<'de> for FrameVisitor {
                 0 => frame.event = map.next_value()?,
                 1 => frame.data = map.next_value()?,
                 2 => frame.id = map.next_value()?,
-                _ => frame.ack = map.next_value()?,
+                3 => frame.ack = map.next_value()?,
+                _ => frame.attachments = map.next_value()?,
             }
         }
         Ok(frame)
@@ -147,13 +158,19 @@ impl DecodeError {
 /// is an error, never a stack overflow.
 pub fn decode(text: &str) -> Result<Inbound, DecodeError> {
     let frame: Frame = serde_json::from_str(text)?;
+    let attachments = frame.attachments.unwrap_or(0);
     match (frame.event, frame.ack) {
         (Some(event), _) => Ok(Inbound::Event {
             event,
             data: frame.data,
             id: frame.id,
+            attachments,
         }),
-        (None, Some(ack)) => Ok(Inbound::Ack { ack, data: frame.data }),
+        (None, Some(ack)) => Ok(Inbound::Ack {
+            ack,
+            data: frame.data,
+            attachments,
+        }),
         (None, None) => Err(DecodeError(serde::de::Error::missing_field("event"))),
     }
 }
@@ -178,6 +195,12 @@ pub fn encode_event_at(event: &str, data_json: &str, offset: u64) -> Utf8Bytes {
 /// Encodes an event frame around an already serialized payload, with an ack id when the server
 /// wants the client's answer: `{"event":…,"data":…,"id":…}`.
 pub fn encode_event_raw(event: &str, data_json: &str, id: Option<u64>) -> Utf8Bytes {
+    encode_event_with(event, data_json, id, 0)
+}
+
+/// Encodes an event frame whose payload holds `attachments` placeholders (none: the field is
+/// left out): `{"event":…,"data":…,"id":…,"attachments":n}`. The `n` binary frames follow it.
+pub fn encode_event_with(event: &str, data_json: &str, id: Option<u64>, attachments: usize) -> Utf8Bytes {
     let mut buf = Vec::with_capacity(32 + event.len() + data_json.len());
     buf.extend_from_slice(b"{\"event\":");
     // Serializing a `&str` into a Vec cannot fail.
@@ -187,16 +210,28 @@ pub fn encode_event_raw(event: &str, data_json: &str, id: Option<u64>) -> Utf8By
     if let Some(id) = id {
         let _ = write!(buf, ",\"id\":{id}");
     }
-    buf.push(b'}');
-    into_utf8(buf)
+    end_with_attachments(buf, attachments)
 }
 
 /// Encodes an ack frame: `{"ack":id,"data":…}`.
 pub fn encode_ack(id: u64, data: &Value) -> Utf8Bytes {
-    let mut buf = Vec::with_capacity(32);
+    encode_ack_raw(id, &data.to_string(), 0)
+}
+
+/// Encodes an ack frame around an already serialized payload holding `attachments`
+/// placeholders: `{"ack":id,"data":…,"attachments":n}` (the field left out for none).
+pub fn encode_ack_raw(id: u64, data_json: &str, attachments: usize) -> Utf8Bytes {
+    let mut buf = Vec::with_capacity(32 + data_json.len());
     let _ = write!(buf, "{{\"ack\":{id},\"data\":");
-    // Serializing a `Value` into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut buf, data);
+    buf.extend_from_slice(data_json.as_bytes());
+    end_with_attachments(buf, attachments)
+}
+
+/// Closes a frame, with its attachment count when it has any.
+fn end_with_attachments(mut buf: Vec<u8>, attachments: usize) -> Utf8Bytes {
+    if attachments > 0 {
+        let _ = write!(buf, ",\"attachments\":{attachments}");
+    }
     buf.push(b'}');
     into_utf8(buf)
 }
@@ -234,7 +269,8 @@ mod tests {
             Inbound::Event {
                 event: "joinRoom".into(),
                 data: json!("general"),
-                id: Some(7)
+                id: Some(7),
+                attachments: 0,
             }
         );
     }
@@ -247,7 +283,8 @@ mod tests {
             Inbound::Event {
                 event: "ping".into(),
                 data: Value::Null,
-                id: None
+                id: None,
+                attachments: 0,
             }
         );
         let f = decode(r#"{"ack":4,"data":[1]}"#).unwrap();
@@ -255,7 +292,8 @@ mod tests {
             f,
             Inbound::Ack {
                 ack: 4,
-                data: json!([1])
+                data: json!([1]),
+                attachments: 0,
             }
         );
     }
@@ -288,12 +326,28 @@ mod tests {
             Inbound::Event {
                 event: "a".into(),
                 data: Value::Null,
-                id: Some(1)
+                id: Some(1),
+                attachments: 0,
             }
         );
         assert_eq!(
             DecodeError::ack_hint(r#"{"x":[1,{"y":2}],"event":"a","id":1}"#),
             Some(1)
+        );
+    }
+
+    #[test]
+    fn attachments_are_counted_and_written() {
+        let f = decode(r#"{"event":"up","data":{"f":{"_placeholder":true,"num":0}},"attachments":1}"#).unwrap();
+        assert!(matches!(f, Inbound::Event { attachments: 1, .. }));
+        assert!(decode(r#"{"event":"up","attachments":-1}"#).is_err());
+        assert_eq!(
+            encode_event_with("m", "{}", Some(2), 3).as_str(),
+            r#"{"event":"m","data":{},"id":2,"attachments":3}"#
+        );
+        assert_eq!(
+            encode_ack_raw(1, "[]", 1).as_str(),
+            r#"{"ack":1,"data":[],"attachments":1}"#
         );
     }
 

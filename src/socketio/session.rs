@@ -491,7 +491,7 @@ fn on_packet(
                 } else {
                     Value::Array(args)
                 };
-                entry.socket.conn().resolve_ack(id, data);
+                entry.socket.conn().resolve_ack(id, (data, p.attachments));
             }
             Ok(None)
         }

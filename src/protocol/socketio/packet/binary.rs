@@ -2,40 +2,19 @@
 //! made and turned back into bytes.
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::protocol::attach::{is_placeholder, placeholders_valid};
 
 use super::SioDecodeError;
 
-fn is_placeholder_object(map: &Map<String, Value>) -> bool {
-    map.get("_placeholder") == Some(&Value::Bool(true))
-}
+pub use crate::protocol::attach::{placeholder, placeholder_index};
 
 pub(super) fn check_placeholders(data: &Value, attachments: usize) -> Result<(), SioDecodeError> {
-    match data {
-        Value::Object(map) if is_placeholder_object(map) => match placeholder_num(map) {
-            Some(n) if n < attachments => Ok(()),
-            _ => Err(SioDecodeError::IllegalPlaceholder),
-        },
-        Value::Object(map) => map.values().try_for_each(|v| check_placeholders(v, attachments)),
-        Value::Array(items) => items.iter().try_for_each(|v| check_placeholders(v, attachments)),
-        _ => Ok(()),
-    }
-}
-
-fn placeholder_num(map: &Map<String, Value>) -> Option<usize> {
-    map.get("num")?.as_u64().and_then(|n| usize::try_from(n).ok())
-}
-
-/// The placeholder of attachment `num`: `{"_placeholder":true,"num":num}`.
-pub fn placeholder(num: usize) -> Value {
-    serde_json::json!({ "_placeholder": true, "num": num })
-}
-
-/// The attachment index of `value` when it is a placeholder.
-pub fn placeholder_index(value: &Value) -> Option<usize> {
-    match value {
-        Value::Object(map) if is_placeholder_object(map) => placeholder_num(map),
-        _ => None,
+    if placeholders_valid(data, attachments) {
+        Ok(())
+    } else {
+        Err(SioDecodeError::IllegalPlaceholder)
     }
 }
 
@@ -52,8 +31,8 @@ pub fn attach(attachments: &mut Vec<Bytes>, bytes: Bytes) -> Value {
 /// A placeholder that refers to no attachment is [`SioDecodeError::IllegalPlaceholder`].
 pub fn reconstruct_as_bytes(data: &Value, attachments: &[Bytes]) -> Result<Value, SioDecodeError> {
     Ok(match data {
-        Value::Object(map) if is_placeholder_object(map) => {
-            let bytes = placeholder_num(map)
+        Value::Object(_) if is_placeholder(data) => {
+            let bytes = placeholder_index(data)
                 .and_then(|n| attachments.get(n))
                 .ok_or(SioDecodeError::IllegalPlaceholder)?;
             Value::Array(bytes.iter().map(|b| Value::from(*b)).collect())
