@@ -54,6 +54,23 @@ struct Shared {
     nudged: AtomicBool,
     /// One bit per gated source: set when the source is to be polled at the next pass.
     gates: AtomicU8,
+    /// Set while the reader cannot write: a batch is being written, or the transport cannot
+    /// take one (a long-polling session with no pending request). Read by volatile sends.
+    blocked: AtomicBool,
+    /// The coalesced frames still queued, by key: empty unless [`Sender::send_with`] queued
+    /// one with a key since the queue last emptied (and then freed with the queue's storage).
+    /// Locked after `queue`, only by coalesced sends and when the queue empties.
+    keyed: Mutex<Vec<(u64, Frame)>>,
+}
+
+impl Shared {
+    /// The queue is empty (its lock held): no coalesced frame is queued any more.
+    fn forget_keys(&self) {
+        let mut keyed = self.keyed.lock();
+        if keyed.capacity() > 0 {
+            *keyed = Vec::new();
+        }
+    }
 }
 
 /// The gated sources' waker: any of them waking opens every gate (a source that did not wake
@@ -76,6 +93,28 @@ pub(crate) enum Full {
     Full,
 }
 
+/// How [`Sender::send_with`] queues a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Mode {
+    /// Dropped rather than queued unless the queue is empty and the reader can write now.
+    pub(crate) volatile: bool,
+    /// Replaces, in place, the message queued with the same key (a hash of the app's key).
+    pub(crate) key: Option<u64>,
+}
+
+/// What [`Sender::send_with`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Queued at the back.
+    Queued,
+    /// Put in the place of the message queued with the same key.
+    Replaced,
+    /// Volatile, and the reader was busy: not queued.
+    Dropped,
+    /// The queue holds `capacity` messages already.
+    Full,
+}
+
 /// The sending side; cheap to clone (several Socket.IO namespaces share one queue).
 #[derive(Clone)]
 pub(crate) struct Sender(Arc<Shared>);
@@ -92,6 +131,8 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
         extra: AtomicUsize::new(0),
         nudged: AtomicBool::new(false),
         gates: AtomicU8::new(u8::MAX),
+        blocked: AtomicBool::new(false),
+        keyed: Mutex::new(Vec::new()),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -107,6 +148,49 @@ impl Sender {
         drop(queue);
         self.0.waker.wake();
         Ok(())
+    }
+
+    /// Queues a message as `mode` says (a volatile or coalesced send; plain sends use
+    /// [`try_send`](Self::try_send)).
+    pub(crate) fn send_with(&self, msg: Frame, mode: Mode) -> Sent {
+        if mode.volatile && mode.key.is_none() && self.0.blocked.load(Ordering::Relaxed) {
+            return Sent::Dropped;
+        }
+        let mut queue = self.0.queue.lock();
+        let mut keyed = match mode.key {
+            Some(_) => Some(self.0.keyed.lock()),
+            None => None,
+        };
+        if let (Some(key), Some(keyed)) = (mode.key, keyed.as_mut()) {
+            if let Some(i) = keyed.iter().position(|(k, _)| *k == key) {
+                let (_, old) = keyed.swap_remove(i);
+                // Still queued (not taken by the writer yet): the new message takes its place.
+                if let Some(slot) = queue.iter_mut().rev().find(|f| Arc::ptr_eq(f, &old)) {
+                    *slot = msg.clone();
+                    keyed.push((key, msg));
+                    return Sent::Replaced;
+                }
+            }
+        }
+        if mode.volatile && (!queue.is_empty() || self.0.blocked.load(Ordering::Relaxed)) {
+            return Sent::Dropped;
+        }
+        if queue.len() >= self.0.capacity + self.0.extra.load(Ordering::Relaxed) {
+            return Sent::Full;
+        }
+        if let (Some(key), Some(keyed)) = (mode.key, keyed.as_mut()) {
+            // Entries of frames the writer took are dropped once there are more entries than
+            // frames, so the list never outgrows the queue.
+            if keyed.len() >= queue.len() {
+                keyed.retain(|(_, f)| queue.iter().any(|q| Arc::ptr_eq(q, f)));
+            }
+            keyed.push((key, msg.clone()));
+        }
+        queue.push_back(msg);
+        drop(keyed);
+        drop(queue);
+        self.0.waker.wake();
+        Sent::Queued
     }
 
     /// Queues a replay whatever its length (it is bounded by the history it comes from, and
@@ -223,9 +307,13 @@ impl Receiver {
             return Poll::Ready(Next::Nudged);
         }
         if writable(cx).is_pending() {
+            self.0.blocked.store(true, Ordering::Relaxed);
             return Poll::Pending;
         }
-        match self.try_recv() {
+        let next = self.try_recv();
+        // A message taken is about to be written: the reader is busy until it asks again.
+        self.0.blocked.store(next.is_ok(), Ordering::Relaxed);
+        match next {
             Ok(msg) => Poll::Ready(Next::Message(msg)),
             Err(()) => Poll::Pending,
         }
@@ -259,6 +347,7 @@ impl Receiver {
         let msg = queue.pop_front().ok_or(())?;
         if queue.is_empty() {
             self.0.extra.store(0, Ordering::Relaxed);
+            self.0.forget_keys();
             if queue.capacity() > KEEP {
                 // Give the storage of a burst back.
                 *queue = VecDeque::new();
@@ -306,6 +395,91 @@ mod tests {
         tx.try_send(Frame::new(Message::text("a"))).unwrap();
         tx.try_send(Frame::new(Message::text("b"))).unwrap();
         assert_eq!(tx.try_send(Frame::new(Message::text("c"))), Err(Full::Full));
+    }
+
+    fn text(s: &str) -> Frame {
+        Frame::new(Message::text(s))
+    }
+
+    fn drain(rx: &mut Receiver) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| f.to_text().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_volatile_message_is_dropped_when_anything_is_queued_or_the_reader_is_busy() {
+        let volatile = Mode {
+            volatile: true,
+            key: None,
+        };
+        let (tx, mut rx) = channel(8);
+        assert_eq!(tx.send_with(text("v1"), volatile), Sent::Queued);
+        assert_eq!(tx.send_with(text("v2"), volatile), Sent::Dropped, "v1 is queued");
+        assert_eq!(drain(&mut rx), ["v1"]);
+        // The reader took a message to write: busy until it asks for the next one.
+        tx.try_send(text("a")).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_next(&mut cx, |_| Poll::Ready(())).is_ready());
+        assert_eq!(
+            tx.send_with(text("v3"), volatile),
+            Sent::Dropped,
+            "a write is in progress"
+        );
+        assert!(rx.poll_next(&mut cx, |_| Poll::Ready(())).is_pending());
+        assert_eq!(tx.send_with(text("v4"), volatile), Sent::Queued, "idle and writable");
+        assert_eq!(drain(&mut rx), ["v4"]);
+        // The transport cannot take a write (a long-polling session with no request).
+        assert!(rx.poll_next(&mut cx, |_| Poll::Pending).is_pending());
+        assert_eq!(tx.send_with(text("v5"), volatile), Sent::Dropped, "not writable");
+    }
+
+    #[test]
+    fn a_coalesced_message_takes_the_place_of_the_queued_one_with_its_key() {
+        let key = |k| Mode {
+            volatile: false,
+            key: Some(k),
+        };
+        let (tx, mut rx) = channel(8);
+        tx.try_send(text("plain")).unwrap();
+        assert_eq!(tx.send_with(text("k1=v1"), key(1)), Sent::Queued);
+        assert_eq!(tx.send_with(text("k1=v2"), key(1)), Sent::Replaced);
+        assert_eq!(tx.send_with(text("k2=x"), key(2)), Sent::Queued);
+        assert_eq!(tx.send_with(text("k1=v3"), key(1)), Sent::Replaced);
+        assert_eq!(drain(&mut rx), ["plain", "k1=v3", "k2=x"]);
+        assert_eq!(rx.0.keyed.lock().capacity(), 0, "the keys go with the queue's storage");
+
+        // Taken by the writer: the next one with the key is queued anew.
+        tx.send_with(text("k1=a"), key(1));
+        tx.try_send(text("plain")).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), text("k1=a"));
+        assert_eq!(tx.send_with(text("k1=b"), key(1)), Sent::Queued);
+        assert_eq!(drain(&mut rx), ["plain", "k1=b"]);
+
+        // Volatile and coalesced: replaced while queued, dropped when busy otherwise.
+        let both = |k| Mode {
+            volatile: true,
+            key: Some(k),
+        };
+        assert_eq!(tx.send_with(text("c=1"), both(3)), Sent::Queued);
+        assert_eq!(tx.send_with(text("c=2"), both(3)), Sent::Replaced);
+        assert_eq!(tx.send_with(text("d=1"), both(4)), Sent::Dropped);
+        assert_eq!(drain(&mut rx), ["c=2"]);
+    }
+
+    #[test]
+    fn the_keys_of_messages_taken_do_not_pile_up() {
+        let (tx, mut rx) = channel(4);
+        tx.try_send(text("first")).unwrap();
+        for k in 0..100 {
+            let mode = Mode {
+                volatile: false,
+                key: Some(k),
+            };
+            assert_eq!(tx.send_with(text("k"), mode), Sent::Queued);
+            assert_eq!(rx.try_recv().unwrap(), text(if k == 0 { "first" } else { "k" }));
+            assert!(rx.0.keyed.lock().len() <= 2);
+        }
     }
 
     #[tokio::test]

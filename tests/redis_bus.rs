@@ -525,6 +525,7 @@ mod cluster {
                 except,
                 event,
                 data,
+                ..
             } => {
                 assert_eq!(ns, "/chat");
                 assert_eq!(targets, vec![Target::All, Target::Connection(5)]);

@@ -96,6 +96,10 @@ impl Emit<'_> {
             ns: self.ns.name.to_string(),
             targets: self.targets.iter().map(owned).collect(),
             except: self.except.iter().map(|id| id.0).collect(),
+            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
+            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+            volatile: self.volatile,
+            coalesce: self.coalesce.map(str::to_owned),
             event: event.to_owned(),
             data,
         };
@@ -124,6 +128,8 @@ impl Emit<'_> {
             ns: self.ns.name.to_string(),
             targets: self.targets.iter().map(owned).collect(),
             except: self.except.iter().map(|id| id.0).collect(),
+            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
+            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
             event: event.to_owned(),
             data,
         };
@@ -189,7 +195,8 @@ impl HistoryState {
     /// Delivers a history event from Redis to this node's recipients.
     fn deliver_kept(&self, emit: &Emit<'_>, epoch: &Arc<str>, offset: u64, event: &str, data: &str) {
         let except = emit.except.iter().map(|id| id.0);
-        let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
+        let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except)
+            .leaving_out(emit.except_rooms.iter().copied(), emit.except_users.iter().copied());
         emit.deliver(|proto| entry.frame(proto), Some(offset));
         self.current.fetch_max(offset, Ordering::AcqRel);
     }
@@ -375,17 +382,12 @@ pub(super) async fn read_missed(
         Ok(Missed::Events { upto, .. }) if offset > upto => Err(NotRecovered::UnknownOffset),
         Ok(Missed::Events { upto, events, .. }) => {
             let mut out: Vec<Arc<Entry>> = (events.into_iter())
-                .filter(|e| !e.except.iter().any(|id| saved.conns.contains(id)))
                 .map(|e| {
-                    Arc::new(Entry::new(
-                        e.offset,
-                        &saved.epoch,
-                        &saved.ns,
-                        &e.event,
-                        &e.data,
-                        e.except,
-                    ))
+                    let entry = Entry::new(e.offset, &saved.epoch, &saved.ns, &e.event, &e.data, e.except);
+                    let (rooms, users) = (e.left_out.rooms.iter(), e.left_out.users.iter());
+                    Arc::new(entry.leaving_out(rooms.map(String::as_str), users.map(String::as_str)))
                 })
+                .filter(|entry| !saved.skips(entry))
                 .collect();
             out.sort_unstable_by_key(|e| e.seq);
             out.dedup_by_key(|e| e.seq);
@@ -399,13 +401,20 @@ pub(super) async fn read_missed(
 
 /// The emit another node asked for, to this node's connections (`None` for a namespace this
 /// node does not have).
-fn remote_emit<'a>(hub: &'a Hub, ns: &str, targets: &'a [adapter::Target], except: Vec<u64>) -> Option<Emit<'a>> {
+fn remote_emit<'a>(hub: &'a Hub, ns: &str, targets: &'a [adapter::Target], left_out: LeftOut<'a>) -> Option<Emit<'a>> {
     let ns = hub.inner.namespaces.get(ns)?;
     let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
-    for id in except {
-        emit = emit.except(ConnectionId(id));
-    }
+    emit.except = left_out.conns.iter().map(|id| ConnectionId(*id)).collect();
+    emit.except_rooms = left_out.rooms.iter().map(String::as_str).collect();
+    emit.except_users = left_out.users.iter().map(String::as_str).collect();
     Some(emit)
+}
+
+/// What a remote emit leaves out.
+struct LeftOut<'a> {
+    conns: &'a [u64],
+    rooms: &'a [String],
+    users: &'a [String],
 }
 
 /// Acts on one message from another node.
@@ -416,12 +425,23 @@ async fn apply(hub: &Hub, message: Inbound) {
                 ns,
                 targets,
                 except,
+                except_rooms,
+                except_users,
+                volatile,
+                coalesce,
                 event,
                 data,
             } => {
-                let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
+                let left_out = LeftOut {
+                    conns: &except,
+                    rooms: &except_rooms,
+                    users: &except_users,
+                };
+                let Some(mut emit) = remote_emit(hub, &ns, &targets, left_out) else {
                     return;
                 };
+                emit.volatile = volatile;
+                emit.coalesce = coalesce.as_deref();
                 emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
             }
             Op::HistoryEmit {
@@ -430,12 +450,19 @@ async fn apply(hub: &Hub, message: Inbound) {
                 ns,
                 targets,
                 except,
+                except_rooms,
+                except_users,
                 event,
                 data,
             } => {
                 let history = hub.inner.history.as_ref().filter(|h| h.shared);
                 let epoch = history.map(|h| h.arrived(hub, &epoch, offset));
-                let Some(emit) = remote_emit(hub, &ns, &targets, except) else {
+                let left_out = LeftOut {
+                    conns: &except,
+                    rooms: &except_rooms,
+                    users: &except_users,
+                };
+                let Some(emit) = remote_emit(hub, &ns, &targets, left_out) else {
                     return;
                 };
                 match (history, epoch) {

@@ -1,10 +1,11 @@
 //! Emit operators: choose the recipients (everyone, rooms, users, connections), remove
-//! some with `except`, then `emit` — the payload is encoded once, whatever the number of
+//! some (`except`, `except_room`, `except_user`), say how a busy recipient gets it
+//! (`volatile`, `coalesce`), then `emit` — the payload is encoded once, whatever the number of
 //! recipients, and each recipient gets it once.
 
 use std::{
     collections::HashSet,
-    hash::BuildHasherDefault,
+    hash::{BuildHasherDefault, Hash, Hasher},
     sync::{atomic::Ordering, OnceLock},
 };
 
@@ -17,7 +18,10 @@ use super::{
     registry::{IdHasher, Registry},
     Conn, ConnectionId, Hub, NsInner, Proto,
 };
-use crate::{outbox::Frame, protocol::native};
+use crate::{
+    outbox::{Frame, Mode},
+    protocol::native,
+};
 
 /// One set of recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +32,35 @@ pub(crate) enum Target<'a> {
     Connection(ConnectionId),
 }
 
-/// An emit being built: targets and exceptions. Finish it with [`emit`](Emit::emit).
+/// An emit being built: targets, exceptions and how it is queued. Finish it with
+/// [`emit`](Emit::emit).
+///
+/// - Targets add up: [`to_room`](Emit::to_room), [`to_user`](Emit::to_user),
+///   [`to_connection`](Emit::to_connection) (or everyone), and each connection gets the event
+///   once, whatever the number of targets it is in.
+/// - Exceptions take away, whatever the targets: one connection ([`except`](Emit::except)),
+///   the members of a room ([`except_room`](Emit::except_room)), the connections of a user
+///   ([`except_user`](Emit::except_user)), as they are when the emit is made.
+/// - [`volatile`](Emit::volatile): not queued for a connection that is busy (it would only
+///   arrive late). [`coalesce`](Emit::coalesce): replaces the queued message with the same key
+///   (only the latest value matters). Neither is kept in a [`History`](crate::History).
+///
+/// ```
+/// # use tower_realtime::{Emitter, Hub};
+/// # use serde_json::json;
+/// # let hub = Hub::builder().build();
+/// // Everyone in `general` or `random` once, but the muted and user 42.
+/// let reached = hub
+///     .to_room("general")
+///     .to_room("random")
+///     .except_room("muted")
+///     .except_user("42")
+///     .emit("message", &json!({"text": "hi"}));
+/// assert_eq!(reached, 0); // nobody is connected in this example
+/// // A cursor position: dropped for a busy connection, and only the latest one queued.
+/// hub.to_room("doc:1").volatile().coalesce("cursor:42").emit("cursor", &json!([3, 14]));
+/// ```
+///
 ///
 /// ```
 /// # use tower_realtime::{Emitter, Hub};
@@ -45,6 +77,13 @@ pub struct Emit<'a> {
     pub(super) ns: &'a NsInner,
     pub(super) targets: SmallVec<[Target<'a>; 2]>,
     pub(super) except: SmallVec<[ConnectionId; 2]>,
+    /// Rooms whose members are left out.
+    pub(super) except_rooms: SmallVec<[&'a str; 1]>,
+    /// Users whose connections are left out.
+    pub(super) except_users: SmallVec<[&'a str; 1]>,
+    pub(super) volatile: bool,
+    /// The key of a coalesced emit.
+    pub(super) coalesce: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Emit<'_> {
@@ -53,6 +92,10 @@ impl std::fmt::Debug for Emit<'_> {
             .field("namespace", &self.ns.name)
             .field("targets", &self.targets)
             .field("except", &self.except)
+            .field("except_rooms", &self.except_rooms)
+            .field("except_users", &self.except_users)
+            .field("volatile", &self.volatile)
+            .field("coalesce", &self.coalesce)
             .finish()
     }
 }
@@ -69,6 +112,10 @@ impl<'a> Emit<'a> {
             ns,
             targets: targets.into_iter().collect(),
             except: SmallVec::new(),
+            except_rooms: SmallVec::new(),
+            except_users: SmallVec::new(),
+            volatile: false,
+            coalesce: None,
         }
     }
 
@@ -104,6 +151,48 @@ impl<'a> Emit<'a> {
         }
     }
 
+    /// Leaves out the members of a room (as it is when the emit is made), whatever the
+    /// targets.
+    pub fn except_room(mut self, room: &'a str) -> Self {
+        self.except_rooms.push(room);
+        self
+    }
+
+    /// Leaves out every connection of a user, whatever the targets.
+    pub fn except_user(mut self, user: &'a str) -> Self {
+        self.except_users.push(user);
+        self
+    }
+
+    /// Makes the emit volatile: a recipient that is busy does not get it at all. Busy means
+    /// something is queued for it already, a write to it has not completed, or (a Socket.IO
+    /// client on long-polling) it has no request waiting for data. Nothing tells the client;
+    /// each one dropped is counted in
+    /// [`CounterSnapshot::volatile_dropped`](crate::CounterSnapshot::volatile_dropped).
+    ///
+    /// For what is only worth having now: positions, typing indicators, live figures. A
+    /// volatile emit is not kept in a [`History`](crate::History).
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Makes the emit coalesced under `key`: for each recipient that still has a message with
+    /// the same key queued, the new one takes its place in the queue (the old one is never
+    /// sent; counted in
+    /// [`CounterSnapshot::coalesced_replaced`](crate::CounterSnapshot::coalesced_replaced));
+    /// otherwise it is queued as usual. So a client that falls behind gets the latest value of
+    /// each key, where the first of the values it missed would have been.
+    ///
+    /// Keys are the app's, per recipient: `"typing:<room>:<user>"`, `"cursor:<user>"`. A
+    /// message already being written is not replaced. With [`volatile`](Self::volatile), a
+    /// busy recipient that has the key queued gets its message replaced, and one that does
+    /// not gets nothing. A coalesced emit is not kept in a [`History`](crate::History).
+    pub fn coalesce(mut self, key: &'a str) -> Self {
+        self.coalesce = Some(key);
+        self
+    }
+
     /// Sends `event` with `data` to the chosen connections, encoding it once. Never waits on a
     /// slow connection. Returns how many connections it was queued for.
     ///
@@ -135,6 +224,8 @@ impl<'a> Emit<'a> {
                             event,
                             data: &json,
                             except: &self.except,
+                            except_rooms: &self.except_rooms,
+                            except_users: &self.except_users,
                         };
                         history.append(&keys, &new, evictions, |entry| {
                             self.deliver(|proto| entry.frame(proto), Some(entry.seq))
@@ -155,6 +246,9 @@ impl<'a> Emit<'a> {
 
     /// The hub's history and the streams this emit is kept in, when it is kept at all.
     fn history_streams(&self) -> Option<(&'a HistoryState, SmallVec<[StreamKey; 2]>)> {
+        if self.mode().is_some() {
+            return None;
+        }
         let history = self.hub.inner.history.as_ref()?;
         let keys = history.streams(&self.ns.name, &self.targets);
         (!keys.is_empty()).then_some((history, keys))
@@ -170,14 +264,17 @@ impl<'a> Emit<'a> {
     pub(super) fn deliver(&self, frame: impl Fn(Proto) -> Frame, seq: Option<u64>) -> usize {
         let registry = &self.ns.registry;
         let except = &self.except;
+        let left_out = self.left_out(registry);
+        let mode = self.mode();
         let mut reached = 0usize;
         let mut deliver = |conn: &Conn| {
-            if except.contains(&conn.id) {
+            if except.contains(&conn.id) || left_out.as_ref().is_some_and(|ids| ids.contains(&conn.id)) {
                 return;
             }
-            let queued = match seq {
-                Some(seq) => conn.send_at(self.hub, frame(conn.proto), seq),
-                None => conn.send(self.hub, frame(conn.proto)),
+            let queued = match (seq, mode) {
+                (Some(seq), _) => conn.send_at(self.hub, frame(conn.proto), seq),
+                (None, None) => conn.send(self.hub, frame(conn.proto)),
+                (None, Some(mode)) => conn.send_with(self.hub, frame(conn.proto), mode),
             };
             if queued {
                 reached += 1;
@@ -203,6 +300,45 @@ impl<'a> Emit<'a> {
             .messages_out
             .fetch_add(reached as u64, Ordering::Relaxed);
         reached
+    }
+}
+
+impl Emit<'_> {
+    /// The connections in the rooms and of the users left out, when there are any: looked up
+    /// once, before delivering, so that each recipient costs one lookup.
+    fn left_out(&self, registry: &Registry) -> Option<IdSet> {
+        if self.except_rooms.is_empty() && self.except_users.is_empty() {
+            return None;
+        }
+        let rooms = self.except_rooms.iter().map(|r| Target::Room(r));
+        let targets: SmallVec<[Target<'_>; 2]> =
+            rooms.chain(self.except_users.iter().map(|u| Target::User(u))).collect();
+        let expected = targets.iter().map(|t| target_len(registry, *t)).sum();
+        let mut ids: IdSet = HashSet::with_capacity_and_hasher(expected, Default::default());
+        for target in targets {
+            visit(registry, target, &mut |conn: &Conn| {
+                ids.insert(conn.id);
+            });
+        }
+        Some(ids)
+    }
+
+    /// How each recipient's queue takes the frame, for a volatile or coalesced emit (`None`
+    /// for a plain one).
+    pub(super) fn mode(&self) -> Option<Mode> {
+        if !self.volatile && self.coalesce.is_none() {
+            return None;
+        }
+        let key = self.coalesce.map(|key| {
+            // Fixed keys: the same app key hashes alike for every emit.
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            key.hash(&mut hasher);
+            hasher.finish()
+        });
+        Some(Mode {
+            volatile: self.volatile,
+            key,
+        })
     }
 }
 
