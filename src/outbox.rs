@@ -157,17 +157,14 @@ impl Sender {
             return Sent::Dropped;
         }
         let mut queue = self.0.queue.lock();
-        let mut keyed = match mode.key {
-            Some(_) => Some(self.0.keyed.lock()),
-            None => None,
-        };
-        if let (Some(key), Some(keyed)) = (mode.key, keyed.as_mut()) {
-            if let Some(i) = keyed.iter().position(|(k, _)| *k == key) {
+        let mut keyed = mode.key.map(|key| (key, self.0.keyed.lock()));
+        if let Some((key, keyed)) = keyed.as_mut() {
+            if let Some(i) = keyed.iter().position(|(k, _)| k == key) {
                 let (_, old) = keyed.swap_remove(i);
                 // Still queued (not taken by the writer yet): the new message takes its place.
                 if let Some(slot) = queue.iter_mut().rev().find(|f| Arc::ptr_eq(f, &old)) {
                     *slot = msg.clone();
-                    keyed.push((key, msg));
+                    keyed.push((*key, msg));
                     return Sent::Replaced;
                 }
             }
@@ -178,13 +175,13 @@ impl Sender {
         if queue.len() >= self.0.capacity + self.0.extra.load(Ordering::Relaxed) {
             return Sent::Full;
         }
-        if let (Some(key), Some(keyed)) = (mode.key, keyed.as_mut()) {
+        if let Some((key, keyed)) = keyed.as_mut() {
             // Entries of frames the writer took are dropped once there are more entries than
             // frames, so the list never outgrows the queue.
             if keyed.len() >= queue.len() {
                 keyed.retain(|(_, f)| queue.iter().any(|q| Arc::ptr_eq(q, f)));
             }
-            keyed.push((key, msg.clone()));
+            keyed.push((*key, msg.clone()));
         }
         queue.push_back(msg);
         drop(keyed);

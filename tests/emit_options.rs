@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{socketio::Polling, *};
+use common::{recovery::Position, socketio::Polling, *};
 use serde_json::{json, Value};
 use tower_realtime::{socketio::SocketIoConfig, Data, Emitter, ErrorEvent, Hub, HubBuilder, JwtAuth, Socket};
 
@@ -230,30 +230,34 @@ async fn a_socket_emits_to_itself_volatile_and_coalesced() {
     );
 }
 
-#[tokio::test]
-async fn a_history_replay_leaves_out_the_rooms_and_users_the_emit_left_out() {
-    let hub = builder().history(tower_realtime::History::new().rooms("*")).build();
-    let addr = serve_hub(&hub).await;
-    let mut watcher = native(addr, "watcher", &["r"]).await;
-    // Three clients that drop, each with a recovery session.
+/// Users, each with their rooms, that connect to `addr` with a recovery session, then drop:
+/// each user with where they were.
+async fn dropped(addr: SocketAddr, users: &[(&'static str, &[&str])]) -> Vec<(&'static str, Position)> {
     let mut positions = Vec::new();
-    for (user, rooms) in [("u1", &["r"][..]), ("42", &["r"]), ("u3", &["r", "c"])] {
+    for (user, rooms) in users {
         let mut c = connect_with(addr, user, "recover=1").await;
         let (_, position) = common::recovery::session(&mut c).await;
-        for room in rooms {
+        for room in *rooms {
             assert_eq!(c.call("join", json!(room)).await["data"], json!(room));
         }
         drop(c);
-        positions.push((user, position));
+        positions.push((*user, position));
     }
-    assert!(eventually(|| hub.connection_count() == 1).await);
+    positions
+}
+
+/// To room `r`: `missed` 1, leaving out room `c` and user 42, then `missed` 2 to all of it.
+fn emit_missed(hub: &Hub) {
     hub.to_room("r")
         .except_room("c")
         .except_user("42")
         .emit("missed", &json!(1));
     hub.to_room("r").emit("missed", &json!(2));
-    assert_eq!(watcher.expect_event("missed").await, json!(1));
+}
 
+/// Each user comes back to `addr` from where they were, and gets the `missed` events replayed
+/// up to the one whose data is 2.
+async fn replayed(addr: SocketAddr, positions: Vec<(&'static str, Position)>) -> Vec<(&'static str, Vec<Value>)> {
     let mut replayed = Vec::new();
     for (user, position) in positions {
         let mut c = connect_with(addr, user, &position.query()).await;
@@ -265,8 +269,21 @@ async fn a_history_replay_leaves_out_the_rooms_and_users_the_emit_left_out() {
         }
         replayed.push((user, got));
     }
+    replayed
+}
+
+#[tokio::test]
+async fn a_history_replay_leaves_out_the_rooms_and_users_the_emit_left_out() {
+    let hub = builder().history(tower_realtime::History::new().rooms("*")).build();
+    let addr = serve_hub(&hub).await;
+    let mut watcher = native(addr, "watcher", &["r"]).await;
+    let positions = dropped(addr, &[("u1", &["r"]), ("42", &["r"]), ("u3", &["r", "c"])]).await;
+    assert!(eventually(|| hub.connection_count() == 1).await);
+    emit_missed(&hub);
+    assert_eq!(watcher.expect_event("missed").await, json!(1));
+
     assert_eq!(
-        replayed,
+        replayed(addr, positions).await,
         [
             ("u1", vec![json!(1), json!(2)]),
             ("42", vec![json!(2)]),
@@ -282,13 +299,15 @@ mod cluster {
     use super::*;
 
     async fn node(prefix: &str) -> Option<(Hub, SocketAddr)> {
-        let Some(url) = redis_url("emit options across nodes") else {
-            return None;
-        };
+        node_with(prefix, builder()).await
+    }
+
+    async fn node_with(prefix: &str, builder: HubBuilder) -> Option<(Hub, SocketAddr)> {
+        let url = redis_url("emit options across nodes")?;
         let mut options = RedisOptions::default();
         options.prefix = prefix.to_owned();
         let (adapter, inbound) = RedisAdapter::connect(&url, options).await.expect("Redis answers");
-        let hub = builder().redis(adapter, inbound).build();
+        let hub = builder.redis(adapter, inbound).build();
         let addr = serve_hub(&hub).await;
         Some((hub, addr))
     }
@@ -314,7 +333,7 @@ mod cluster {
         assert_eq!(reached, 1, "u1 on this node");
         a.emit("end", &());
         let news = ("news".to_owned(), json!(1));
-        assert_eq!(native_until_end(&mut on_a).await, [news.clone()]);
+        assert_eq!(native_until_end(&mut on_a).await, std::slice::from_ref(&news));
         assert_eq!(native_until_end(&mut on_b).await, [news]);
         assert_eq!(native_until_end(&mut in_c_on_a).await, []);
         assert_eq!(native_until_end(&mut in_c_on_b).await, []);
@@ -326,7 +345,7 @@ mod cluster {
         a.emit("end", &());
         let tick = ("tick".to_owned(), json!(2));
         for c in [&mut on_a, &mut in_c_on_a, &mut on_b, &mut in_c_on_b, &mut of_42_on_b] {
-            assert_eq!(native_until_end(c).await, [tick.clone()]);
+            assert_eq!(native_until_end(c).await, std::slice::from_ref(&tick));
         }
         assert_eq!(b.counters().volatile_dropped, 1);
         assert_eq!(a.counters().volatile_dropped, 0);
@@ -342,6 +361,41 @@ mod cluster {
         assert_eq!(
             polling_until_end(&sio_on_b).await,
             [r#"42["value","v3"]"#, r#"42["value","x"]"#]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kept_emit_leaves_out_rooms_and_users_live_and_in_a_replay_on_any_node() {
+        let prefix = format!("test-emit-options-history-{}", now_nanos());
+        let kept = || builder().history(tower_realtime::History::new().rooms("*"));
+        let (Some((a, a_addr)), Some((b, b_addr))) =
+            (node_with(&prefix, kept()).await, node_with(&prefix, kept()).await)
+        else {
+            return;
+        };
+        let mut live = native(b_addr, "u1", &["r", "sync"]).await;
+        let mut live_in_c = native(b_addr, "u2", &["r", "c"]).await;
+        // Clients that drop from B, each with a session kept in Redis.
+        let positions = dropped(b_addr, &[("u3", &["r"]), ("42", &["r"]), ("u4", &["r", "c"])]).await;
+        assert!(eventually(|| b.connection_count() == 2).await);
+        // B keeps the sessions in Redis without waiting, through its one queue to Redis: once
+        // an emit of B's made after them is back, they are there.
+        b.to_room("sync").emit("sync", &());
+        live.expect_event("sync").await;
+
+        emit_missed(&a);
+        assert_eq!(live.expect_event("missed").await, json!(1));
+        assert_eq!(live.expect_event("missed").await, json!(2));
+        assert_eq!(live_in_c.expect_event("missed").await, json!(2), "not 1");
+
+        // Each recovers on A, from Redis's history.
+        assert_eq!(
+            replayed(a_addr, positions).await,
+            [
+                ("u3", vec![json!(1), json!(2)]),
+                ("42", vec![json!(2)]),
+                ("u4", vec![json!(2)])
+            ]
         );
     }
 
