@@ -20,6 +20,13 @@
 //! only if it woke since it last returned `Pending`, or if it returned an item last time (a
 //! stream may hold more without waking anyone). The gates' state lives here, in an
 //! allocation every connection has anyway.
+//!
+//! Volatile and coalesced messages ([`Sender::send_with`]) use the same allocation: a flag
+//! the reader keeps, set while it writes a batch or cannot write one (its wire not writable,
+//! as a long-polling session with no request waiting), so that a volatile message for a busy
+//! reader is dropped; and a side list of the coalesced frames still queued, by key, empty and
+//! without storage unless one is queued, so that a new frame with the same key takes the old
+//! one's place. Plain messages ([`Sender::try_send`]) look at neither.
 
 use std::{
     collections::VecDeque,

@@ -330,9 +330,10 @@ impl Emit<'_> {
             return None;
         }
         let key = self.coalesce.map(|key| {
-            // Fixed keys: the same app key hashes alike for every emit.
+            // Fixed keys: the same app key hashes alike for every emit. With the namespace:
+            // the sockets of one Socket.IO session share its queue, each with keys of its own.
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            key.hash(&mut hasher);
+            (&*self.ns.name, key).hash(&mut hasher);
             hasher.finish()
         });
         Some(Mode {
