@@ -161,6 +161,19 @@ async fn a_volatile_emit_skips_a_busy_connection_and_counts_it() {
     let (status, body) = sio.get().await;
     assert_eq!((status, body.as_str()), (200, r#"42["plain",2]"#));
     assert_eq!(hub.counters().messages_out, 4, "queued: tick, plain, plain, tick");
+
+    // Once it has a request waiting (and nothing queued), it gets one.
+    let waiting = tokio::spawn(async move { sio.get().await });
+    let mut n = 10;
+    assert!(
+        eventually(|| {
+            n += 1;
+            hub.to_user("sio").volatile().emit("tick", &n) == 1
+        })
+        .await
+    );
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!((status, body), (200, format!(r#"42["tick",{n}]"#)));
 }
 
 #[tokio::test]
@@ -191,6 +204,24 @@ async fn coalesced_emits_keep_the_latest_value_per_key_in_the_place_of_the_first
     to_sio().coalesce("k1").emit("value", &"v4");
     assert_eq!(sio.until(|p| p.starts_with("42")).await, r#"42["value","v4"]"#);
     assert_eq!(hub.counters().coalesced_replaced, 2);
+}
+
+#[tokio::test]
+async fn coalesce_keys_are_per_namespace_on_a_shared_socketio_session() {
+    let hub = builder().namespace("/admin", |ns| ns).build();
+    let addr = serve_hub(&hub).await;
+    let sio = polling(addr, "sio", &[]).await;
+    sio.post(&format!("40/admin,{}", json!({ "token": token("sio") })))
+        .await;
+    sio.until(|p| p.starts_with("40/admin,")).await;
+    let admin = hub.of("/admin").unwrap();
+    for n in 0..2 {
+        hub.to_user("sio").coalesce("k").emit("v", &n);
+        admin.to_user("sio").coalesce("k").emit("v", &n);
+    }
+    assert_eq!(hub.counters().coalesced_replaced, 2);
+    let (_, body) = sio.get().await;
+    assert_eq!(body, "42[\"v\",1]\u{1e}42/admin,[\"v\",1]");
 }
 
 #[tokio::test]
