@@ -195,8 +195,9 @@ impl HistoryState {
     /// Delivers a history event from Redis to this node's recipients.
     fn deliver_kept(&self, emit: &Emit<'_>, epoch: &Arc<str>, offset: u64, event: &str, data: &str) {
         let except = emit.except.iter().map(|id| id.0);
-        let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except)
-            .leaving_out(emit.except_rooms.iter().copied(), emit.except_users.iter().copied());
+        // Only its frames are used here (the history is Redis's): `emit` leaves out whom it
+        // does.
+        let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
         emit.deliver(|proto| entry.frame(proto), Some(offset));
         self.current.fetch_max(offset, Ordering::AcqRel);
     }

@@ -49,26 +49,18 @@ pub(crate) enum Target<'a> {
 /// # use tower_realtime::{Emitter, Hub};
 /// # use serde_json::json;
 /// # let hub = Hub::builder().build();
-/// // Everyone in `general` or `random` once, but the muted and user 42.
+/// # let sender = None;
+/// // Everyone in `general` or `random` once, but the sender (if any), the muted and user 42.
 /// let reached = hub
 ///     .to_room("general")
 ///     .to_room("random")
+///     .except_opt(sender)
 ///     .except_room("muted")
 ///     .except_user("42")
 ///     .emit("message", &json!({"text": "hi"}));
 /// assert_eq!(reached, 0); // nobody is connected in this example
 /// // A cursor position: dropped for a busy connection, and only the latest one queued.
 /// hub.to_room("doc:1").volatile().coalesce("cursor:42").emit("cursor", &json!([3, 14]));
-/// ```
-///
-///
-/// ```
-/// # use tower_realtime::{Emitter, Hub};
-/// # use serde_json::json;
-/// # let hub = Hub::builder().build();
-/// # let sender = None;
-/// let reached = hub.to_room("general").to_room("random").except_opt(sender).emit("message", &json!({"text": "hi"}));
-/// assert_eq!(reached, 0); // nobody is connected in this example
 /// ```
 #[must_use = "an emit does nothing until `.emit(event, data)` is called"]
 #[derive(Clone)]
@@ -325,7 +317,7 @@ impl Emit<'_> {
 
     /// How each recipient's queue takes the frame, for a volatile or coalesced emit (`None`
     /// for a plain one).
-    pub(super) fn mode(&self) -> Option<Mode> {
+    fn mode(&self) -> Option<Mode> {
         if !self.volatile && self.coalesce.is_none() {
             return None;
         }
