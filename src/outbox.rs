@@ -68,14 +68,17 @@ struct Shared {
     /// one with a key since the queue last emptied (and then freed with the queue's storage).
     /// Locked after `queue`, only by coalesced sends and when the queue empties.
     keyed: Mutex<Vec<(u64, Frame)>>,
+    /// Whether `keyed` may hold anything (changed under the queue's lock): a queue that
+    /// empties looks at `keyed` only then.
+    any_keyed: AtomicBool,
 }
 
 impl Shared {
     /// The queue is empty (its lock held): no coalesced frame is queued any more.
     fn forget_keys(&self) {
-        let mut keyed = self.keyed.lock();
-        if keyed.capacity() > 0 {
-            *keyed = Vec::new();
+        if self.any_keyed.load(Ordering::Relaxed) {
+            self.any_keyed.store(false, Ordering::Relaxed);
+            *self.keyed.lock() = Vec::new();
         }
     }
 }
@@ -140,6 +143,7 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
         gates: AtomicU8::new(u8::MAX),
         blocked: AtomicBool::new(false),
         keyed: Mutex::new(Vec::new()),
+        any_keyed: AtomicBool::new(false),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -189,6 +193,7 @@ impl Sender {
                 keyed.retain(|(_, f)| queue.iter().any(|q| Arc::ptr_eq(q, f)));
             }
             keyed.push((*key, msg.clone()));
+            self.0.any_keyed.store(true, Ordering::Relaxed);
         }
         queue.push_back(msg);
         drop(keyed);
