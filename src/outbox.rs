@@ -64,10 +64,11 @@ struct Shared {
     /// Set while the reader cannot write: a batch is being written, or the transport cannot
     /// take one (a long-polling session with no pending request). Read by volatile sends.
     blocked: AtomicBool,
-    /// The coalesced frames still queued, by key: empty unless [`Sender::send_with`] queued
+    /// The coalesced frames still queued, by key: none unless [`Sender::send_with`] queued
     /// one with a key since the queue last emptied (and then freed with the queue's storage).
-    /// Locked after `queue`, only by coalesced sends and when the queue empties.
-    keyed: Mutex<Vec<(u64, Frame)>>,
+    /// Boxed, so that a connection that never gets one pays a pointer for it. Locked after
+    /// `queue`, only by coalesced sends and when the queue empties.
+    keyed: Mutex<Option<Box<Vec<(u64, Frame)>>>>,
     /// Whether `keyed` may hold anything (changed under the queue's lock): a queue that
     /// empties looks at `keyed` only then.
     any_keyed: AtomicBool,
@@ -78,7 +79,7 @@ impl Shared {
     fn forget_keys(&self) {
         if self.any_keyed.load(Ordering::Relaxed) {
             self.any_keyed.store(false, Ordering::Relaxed);
-            *self.keyed.lock() = Vec::new();
+            *self.keyed.lock() = None;
         }
     }
 }
@@ -142,7 +143,7 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
         nudged: AtomicBool::new(false),
         gates: AtomicU8::new(u8::MAX),
         blocked: AtomicBool::new(false),
-        keyed: Mutex::new(Vec::new()),
+        keyed: Mutex::new(None),
         any_keyed: AtomicBool::new(false),
     });
     (Sender(shared.clone()), Receiver(shared))
@@ -169,13 +170,13 @@ impl Sender {
         }
         let mut queue = self.0.queue.lock();
         let mut keyed = mode.key.map(|key| (key, self.0.keyed.lock()));
-        if let Some((key, keyed)) = keyed.as_mut() {
-            if let Some(i) = keyed.iter().position(|(k, _)| k == key) {
-                let (_, old) = keyed.swap_remove(i);
+        if let Some((key, Some(list))) = keyed.as_mut().map(|(key, list)| (*key, list.as_mut())) {
+            if let Some(i) = list.iter().position(|(k, _)| *k == key) {
+                let (_, old) = list.swap_remove(i);
                 // Still queued (not taken by the writer yet): the new message takes its place.
                 if let Some(slot) = queue.iter_mut().rev().find(|f| Arc::ptr_eq(f, &old)) {
                     *slot = msg.clone();
-                    keyed.push((*key, msg));
+                    list.push((key, msg));
                     return Sent::Replaced;
                 }
             }
@@ -186,13 +187,16 @@ impl Sender {
         if queue.len() >= self.0.capacity + self.0.extra.load(Ordering::Relaxed) {
             return Sent::Full;
         }
-        if let Some((key, keyed)) = keyed.as_mut() {
+        if let Some((key, list)) = keyed.as_mut() {
+            // Made here only: the list exists (and `any_keyed` is set) once a frame is queued
+            // with a key, until the queue empties.
+            let list = list.get_or_insert_with(Box::default);
             // Entries of frames the writer took are dropped once there are more entries than
             // frames, so the list never outgrows the queue.
-            if keyed.len() >= queue.len() {
-                keyed.retain(|(_, f)| queue.iter().any(|q| Arc::ptr_eq(q, f)));
+            if list.len() >= queue.len() {
+                list.retain(|(_, f)| queue.iter().any(|q| Arc::ptr_eq(q, f)));
             }
-            keyed.push((*key, msg.clone()));
+            list.push((*key, msg.clone()));
             self.0.any_keyed.store(true, Ordering::Relaxed);
         }
         queue.push_back(msg);
@@ -456,7 +460,7 @@ mod tests {
         assert_eq!(tx.send_with(text("k2=x"), key(2)), Sent::Queued);
         assert_eq!(tx.send_with(text("k1=v3"), key(1)), Sent::Replaced);
         assert_eq!(drain(&mut rx), ["plain", "k1=v3", "k2=x"]);
-        assert_eq!(rx.0.keyed.lock().capacity(), 0, "the keys go with the queue's storage");
+        assert!(rx.0.keyed.lock().is_none(), "the keys go with the queue's storage");
 
         // Taken by the writer: the next one with the key is queued anew.
         tx.send_with(text("k1=a"), key(1));
@@ -474,6 +478,11 @@ mod tests {
         assert_eq!(tx.send_with(text("c=2"), both(3)), Sent::Replaced);
         assert_eq!(tx.send_with(text("d=1"), both(4)), Sent::Dropped);
         assert_eq!(drain(&mut rx), ["c=2"]);
+        // Dropped with nothing queued: no list is made for it.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_next(&mut cx, |_| Poll::Pending).is_pending());
+        assert_eq!(tx.send_with(text("e=1"), both(5)), Sent::Dropped);
+        assert!(rx.0.keyed.lock().is_none());
     }
 
     #[test]
@@ -487,7 +496,7 @@ mod tests {
             };
             assert_eq!(tx.send_with(text("k"), mode), Sent::Queued);
             assert_eq!(rx.try_recv().unwrap(), text(if k == 0 { "first" } else { "k" }));
-            assert!(rx.0.keyed.lock().len() <= 2);
+            assert!(rx.0.keyed.lock().as_ref().map_or(0, |k| k.len()) <= 2);
         }
     }
 
