@@ -48,6 +48,9 @@ pub(crate) type Frame = Arc<Message>;
 /// for every single message).
 const KEEP: usize = 4;
 
+/// Coalesced frames still queued, each with the hash of its key.
+type Keyed = Vec<(u64, Frame)>;
+
 struct Shared {
     queue: Mutex<VecDeque<Frame>>,
     /// The reader's waker. One reader at a time, so an `AtomicWaker` will do: no lock and no
@@ -68,7 +71,7 @@ struct Shared {
     /// one with a key since the queue last emptied (and then freed with the queue's storage).
     /// Boxed, so that a connection that never gets one pays a pointer for it. Locked after
     /// `queue`, only by coalesced sends and when the queue empties.
-    keyed: Mutex<Option<Box<Vec<(u64, Frame)>>>>,
+    keyed: Mutex<Option<Box<Keyed>>>,
     /// Whether `keyed` may hold anything (changed under the queue's lock): a queue that
     /// empties looks at `keyed` only then.
     any_keyed: AtomicBool,
