@@ -68,6 +68,8 @@
 //! | `realtime_recovered_total` | counter | clients that came back and got what they missed |
 //! | `realtime_not_recovered_total` | counter | clients that asked to recover and could not |
 //! | `realtime_history_evicted_total` | counter | events evicted from histories |
+//! | `realtime_volatile_dropped_total` | counter | volatile emits not queued for a busy connection, one per recipient |
+//! | `realtime_coalesced_replaced_total` | counter | coalesced emits that replaced a queued message with the same key |
 //! | `realtime_handshake_rejections_total` | counter | refused upgrades; label `cause`: `bad_request`, `origin`, `auth`, `limit`, `shutting_down` |
 //! | `realtime_handler_duration_seconds` | histogram | event handler run time; label `event` |
 //!

@@ -20,6 +20,13 @@
 //! only if it woke since it last returned `Pending`, or if it returned an item last time (a
 //! stream may hold more without waking anyone). The gates' state lives here, in an
 //! allocation every connection has anyway.
+//!
+//! Volatile and coalesced messages ([`Sender::send_with`]) use the same allocation: a flag
+//! the reader keeps, set while it writes a batch or cannot write one (its wire not writable,
+//! as a long-polling session with no request waiting), so that a volatile message for a busy
+//! reader is dropped; and a side list of the coalesced frames still queued, by key, empty and
+//! without storage unless one is queued, so that a new frame with the same key takes the old
+//! one's place. Plain messages ([`Sender::try_send`]) look at neither.
 
 use std::{
     collections::VecDeque,
@@ -41,6 +48,9 @@ pub(crate) type Frame = Arc<Message>;
 /// for every single message).
 const KEEP: usize = 4;
 
+/// Coalesced frames still queued, each with the hash of its key.
+type Keyed = Vec<(u64, Frame)>;
+
 struct Shared {
     queue: Mutex<VecDeque<Frame>>,
     /// The reader's waker. One reader at a time, so an `AtomicWaker` will do: no lock and no
@@ -54,6 +64,27 @@ struct Shared {
     nudged: AtomicBool,
     /// One bit per gated source: set when the source is to be polled at the next pass.
     gates: AtomicU8,
+    /// Set while the reader cannot write: a batch is being written, or the transport cannot
+    /// take one (a long-polling session with no pending request). Read by volatile sends.
+    blocked: AtomicBool,
+    /// The coalesced frames still queued, by key: none unless [`Sender::send_with`] queued
+    /// one with a key since the queue last emptied (and then freed with the queue's storage).
+    /// Boxed, so that a connection that never gets one pays a pointer for it. Locked after
+    /// `queue`, only by coalesced sends and when the queue empties.
+    keyed: Mutex<Option<Box<Keyed>>>,
+    /// Whether `keyed` may hold anything (changed under the queue's lock): a queue that
+    /// empties looks at `keyed` only then.
+    any_keyed: AtomicBool,
+}
+
+impl Shared {
+    /// The queue is empty (its lock held): no coalesced frame is queued any more.
+    fn forget_keys(&self) {
+        if self.any_keyed.load(Ordering::Relaxed) {
+            self.any_keyed.store(false, Ordering::Relaxed);
+            *self.keyed.lock() = None;
+        }
+    }
 }
 
 /// The gated sources' waker: any of them waking opens every gate (a source that did not wake
@@ -76,6 +107,28 @@ pub(crate) enum Full {
     Full,
 }
 
+/// How [`Sender::send_with`] queues a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Mode {
+    /// Dropped rather than queued unless the queue is empty and the reader can write now.
+    pub(crate) volatile: bool,
+    /// Replaces, in place, the message queued with the same key (a hash of the app's key).
+    pub(crate) key: Option<u64>,
+}
+
+/// What [`Sender::send_with`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Queued at the back.
+    Queued,
+    /// Put in the place of the message queued with the same key.
+    Replaced,
+    /// Volatile, and the reader was busy: not queued.
+    Dropped,
+    /// The queue holds `capacity` messages already.
+    Full,
+}
+
 /// The sending side; cheap to clone (several Socket.IO namespaces share one queue).
 #[derive(Clone)]
 pub(crate) struct Sender(Arc<Shared>);
@@ -92,6 +145,9 @@ pub(crate) fn channel(capacity: usize) -> (Sender, Receiver) {
         extra: AtomicUsize::new(0),
         nudged: AtomicBool::new(false),
         gates: AtomicU8::new(u8::MAX),
+        blocked: AtomicBool::new(false),
+        keyed: Mutex::new(None),
+        any_keyed: AtomicBool::new(false),
     });
     (Sender(shared.clone()), Receiver(shared))
 }
@@ -122,6 +178,50 @@ impl Sender {
         drop(queue);
         self.0.waker.wake();
         Ok(())
+    }
+
+    /// Queues a message as `mode` says (a volatile or coalesced send; plain sends use
+    /// [`try_send`](Self::try_send)).
+    pub(crate) fn send_with(&self, msg: Frame, mode: Mode) -> Sent {
+        if mode.volatile && mode.key.is_none() && self.0.blocked.load(Ordering::Relaxed) {
+            return Sent::Dropped;
+        }
+        let mut queue = self.0.queue.lock();
+        let mut keyed = mode.key.map(|key| (key, self.0.keyed.lock()));
+        if let Some((key, Some(list))) = keyed.as_mut().map(|(key, list)| (*key, list.as_mut())) {
+            if let Some(i) = list.iter().position(|(k, _)| *k == key) {
+                let (_, old) = list.swap_remove(i);
+                // Still queued (not taken by the writer yet): the new message takes its place.
+                if let Some(slot) = queue.iter_mut().rev().find(|f| Arc::ptr_eq(f, &old)) {
+                    *slot = msg.clone();
+                    list.push((key, msg));
+                    return Sent::Replaced;
+                }
+            }
+        }
+        if mode.volatile && (!queue.is_empty() || self.0.blocked.load(Ordering::Relaxed)) {
+            return Sent::Dropped;
+        }
+        if queue.len() >= self.0.capacity + self.0.extra.load(Ordering::Relaxed) {
+            return Sent::Full;
+        }
+        if let Some((key, list)) = keyed.as_mut() {
+            // Made here only: the list exists (and `any_keyed` is set) once a frame is queued
+            // with a key, until the queue empties.
+            let list = list.get_or_insert_with(Box::default);
+            // Entries of frames the writer took are dropped once there are more entries than
+            // frames, so the list never outgrows the queue.
+            if list.len() >= queue.len() {
+                list.retain(|(_, f)| queue.iter().any(|q| Arc::ptr_eq(q, f)));
+            }
+            list.push((*key, msg.clone()));
+            self.0.any_keyed.store(true, Ordering::Relaxed);
+        }
+        queue.push_back(msg);
+        drop(keyed);
+        drop(queue);
+        self.0.waker.wake();
+        Sent::Queued
     }
 
     /// Queues a replay whatever its length (it is bounded by the history it comes from, and
@@ -238,9 +338,13 @@ impl Receiver {
             return Poll::Ready(Next::Nudged);
         }
         if writable(cx).is_pending() {
+            self.0.blocked.store(true, Ordering::Relaxed);
             return Poll::Pending;
         }
-        match self.try_recv() {
+        let next = self.try_recv();
+        // A message taken is about to be written: the reader is busy until it asks again.
+        self.0.blocked.store(next.is_ok(), Ordering::Relaxed);
+        match next {
             Ok(msg) => Poll::Ready(Next::Message(msg)),
             Err(()) => Poll::Pending,
         }
@@ -274,6 +378,7 @@ impl Receiver {
         let msg = queue.pop_front().ok_or(())?;
         if queue.is_empty() {
             self.0.extra.store(0, Ordering::Relaxed);
+            self.0.forget_keys();
             if queue.capacity() > KEEP {
                 // Give the storage of a burst back.
                 *queue = VecDeque::new();
@@ -336,6 +441,96 @@ mod tests {
             assert_eq!(&rx.try_recv().unwrap(), frame);
         }
         assert!(rx.is_empty());
+    }
+
+    fn text(s: &str) -> Frame {
+        Frame::new(Message::text(s))
+    }
+
+    fn drain(rx: &mut Receiver) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| f.to_text().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_volatile_message_is_dropped_when_anything_is_queued_or_the_reader_is_busy() {
+        let volatile = Mode {
+            volatile: true,
+            key: None,
+        };
+        let (tx, mut rx) = channel(8);
+        assert_eq!(tx.send_with(text("v1"), volatile), Sent::Queued);
+        assert_eq!(tx.send_with(text("v2"), volatile), Sent::Dropped, "v1 is queued");
+        assert_eq!(drain(&mut rx), ["v1"]);
+        // The reader took a message to write: busy until it asks for the next one.
+        tx.try_send(text("a")).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_next(&mut cx, |_| Poll::Ready(())).is_ready());
+        assert_eq!(
+            tx.send_with(text("v3"), volatile),
+            Sent::Dropped,
+            "a write is in progress"
+        );
+        assert!(rx.poll_next(&mut cx, |_| Poll::Ready(())).is_pending());
+        assert_eq!(tx.send_with(text("v4"), volatile), Sent::Queued, "idle and writable");
+        assert_eq!(drain(&mut rx), ["v4"]);
+        // The transport cannot take a write (a long-polling session with no request).
+        assert!(rx.poll_next(&mut cx, |_| Poll::Pending).is_pending());
+        assert_eq!(tx.send_with(text("v5"), volatile), Sent::Dropped, "not writable");
+    }
+
+    #[test]
+    fn a_coalesced_message_takes_the_place_of_the_queued_one_with_its_key() {
+        let key = |k| Mode {
+            volatile: false,
+            key: Some(k),
+        };
+        let (tx, mut rx) = channel(8);
+        tx.try_send(text("plain")).unwrap();
+        assert_eq!(tx.send_with(text("k1=v1"), key(1)), Sent::Queued);
+        assert_eq!(tx.send_with(text("k1=v2"), key(1)), Sent::Replaced);
+        assert_eq!(tx.send_with(text("k2=x"), key(2)), Sent::Queued);
+        assert_eq!(tx.send_with(text("k1=v3"), key(1)), Sent::Replaced);
+        assert_eq!(drain(&mut rx), ["plain", "k1=v3", "k2=x"]);
+        assert!(rx.0.keyed.lock().is_none(), "the keys go with the queue's storage");
+
+        // Taken by the writer: the next one with the key is queued anew.
+        tx.send_with(text("k1=a"), key(1));
+        tx.try_send(text("plain")).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), text("k1=a"));
+        assert_eq!(tx.send_with(text("k1=b"), key(1)), Sent::Queued);
+        assert_eq!(drain(&mut rx), ["plain", "k1=b"]);
+
+        // Volatile and coalesced: replaced while queued, dropped when busy otherwise.
+        let both = |k| Mode {
+            volatile: true,
+            key: Some(k),
+        };
+        assert_eq!(tx.send_with(text("c=1"), both(3)), Sent::Queued);
+        assert_eq!(tx.send_with(text("c=2"), both(3)), Sent::Replaced);
+        assert_eq!(tx.send_with(text("d=1"), both(4)), Sent::Dropped);
+        assert_eq!(drain(&mut rx), ["c=2"]);
+        // Dropped with nothing queued: no list is made for it.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_next(&mut cx, |_| Poll::Pending).is_pending());
+        assert_eq!(tx.send_with(text("e=1"), both(5)), Sent::Dropped);
+        assert!(rx.0.keyed.lock().is_none());
+    }
+
+    #[test]
+    fn the_keys_of_messages_taken_do_not_pile_up() {
+        let (tx, mut rx) = channel(4);
+        tx.try_send(text("first")).unwrap();
+        for k in 0..100 {
+            let mode = Mode {
+                volatile: false,
+                key: Some(k),
+            };
+            assert_eq!(tx.send_with(text("k"), mode), Sent::Queued);
+            assert_eq!(rx.try_recv().unwrap(), text(if k == 0 { "first" } else { "k" }));
+            assert!(rx.0.keyed.lock().as_ref().map_or(0, |k| k.len()) <= 2);
+        }
     }
 
     #[tokio::test]

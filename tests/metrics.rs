@@ -58,6 +58,8 @@ async fn counters_move_when_a_client_connects_and_sends() {
         "realtime_recovered_total",
         "realtime_not_recovered_total",
         "realtime_history_evicted_total",
+        "realtime_volatile_dropped_total",
+        "realtime_coalesced_replaced_total",
     ] {
         assert_eq!(value(&text, series), 0.0, "{series} before any connection");
     }

@@ -526,6 +526,7 @@ mod cluster {
                 event,
                 data,
                 attachments,
+                ..
             } => {
                 assert!(attachments.is_empty(), "an op without the field has none");
                 assert_eq!(ns, "/chat");

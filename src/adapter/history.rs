@@ -77,10 +77,14 @@ local max_events = tonumber(ARGV[4])
 local cutoff = now - tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
 local evicted = 0
-for i = 13, #ARGV do
+for i = 14, #ARGV do
   local s = base .. 's:' .. ARGV[i]
   local w = base .. 'w:' .. ARGV[i]
-  redis.call('XADD', s, id, 'e', ARGV[10], 'd', ARGV[11], 'x', ARGV[12], 't', now)
+  if ARGV[13] == '' then
+    redis.call('XADD', s, id, 'e', ARGV[10], 'd', ARGV[11], 'x', ARGV[12], 't', now)
+  else
+    redis.call('XADD', s, id, 'e', ARGV[10], 'd', ARGV[11], 'x', ARGV[12], 'y', ARGV[13], 't', now)
+  end
   local mark = nil
   local over = redis.call('XLEN', s) - max_events
   if over > 0 then
@@ -278,7 +282,12 @@ pub(crate) fn append_cmd(
     signer: Option<&Signer>,
 ) -> Option<Cmd> {
     let Op::HistoryEmit {
-        except, event, data, ..
+        except,
+        except_rooms,
+        except_users,
+        event,
+        data,
+        ..
     } = op
     else {
         return None;
@@ -309,7 +318,8 @@ pub(crate) fn append_cmd(
         .arg(tail)
         .arg(event)
         .arg(data.get())
-        .arg(except.join(","));
+        .arg(except.join(","))
+        .arg(LeftOut::encode(except_rooms, except_users));
     for stream in streams {
         cmd.arg(stream);
     }
@@ -393,6 +403,31 @@ pub(crate) struct StoredEvent {
     /// The payload, JSON.
     pub(crate) data: String,
     pub(crate) except: Vec<u64>,
+    pub(crate) left_out: LeftOut,
+}
+
+/// The rooms and users an event kept in a stream left out (its field `y`, JSON; absent when
+/// none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LeftOut {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) rooms: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) users: Vec<String>,
+}
+
+impl LeftOut {
+    /// The field's value: empty when nothing is left out.
+    fn encode(rooms: &[String], users: &[String]) -> String {
+        if rooms.is_empty() && users.is_empty() {
+            return String::new();
+        }
+        let left_out = LeftOut {
+            rooms: rooms.to_vec(),
+            users: users.to_vec(),
+        };
+        serde_json::to_string(&left_out).unwrap_or_default()
+    }
 }
 
 /// What the read script found.
@@ -479,7 +514,7 @@ fn parse_entry(v: &Value) -> Result<StoredEvent, Malformed> {
     };
     let id = text(id)?;
     let offset = id.strip_prefix("0-").ok_or(Malformed)?.parse().map_err(|_| Malformed)?;
-    let (mut event, mut data, mut except) = (None, None, Vec::new());
+    let (mut event, mut data, mut except, mut left_out) = (None, None, Vec::new(), LeftOut::default());
     for pair in fields.chunks(2) {
         let [name, value] = pair else { return Err(Malformed) };
         match text(name)?.as_str() {
@@ -490,6 +525,7 @@ fn parse_entry(v: &Value) -> Result<StoredEvent, Malformed> {
                     .map(|s| s.parse().map_err(|_| Malformed))
                     .collect::<Result<_, _>>()?;
             }
+            "y" => left_out = serde_json::from_str(&text(value)?).map_err(|_| Malformed)?,
             _ => {}
         }
     }
@@ -498,6 +534,7 @@ fn parse_entry(v: &Value) -> Result<StoredEvent, Malformed> {
         event: event.ok_or(Malformed)?,
         data: data.ok_or(Malformed)?,
         except,
+        left_out,
     })
 }
 
@@ -512,19 +549,12 @@ mod tests {
     #[test]
     fn a_read_reply_is_parsed() {
         let entry = |id: &str, data: &str, except: &str| {
-            Value::Array(vec![
-                bulk(id),
-                Value::Array(vec![
-                    bulk("e"),
-                    bulk("said"),
-                    bulk("d"),
-                    bulk(data),
-                    bulk("x"),
-                    bulk(except),
-                    bulk("t"),
-                    bulk("1700000000000"),
-                ]),
-            ])
+            let mut fields = vec![bulk("e"), bulk("said"), bulk("d"), bulk(data), bulk("x"), bulk(except)];
+            if !except.is_empty() {
+                fields.extend([bulk("y"), bulk(r#"{"users":["42"]}"#)]);
+            }
+            fields.extend([bulk("t"), bulk("1700000000000")]);
+            Value::Array(vec![bulk(id), Value::Array(fields)])
         };
         let reply = Value::Array(vec![
             bulk("abcd"),
@@ -541,6 +571,8 @@ mod tests {
         assert_eq!(events[1].offset, 7);
         assert_eq!(events[1].data, "\"x\"");
         assert_eq!(events[1].except, vec![12, 13]);
+        assert_eq!(events[0].left_out, LeftOut::default());
+        assert_eq!(events[1].left_out.users, ["42"]);
         let changed = Value::Array(vec![bulk("new"), Value::Int(1), bulk("epoch")]);
         assert_eq!(
             parse_missed(&changed).unwrap(),
@@ -557,6 +589,8 @@ mod tests {
             ns: "/".into(),
             targets: vec![super::super::Target::Room("r".into())],
             except: vec![5],
+            except_rooms: vec!["c".into()],
+            except_users: Vec::new(),
             event: "e".into(),
             data: serde_json::value::to_raw_value(&1).unwrap(),
         };
@@ -589,10 +623,11 @@ mod tests {
         assert_eq!(args[11], r#"{"v":1,"node":"n","op":{"history_emit":{"#);
         assert_eq!(
             args[12],
-            r#","ns":"/","targets":[{"room":"r"}],"except":[5],"event":"e","data":1}}}"#
+            r#","ns":"/","targets":[{"room":"r"}],"except":[5],"except_rooms":["c"],"event":"e","data":1}}}"#
         );
         assert_eq!(args[15], "5");
-        assert_eq!(args[16], "r1:/:r");
+        assert_eq!(args[16], r#"{"rooms":["c"]}"#);
+        assert_eq!(args[17], "r1:/:r");
     }
 
     #[test]

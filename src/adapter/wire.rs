@@ -88,6 +88,12 @@ pub enum Query {
         /// Connections left out, whatever the targets.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         except: Vec<u64>,
+        /// The members of these rooms are left out.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except_rooms: Vec<String>,
+        /// The connections of these users are left out.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except_users: Vec<String>,
         /// The event name.
         event: String,
         /// The event's payload. Each binary value is a placeholder
@@ -123,6 +129,18 @@ pub enum Op {
         /// Connections left out, whatever the targets.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         except: Vec<u64>,
+        /// Rooms whose members are left out, whatever the targets.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except_rooms: Vec<String>,
+        /// Users whose connections are left out, whatever the targets.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except_users: Vec<String>,
+        /// Not queued for a busy connection ([`Emit::volatile`](crate::Emit::volatile)).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        volatile: bool,
+        /// Replaces a queued message with the same key ([`Emit::coalesce`](crate::Emit::coalesce)).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coalesce: Option<String>,
         /// The event name.
         event: String,
         /// The event's payload, as JSON, serialized once by the emitting node. Each binary
@@ -149,6 +167,12 @@ pub enum Op {
         /// Connections left out, whatever the targets.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         except: Vec<u64>,
+        /// Rooms whose members are left out, whatever the targets.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except_rooms: Vec<String>,
+        /// Users whose connections are left out, whatever the targets.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        except_users: Vec<String>,
         /// The event name.
         event: String,
         /// The event's payload, as JSON.
@@ -220,7 +244,8 @@ pub(crate) mod base64_list {
 }
 
 impl Op {
-    /// An [`Emit`](Op::Emit), serializing `data` once.
+    /// An [`Emit`](Op::Emit), serializing `data` once (no room or user left out, neither
+    /// volatile nor coalesced: set those fields on the result).
     pub fn emit<T: Serialize + ?Sized>(
         ns: impl Into<String>,
         targets: Vec<Target>,
@@ -233,6 +258,10 @@ impl Op {
             ns: ns.into(),
             targets,
             except,
+            except_rooms: Vec::new(),
+            except_users: Vec::new(),
+            volatile: false,
+            coalesce: None,
             event: event.into(),
             data: RawValue::from_string(payload.json)?,
             attachments: payload.attachments,
@@ -553,6 +582,35 @@ mod tests {
     }
 
     #[test]
+    fn an_emit_carries_what_it_leaves_out_and_how_it_is_queued() {
+        let text = r#"{"v":1,"node":"a","op":{"emit":{"ns":"/","targets":["all"],"except_rooms":["c"],"except_users":["42"],"volatile":true,"coalesce":"cursor:42","event":"e","data":1}}}"#;
+        let Decoded::Op { op, .. } = decode(text.as_bytes(), "b").unwrap() else {
+            panic!("an op expected");
+        };
+        let Op::Emit {
+            except_rooms,
+            except_users,
+            volatile,
+            coalesce,
+            ..
+        } = &op
+        else {
+            panic!("an emit expected");
+        };
+        assert_eq!(
+            (except_rooms.as_slice(), except_users.as_slice()),
+            (&["c".to_owned()][..], &["42".to_owned()][..])
+        );
+        assert!(*volatile);
+        assert_eq!(coalesce.as_deref(), Some("cursor:42"));
+        assert_eq!(
+            std::str::from_utf8(&encode("a", &op).unwrap()).unwrap(),
+            text,
+            "the same back"
+        );
+    }
+
+    #[test]
     fn history_emits_come_back_to_their_own_node() {
         let op = Op::HistoryEmit {
             epoch: "e1".into(),
@@ -560,6 +618,8 @@ mod tests {
             ns: "/".into(),
             targets: vec![Target::Room("general".into())],
             except: vec![],
+            except_rooms: vec![],
+            except_users: vec![],
             event: "message".into(),
             data: serde_json::value::to_raw_value(&json!("hi")).unwrap(),
         };
@@ -637,6 +697,8 @@ mod tests {
                 ns: "/".into(),
                 targets: vec![Target::Room("jury".into())],
                 except: vec![12],
+                except_rooms: Vec::new(),
+                except_users: Vec::new(),
                 event: "vote".into(),
                 data: json!({"q": 1}),
                 attachments: Vec::new(),
@@ -671,6 +733,8 @@ mod tests {
             ns: "/".into(),
             targets: vec![Target::Room("r".into())],
             except: vec![],
+            except_rooms: vec![],
+            except_users: vec![],
             event: "m".into(),
             data: serde_json::value::to_raw_value(&json!("hi")).unwrap(),
         }

@@ -174,6 +174,30 @@ impl Socket {
         Emit::new(&self.hub, &self.ns, Target::Connection(self.conn.id))
     }
 
+    /// Starts a volatile emit to this connection: dropped if the connection is busy (see
+    /// [`Emit::volatile`]). Add [`coalesce`](Emit::coalesce) to keep only the latest value.
+    ///
+    /// ```no_run
+    /// # fn f(socket: tower_realtime::Socket) {
+    /// socket.volatile().emit("tick", &42);
+    /// # }
+    /// ```
+    pub fn volatile(&self) -> Emit<'_> {
+        self.emit_to_self().volatile()
+    }
+
+    /// Starts a coalesced emit to this connection: it replaces the message with the same key
+    /// still queued for it (see [`Emit::coalesce`]).
+    ///
+    /// ```no_run
+    /// # fn f(socket: tower_realtime::Socket) {
+    /// socket.coalesce("progress").emit("progress", &0.75);
+    /// # }
+    /// ```
+    pub fn coalesce<'a>(&'a self, key: &'a str) -> Emit<'a> {
+        self.emit_to_self().coalesce(key)
+    }
+
     /// Emits to this connection and waits for its answer (Socket.IO's `emitWithAck`): the
     /// frame carries an `id`, and the client answers `{"ack": id, "data": …}`. Binary values
     /// go both ways, as in [`emit`](Self::emit) and [`Data`](crate::Data): `R` reads the

@@ -143,6 +143,10 @@ impl Emit<'_> {
             ns: self.ns.name.to_string(),
             targets: self.targets.iter().map(owned).collect(),
             except: self.except.iter().map(|id| id.0).collect(),
+            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
+            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+            volatile: self.volatile,
+            coalesce: self.coalesce.map(str::to_owned),
             event: event.to_owned(),
             data,
             attachments: payload.attachments.clone(),
@@ -171,6 +175,8 @@ impl Emit<'_> {
             ns: self.ns.name.to_string(),
             targets: self.targets.iter().map(owned).collect(),
             except: self.except.iter().map(|id| id.0).collect(),
+            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
+            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
             event: event.to_owned(),
             data,
             attachments: attachments.to_vec(),
@@ -210,6 +216,8 @@ impl Emit<'_> {
             ns: self.ns.name.to_string(),
             targets: self.targets.iter().map(owned).collect(),
             except: self.except.iter().map(|id| id.0).collect(),
+            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
+            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
             event: event.to_owned(),
             data,
         };
@@ -275,6 +283,8 @@ impl HistoryState {
     /// Delivers a history event from Redis to this node's recipients.
     fn deliver_kept(&self, emit: &Emit<'_>, epoch: &Arc<str>, offset: u64, event: &str, data: &str) {
         let except = emit.except.iter().map(|id| id.0);
+        // Only its frames are used here (the history is Redis's): `emit` leaves out whom it
+        // does.
         let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
         emit.deliver(|proto| Frames::One(entry.frame(proto)), Some(offset));
         self.current.fetch_max(offset, Ordering::AcqRel);
@@ -461,17 +471,12 @@ pub(super) async fn read_missed(
         Ok(Missed::Events { upto, .. }) if offset > upto => Err(NotRecovered::UnknownOffset),
         Ok(Missed::Events { upto, events, .. }) => {
             let mut out: Vec<Arc<Entry>> = (events.into_iter())
-                .filter(|e| !e.except.iter().any(|id| saved.conns.contains(id)))
                 .map(|e| {
-                    Arc::new(Entry::new(
-                        e.offset,
-                        &saved.epoch,
-                        &saved.ns,
-                        &e.event,
-                        &e.data,
-                        e.except,
-                    ))
+                    let entry = Entry::new(e.offset, &saved.epoch, &saved.ns, &e.event, &e.data, e.except);
+                    let (rooms, users) = (e.left_out.rooms.iter(), e.left_out.users.iter());
+                    Arc::new(entry.leaving_out(rooms.map(String::as_str), users.map(String::as_str)))
                 })
+                .filter(|entry| !saved.skips(entry))
                 .collect();
             out.sort_unstable_by_key(|e| e.seq);
             out.dedup_by_key(|e| e.seq);
@@ -484,12 +489,19 @@ pub(super) async fn read_missed(
 }
 
 /// The emit another node asked for, to this node's connections in `ns`.
-fn remote_emit<'a>(hub: &'a Hub, ns: &'a NsInner, targets: &'a [adapter::Target], except: Vec<u64>) -> Emit<'a> {
+fn remote_emit<'a>(hub: &'a Hub, ns: &'a NsInner, targets: &'a [adapter::Target], left_out: LeftOut<'a>) -> Emit<'a> {
     let mut emit = Emit::many(hub, ns, targets.iter().map(borrowed));
-    for id in except {
-        emit = emit.except(ConnectionId(id));
-    }
+    emit.except = left_out.conns.iter().map(|id| ConnectionId(*id)).collect();
+    emit.except_rooms = left_out.rooms.iter().map(String::as_str).collect();
+    emit.except_users = left_out.users.iter().map(String::as_str).collect();
     emit
+}
+
+/// What a remote emit leaves out.
+struct LeftOut<'a> {
+    conns: &'a [u64],
+    rooms: &'a [String],
+    users: &'a [String],
 }
 
 /// Acts on one message from another node.
@@ -500,13 +512,24 @@ async fn apply(hub: &Hub, message: Inbound) {
                 ns,
                 targets,
                 except,
+                except_rooms,
+                except_users,
+                volatile,
+                coalesce,
                 event,
                 data,
                 attachments,
             } => {
                 // A namespace this node does not have (a dynamic one nobody here is in): nobody.
                 let Some(ns) = hub.namespace(&ns) else { return };
-                let emit = remote_emit(hub, &ns, &targets, except);
+                let left_out = LeftOut {
+                    conns: &except,
+                    rooms: &except_rooms,
+                    users: &except_users,
+                };
+                let mut emit = remote_emit(hub, &ns, &targets, left_out);
+                emit.volatile = volatile;
+                emit.coalesce = coalesce.as_deref();
                 emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()).with(&attachments));
             }
             Op::HistoryEmit {
@@ -515,13 +538,20 @@ async fn apply(hub: &Hub, message: Inbound) {
                 ns,
                 targets,
                 except,
+                except_rooms,
+                except_users,
                 event,
                 data,
             } => {
                 let history = hub.inner.history.as_ref().filter(|h| h.shared);
                 let epoch = history.map(|h| h.arrived(hub, &epoch, offset));
                 let Some(ns) = hub.namespace(&ns) else { return };
-                let emit = remote_emit(hub, &ns, &targets, except);
+                let left_out = LeftOut {
+                    conns: &except,
+                    rooms: &except_rooms,
+                    users: &except_users,
+                };
+                let emit = remote_emit(hub, &ns, &targets, left_out);
                 match (history, epoch) {
                     (Some(history), Some(epoch)) => history.deliver_kept(&emit, &epoch, offset, &event, data.get()),
                     // A node that keeps no history delivers it as any emit.
@@ -550,6 +580,8 @@ async fn apply(hub: &Hub, message: Inbound) {
                     ns,
                     targets,
                     except,
+                    except_rooms,
+                    except_users,
                     event,
                     data,
                     attachments,
@@ -560,8 +592,19 @@ async fn apply(hub: &Hub, message: Inbound) {
         } => {
             // A namespace this node does not have (a dynamic one nobody here is in): nobody.
             let ns = hub.namespace(&ns);
-            let asked = (ns.as_ref())
-                .map(|ns| remote_emit(hub, ns, &targets, except).ask(&event, &data.to_string(), &attachments));
+            let asked = (ns.as_ref()).map(|ns| {
+                remote_emit(
+                    hub,
+                    ns,
+                    &targets,
+                    LeftOut {
+                        conns: &except,
+                        rooms: &except_rooms,
+                        users: &except_users,
+                    },
+                )
+                .ask(&event, &data.to_string(), &attachments)
+            });
             let Some(asked) = asked.filter(|a| !a.is_empty()) else {
                 reply.send(json!([]));
                 return;

@@ -144,6 +144,27 @@ impl Conn {
         }
     }
 
+    /// Queues a volatile or coalesced frame (see [`outbox::Mode`]). Returns whether it was
+    /// queued (in a place of its own or in that of the frame it replaced).
+    pub(crate) fn send_with(&self, hub: &Hub, msg: outbox::Frame, mode: outbox::Mode) -> bool {
+        let counters = &hub.inner.counters;
+        match self.tx.send_with(msg, mode) {
+            outbox::Sent::Queued => true,
+            outbox::Sent::Replaced => {
+                counters.coalesced_replaced.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            outbox::Sent::Dropped => {
+                counters.volatile_dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            outbox::Sent::Full => {
+                self.overflowed(hub);
+                false
+            }
+        }
+    }
+
     /// Queues a history event (offset `seq`): held while the connection recovers, skipped
     /// when its replay had it already.
     pub(crate) fn send_at(&self, hub: &Hub, msg: outbox::Frame, seq: u64) -> bool {

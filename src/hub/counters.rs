@@ -16,6 +16,8 @@ pub(crate) struct Counters {
     pub(crate) recovered: Counter,
     pub(crate) not_recovered: Counter,
     pub(crate) history_evicted: Counter,
+    pub(crate) volatile_dropped: Counter,
+    pub(crate) coalesced_replaced: Counter,
     pub(crate) rejected_bad_request: AtomicU64,
     pub(crate) rejected_origin: AtomicU64,
     pub(crate) rejected_auth: AtomicU64,
@@ -38,6 +40,8 @@ impl Default for Counters {
             recovered: Counter::monotonic("realtime_recovered_total"),
             not_recovered: Counter::monotonic("realtime_not_recovered_total"),
             history_evicted: Counter::monotonic("realtime_history_evicted_total"),
+            volatile_dropped: Counter::monotonic("realtime_volatile_dropped_total"),
+            coalesced_replaced: Counter::monotonic("realtime_coalesced_replaced_total"),
             rejected_bad_request: AtomicU64::default(),
             rejected_origin: AtomicU64::default(),
             rejected_auth: AtomicU64::default(),
@@ -179,6 +183,8 @@ impl Counters {
             &self.recovered,
             &self.not_recovered,
             &self.history_evicted,
+            &self.volatile_dropped,
+            &self.coalesced_replaced,
         ] {
             counter.register();
         }
@@ -201,6 +207,8 @@ impl Counters {
             recovered: get(&self.recovered),
             not_recovered: get(&self.not_recovered),
             history_evicted: get(&self.history_evicted),
+            volatile_dropped: get(&self.volatile_dropped),
+            coalesced_replaced: get(&self.coalesced_replaced),
             rejected_bad_request: raw(&self.rejected_bad_request),
             rejected_origin: raw(&self.rejected_origin),
             rejected_auth: raw(&self.rejected_auth),
@@ -263,6 +271,12 @@ pub struct CounterSnapshot {
     pub not_recovered: u64,
     /// Events evicted from histories (by count, age or the memory cap).
     pub history_evicted: u64,
+    /// Volatile emits not queued for a connection that was busy (something queued, a write in
+    /// progress, or a long-polling client with no pending request), one per recipient.
+    pub volatile_dropped: u64,
+    /// Coalesced emits that took the place of a message with the same key still queued, one
+    /// per recipient.
+    pub coalesced_replaced: u64,
     /// Upgrades refused as malformed (400, 405, 426).
     pub rejected_bad_request: u64,
     /// Upgrades refused for their Origin (403).

@@ -1,10 +1,11 @@
 //! Emit operators: choose the recipients (everyone, rooms, users, connections), remove
-//! some with `except`, then `emit` — the payload is encoded once, whatever the number of
+//! some (`except`, `except_room`, `except_user`), say how a busy recipient gets it
+//! (`volatile`, `coalesce`), then `emit` — the payload is encoded once, whatever the number of
 //! recipients, and each recipient gets it once.
 
 use std::{
     collections::HashSet,
-    hash::BuildHasherDefault,
+    hash::{BuildHasherDefault, Hash, Hasher},
     sync::{atomic::Ordering, Arc, OnceLock},
 };
 
@@ -20,7 +21,7 @@ use super::{
     Conn, ConnectionId, Hub, NsInner, Proto,
 };
 use crate::{
-    outbox::Frame,
+    outbox::{Frame, Mode},
     protocol::{attach, native},
 };
 
@@ -33,15 +34,35 @@ pub(crate) enum Target<'a> {
     Connection(ConnectionId),
 }
 
-/// An emit being built: targets and exceptions. Finish it with [`emit`](Emit::emit).
+/// An emit being built: targets, exceptions and how it is queued. Finish it with
+/// [`emit`](Emit::emit).
+///
+/// - Targets add up: [`to_room`](Emit::to_room), [`to_user`](Emit::to_user),
+///   [`to_connection`](Emit::to_connection) (or everyone), and each connection gets the event
+///   once, whatever the number of targets it is in.
+/// - Exceptions take away, whatever the targets: one connection ([`except`](Emit::except)),
+///   the members of a room ([`except_room`](Emit::except_room)), the connections of a user
+///   ([`except_user`](Emit::except_user)), as they are when the emit is made.
+/// - [`volatile`](Emit::volatile): not queued for a connection that is busy (it would only
+///   arrive late). [`coalesce`](Emit::coalesce): replaces the queued message with the same key
+///   (only the latest value matters). Neither is kept in a [`History`](crate::History).
 ///
 /// ```
 /// # use tower_realtime::{Emitter, Hub};
 /// # use serde_json::json;
 /// # let hub = Hub::builder().build();
 /// # let sender = None;
-/// let reached = hub.to_room("general").to_room("random").except_opt(sender).emit("message", &json!({"text": "hi"}));
+/// // Everyone in `general` or `random` once, but the sender (if any), the muted and user 42.
+/// let reached = hub
+///     .to_room("general")
+///     .to_room("random")
+///     .except_opt(sender)
+///     .except_room("muted")
+///     .except_user("42")
+///     .emit("message", &json!({"text": "hi"}));
 /// assert_eq!(reached, 0); // nobody is connected in this example
+/// // A cursor position: dropped for a busy connection, and only the latest one queued.
+/// hub.to_room("doc:1").volatile().coalesce("cursor:42").emit("cursor", &json!([3, 14]));
 /// ```
 #[must_use = "an emit does nothing until `.emit(event, data)` is called"]
 #[derive(Clone)]
@@ -50,6 +71,13 @@ pub struct Emit<'a> {
     pub(super) ns: &'a NsInner,
     pub(super) targets: SmallVec<[Target<'a>; 2]>,
     pub(super) except: SmallVec<[ConnectionId; 2]>,
+    /// Rooms whose members are left out.
+    pub(super) except_rooms: SmallVec<[&'a str; 1]>,
+    /// Users whose connections are left out.
+    pub(super) except_users: SmallVec<[&'a str; 1]>,
+    pub(super) volatile: bool,
+    /// The key of a coalesced emit.
+    pub(super) coalesce: Option<&'a str>,
 }
 
 impl std::fmt::Debug for Emit<'_> {
@@ -58,6 +86,10 @@ impl std::fmt::Debug for Emit<'_> {
             .field("namespace", &self.ns.name)
             .field("targets", &self.targets)
             .field("except", &self.except)
+            .field("except_rooms", &self.except_rooms)
+            .field("except_users", &self.except_users)
+            .field("volatile", &self.volatile)
+            .field("coalesce", &self.coalesce)
             .finish()
     }
 }
@@ -74,6 +106,10 @@ impl<'a> Emit<'a> {
             ns,
             targets: targets.into_iter().collect(),
             except: SmallVec::new(),
+            except_rooms: SmallVec::new(),
+            except_users: SmallVec::new(),
+            volatile: false,
+            coalesce: None,
         }
     }
 
@@ -107,6 +143,48 @@ impl<'a> Emit<'a> {
             Some(id) => self.except(id),
             None => self,
         }
+    }
+
+    /// Leaves out the members of a room (as it is when the emit is made), whatever the
+    /// targets.
+    pub fn except_room(mut self, room: &'a str) -> Self {
+        self.except_rooms.push(room);
+        self
+    }
+
+    /// Leaves out every connection of a user, whatever the targets.
+    pub fn except_user(mut self, user: &'a str) -> Self {
+        self.except_users.push(user);
+        self
+    }
+
+    /// Makes the emit volatile: a recipient that is busy does not get it at all. Busy means
+    /// something is queued for it already, a write to it has not completed, or (a Socket.IO
+    /// client on long-polling) it has no request waiting for data. Nothing tells the client;
+    /// each one dropped is counted in
+    /// [`CounterSnapshot::volatile_dropped`](crate::CounterSnapshot::volatile_dropped).
+    ///
+    /// For what is only worth having now: positions, typing indicators, live figures. A
+    /// volatile emit is not kept in a [`History`](crate::History).
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Makes the emit coalesced under `key`: for each recipient that still has a message with
+    /// the same key queued, the new one takes its place in the queue (the old one is never
+    /// sent; counted in
+    /// [`CounterSnapshot::coalesced_replaced`](crate::CounterSnapshot::coalesced_replaced));
+    /// otherwise it is queued as usual. So a client that falls behind gets the latest value of
+    /// each key, where the first of the values it missed would have been.
+    ///
+    /// Keys are the app's, per recipient: `"typing:<room>:<user>"`, `"cursor:<user>"`. A
+    /// message already being written is not replaced. With [`volatile`](Self::volatile), a
+    /// busy recipient that has the key queued gets its message replaced, and one that does
+    /// not gets nothing. A coalesced emit is not kept in a [`History`](crate::History).
+    pub fn coalesce(mut self, key: &'a str) -> Self {
+        self.coalesce = Some(key);
+        self
     }
 
     /// Sends `event` with `data` to the chosen connections, encoding it once. Never waits on a
@@ -150,6 +228,8 @@ impl<'a> Emit<'a> {
                             event,
                             data: json,
                             except: &self.except,
+                            except_rooms: &self.except_rooms,
+                            except_users: &self.except_users,
                         };
                         history.append(&keys, &new, evictions, |entry| {
                             self.deliver(|proto| Frames::One(entry.frame(proto)), Some(entry.seq))
@@ -170,6 +250,9 @@ impl<'a> Emit<'a> {
 
     /// The hub's history and the streams this emit is kept in, when it is kept at all.
     fn history_streams(&self) -> Option<(&'a HistoryState, SmallVec<[StreamKey; 2]>)> {
+        if self.mode().is_some() {
+            return None;
+        }
         let history = self.hub.inner.history.as_ref()?;
         let keys = history.streams(&self.ns.name, &self.targets);
         (!keys.is_empty()).then_some((history, keys))
@@ -183,11 +266,14 @@ impl<'a> Emit<'a> {
     /// Queues `frame(proto)` for every recipient; `seq` is the event's offset when it is kept
     /// in a history.
     pub(super) fn deliver(&self, frame: impl Fn(Proto) -> Frames, seq: Option<u64>) -> usize {
+        let mode = self.mode();
         let mut reached = 0usize;
         self.each_recipient(|conn| {
-            let queued = match (frame(conn.proto), seq) {
-                (Frames::One(frame), Some(seq)) => conn.send_at(self.hub, frame, seq),
-                (frames, _) => conn.send_frames(self.hub, frames),
+            let queued = match (frame(conn.proto), seq, mode) {
+                (Frames::One(frame), Some(seq), _) => conn.send_at(self.hub, frame, seq),
+                (Frames::One(frame), None, Some(mode)) => conn.send_with(self.hub, frame, mode),
+                // An event with binary values is queued whole, as a plain one.
+                (frames, _, _) => conn.send_frames(self.hub, frames),
             };
             if queued {
                 reached += 1;
@@ -205,8 +291,9 @@ impl<'a> Emit<'a> {
     pub(super) fn each_recipient(&self, mut f: impl FnMut(&Arc<Conn>)) {
         let registry = &self.ns.registry;
         let except = &self.except;
+        let left_out = self.left_out(registry);
         let mut deliver = |conn: &Arc<Conn>| {
-            if !except.contains(&conn.id) {
+            if !except.contains(&conn.id) && !left_out.as_ref().is_some_and(|ids| ids.contains(&conn.id)) {
                 f(conn);
             }
         };
@@ -268,6 +355,46 @@ impl Frames {
         }
         let rest = attachments.iter().map(|b| Frame::new(Message::Binary(b.clone())));
         Frames::Group(std::iter::once(Frame::new(head)).chain(rest).collect())
+    }
+}
+
+impl Emit<'_> {
+    /// The connections in the rooms and of the users left out, when there are any: looked up
+    /// once, before delivering, so that each recipient costs one lookup.
+    fn left_out(&self, registry: &Registry) -> Option<IdSet> {
+        if self.except_rooms.is_empty() && self.except_users.is_empty() {
+            return None;
+        }
+        let rooms = self.except_rooms.iter().map(|r| Target::Room(r));
+        let targets: SmallVec<[Target<'_>; 2]> =
+            rooms.chain(self.except_users.iter().map(|u| Target::User(u))).collect();
+        let expected = targets.iter().map(|t| target_len(registry, *t)).sum();
+        let mut ids: IdSet = HashSet::with_capacity_and_hasher(expected, Default::default());
+        for target in targets {
+            visit(registry, target, &mut |conn: &Arc<Conn>| {
+                ids.insert(conn.id);
+            });
+        }
+        Some(ids)
+    }
+
+    /// How each recipient's queue takes the frame, for a volatile or coalesced emit (`None`
+    /// for a plain one).
+    fn mode(&self) -> Option<Mode> {
+        if !self.volatile && self.coalesce.is_none() {
+            return None;
+        }
+        let key = self.coalesce.map(|key| {
+            // Fixed keys: the same app key hashes alike for every emit. With the namespace:
+            // the sockets of one Socket.IO session share its queue, each with keys of its own.
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (&*self.ns.name, key).hash(&mut hasher);
+            hasher.finish()
+        });
+        Some(Mode {
+            volatile: self.volatile,
+            key,
+        })
     }
 }
 

@@ -192,6 +192,8 @@ mod tests {
             ns: "/".into(),
             targets: vec![Target::All],
             except: vec![],
+            except_rooms: vec![],
+            except_users: vec![],
             event: "m".into(),
             data: serde_json::value::to_raw_value(&1).unwrap(),
         };

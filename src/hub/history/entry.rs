@@ -30,6 +30,9 @@ pub(crate) struct Entry {
     data: Box<str>,
     /// Connections the emit left out: a replay leaves them out too.
     except: SmallVec<[u64; 2]>,
+    /// Rooms and users the emit left out (most emits leave none): a replay leaves out a
+    /// session of those users, or in those rooms.
+    left_out: Option<Box<LeftOut>>,
     #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     epoch: Arc<str>,
     native: OnceLock<Frame>,
@@ -62,6 +65,7 @@ impl Entry {
             event: event.into(),
             data: data.into(),
             except: except.into_iter().collect(),
+            left_out: None,
             epoch: epoch.clone(),
             native: OnceLock::new(),
             #[cfg(feature = "socketio")]
@@ -69,10 +73,31 @@ impl Entry {
         }
     }
 
+    /// The event, leaving out the members of `rooms` and the connections of `users` (kept
+    /// only when there are any).
+    pub(crate) fn leaving_out<'s>(
+        mut self,
+        rooms: impl IntoIterator<Item = &'s str>,
+        users: impl IntoIterator<Item = &'s str>,
+    ) -> Self {
+        let left_out = LeftOut {
+            rooms: rooms.into_iter().map(Box::from).collect(),
+            users: users.into_iter().map(Box::from).collect(),
+        };
+        if !left_out.rooms.is_empty() || !left_out.users.is_empty() {
+            self.left_out = Some(Box::new(left_out));
+        }
+        self
+    }
+
     /// Bytes counted against [`History::max_bytes`]: the strings, once more for the frames
     /// encoded from them, and the bookkeeping.
     pub(super) fn size(&self) -> usize {
-        ENTRY_OVERHEAD + 2 * (self.event.len() + self.data.len())
+        let left_out = self.left_out.as_ref().map_or(0, |l| {
+            let names = l.rooms.iter().chain(&l.users);
+            names.map(|n| n.len() + size_of::<Box<str>>()).sum::<usize>() + size_of::<LeftOut>()
+        });
+        ENTRY_OVERHEAD + 2 * (self.event.len() + self.data.len()) + left_out
     }
 
     /// The frame for a connection speaking `proto`, carrying the event's position.
@@ -102,9 +127,25 @@ impl Entry {
         }
     }
 
-    pub(super) fn excludes(&self, conns: &[u64]) -> bool {
-        self.except.iter().any(|id| conns.contains(id))
+    /// Whether a replay to a session leaves this event out: the session's connections
+    /// `conns`, its user, its rooms with the offset each was joined at.
+    pub(super) fn excludes(&self, conns: &[u64], user: Option<&str>, rooms: &[(Arc<str>, u64)]) -> bool {
+        if self.except.iter().any(|id| conns.contains(id)) {
+            return true;
+        }
+        let Some(left_out) = &self.left_out else {
+            return false;
+        };
+        user.is_some_and(|user| left_out.users.iter().any(|u| **u == *user))
+            || (rooms.iter()).any(|(room, joined)| *joined < self.seq && left_out.rooms.iter().any(|r| **r == **room))
     }
+}
+
+/// The rooms and users an event left out.
+#[derive(Debug)]
+struct LeftOut {
+    rooms: Vec<Box<str>>,
+    users: Vec<Box<str>>,
 }
 
 /// An event being emitted, before it has a position.
@@ -114,4 +155,6 @@ pub(crate) struct NewEvent<'a> {
     /// The payload, serialized.
     pub(crate) data: &'a str,
     pub(crate) except: &'a [ConnectionId],
+    pub(crate) except_rooms: &'a [&'a str],
+    pub(crate) except_users: &'a [&'a str],
 }

@@ -218,6 +218,14 @@ pub(crate) struct Saved {
     pub(crate) at: Instant,
 }
 
+impl Saved {
+    /// Whether a replay to this session leaves `entry` out (the emit left out one of its
+    /// connections, its user, or a room it was in).
+    pub(crate) fn skips(&self, entry: &Entry) -> bool {
+        entry.excludes(&self.conns, self.user.as_deref(), &self.rooms)
+    }
+}
+
 /// A hub's history: the store (on this node) and the sessions waiting for their clients; in a
 /// cluster, both are in Redis, and this is what the node knows of them.
 pub(crate) struct HistoryState {
@@ -359,14 +367,10 @@ impl HistoryState {
         let evicted_before = store.evicted;
         store.seq += 1;
         let except = event.except.iter().map(|c| c.0);
-        let entry = Arc::new(Entry::new(
-            store.seq,
-            &self.epoch,
-            event.ns,
-            event.event,
-            event.data,
-            except,
-        ));
+        let entry = Arc::new(
+            Entry::new(store.seq, &self.epoch, event.ns, event.event, event.data, except)
+                .leaving_out(event.except_rooms.iter().copied(), event.except_users.iter().copied()),
+        );
         for key in keys {
             store.append(key, &entry, &self.cfg);
         }
@@ -412,7 +416,7 @@ impl HistoryState {
                 if now.duration_since(entry.at) > self.cfg.max_age {
                     return Err(NotRecovered::Evicted);
                 }
-                if !entry.excludes(&saved.conns) {
+                if !saved.skips(entry) {
                     out.push(entry.clone());
                 }
             }
@@ -432,6 +436,7 @@ impl HistoryState {
 #[cfg(test)]
 mod tests {
     use super::{super::entry::ENTRY_OVERHEAD, *};
+    use crate::hub::ConnectionId;
 
     fn key(name: &str) -> StreamKey {
         StreamKey::new(&Arc::from("/"), StreamKind::Room, name)
@@ -451,6 +456,8 @@ mod tests {
             event: "e",
             data,
             except: &[],
+            except_rooms: &[],
+            except_users: &[],
         };
         h.append(&[key(room)], &event, &Counter::monotonic("t"), |e| e.seq)
     }
@@ -521,6 +528,35 @@ mod tests {
                 NotRecovered::UnknownOffset
             );
         }
+    }
+
+    #[test]
+    fn a_replay_leaves_out_what_the_emit_left_out() {
+        let h = state(History::new());
+        emit(&h, "a", "0");
+        let event = NewEvent {
+            ns: &Arc::from("/"),
+            event: "e",
+            data: "1",
+            except: &[ConnectionId(7)],
+            except_rooms: &["c"],
+            except_users: &["42"],
+        };
+        h.append(&[key("a")], &event, &Counter::monotonic("t"), |e| e.seq);
+        let missed = |saved: Saved| seqs(&h.missed(&saved, 0).unwrap().0);
+        assert_eq!(missed(saved(&h, &[("a", 0)])), [1, 2]);
+        assert_eq!(missed(saved(&h, &[("a", 0), ("c", 0)])), [1], "in room c");
+        assert_eq!(missed(saved(&h, &[("a", 0), ("c", 2)])), [1, 2], "joined c after it");
+        let of_42 = Saved {
+            user: Some(Arc::from("42")),
+            ..saved(&h, &[("a", 0)])
+        };
+        assert_eq!(missed(of_42), [1], "of user 42");
+        let conn_7 = Saved {
+            conns: SmallVec::from_slice(&[7]),
+            ..saved(&h, &[("a", 0)])
+        };
+        assert_eq!(missed(conn_7), [1], "connection 7");
     }
 
     #[test]
