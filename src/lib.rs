@@ -113,12 +113,12 @@ pub use auth::{
     identity::{AuthError, AuthRequest, Identity},
 };
 pub use builder::{HubBuilder, NamespaceBuilder};
-pub use config::{Config, RateLimit, SlowConsumerPolicy};
+pub use config::{Config, ErrorStyle, RateLimit, SlowConsumerPolicy};
 #[cfg(feature = "validate")]
 pub use gateway::Valid;
 pub use gateway::{
     AckError, Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, FromEvent, Guard, GuardContext, Handler,
-    IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, State,
+    IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, SocketExt, State,
 };
 pub use hub::{ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter, History, Hub, Namespace, Presence};
 pub use layer::{RealtimeLayer, RealtimeService, ResponseBody, ResponseFuture};

@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{ErrorEvent, Reply};
+use super::{ErrorEvent, IntoErrorEvent, Reply};
 #[cfg(feature = "socketio")]
 use crate::protocol::socketio as sio;
 use crate::{
@@ -23,6 +23,13 @@ impl Hub {
             let conn = ns.registry.conns.get(&id)?.clone();
             Some(Socket::new(self.clone(), ns.clone(), conn))
         })
+    }
+
+    /// The data a connection of this node stored with [`Socket::set_data`] (`None` when the
+    /// connection is not here or set none). In a cluster, `cluster_connection_data` asks
+    /// every node.
+    pub fn connection_data(&self, id: ConnectionId) -> Option<Value> {
+        self.socket(id)?.data_value()
     }
 }
 
@@ -110,6 +117,37 @@ pub enum AckError {
     Deserialize(serde_json::Error),
 }
 
+/// An ack that did not come fails the handler that waited for it: `?` on
+/// [`Socket::emit_with_ack`] works in a handler returning `Result<_, ErrorEvent>`. The client
+/// sees a timeout (status `"ack_timeout"`) or a disconnect as such; a payload that did not
+/// serialize is an [internal](ErrorEvent::internal) error.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_realtime::{ErrorEvent, Socket};
+///
+/// async fn delete(socket: Socket) -> Result<&'static str, ErrorEvent> {
+///     let sure: bool = socket.emit_with_ack("confirm", "delete?", Duration::from_secs(5)).await?;
+///     Ok(if sure { "deleted" } else { "kept" })
+/// }
+/// # let _ = tower_realtime::Hub::builder().on("delete", delete);
+/// ```
+impl From<AckError> for ErrorEvent {
+    fn from(error: AckError) -> Self {
+        match error {
+            AckError::Timeout => ErrorEvent::new(error.to_string()).with_status("ack_timeout"),
+            AckError::Disconnected | AckError::Deserialize(_) => ErrorEvent::new(error.to_string()),
+            AckError::Serialize(_) => ErrorEvent::internal(error),
+        }
+    }
+}
+
+impl IntoErrorEvent for AckError {
+    fn into_error_event(self) -> ErrorEvent {
+        self.into()
+    }
+}
+
 impl Socket {
     pub(crate) fn new(hub: Hub, ns: Arc<NsInner>, conn: Arc<Conn>) -> Self {
         Self { hub, ns, conn }
@@ -151,6 +189,89 @@ impl Socket {
     /// The hub this connection belongs to.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// Stores a value of type `T` on this connection (NestJS's `client.data.user = …`),
+    /// returning the one it replaces. Every handler, guard and hook of the connection sees it
+    /// from then on ([`get`](Self::get), the [`SocketExt`](crate::SocketExt) extractor); it
+    /// lives as long as the connection. Set it in [`on_connect`](crate::HubBuilder::on_connect)
+    /// or a guard:
+    ///
+    /// ```
+    /// use tower_realtime::{Hub, Socket, SocketExt};
+    ///
+    /// #[derive(Clone)]
+    /// struct Nick(String);
+    ///
+    /// let hub = Hub::builder()
+    ///     .on_connect(|socket: Socket| async move {
+    ///         socket.insert(Nick(socket.user_id().unwrap_or("guest").to_owned()));
+    ///     })
+    ///     .on("whoami", |SocketExt(Nick(nick)): SocketExt<Nick>| async move { nick })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    ///
+    /// A connection that stores nothing allocates nothing. Each value is kept by its type:
+    /// use a type of your own (a newtype) rather than `String` or `u64`. Socket.IO sockets in
+    /// two namespaces of one client are two connections, each with its own state.
+    pub fn insert<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.conn.write_state(|state| state.insert(value))
+    }
+
+    /// A clone of the value of type `T` stored on this connection, if any.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.conn.read_state(|state| state.get_mut::<T>().map(|t| t.clone()))
+    }
+
+    /// Takes the value of type `T` off this connection.
+    pub fn remove<T: Send + Sync + 'static>(&self) -> Option<T> {
+        self.conn.read_state(|state| state.remove())
+    }
+
+    /// Runs `f` on the value of type `T` stored on this connection, in place (`None` when
+    /// there is none): for a counter or a map that handlers update.
+    ///
+    /// `f` runs under the lock of the connection's state: it must not call the state methods
+    /// of the same socket (that would deadlock), and should be quick.
+    pub fn with<T: Send + Sync + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.conn.read_state(|state| state.get_mut::<T>().map(f))
+    }
+
+    /// Stores a serializable value as this connection's data (JSON), replacing the previous
+    /// one. Unlike the typed values of [`insert`](Self::insert), the data is readable by
+    /// connection id from anywhere: [`Hub::connection_data`] on this node and, in a cluster,
+    /// `Hub::cluster_connection_data` from any node.
+    ///
+    /// ```
+    /// # fn f(socket: tower_realtime::Socket) -> Result<(), serde_json::Error> {
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Profile { name: String, lang: String }
+    ///
+    /// socket.set_data(&Profile { name: "ada".into(), lang: "en".into() })?;
+    /// let profile: Option<Profile> = socket.data();
+    /// # Ok(()) }
+    /// ```
+    pub fn set_data<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), serde_json::Error> {
+        let value = serde_json::to_value(data)?;
+        self.conn.write_state(|state| state.data = Some(value));
+        Ok(())
+    }
+
+    /// This connection's data as a `T`: `None` when none was set, or when it does not
+    /// deserialize into a `T` ([`data_value`](Self::data_value) gives it as it is).
+    pub fn data<T: DeserializeOwned>(&self) -> Option<T> {
+        T::deserialize(self.data_value()?).ok()
+    }
+
+    /// This connection's data as JSON, if any was set.
+    pub fn data_value(&self) -> Option<Value> {
+        self.conn.read_state(|state| state.data.clone())
+    }
+
+    /// Takes this connection's data off it.
+    pub fn remove_data(&self) -> Option<Value> {
+        self.conn.read_state(|state| state.data.take())
     }
 
     /// Joins a room of this namespace. `Ok(false)` when already in it; an error when the room
@@ -285,14 +406,23 @@ impl Socket {
         ok
     }
 
-    /// Answers the client's request `id` with the handler's reply.
-    pub(crate) fn send_reply(&self, id: u64, reply: Reply) {
-        match self.conn.proto {
-            Proto::Native => {
+    /// Answers the client's request with the handler's reply: the ack of request `id`; for a
+    /// native request without an id, the reply itself when it is a frame (a JSON object with
+    /// a string `event`, as a NestJS handler returns), else nothing.
+    pub(crate) fn send_reply(&self, ack: Option<u64>, reply: Reply) {
+        match (self.conn.proto, ack) {
+            (Proto::Native, Some(id)) => {
                 self.send_frame(Message::Text(native::encode_ack(id, &reply.data)));
             }
+            (Proto::Native, None) => {
+                if native::is_frame(&reply.data) {
+                    self.send_frame(Message::Text(reply.data.to_string().into()));
+                }
+            }
             #[cfg(feature = "socketio")]
-            Proto::SocketIo => {
+            (Proto::SocketIo, None) => {}
+            #[cfg(feature = "socketio")]
+            (Proto::SocketIo, Some(id)) => {
                 let args = match reply.data {
                     Value::Array(args) if reply.many => args,
                     one => vec![one],
@@ -304,15 +434,19 @@ impl Socket {
         }
     }
 
-    /// Sends an `error` event to this connection, answering `ack` when given. A Socket.IO
-    /// client's ack callback gets the error object as its argument.
+    /// Sends an `error` event to this connection, answering `ack` when given: for a native
+    /// client, under the name and in the body style of the hub's
+    /// [`Config::error_event`](crate::Config::error_event). A Socket.IO client's ack callback
+    /// gets the error object as its argument.
     pub(crate) fn send_error(&self, ack: Option<u64>, error: ErrorEvent) {
         if let Some(detail) = error.detail() {
             tracing::error!(conn = %self.conn.id, %detail, "internal error answered with an error event");
         }
         match self.conn.proto {
             Proto::Native => {
-                self.send_frame(Message::Text(native::encode_error(ack, &error.to_value())));
+                let cfg = self.hub.config();
+                let body = error.body(cfg.error_style);
+                self.send_frame(Message::Text(native::encode_error(&cfg.error_event, ack, &body)));
             }
             #[cfg(feature = "socketio")]
             Proto::SocketIo => {

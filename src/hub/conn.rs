@@ -3,6 +3,7 @@
 //! into its queue and never learns how the bytes leave.
 
 use std::{
+    any::{Any, TypeId},
     collections::HashMap,
     net::IpAddr,
     sync::{atomic::Ordering, Arc},
@@ -61,6 +62,31 @@ pub(crate) struct Conn {
     pub(crate) recovery: Option<Box<Recovery>>,
     /// The client address the connection counts under (per-address limits), if it does.
     pub(crate) addr: Option<IpAddr>,
+    /// What the app stored on the connection; allocated on the first store only.
+    state: Mutex<Option<Box<ConnState>>>,
+}
+
+/// The app's per-connection state: typed values, and a JSON value the cluster can read.
+#[derive(Default)]
+pub(crate) struct ConnState {
+    typed: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    pub(crate) data: Option<Value>,
+}
+
+impl ConnState {
+    pub(crate) fn get_mut<T: Send + Sync + 'static>(&mut self) -> Option<&mut T> {
+        self.typed.get_mut(&TypeId::of::<T>())?.downcast_mut()
+    }
+
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) -> Option<T> {
+        let old = self.typed.insert(TypeId::of::<T>(), Box::new(value))?;
+        old.downcast().ok().map(|b| *b)
+    }
+
+    pub(crate) fn remove<T: Send + Sync + 'static>(&mut self) -> Option<T> {
+        let old = self.typed.remove(&TypeId::of::<T>())?;
+        old.downcast().ok().map(|b| *b)
+    }
 }
 
 #[derive(Default)]
@@ -105,7 +131,18 @@ impl Conn {
             acks: Mutex::default(),
             recovery,
             addr,
+            state: Mutex::new(None),
         })
+    }
+
+    /// Reads the app's state under its lock (`None` when nothing was ever stored).
+    pub(crate) fn read_state<R>(&self, f: impl FnOnce(&mut ConnState) -> Option<R>) -> Option<R> {
+        self.state.lock().as_deref_mut().and_then(f)
+    }
+
+    /// Changes the app's state under its lock, allocating it on the first store.
+    pub(crate) fn write_state<R>(&self, f: impl FnOnce(&mut ConnState) -> R) -> R {
+        f(self.state.lock().get_or_insert_with(Box::default))
     }
 
     /// Queues a frame without waiting. Returns whether it was queued; on a full queue the

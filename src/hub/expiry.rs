@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::{sync::Notify, time::Instant};
 
 use super::{emit::Packet, Conn, ConnectionId, Hub, HubInner, NsInner};
-use crate::protocol::close_code;
+use crate::{protocol::close_code, ErrorEvent, Socket};
 
 use crate::protocol::TOKEN_EXPIRING_EVENT as EXPIRING_EVENT;
 
@@ -168,12 +168,10 @@ async fn sweep(hub: Weak<HubInner>, wake: Arc<Notify>) {
                         tell(&hub, &ns, &conn, EXPIRING_EVENT, &data);
                     }
                     Act::Expire(ns, conn) => {
-                        let error = json!({
-                            "status": "token_expired",
-                            "message": "token expired",
-                            "code": close_code::TOKEN_EXPIRED,
-                        });
-                        tell(&hub, &ns, &conn, "error", &error);
+                        let error = ErrorEvent::new("token expired")
+                            .with_status("token_expired")
+                            .with_field("code", close_code::TOKEN_EXPIRED);
+                        Socket::new(hub.clone(), ns, conn.clone()).send_error(None, error);
                         if cfg.close_on_token_expiry {
                             tracing::debug!(conn = %conn.id, "token expired: closing the connection");
                             conn.request_close(close_code::TOKEN_EXPIRED, "token expired");

@@ -201,10 +201,19 @@ pub fn encode_ack(id: u64, data: &Value) -> Utf8Bytes {
     into_utf8(buf)
 }
 
-/// Encodes an error event, answering the request `ack` when it had an id.
-pub fn encode_error(ack: Option<u64>, data: &Value) -> Utf8Bytes {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(b"{\"event\":\"error\",\"data\":");
+/// Whether a handler's reply is a frame of its own: a JSON object with a string `event` (what
+/// a NestJS handler returns, `{"event": "joinedRoom", "room": "general"}`).
+pub fn is_frame(reply: &Value) -> bool {
+    reply.get("event").is_some_and(Value::is_string)
+}
+
+/// Encodes an error event named `event` (`error` by default), answering the request `ack`
+/// when it had an id.
+pub fn encode_error(event: &str, ack: Option<u64>, data: &Value) -> Utf8Bytes {
+    let mut buf = Vec::with_capacity(64 + event.len());
+    buf.extend_from_slice(b"{\"event\":");
+    let _ = serde_json::to_writer(&mut buf, event);
+    buf.extend_from_slice(b",\"data\":");
     let _ = serde_json::to_writer(&mut buf, data);
     if let Some(id) = ack {
         let _ = write!(buf, ",\"ack\":{id}");
@@ -322,9 +331,20 @@ mod tests {
         );
         assert_eq!(encode_ack(3, &Value::Null).as_str(), r#"{"ack":3,"data":null}"#);
         assert_eq!(
-            encode_error(Some(2), &json!({"status":"error"})).as_str(),
+            encode_error("error", Some(2), &json!({"status":"error"})).as_str(),
             r#"{"event":"error","data":{"status":"error"},"ack":2}"#
         );
-        assert_eq!(encode_error(None, &json!(1)).as_str(), r#"{"event":"error","data":1}"#);
+        assert_eq!(
+            encode_error("error", None, &json!(1)).as_str(),
+            r#"{"event":"error","data":1}"#
+        );
+        assert_eq!(
+            encode_error("exception", None, &json!({"status":"error","message":"no"})).as_str(),
+            r#"{"event":"exception","data":{"status":"error","message":"no"}}"#
+        );
+        assert!(is_frame(&json!({"event":"joinedRoom","room":"general"})));
+        for not in [json!({"event":1}), json!({"data":1}), json!("event"), Value::Null] {
+            assert!(!is_frame(&not), "{not}");
+        }
     }
 }
