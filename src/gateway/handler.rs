@@ -127,8 +127,9 @@ impl FromEvent for Value {
 /// imported by mistake the handler does not compile, with this message:
 ///
 /// ```text
-/// error[E0277]: `{async fn handler}` is not an event handler
-///    = note: axum's `State` and `Json` are not extractors here: use `tower_realtime::State` ...
+/// error[E0277]: `fn(axum::extract::State<u32>) -> impl Future<Output = String> {count}` is not an event handler
+///   = note: a handler is an async fn (or closure) of at most 6 arguments, each an extractor (`FromEvent`): ...
+///   = note: axum's `State` and `Json` are not extractors here: use `tower_realtime::State` and `tower_realtime::Data` (`tower_realtime::Json` for replies)
 /// ```
 ///
 /// Importing both, rename one: `use axum::extract::State as AxumState;`.
@@ -338,11 +339,14 @@ impl<T: IntoReply, E: IntoErrorEvent> IntoReply for Result<T, E> {
 /// let hub = tower_realtime::Hub::builder().on("double", double).build();
 /// ```
 ///
-/// The compiler says so, and lists the extractors:
+/// The compiler says so, and lists the extractors and the return types (it names the
+/// function, not the argument: check each argument against the list):
 ///
 /// ```text
 /// error[E0277]: `fn(u32) -> impl Future<Output = String> {double}` is not an event handler
-///    = note: every argument must be an extractor (`FromEvent`): Socket, Hub, Data<T>, ...
+///   = note: a handler is an async fn (or closure) of at most 6 arguments, each an extractor (`FromEvent`): Socket, Hub, Data<T>, Args, Attachments, serde_json::Value, State<S>, SocketExt<T>, Valid<T>
+///   = note: it returns something `IntoReply`: (), String, &'static str, serde_json::Value, Json<T>, Reply, or a Result of one and an `IntoErrorEvent`
+///   = note: axum's `State` and `Json` are not extractors here: ...
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event handler",

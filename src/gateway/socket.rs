@@ -212,7 +212,10 @@ impl Socket {
     /// # drop(hub);
     /// ```
     ///
-    /// A connection that stores nothing allocates nothing. Each value is kept by its type:
+    /// A connection that stores nothing allocates nothing. A connection recovering a session
+    /// (see [`HubBuilder::history`](crate::HubBuilder::history)) starts with no state: its
+    /// `on_connect` and connect guards run again, and what they store is there again; what a
+    /// handler stored on the old connection is not. Each value is kept by its type:
     /// use a type of your own (a newtype) rather than `String` or `u64`. Socket.IO sockets in
     /// two namespaces of one client are two connections, each with its own state.
     pub fn insert<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {

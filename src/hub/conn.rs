@@ -274,3 +274,13 @@ impl Conn {
         std::mem::take(&mut *self.rooms.lock())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_costs_a_connection_that_stores_nothing_one_word_and_a_lock() {
+        assert_eq!(std::mem::size_of::<Mutex<Option<Box<ConnState>>>>(), 16);
+    }
+}

@@ -340,7 +340,7 @@ mod tests {
         );
         assert_eq!(
             encode_error("exception", None, &json!({"status":"error","message":"no"})).as_str(),
-            r#"{"event":"exception","data":{"status":"error","message":"no"}}"#
+            r#"{"event":"exception","data":{"message":"no","status":"error"}}"#
         );
         assert!(is_frame(&json!({"event":"joinedRoom","room":"general"})));
         for not in [json!({"event":1}), json!({"data":1}), json!("event"), Value::Null] {
