@@ -283,7 +283,8 @@ async fn a_nestjs_ws_client_in_node() {
     }
     let hub = nestjs_hub();
     let addr = serve_hub(&hub).await;
-    run_node("nestjs-ws.test.mjs", vec![("URL", format!("ws://{addr}/ws"))]).await;
+    let out = run_node("nestjs-ws.test.mjs", vec![("URL", format!("ws://{addr}/ws"))]).await;
+    assert!(out.contains("pass 1") && out.contains("fail 0"), "{out}");
 }
 
 #[cfg(feature = "redis")]

@@ -24,13 +24,6 @@ impl Hub {
             Some(Socket::new(self.clone(), ns.clone(), conn))
         })
     }
-
-    /// The data a connection of this node stored with [`Socket::set_data`] (`None` when the
-    /// connection is not here or set none). In a cluster, `cluster_connection_data` asks
-    /// every node.
-    pub fn connection_data(&self, id: ConnectionId) -> Option<Value> {
-        self.socket(id)?.data_value()
-    }
 }
 
 impl Namespace {
@@ -219,17 +212,17 @@ impl Socket {
     /// use a type of your own (a newtype) rather than `String` or `u64`. Socket.IO sockets in
     /// two namespaces of one client are two connections, each with its own state.
     pub fn insert<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
-        self.conn.write_state(|state| state.insert(value))
+        self.conn.write_state(|state| state.typed.insert(value))
     }
 
     /// A clone of the value of type `T` stored on this connection, if any.
     pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.conn.read_state(|state| state.get_mut::<T>().map(|t| t.clone()))
+        self.conn.read_state(|state| state.typed.get::<T>().cloned())
     }
 
     /// Takes the value of type `T` off this connection.
     pub fn remove<T: Send + Sync + 'static>(&self) -> Option<T> {
-        self.conn.read_state(|state| state.remove())
+        self.conn.read_state(|state| state.typed.remove())
     }
 
     /// Runs `f` on the value of type `T` stored on this connection, in place (`None` when
@@ -238,7 +231,7 @@ impl Socket {
     /// `f` runs under the lock of the connection's state: it must not call the state methods
     /// of the same socket (that would deadlock), and should be quick.
     pub fn with<T: Send + Sync + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        self.conn.read_state(|state| state.get_mut::<T>().map(f))
+        self.conn.read_state(|state| state.typed.get_mut::<T>().map(f))
     }
 
     /// Stores a serializable value as this connection's data (JSON), replacing the previous
@@ -269,7 +262,7 @@ impl Socket {
 
     /// This connection's data as JSON, if any was set.
     pub fn data_value(&self) -> Option<Value> {
-        self.conn.read_state(|state| state.data.clone())
+        self.conn.data()
     }
 
     /// Takes this connection's data off it.

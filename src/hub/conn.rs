@@ -3,7 +3,6 @@
 //! into its queue and never learns how the bytes leave.
 
 use std::{
-    any::{Any, TypeId},
     collections::HashMap,
     net::IpAddr,
     sync::{atomic::Ordering, Arc},
@@ -16,7 +15,7 @@ use tokio::sync::oneshot;
 use super::{
     history::{Offer, Recovery},
     registry::Join,
-    ConnectionId, Hub,
+    ConnectionId, Extensions, Hub,
 };
 use crate::{auth::Identity, config::SlowConsumerPolicy, outbox, protocol::close_code};
 
@@ -69,24 +68,8 @@ pub(crate) struct Conn {
 /// The app's per-connection state: typed values, and a JSON value the cluster can read.
 #[derive(Default)]
 pub(crate) struct ConnState {
-    typed: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    pub(crate) typed: Extensions,
     pub(crate) data: Option<Value>,
-}
-
-impl ConnState {
-    pub(crate) fn get_mut<T: Send + Sync + 'static>(&mut self) -> Option<&mut T> {
-        self.typed.get_mut(&TypeId::of::<T>())?.downcast_mut()
-    }
-
-    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) -> Option<T> {
-        let old = self.typed.insert(TypeId::of::<T>(), Box::new(value))?;
-        old.downcast().ok().map(|b| *b)
-    }
-
-    pub(crate) fn remove<T: Send + Sync + 'static>(&mut self) -> Option<T> {
-        let old = self.typed.remove(&TypeId::of::<T>())?;
-        old.downcast().ok().map(|b| *b)
-    }
 }
 
 #[derive(Default)]
@@ -138,6 +121,11 @@ impl Conn {
     /// Reads the app's state under its lock (`None` when nothing was ever stored).
     pub(crate) fn read_state<R>(&self, f: impl FnOnce(&mut ConnState) -> Option<R>) -> Option<R> {
         self.state.lock().as_deref_mut().and_then(f)
+    }
+
+    /// The app's JSON data for this connection, if any.
+    pub(crate) fn data(&self) -> Option<Value> {
+        self.read_state(|state| state.data.clone())
     }
 
     /// Changes the app's state under its lock, allocating it on the first store.
