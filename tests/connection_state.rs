@@ -332,3 +332,19 @@ async fn connection_data_is_readable_from_another_node() {
     assert_eq!(none.value, None);
     assert!(!none.partial);
 }
+
+#[tokio::test]
+async fn the_token_expiry_error_follows_the_configured_error_event() {
+    let hub = Hub::builder()
+        .auth(JwtAuth::hs256(SECRET).leeway(Duration::ZERO))
+        .configure(|c| c.token_expiry_warning = None)
+        .error_event("exception", ErrorStyle::NestJs)
+        .build();
+    let addr = serve_hub(&hub).await;
+    let mut c = connect_token(addr, &sign(&json!({ "sub": "alice", "exp": now() + 2 }))).await;
+    assert_eq!(
+        c.next_frame().await,
+        json!({ "event": "exception", "data": { "status": "error", "message": "token expired" } })
+    );
+    assert_eq!(u16::from(c.expect_close().await.unwrap().code), 4003);
+}

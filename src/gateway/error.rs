@@ -4,8 +4,6 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::config::ErrorStyle;
-
 /// An `error` event: `{"status": "error", "message": …}` plus any extra fields.
 ///
 /// Handlers return it (or any type that implements [`IntoErrorEvent`]) as the error of a
@@ -69,14 +67,6 @@ impl ErrorEvent {
     /// The logged detail of an internal error.
     pub fn detail(&self) -> Option<&str> {
         self.detail.as_deref()
-    }
-
-    /// The event's data in a native connection's [`ErrorStyle`].
-    pub(crate) fn body(&self, style: ErrorStyle) -> Value {
-        match style {
-            ErrorStyle::NestJs => serde_json::json!({ "status": "error", "message": self.message }),
-            _ => self.to_value(),
-        }
     }
 
     /// The event's data, as sent: `{"status", "message", ...fields}`.

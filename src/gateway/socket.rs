@@ -440,9 +440,8 @@ impl Socket {
         }
         match self.conn.proto {
             Proto::Native => {
-                let cfg = self.hub.config();
-                let body = error.body(cfg.error_style);
-                self.send_frame(Message::Text(native::encode_error(&cfg.error_event, ack, &body)));
+                let frame = native::encode_error_as(self.hub.config(), ack, &error.to_value());
+                self.send_frame(Message::Text(frame));
             }
             #[cfg(feature = "socketio")]
             Proto::SocketIo => {

@@ -18,9 +18,10 @@ use std::{
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::{sync::Notify, time::Instant};
+use tokio_tungstenite::tungstenite::Message;
 
-use super::{emit::Packet, Conn, ConnectionId, Hub, HubInner, NsInner};
-use crate::{protocol::close_code, ErrorEvent, Socket};
+use super::{emit::Packet, Conn, ConnectionId, Hub, HubInner, NsInner, Proto};
+use crate::protocol::{close_code, native};
 
 use crate::protocol::TOKEN_EXPIRING_EVENT as EXPIRING_EVENT;
 
@@ -168,10 +169,18 @@ async fn sweep(hub: Weak<HubInner>, wake: Arc<Notify>) {
                         tell(&hub, &ns, &conn, EXPIRING_EVENT, &data);
                     }
                     Act::Expire(ns, conn) => {
-                        let error = ErrorEvent::new("token expired")
-                            .with_status("token_expired")
-                            .with_field("code", close_code::TOKEN_EXPIRED);
-                        Socket::new(hub.clone(), ns, conn.clone()).send_error(None, error);
+                        let error = json!({
+                            "status": "token_expired",
+                            "message": "token expired",
+                            "code": close_code::TOKEN_EXPIRED,
+                        });
+                        match conn.proto {
+                            Proto::Native => {
+                                conn.send(&hub, Message::Text(native::encode_error_as(cfg, None, &error)));
+                            }
+                            #[cfg(feature = "socketio")]
+                            Proto::SocketIo => tell(&hub, &ns, &conn, "error", &error),
+                        }
                         if cfg.close_on_token_expiry {
                             tracing::debug!(conn = %conn.id, "token expired: closing the connection");
                             conn.request_close(close_code::TOKEN_EXPIRED, "token expired");

@@ -13,6 +13,8 @@ use serde::{
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::config::{Config, ErrorStyle};
+
 /// One decoded client frame: an event, or the answer to an event the server sent with an id.
 ///
 /// The frame is parsed once, into [`Value`]s; handlers deserialize their typed payload from
@@ -207,6 +209,19 @@ pub fn is_frame(reply: &Value) -> bool {
     reply.get("event").is_some_and(Value::is_string)
 }
 
+/// Encodes an error event as the hub's config says: named
+/// [`Config::error_event`](crate::Config::error_event), its body `data` (`{"status",
+/// "message", …}`) in [`Config::error_style`](crate::Config::error_style).
+pub(crate) fn encode_error_as(cfg: &Config, ack: Option<u64>, data: &Value) -> Utf8Bytes {
+    match cfg.error_style {
+        ErrorStyle::NestJs => {
+            let body = serde_json::json!({ "status": "error", "message": data["message"] });
+            encode_error(&cfg.error_event, ack, &body)
+        }
+        _ => encode_error(&cfg.error_event, ack, data),
+    }
+}
+
 /// Encodes an error event named `event` (`error` by default), answering the request `ack`
 /// when it had an id.
 pub fn encode_error(event: &str, ack: Option<u64>, data: &Value) -> Utf8Bytes {
@@ -340,6 +355,18 @@ mod tests {
         );
         assert_eq!(
             encode_error("exception", None, &json!({"status":"error","message":"no"})).as_str(),
+            r#"{"event":"exception","data":{"message":"no","status":"error"}}"#
+        );
+        let error = json!({"status":"forbidden","message":"no","code":7});
+        let mut cfg = Config::default();
+        assert_eq!(
+            encode_error_as(&cfg, Some(1), &error).as_str(),
+            r#"{"event":"error","data":{"code":7,"message":"no","status":"forbidden"},"ack":1}"#
+        );
+        cfg.error_event = "exception".into();
+        cfg.error_style = ErrorStyle::NestJs;
+        assert_eq!(
+            encode_error_as(&cfg, None, &error).as_str(),
             r#"{"event":"exception","data":{"message":"no","status":"error"}}"#
         );
         assert!(is_frame(&json!({"event":"joinedRoom","room":"general"})));
