@@ -18,7 +18,7 @@ use std::{
 use crate::address::AddressSource;
 use crate::{
     auth::Authenticator,
-    config::{Config, RateLimit},
+    config::{Config, ErrorStyle, RateLimit},
     gateway::{ConnectGuard, Gateway, Guard, Handler, IntoConnectResult, RawMessage, Socket},
     hub::{
         dynamic::{Dynamic, Matcher, Pattern},
@@ -499,6 +499,22 @@ impl HubBuilder {
     /// Changes some limits: `.configure(|c| c.max_connections_per_user = 50)`.
     pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
+        self
+    }
+
+    /// Names the error event native clients get ([`Config::error_event`], default `"error"`)
+    /// and chooses its body ([`Config::error_style`]). For NestJS `@nestjs/platform-ws`
+    /// clients, which listen for `exception` with `{"status":"error","message":…}`:
+    ///
+    /// ```
+    /// use tower_realtime::{ErrorStyle, Hub};
+    ///
+    /// let hub = Hub::builder().error_event("exception", ErrorStyle::NestJs).build();
+    /// # drop(hub);
+    /// ```
+    pub fn error_event(mut self, name: impl Into<String>, style: ErrorStyle) -> Self {
+        self.config.error_event = name.into();
+        self.config.error_style = style;
         self
     }
 

@@ -17,6 +17,19 @@ pub enum SlowConsumerPolicy {
     DropMessage,
 }
 
+/// The body of a native client's error event ([`Config::error_style`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ErrorStyle {
+    /// `{"status": …, "message": …}` plus the error's extra fields (for example `"code"`,
+    /// `"errors"`), the status as the [`ErrorEvent`](crate::ErrorEvent) says. The default.
+    #[default]
+    Detailed,
+    /// NestJS's `{"status": "error", "message": …}`, as its `BaseWsExceptionFilter` sends: the
+    /// status is always `"error"` and extra fields are left out.
+    NestJs,
+}
+
 /// Limits and timeouts of a [`Hub`](crate::Hub), each with its default.
 ///
 /// | setting | default | what happens past it |
@@ -120,6 +133,12 @@ pub struct Config {
     /// `4003`; an `error` event with status `token_expired` goes first either way). Only
     /// identities with an expiry have one ([`JwtAuth`](crate::JwtAuth) sets it from `exp`).
     pub close_on_token_expiry: bool,
+    /// The name of the error event a native client gets (default `"error"`; NestJS's
+    /// `@nestjs/platform-ws` clients listen for `"exception"`). Socket.IO clients always get
+    /// `error`.
+    pub error_event: String,
+    /// The body of a native client's error event (default [`ErrorStyle::Detailed`]).
+    pub error_style: ErrorStyle,
 }
 
 impl Default for Config {
@@ -150,6 +169,8 @@ impl Default for Config {
             header_read_timeout: Duration::from_secs(10),
             token_expiry_warning: Some(Duration::from_secs(30)),
             close_on_token_expiry: true,
+            error_event: "error".to_owned(),
+            error_style: ErrorStyle::Detailed,
         }
     }
 }

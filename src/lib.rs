@@ -122,12 +122,12 @@ pub use auth::{
     identity::{AuthError, AuthRequest, Identity},
 };
 pub use builder::{HubBuilder, NamespaceBuilder};
-pub use config::{Config, RateLimit, SlowConsumerPolicy};
+pub use config::{Config, ErrorStyle, RateLimit, SlowConsumerPolicy};
 #[cfg(feature = "validate")]
 pub use gateway::Valid;
 pub use gateway::{
     Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, EventName, FromEvent, Guard, GuardContext,
-    Handler, IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, State,
+    Handler, IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, SocketExt, State,
 };
 pub use hub::{
     AckEmit, AckError, AckResponse, AckResponses, ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter,

@@ -68,6 +68,13 @@ pub enum Query {
         /// The connection.
         conn: u64,
     },
+    /// The data a connection stored with [`Socket::set_data`](crate::Socket::set_data)
+    /// (answer: an array holding it, empty when the connection is not on the answering node
+    /// or set none).
+    ConnectionData {
+        /// The connection.
+        conn: u64,
+    },
     /// How many connections the node has (answer: a number), in one namespace or, with
     /// `None`, in all. A node without the namespace answers any query about it with `[]`
     /// (nothing).

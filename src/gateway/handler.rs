@@ -40,7 +40,18 @@ impl EventContext {
     }
 }
 
-/// Something a handler can take as an argument.
+/// Something a handler can take as an argument: an extractor.
+///
+/// The extractors: [`Socket`], [`Hub`](crate::Hub), [`Data<T>`], [`Args`], [`Attachments`],
+/// [`serde_json::Value`], [`State<S>`], [`SocketExt<T>`](crate::SocketExt) and (feature
+/// `validate`) [`Valid<T>`](crate::Valid). Implement it for a type of your own to extract
+/// something else from the [`EventContext`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an extractor: a handler's arguments must implement `FromEvent`",
+    label = "not an extractor",
+    note = "the extractors are Socket, Hub, Data<T>, Args, Attachments, serde_json::Value, State<S>, SocketExt<T> and Valid<T> (tower_realtime's)",
+    note = "axum's `State` and `Json` are not extractors here: use `tower_realtime::State` and `tower_realtime::Data` (`tower_realtime::Json` is for replies)"
+)]
 pub trait FromEvent: Sized {
     /// Extracts the argument, or refuses the call with an `error` event.
     fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent>;
@@ -146,6 +157,36 @@ impl FromEvent for Value {
 }
 
 /// App state registered with [`HubBuilder::state`](crate::HubBuilder::state).
+///
+/// Not axum's `State` (`axum::extract::State`), though it works the same way: a handler of
+/// this crate takes `tower_realtime::State`, and the state comes from
+/// [`HubBuilder::state`](crate::HubBuilder::state), not from axum's router. With axum's
+/// imported by mistake the handler does not compile, with this message:
+///
+/// ```text
+/// error[E0277]: `fn(axum::extract::State<u32>) -> impl Future<Output = String> {count}` is not an event handler
+///   = note: a handler is an async fn (or closure) of at most 6 arguments, each an extractor (`FromEvent`): ...
+///   = note: axum's `State` and `Json` are not extractors here: use `tower_realtime::State` and `tower_realtime::Data` (`tower_realtime::Json` for replies)
+/// ```
+///
+/// Importing both, rename one: `use axum::extract::State as AxumState;`.
+///
+/// ```compile_fail
+/// use axum::extract::State; // axum's, not tower_realtime's
+///
+/// async fn count(State(n): State<u32>) -> String { n.to_string() }
+///
+/// let hub = tower_realtime::Hub::builder().state(1u32).on("count", count).build();
+/// ```
+///
+/// ```
+/// use tower_realtime::State;
+///
+/// async fn count(State(n): State<u32>) -> String { n.to_string() }
+///
+/// let hub = tower_realtime::Hub::builder().state(1u32).on("count", count).build();
+/// # drop(hub);
+/// ```
 #[derive(Debug, Clone)]
 pub struct State<S>(pub S);
 
@@ -161,7 +202,71 @@ impl<S: Clone + Send + Sync + 'static> FromEvent for State<S> {
     }
 }
 
+/// A value stored on the calling connection with [`Socket::insert`] (in
+/// [`on_connect`](crate::HubBuilder::on_connect), a guard, or an earlier handler), cloned.
+///
+/// Not axum's `Extension` (request extensions): this is per connection, and lives as long as
+/// it. When the connection has no `T` the handler does not run and the client gets an
+/// [internal](ErrorEvent::internal) error (the log says which type was missing): storing it is
+/// the server's job. For a value that may be absent, call [`Socket::get`] instead.
+///
+/// ```
+/// use tower_realtime::{ErrorEvent, GuardContext, Hub, SocketExt};
+///
+/// #[derive(Clone)]
+/// struct Member { room: String }
+///
+/// fn member(ctx: &GuardContext<'_>) -> Result<(), ErrorEvent> {
+///     let room = ctx.data()["room"].as_str().ok_or_else(|| ErrorEvent::new("no room"))?;
+///     ctx.socket().insert(Member { room: room.to_owned() });
+///     Ok(())
+/// }
+///
+/// let hub = Hub::builder()
+///     .on_guarded("post", member, |SocketExt(m): SocketExt<Member>| async move { m.room })
+///     .build();
+/// # drop(hub);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SocketExt<T>(pub T);
+
+impl<T: Clone + Send + Sync + 'static> FromEvent for SocketExt<T> {
+    fn from_event(ctx: &mut EventContext) -> Result<Self, ErrorEvent> {
+        match ctx.socket.get::<T>() {
+            Some(value) => Ok(SocketExt(value)),
+            None => Err(ErrorEvent::internal(format!(
+                "no {} on this connection: store it with Socket::insert (in on_connect or a guard) before `{}` runs",
+                std::any::type_name::<T>(),
+                ctx.event
+            ))),
+        }
+    }
+}
+
 /// A reply serialized with serde: return `Json(value)` from a handler to ack with it.
+///
+/// Not axum's `Json`, and a reply only: a handler takes its payload as [`Data<T>`]. axum's
+/// `Json` as an argument or as the return value does not compile (the message says the
+/// function is not an event handler, with a note on axum's types).
+///
+/// ```compile_fail
+/// async fn echo(axum::Json(v): axum::Json<serde_json::Value>) -> axum::Json<serde_json::Value> {
+///     axum::Json(v)
+/// }
+///
+/// let hub = tower_realtime::Hub::builder().on("echo", echo).build();
+/// ```
+///
+/// ```
+/// use tower_realtime::{Data, Json};
+///
+/// async fn echo(Data(v): Data<serde_json::Value>) -> Json<serde_json::Value> {
+///     Json(v)
+/// }
+///
+/// let hub = tower_realtime::Hub::builder().on("echo", echo).build();
+/// # drop(hub);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Json<T>(pub T);
 
@@ -224,6 +329,11 @@ impl Reply {
 }
 
 /// What a handler returns: the ack's data, or an error event.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler's return value: it does not implement `IntoReply`",
+    note = "a handler returns (), String, &'static str, serde_json::Value, Json<T>, Reply, or a Result of one of them and an error implementing IntoErrorEvent",
+    note = "axum's `Json` is not a reply here: use `tower_realtime::Json`"
+)]
 pub trait IntoReply {
     /// The ack, or the error the client gets.
     fn into_reply(self) -> Result<Reply, ErrorEvent>;
@@ -282,6 +392,32 @@ impl<T: IntoReply, E: IntoErrorEvent> IntoReply for Result<T, E> {
 
 /// An async function usable as an event handler: up to six [`FromEvent`] arguments,
 /// returning anything that is [`IntoReply`].
+///
+/// A function with an argument that is not an extractor is not a handler:
+///
+/// ```compile_fail
+/// // `u32` is not an extractor: the payload is taken as `Data<u32>`.
+/// async fn double(n: u32) -> String { (n * 2).to_string() }
+///
+/// let hub = tower_realtime::Hub::builder().on("double", double).build();
+/// ```
+///
+/// The compiler says so, and lists the extractors and the return types (it names the
+/// function, not the argument: check each argument against the list):
+///
+/// ```text
+/// error[E0277]: `fn(u32) -> impl Future<Output = String> {double}` is not an event handler
+///   = note: a handler is an async fn (or closure) of at most 6 arguments, each an extractor (`FromEvent`): Socket, Hub, Data<T>, Args, Attachments, serde_json::Value, State<S>, SocketExt<T>, Valid<T>
+///   = note: it returns something `IntoReply`: (), String, &'static str, serde_json::Value, Json<T>, Reply, or a Result of one and an `IntoErrorEvent`
+///   = note: axum's `State` and `Json` are not extractors here: ...
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event handler",
+    label = "not an event handler",
+    note = "a handler is an async fn (or closure) of at most 6 arguments, each an extractor (`FromEvent`): Socket, Hub, Data<T>, Args, Attachments, serde_json::Value, State<S>, SocketExt<T>, Valid<T>",
+    note = "it returns something `IntoReply`: (), String, &'static str, serde_json::Value, Json<T>, Reply, or a Result of one and an `IntoErrorEvent`",
+    note = "axum's `State` and `Json` are not extractors here: use `tower_realtime::State` and `tower_realtime::Data` (`tower_realtime::Json` for replies)"
+)]
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
     /// Calls the handler.
     fn call(&self, ctx: EventContext) -> BoxFuture<'static, Result<Reply, ErrorEvent>>;

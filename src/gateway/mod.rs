@@ -13,7 +13,7 @@ mod valid;
 pub use error::{ErrorEvent, IntoErrorEvent};
 pub use guard::{ConnectGuard, Guard, GuardContext};
 pub use handler::{
-    Args, Attachments, Data, EventContext, EventName, FromEvent, Handler, IntoReply, Json, Reply, State,
+    Args, Attachments, Data, EventContext, EventName, FromEvent, Handler, IntoReply, Json, Reply, SocketExt, State,
 };
 pub use socket::{RawMessage, Socket};
 #[cfg(feature = "validate")]
@@ -104,7 +104,8 @@ pub(crate) struct Incoming {
 }
 
 impl Call {
-    /// Runs the handler and answers: the ack when the client asked for one, an `error` event
+    /// Runs the handler and answers: the ack when the client asked for one (without an id, a
+    /// native client gets a reply that is a frame of its own, NestJS's way), an `error` event
     /// when the handler failed or panicked (the panic is logged; the connection carries on).
     pub(crate) async fn run(self, socket: Socket) {
         use futures_util::FutureExt;
@@ -115,11 +116,7 @@ impl Call {
         #[cfg(feature = "metrics")]
         crate::hub::metrics::handler_latency(&self.event, started.elapsed());
         match outcome {
-            Ok(Ok(reply)) => {
-                if let Some(id) = ack {
-                    socket.send_reply(id, reply);
-                }
-            }
+            Ok(Ok(reply)) => socket.send_reply(ack, reply),
             Ok(Err(error)) => socket.send_error(ack, error),
             Err(panic) => {
                 let what = (panic.downcast_ref::<&str>().map(|s| s.to_string()))

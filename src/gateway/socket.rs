@@ -7,9 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-#[cfg(feature = "socketio")]
-use super::handler::Payload;
-use super::{ErrorEvent, Reply};
+use super::{handler::Payload, ErrorEvent, IntoErrorEvent, Reply};
 #[cfg(feature = "socketio")]
 use crate::protocol::socketio as sio;
 use crate::{
@@ -92,6 +90,37 @@ impl RawMessage {
     }
 }
 
+/// An ack that did not come fails the handler that waited for it: `?` on
+/// [`Socket::emit_with_ack`] works in a handler returning `Result<_, ErrorEvent>`. The client
+/// sees a timeout (status `"ack_timeout"`) or a disconnect as such; a payload that did not
+/// serialize is an [internal](ErrorEvent::internal) error.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_realtime::{ErrorEvent, Socket};
+///
+/// async fn delete(socket: Socket) -> Result<&'static str, ErrorEvent> {
+///     let sure: bool = socket.emit_with_ack("confirm", "delete?", Duration::from_secs(5)).await?;
+///     Ok(if sure { "deleted" } else { "kept" })
+/// }
+/// # let _ = tower_realtime::Hub::builder().on("delete", delete);
+/// ```
+impl From<AckError> for ErrorEvent {
+    fn from(error: AckError) -> Self {
+        match error {
+            AckError::Timeout => ErrorEvent::new(error.to_string()).with_status("ack_timeout"),
+            AckError::Disconnected | AckError::Deserialize(_) => ErrorEvent::new(error.to_string()),
+            AckError::Serialize(_) => ErrorEvent::internal(error),
+        }
+    }
+}
+
+impl IntoErrorEvent for AckError {
+    fn into_error_event(self) -> ErrorEvent {
+        self.into()
+    }
+}
+
 impl Socket {
     pub(crate) fn new(hub: Hub, ns: Arc<NsInner>, conn: Arc<Conn>) -> Self {
         Self { hub, ns, conn }
@@ -142,6 +171,92 @@ impl Socket {
     /// The hub this connection belongs to.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// Stores a value of type `T` on this connection (NestJS's `client.data.user = …`),
+    /// returning the one it replaces. Every handler, guard and hook of the connection sees it
+    /// from then on ([`get`](Self::get), the [`SocketExt`](crate::SocketExt) extractor); it
+    /// lives as long as the connection. Set it in [`on_connect`](crate::HubBuilder::on_connect)
+    /// or a guard:
+    ///
+    /// ```
+    /// use tower_realtime::{Hub, Socket, SocketExt};
+    ///
+    /// #[derive(Clone)]
+    /// struct Nick(String);
+    ///
+    /// let hub = Hub::builder()
+    ///     .on_connect(|socket: Socket| async move {
+    ///         socket.insert(Nick(socket.user_id().unwrap_or("guest").to_owned()));
+    ///     })
+    ///     .on("whoami", |SocketExt(Nick(nick)): SocketExt<Nick>| async move { nick })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    ///
+    /// A connection that stores nothing allocates nothing. A connection recovering a session
+    /// (see [`HubBuilder::history`](crate::HubBuilder::history)) starts with no state: its
+    /// `on_connect` and connect guards run again, and what they store is there again; what a
+    /// handler stored on the old connection is not. Each value is kept by its type:
+    /// use a type of your own (a newtype) rather than `String` or `u64`. Socket.IO sockets in
+    /// two namespaces of one client are two connections, each with its own state.
+    pub fn insert<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.conn.write_state(|state| state.typed.insert(value))
+    }
+
+    /// A clone of the value of type `T` stored on this connection, if any.
+    pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.conn.read_state(|state| state.typed.get::<T>().cloned())
+    }
+
+    /// Takes the value of type `T` off this connection.
+    pub fn remove<T: Send + Sync + 'static>(&self) -> Option<T> {
+        self.conn.read_state(|state| state.typed.remove())
+    }
+
+    /// Runs `f` on the value of type `T` stored on this connection, in place (`None` when
+    /// there is none): for a counter or a map that handlers update.
+    ///
+    /// `f` runs under the lock of the connection's state: it must not call the state methods
+    /// of the same socket (that would deadlock), and should be quick.
+    pub fn with<T: Send + Sync + 'static, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        self.conn.read_state(|state| state.typed.get_mut::<T>().map(f))
+    }
+
+    /// Stores a serializable value as this connection's data (JSON), replacing the previous
+    /// one. Unlike the typed values of [`insert`](Self::insert), the data is readable by
+    /// connection id from anywhere: [`Hub::connection_data`] on this node and, in a cluster,
+    /// `Hub::cluster_connection_data` from any node.
+    ///
+    /// ```
+    /// # fn f(socket: tower_realtime::Socket) -> Result<(), serde_json::Error> {
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Profile { name: String, lang: String }
+    ///
+    /// socket.set_data(&Profile { name: "ada".into(), lang: "en".into() })?;
+    /// let profile: Option<Profile> = socket.data();
+    /// # Ok(()) }
+    /// ```
+    pub fn set_data<T: Serialize + ?Sized>(&self, data: &T) -> Result<(), serde_json::Error> {
+        let value = serde_json::to_value(data)?;
+        self.conn.write_state(|state| state.data = Some(value));
+        Ok(())
+    }
+
+    /// This connection's data as a `T`: `None` when none was set, or when it does not
+    /// deserialize into a `T` ([`data_value`](Self::data_value) gives it as it is).
+    pub fn data<T: DeserializeOwned>(&self) -> Option<T> {
+        T::deserialize(self.data_value()?).ok()
+    }
+
+    /// This connection's data as JSON, if any was set.
+    pub fn data_value(&self) -> Option<Value> {
+        self.conn.data()
+    }
+
+    /// Takes this connection's data off it.
+    pub fn remove_data(&self) -> Option<Value> {
+        self.conn.read_state(|state| state.data.take())
     }
 
     /// Joins a room of this namespace. `Ok(false)` when already in it; an error when the room
@@ -281,8 +396,24 @@ impl Socket {
         self.conn.send_frames(&self.hub, frames)
     }
 
-    /// Answers the client's request `id` with the handler's reply.
-    pub(crate) fn send_reply(&self, id: u64, reply: Reply) {
+    /// Answers the client's request with the handler's reply: the ack of request `id`; for a
+    /// native request without an id, the reply itself when it is a frame (a JSON object with
+    /// a string `event`, as a NestJS handler returns), else nothing.
+    pub(crate) fn send_reply(&self, ack: Option<u64>, reply: Reply) {
+        let Some(id) = ack else {
+            if self.conn.proto == Proto::Native && reply.attachments.is_empty() {
+                let frame = match reply.data {
+                    Payload::Value(value) => native::is_frame(&value).then(|| value.to_string()),
+                    Payload::Json(json) => (serde_json::from_str::<Value>(&json).ok())
+                        .filter(native::is_frame)
+                        .map(|_| json),
+                };
+                if let Some(frame) = frame {
+                    self.send_frame(Message::Text(frame.into()));
+                }
+            }
+            return;
+        };
         let frames = match self.conn.proto {
             Proto::Native => {
                 let head = native::encode_ack_raw(id, &reply.json(), reply.attachments.len());
@@ -308,15 +439,18 @@ impl Socket {
         self.conn.send_frames(&self.hub, frames);
     }
 
-    /// Sends an `error` event to this connection, answering `ack` when given. A Socket.IO
-    /// client's ack callback gets the error object as its argument.
+    /// Sends an `error` event to this connection, answering `ack` when given: for a native
+    /// client, under the name and in the body style of the hub's
+    /// [`Config::error_event`](crate::Config::error_event). A Socket.IO client's ack callback
+    /// gets the error object as its argument.
     pub(crate) fn send_error(&self, ack: Option<u64>, error: ErrorEvent) {
         if let Some(detail) = error.detail() {
             tracing::error!(conn = %self.conn.id, %detail, "internal error answered with an error event");
         }
         match self.conn.proto {
             Proto::Native => {
-                self.send_frame(Message::Text(native::encode_error(ack, &error.to_value())));
+                let frame = native::encode_error_as(self.hub.config(), ack, &error.to_value());
+                self.send_frame(Message::Text(frame));
             }
             #[cfg(feature = "socketio")]
             Proto::SocketIo => {

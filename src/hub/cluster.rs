@@ -655,6 +655,9 @@ fn answer(hub: &Hub, query: &Query) -> Option<Value> {
         Query::RoomUsers { ns, room } => of(ns, &|ns| json!(ns.room_users(room))),
         Query::ConnectionsOf { ns, user } => of(ns, &|ns| json!(ns.connections_of(user))),
         Query::RoomsOf { conn } => json!(hub.rooms_of(ConnectionId(*conn))),
+        Query::ConnectionData { conn } => {
+            json!(hub.connection_data(ConnectionId(*conn)).into_iter().collect::<Vec<_>>())
+        }
         Query::ConnectionCount { ns: Some(ns) } => of(ns, &|ns| json!(ns.connection_count())),
         Query::ConnectionCount { ns: None } => json!(hub.connection_count()),
         _ => return None,
@@ -742,6 +745,30 @@ impl Hub {
         answer.value.sort_unstable();
         answer.value.dedup();
         answer
+    }
+
+    /// The data a connection stored with [`Socket::set_data`](crate::Socket::set_data),
+    /// wherever in the cluster it is: this node's answer when the connection is here, else the
+    /// other nodes are asked. `None` when no node has the connection or it set no data;
+    /// [`partial`](ClusterAnswer::partial) says whether some nodes did not answer.
+    ///
+    /// ```no_run
+    /// # async fn f(hub: tower_realtime::Hub, id: tower_realtime::ConnectionId) {
+    /// if let Some(data) = hub.cluster_connection_data(id).await.value {
+    ///     println!("{id}: {data}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn cluster_connection_data(&self, id: ConnectionId) -> ClusterAnswer<Option<Value>> {
+        if let Some(data) = self.connection_data(id) {
+            return ClusterAnswer::complete(Some(data));
+        }
+        let answer = self.gather(Query::ConnectionData { conn: id.0 }, Vec::new()).await;
+        ClusterAnswer {
+            value: answer.value.into_iter().next(),
+            partial: answer.partial,
+            missing_nodes: answer.missing_nodes,
+        }
     }
 
     /// The number of connections on every node.

@@ -17,7 +17,7 @@ use super::{
     emit::Frames,
     history::{Offer, Recovery},
     registry::Join,
-    ConnectionId, Hub,
+    ConnectionId, Extensions, Hub,
 };
 use crate::{auth::Identity, config::SlowConsumerPolicy, outbox, protocol::close_code};
 
@@ -63,6 +63,15 @@ pub(crate) struct Conn {
     pub(crate) recovery: Option<Box<Recovery>>,
     /// The client address the connection counts under (per-address limits), if it does.
     pub(crate) addr: Option<IpAddr>,
+    /// What the app stored on the connection; allocated on the first store only.
+    state: Mutex<Option<Box<ConnState>>>,
+}
+
+/// The app's per-connection state: typed values, and a JSON value the cluster can read.
+#[derive(Default)]
+pub(crate) struct ConnState {
+    pub(crate) typed: Extensions,
+    pub(crate) data: Option<Value>,
 }
 
 /// A client's answer to a server emit: its payload, and the attachments its placeholders
@@ -112,7 +121,23 @@ impl Conn {
             acks: Mutex::default(),
             recovery,
             addr,
+            state: Mutex::new(None),
         })
+    }
+
+    /// Reads the app's state under its lock (`None` when nothing was ever stored).
+    pub(crate) fn read_state<R>(&self, f: impl FnOnce(&mut ConnState) -> Option<R>) -> Option<R> {
+        self.state.lock().as_deref_mut().and_then(f)
+    }
+
+    /// The app's JSON data for this connection, if any.
+    pub(crate) fn data(&self) -> Option<Value> {
+        self.read_state(|state| state.data.clone())
+    }
+
+    /// Changes the app's state under its lock, allocating it on the first store.
+    pub(crate) fn write_state<R>(&self, f: impl FnOnce(&mut ConnState) -> R) -> R {
+        f(self.state.lock().get_or_insert_with(Box::default))
     }
 
     /// Queues a frame without waiting. Returns whether it was queued; on a full queue the
@@ -285,5 +310,15 @@ impl Conn {
 
     pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
         std::mem::take(&mut *self.rooms.lock())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_costs_a_connection_that_stores_nothing_one_word_and_a_lock() {
+        assert_eq!(std::mem::size_of::<Mutex<Option<Box<ConnState>>>>(), 16);
     }
 }

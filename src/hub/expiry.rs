@@ -18,9 +18,10 @@ use std::{
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::{sync::Notify, time::Instant};
+use tokio_tungstenite::tungstenite::Message;
 
-use super::{emit::Packet, Conn, ConnectionId, Hub, HubInner, NsInner};
-use crate::protocol::close_code;
+use super::{emit::Packet, Conn, ConnectionId, Hub, HubInner, NsInner, Proto};
+use crate::protocol::{close_code, native};
 
 use crate::protocol::TOKEN_EXPIRING_EVENT as EXPIRING_EVENT;
 
@@ -173,7 +174,7 @@ async fn sweep(hub: Weak<HubInner>, wake: Arc<Notify>) {
                             "message": "token expired",
                             "code": close_code::TOKEN_EXPIRED,
                         });
-                        tell(&hub, &ns, &conn, "error", &error);
+                        tell_error(&hub, &ns, &conn, &error);
                         if cfg.close_on_token_expiry {
                             tracing::debug!(conn = %conn.id, "token expired: closing the connection");
                             conn.request_close(close_code::TOKEN_EXPIRED, "token expired");
@@ -194,6 +195,19 @@ async fn sweep(hub: Weak<HubInner>, wake: Arc<Notify>) {
 }
 
 /// Queues one event for this connection only (kept in no history, sent to no other node).
+/// Sends an error event: for a native connection, as the hub's config names and shapes it.
+#[cfg_attr(not(feature = "socketio"), allow(unused_variables))]
+fn tell_error(hub: &Hub, ns: &NsInner, conn: &Conn, error: &serde_json::Value) {
+    match conn.proto {
+        Proto::Native => {
+            let frame = native::encode_error_as(&hub.inner.config, None, error);
+            conn.send(hub, Message::Text(frame));
+        }
+        #[cfg(feature = "socketio")]
+        Proto::SocketIo => tell(hub, ns, conn, "error", error),
+    }
+}
+
 fn tell(hub: &Hub, ns: &NsInner, conn: &Conn, event: &str, data: &serde_json::Value) {
     let json = data.to_string();
     conn.send_frames(hub, Packet::new(&ns.name, event, &json).frame(conn.proto));

@@ -137,12 +137,23 @@ pub(crate) struct HubInner {
 pub(crate) struct Extensions(HashMap<TypeId, Box<dyn Any + Send + Sync>>);
 
 impl Extensions {
-    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.0.insert(TypeId::of::<T>(), Box::new(value));
+    /// Keeps `value`, returning the one of its type it replaces.
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) -> Option<T> {
+        let old = self.0.insert(TypeId::of::<T>(), Box::new(value))?;
+        old.downcast().ok().map(|old| *old)
     }
 
     pub(crate) fn get<T: 'static>(&self) -> Option<&T> {
         self.0.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    pub(crate) fn get_mut<T: 'static>(&mut self) -> Option<&mut T> {
+        self.0.get_mut(&TypeId::of::<T>())?.downcast_mut()
+    }
+
+    pub(crate) fn remove<T: 'static>(&mut self) -> Option<T> {
+        let old = self.0.remove(&TypeId::of::<T>())?;
+        old.downcast().ok().map(|old| *old)
     }
 }
 
@@ -313,6 +324,13 @@ impl Hub {
     /// The rooms a connection is in (empty for an unknown connection).
     pub fn rooms_of(&self, id: ConnectionId) -> Vec<String> {
         self.find(id).map(|(_, conn)| conn.rooms()).unwrap_or_default()
+    }
+
+    /// The data a connection of this node stored with
+    /// [`Socket::set_data`](crate::Socket::set_data) (`None` when the connection is not here
+    /// or stored none). In a cluster, `cluster_connection_data` asks every node.
+    pub fn connection_data(&self, id: ConnectionId) -> Option<serde_json::Value> {
+        self.find(id)?.1.data()
     }
 
     /// The users with at least one live connection (in any namespace), sorted and unique.

@@ -15,6 +15,8 @@ use serde::{
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::config::{Config, ErrorStyle};
+
 /// One decoded client frame: an event, or the answer to an event the server sent with an id.
 ///
 /// The frame is parsed once, into [`Value`]s; handlers deserialize their typed payload from
@@ -236,10 +238,32 @@ fn end_with_attachments(mut buf: Vec<u8>, attachments: usize) -> Utf8Bytes {
     into_utf8(buf)
 }
 
-/// Encodes an error event, answering the request `ack` when it had an id.
-pub fn encode_error(ack: Option<u64>, data: &Value) -> Utf8Bytes {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(b"{\"event\":\"error\",\"data\":");
+/// Whether a handler's reply is a frame of its own: a JSON object with a string `event` (what
+/// a NestJS handler returns, `{"event": "joinedRoom", "room": "general"}`).
+pub fn is_frame(reply: &Value) -> bool {
+    reply.get("event").is_some_and(Value::is_string)
+}
+
+/// Encodes an error event as the hub's config says: named
+/// [`Config::error_event`](crate::Config::error_event), its body `data` (`{"status",
+/// "message", …}`) in [`Config::error_style`](crate::Config::error_style).
+pub(crate) fn encode_error_as(cfg: &Config, ack: Option<u64>, data: &Value) -> Utf8Bytes {
+    match cfg.error_style {
+        ErrorStyle::NestJs => {
+            let body = serde_json::json!({ "status": "error", "message": data["message"] });
+            encode_error(&cfg.error_event, ack, &body)
+        }
+        _ => encode_error(&cfg.error_event, ack, data),
+    }
+}
+
+/// Encodes an error event named `event` (`error` by default), answering the request `ack`
+/// when it had an id.
+pub fn encode_error(event: &str, ack: Option<u64>, data: &Value) -> Utf8Bytes {
+    let mut buf = Vec::with_capacity(64 + event.len());
+    buf.extend_from_slice(b"{\"event\":");
+    let _ = serde_json::to_writer(&mut buf, event);
+    buf.extend_from_slice(b",\"data\":");
     let _ = serde_json::to_writer(&mut buf, data);
     if let Some(id) = ack {
         let _ = write!(buf, ",\"ack\":{id}");
@@ -376,9 +400,32 @@ mod tests {
         );
         assert_eq!(encode_ack(3, &Value::Null).as_str(), r#"{"ack":3,"data":null}"#);
         assert_eq!(
-            encode_error(Some(2), &json!({"status":"error"})).as_str(),
+            encode_error("error", Some(2), &json!({"status":"error"})).as_str(),
             r#"{"event":"error","data":{"status":"error"},"ack":2}"#
         );
-        assert_eq!(encode_error(None, &json!(1)).as_str(), r#"{"event":"error","data":1}"#);
+        assert_eq!(
+            encode_error("error", None, &json!(1)).as_str(),
+            r#"{"event":"error","data":1}"#
+        );
+        assert_eq!(
+            encode_error("exception", None, &json!({"status":"error","message":"no"})).as_str(),
+            r#"{"event":"exception","data":{"message":"no","status":"error"}}"#
+        );
+        let error = json!({"status":"forbidden","message":"no","code":7});
+        let mut cfg = Config::default();
+        assert_eq!(
+            encode_error_as(&cfg, Some(1), &error).as_str(),
+            r#"{"event":"error","data":{"code":7,"message":"no","status":"forbidden"},"ack":1}"#
+        );
+        cfg.error_event = "exception".into();
+        cfg.error_style = ErrorStyle::NestJs;
+        assert_eq!(
+            encode_error_as(&cfg, None, &error).as_str(),
+            r#"{"event":"exception","data":{"message":"no","status":"error"}}"#
+        );
+        assert!(is_frame(&json!({"event":"joinedRoom","room":"general"})));
+        for not in [json!({"event":1}), json!({"data":1}), json!("event"), Value::Null] {
+            assert!(!is_frame(&not), "{not}");
+        }
     }
 }
