@@ -17,16 +17,15 @@
 //!   `{"status":"error","message":"text: at most 1000 characters","field":"text","min":1,"limit":1000,"errors":[…]}`.
 //! - `privateMessage`'s ack says how many connections of the recipient it was sent to, on
 //!   every node: `{"delivered": <this node's>, "devices": n, "online": n > 0}`.
-//! - Connections, disconnections and refused handshakes are logged at `info`, without tokens.
+//! - Connections, disconnections and refused connections (native or Socket.IO: a bad request,
+//!   a bad token, a limit, a guard) are logged at `info`, without tokens.
 
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{
-    body::{Body, HttpBody},
-    extract::{Path, Request, State},
+    extract::{Path, State},
     http::{header, StatusCode},
-    middleware::{self, Next},
-    response::{Html, IntoResponse, Response},
+    response::{Html, IntoResponse},
     routing::{get, post},
     Json, Router,
 };
@@ -34,7 +33,8 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_realtime::{
-    Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, RateLimit, Socket,
+    Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, RateLimit, Refused,
+    Socket,
 };
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
@@ -146,6 +146,7 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
         .on_disconnect(|socket: Socket, reason: DisconnectReason| async move {
             tracing::info!(conn = %socket.id(), user = sender(&socket), ?reason, "disconnected");
         })
+        .on_refused(log_refusal)
         .on_presence(|hub: Hub, presence: Presence| async move {
             hub.emit("presence", &presence);
             // The user's own connections had the list as they connected: once per connect.
@@ -283,39 +284,24 @@ pub fn app_with(secret: String, max_per_user: Option<usize>, builder: HubBuilder
             secret,
             rate_limited: max_per_user.is_none(),
         })
-        .layer(hub.layer("/ws"))
-        .layer(middleware::from_fn(log_refusals));
+        .layer(hub.layer("/ws"));
     (router, hub)
 }
 
-/// Logs the realtime endpoints' refusals (a bad token's `401`, a limit's `429`, ...) with the
-/// reason the client is told; the path only, never the query, where a token may be.
-async fn log_refusals(req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let socketio = cfg!(feature = "socketio") && path.starts_with("/socket.io/");
-    if !(path == "/ws" || path.starts_with("/ws/") || socketio) {
-        return next.run(req).await;
-    }
-    let path = path.to_owned();
-    let res = next.run(req).await;
-    let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return res;
-    }
-    // The refusals' bodies are short: read one that says it is, and give it back.
-    if HttpBody::size_hint(res.body()).upper().is_none_or(|n| n > 4096) {
-        tracing::info!(status = status.as_u16(), path, "connection refused");
-        return res;
-    }
-    let (parts, body) = res.into_parts();
-    let bytes = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let body: Option<Value> = serde_json::from_slice(&bytes).ok();
-    let reason = match body.as_ref().and_then(|b| b.get("error").or_else(|| b.get("message"))) {
-        Some(Value::String(reason)) => reason.clone(),
-        _ => String::from_utf8_lossy(&bytes).trim().to_owned(),
-    };
-    tracing::info!(status = status.as_u16(), path, %reason, "connection refused");
-    Response::from_parts(parts, Body::from(bytes))
+/// Logs a refused connection at `info`, whatever refused it (a bad request, the origin, a bad
+/// token, a limit, a connect guard, a shutdown) and over whichever protocol: what the client
+/// was told and what is known of it. A refusal never carries the token.
+fn log_refusal(refused: &Refused) {
+    tracing::info!(
+        cause = %refused.cause(),
+        transport = %refused.transport(),
+        ns = refused.namespace(),
+        addr = refused.address().map(tracing::field::display),
+        user = refused.user_id(),
+        status = refused.status().map(|s| s.as_u16()),
+        reason = refused.message(),
+        "connection refused"
+    );
 }
 
 /// What the page needs to know: the limits it enforces, the event rate, the protocols.

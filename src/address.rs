@@ -54,6 +54,22 @@ impl AddressSource {
     }
 }
 
+/// A connection's client address, when known, and whether the connection counts under it
+/// (the per-address limits apply to anonymous connections, or to every one with
+/// [`address_limits_for_users`](crate::Config::address_limits_for_users)).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClientAddr {
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) counted: bool,
+}
+
+impl ClientAddr {
+    /// The address the connection counts under, if it does.
+    pub(crate) fn counted_ip(self) -> Option<IpAddr> {
+        self.ip.filter(|_| self.counted)
+    }
+}
+
 /// An address as written in a header: `1.2.3.4`, `1.2.3.4:5678`, `::1` or `[::1]:5678`.
 fn parse(text: &str) -> Option<IpAddr> {
     (text.parse::<IpAddr>().ok()).or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))

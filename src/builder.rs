@@ -228,6 +228,7 @@ pub struct HubBuilder {
         crate::adapter::RedisAdapter,
         tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
     )>,
+    on_refused: Option<crate::hub::RefusedHook>,
 }
 
 impl fmt::Debug for HubBuilder {
@@ -589,6 +590,22 @@ impl HubBuilder {
         self
     }
 
+    /// Runs `hook` for every refused connection, with why, what the client was told, and what
+    /// is known of the client (never its token): a bad request, a refused origin, a failed
+    /// authentication, a limit, a connect guard or the connect hook, a hub shutting down; for
+    /// every transport. See [`Refused`](crate::Refused) for an example that logs them.
+    ///
+    /// The hook runs inline, where the refusal is made (in the handshake, or in the
+    /// connection's task): it must be cheap and must not block. Hand anything slow to a task
+    /// or a channel.
+    pub fn on_refused<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&crate::Refused<'_>) + Send + Sync + 'static,
+    {
+        self.on_refused = Some(Arc::new(hook));
+        self
+    }
+
     /// Builds the hub.
     pub fn build(self) -> Hub {
         let default_ns = Arc::new(NsInner::new("/", Arc::new(self.default.gateway)));
@@ -647,6 +664,7 @@ impl HubBuilder {
                 history: self.history.map(|h| HistoryState::new(h, shared_history)),
                 shutdown_notify: tokio::sync::Notify::new(),
                 expiry: Default::default(),
+                on_refused: self.on_refused,
             }),
         };
         #[cfg(feature = "redis")]

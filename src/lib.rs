@@ -70,7 +70,7 @@
 //! | `realtime_history_evicted_total` | counter | events evicted from histories |
 //! | `realtime_volatile_dropped_total` | counter | volatile emits not queued for a busy connection, one per recipient |
 //! | `realtime_coalesced_replaced_total` | counter | coalesced emits that replaced a queued message with the same key |
-//! | `realtime_handshake_rejections_total` | counter | refused upgrades; label `cause`: `bad_request`, `origin`, `auth`, `limit`, `shutting_down` |
+//! | `realtime_handshake_rejections_total` | counter | refused connections, every one the [`HubBuilder::on_refused`] hook sees; label `cause`: `bad_request`, `origin`, `auth` (a connect guard's or the connect hook's refusal too), `limit`, `shutting_down` |
 //! | `realtime_handler_duration_seconds` | histogram | event handler run time; label `event` |
 //!
 //! # Where to read on
@@ -131,7 +131,7 @@ pub use gateway::{
 };
 pub use hub::{
     AckEmit, AckError, AckResponse, AckResponses, ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter,
-    History, Hub, Namespace, Presence,
+    History, Hub, Namespace, Presence, RefusalCause, Refused, Transport,
 };
 pub use layer::{RealtimeLayer, RealtimeService, ResponseBody, ResponseFuture};
 

@@ -1,5 +1,5 @@
-//! The demo's log: connections, disconnections and refused handshakes at `info`, never a
-//! token.
+//! The demo's log: connections, disconnections and refused connections (native, and Socket.IO
+//! with the feature) at `info`, never a token.
 
 mod common;
 
@@ -37,6 +37,17 @@ async fn connections_and_refusals_are_logged_at_info_without_tokens() {
     assert_eq!(handshake_status(req).await.0, 401);
     let req = format!("ws://{addr}/ws").into_client_request().unwrap();
     assert_eq!(handshake_status(req).await.0, 401);
+    // Not a WebSocket handshake: a bad request, logged as such.
+    let res = reqwest::get(format!("http://{addr}/ws")).await.unwrap();
+    assert_eq!(res.status(), 400);
+    // A Socket.IO client with a bad token: a CONNECT_ERROR, inside the session.
+    #[cfg(feature = "socketio")]
+    {
+        let (sio, _) = common::socketio::Polling::open(addr).await;
+        sio.post(&format!("40{}", json!({ "token": bad }))).await;
+        let refused = sio.until(|p| p.starts_with("44")).await;
+        assert!(refused.contains("invalid token signature"), "{refused}");
+    }
 
     let text = logs.text();
     let info = |what: &str| {
@@ -47,7 +58,18 @@ async fn connections_and_refusals_are_logged_at_info_without_tokens() {
     assert_eq!(info(": connected conn="), 1, "{text}");
     assert_eq!(info(": disconnected conn="), 1, "{text}");
     assert_eq!(info("user=\"alice\""), 2, "{text}");
-    assert_eq!(info(": connection refused status=401 path=\"/ws\""), 2, "{text}");
-    assert_eq!(info("reason=missing token"), 1, "{text}");
+    let native_auth = ": connection refused cause=auth transport=native ns=\"/\" status=401";
+    assert_eq!(info(native_auth), 2, "{text}");
+    assert_eq!(info("status=401 reason=\"missing token\""), 1, "{text}");
+    assert_eq!(info("status=401 reason=\"invalid token signature\""), 1, "{text}");
+    let bad_request = ": connection refused cause=bad_request transport=native ns=\"/\" status=400";
+    assert_eq!(info(bad_request), 1, "{text}");
+    let socketio = ": connection refused cause=auth transport=socketio ns=\"/\" reason=\"invalid token signature\"";
+    assert_eq!(info(socketio), usize::from(cfg!(feature = "socketio")), "{text}");
+    assert_eq!(
+        info(": connection refused"),
+        3 + usize::from(cfg!(feature = "socketio")),
+        "{text}"
+    );
     assert!(!text.contains(&token[20..]), "no token in the logs:\n{text}");
 }

@@ -55,7 +55,7 @@ async fn logs_carry_connection_and_user_but_never_the_token() {
         "{text}"
     );
     assert!(
-        text.contains("websocket handshake refused") && text.contains("cause=Auth"),
+        text.contains("connection refused cause=auth transport=native"),
         "{text}"
     );
     assert!(!text.contains(&jwt), "the token was logged:\n{text}");

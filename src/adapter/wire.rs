@@ -333,6 +333,11 @@ pub(crate) fn encode(node: &str, op: &Op) -> Result<Vec<u8>, serde_json::Error> 
 }
 
 /// What a received message turned out to be.
+///
+/// Lives only from decode to dispatch, by value on the subscriber's stack:
+/// boxing the op would cost an allocation per received message to save a
+/// few hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Decoded {
     /// An op from another node (or one of this node's own history emits).

@@ -18,6 +18,12 @@
 //! form: an HTTP status and short body for the native handshake, a `CONNECT_ERROR` (before
 //! the answer to the CONNECT) or a `DISCONNECT` (after it) for Socket.IO, a close frame
 //! (`1008`) for a native connection refused at steps 6–8.
+//!
+//! Every refusal is reported once, where it is made: [`admit`] and [`enter`] report their own
+//! ([`Refusal::report`]); a transport reports those it makes itself (a bad request, the
+//! Socket.IO caps on sessions not connected yet) with [`Client::report`]. Both end in
+//! [`Hub::refused`], which counts the refusal, logs it at `debug` and hands it to the app's
+//! [`on_refused`](crate::HubBuilder::on_refused) hook.
 
 use std::{borrow::Cow, net::IpAddr, sync::atomic::Ordering};
 
@@ -25,12 +31,13 @@ use http::{header, request::Parts, StatusCode};
 use serde_json::Value;
 
 use crate::{
+    address::ClientAddr,
     auth::{AuthError, AuthRequest, Identity},
     gateway::Socket,
     hub::{
         history::{Ask, SessionNews},
         registry::ReserveError,
-        DisconnectReason, Hub, Rejection,
+        DisconnectReason, Hub, Proto, RefusalCause, Refused as Report, Transport,
     },
     outbox::Frame,
     protocol::close_code,
@@ -55,6 +62,10 @@ pub(crate) enum Refusal {
     AddressRate,
     /// The client address has `max_connections_per_address` connections.
     AddressFull,
+    /// The client address has `max_pending_sessions_per_address` Socket.IO sessions that
+    /// have not connected a namespace yet.
+    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
+    AddressSessions,
     /// A connect guard or the connect hook refused, with its reason.
     Guard(String),
 }
@@ -66,7 +77,9 @@ impl Refusal {
             Self::ShuttingDown | Self::HubFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Origin | Self::Guard(_) => StatusCode::FORBIDDEN,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
-            Self::ConnectRate | Self::UserFull | Self::AddressRate | Self::AddressFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::ConnectRate | Self::UserFull | Self::AddressRate | Self::AddressFull | Self::AddressSessions => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -81,26 +94,59 @@ impl Refusal {
             Self::UserFull => "too many connections for this user".into(),
             Self::AddressRate => "too many new connections from this address; retry later".into(),
             Self::AddressFull => "too many connections from this address".into(),
+            Self::AddressSessions => "too many sessions from this address".into(),
         }
     }
 
-    /// The counter it bumps.
-    pub(crate) fn cause(&self) -> Rejection {
+    /// Why, as the app's hook and the counters see it.
+    pub(crate) fn cause(&self) -> RefusalCause {
         match self {
-            Self::ShuttingDown => Rejection::ShuttingDown,
-            Self::Origin => Rejection::Origin,
-            Self::Auth(_) | Self::Guard(_) => Rejection::Auth,
-            Self::ConnectRate | Self::HubFull | Self::UserFull | Self::AddressRate | Self::AddressFull => {
-                Rejection::Limit
-            }
+            Self::ShuttingDown => RefusalCause::ShuttingDown,
+            Self::Origin => RefusalCause::Origin,
+            Self::Auth(_) => RefusalCause::Auth,
+            Self::Guard(_) => RefusalCause::Guard,
+            Self::ConnectRate
+            | Self::HubFull
+            | Self::UserFull
+            | Self::AddressRate
+            | Self::AddressFull
+            | Self::AddressSessions => RefusalCause::Limit,
         }
     }
 
-    /// Counts the refusal and logs it.
-    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
-    pub(crate) fn count(&self, hub: &Hub) {
-        hub.inner.counters.rejected(self.cause());
-        tracing::debug!(cause = ?self.cause(), reason = %self.message(), "connection refused");
+    /// Counts the refusal, logs it and tells the app's hook ([`Client::report`]).
+    pub(crate) fn report(&self, hub: &Hub, client: &Client<'_>, user: Option<&str>, status: Option<StatusCode>) {
+        client.report(hub, self.cause(), &self.message(), user, status);
+    }
+}
+
+/// Who asks to connect, as a refusal's report tells it: the client address (as
+/// [`AddressSource::of`](crate::address::AddressSource::of) gives it, if known), the protocol
+/// and the namespace (if known).
+pub(crate) struct Client<'a> {
+    pub(crate) addr: Option<IpAddr>,
+    pub(crate) transport: Transport,
+    pub(crate) namespace: Option<&'a str>,
+}
+
+impl Client<'_> {
+    /// Reports a refusal of this client to [`Hub::refused`], which counts it, logs it and
+    /// tells the app's hook: `user` when the client was authenticated, `status` when the
+    /// refusal is answered over HTTP.
+    pub(crate) fn report(
+        &self,
+        hub: &Hub,
+        cause: RefusalCause,
+        message: &str,
+        user: Option<&str>,
+        status: Option<StatusCode>,
+    ) {
+        let report = Report::new(cause, message, self.transport)
+            .with_namespace(self.namespace)
+            .with_address(self.addr)
+            .with_user(user)
+            .with_status(status);
+        hub.refused(&report);
     }
 }
 
@@ -116,18 +162,18 @@ pub(crate) fn origin_allowed(hub: &Hub, parts: &Parts) -> bool {
 }
 
 /// A connection that passed steps 1–5: its identity and a reserved slot (and the client
-/// address it counts under, when it counts under one). Dropping it unused gives them back.
+/// address, which it may count under). Dropping it unused gives them back.
 pub(crate) struct Pass {
     hub: Hub,
     identity: Option<Identity>,
-    addr: Option<IpAddr>,
+    addr: ClientAddr,
 }
 
 impl Pass {
-    /// The identity and the counted address, for the connection that takes the slot (which
+    /// The identity and the client address, for the connection that takes the slot (which
     /// `retire` gives back).
-    pub(crate) fn into_parts(mut self) -> (Identity, Option<IpAddr>) {
-        (self.identity.take().expect("taken once"), self.addr.take())
+    pub(crate) fn into_parts(mut self) -> (Identity, ClientAddr) {
+        (self.identity.take().expect("taken once"), self.addr)
     }
 }
 
@@ -135,21 +181,46 @@ impl Drop for Pass {
     fn drop(&mut self) {
         if let Some(identity) = &self.identity {
             self.hub.inner.slots.release(identity.user_key());
-            self.hub.inner.addresses.release(self.addr.take());
+            self.hub.inner.addresses.release(self.addr.counted_ip());
         }
     }
 }
 
 /// Steps 1–5: shutdown, origin, authentication (the `token` the transport found, and the
-/// Socket.IO CONNECT's `payload`), connect rate, slot. `addr` is the client address (as
-/// [`AddressSource::of`](crate::address::AddressSource::of) gives it), if known.
+/// Socket.IO CONNECT's `payload`), connect rate, slot. A refusal is reported here
+/// ([`Refusal::report`]), with its HTTP status for the native handshake, which answers it so.
 pub(crate) async fn admit(
     hub: &Hub,
     parts: &Parts,
-    addr: Option<IpAddr>,
+    client: &Client<'_>,
     token: Option<&str>,
     payload: Option<&Value>,
 ) -> Result<Pass, Refusal> {
+    let refuse = |refusal: Refusal, user: Option<&str>| {
+        let status = (client.transport == Transport::Native).then(|| refusal.status());
+        refusal.report(hub, client, user, status);
+        refusal
+    };
+    let identity = authenticate(hub, parts, token, payload)
+        .await
+        .map_err(|refusal| refuse(refusal, None))?;
+    match reserve(hub, client.addr, &identity) {
+        Ok(addr) => Ok(Pass {
+            hub: hub.clone(),
+            identity: Some(identity),
+            addr,
+        }),
+        Err(refusal) => Err(refuse(refusal, identity.user_id())),
+    }
+}
+
+/// Steps 1–3: shutdown, origin, authentication.
+async fn authenticate(
+    hub: &Hub,
+    parts: &Parts,
+    token: Option<&str>,
+    payload: Option<&Value>,
+) -> Result<Identity, Refusal> {
     if hub.is_shutting_down() {
         return Err(Refusal::ShuttingDown);
     }
@@ -163,16 +234,24 @@ pub(crate) async fn admit(
         }
         None => Err(AuthError::new("no authenticator configured")),
     };
-    let identity = identity.map_err(|e| Refusal::Auth(e.message().to_owned()))?;
+    identity.map_err(|e| Refusal::Auth(e.message().to_owned()))
+}
+
+/// Steps 4–5: the connect rate and a slot, for `identity` from the client address `ip`;
+/// gives the address, and whether the connection counts under it.
+fn reserve(hub: &Hub, ip: Option<IpAddr>, identity: &Identity) -> Result<ClientAddr, Refusal> {
     let user = identity.user_key();
     if user.is_some_and(|user| !hub.check_connect_rate(user)) {
         return Err(Refusal::ConnectRate);
     }
     let cfg = &hub.inner.config;
     // The per-address limits: for anonymous connections, or for all of them when asked.
-    let addr = addr.filter(|_| user.is_none() || cfg.address_limits_for_users);
+    let addr = ClientAddr {
+        ip,
+        counted: user.is_none() || cfg.address_limits_for_users,
+    };
     let addresses = &hub.inner.addresses;
-    if addr.is_some_and(|addr| !addresses.check_rate(addr)) {
+    if addr.counted_ip().is_some_and(|ip| !addresses.check_rate(ip)) {
         return Err(Refusal::AddressRate);
     }
     match hub
@@ -184,15 +263,11 @@ pub(crate) async fn admit(
         Err(ReserveError::HubFull) => return Err(Refusal::HubFull),
         Err(ReserveError::UserFull) => return Err(Refusal::UserFull),
     }
-    if addr.is_some_and(|addr| !addresses.reserve(addr, cfg.max_connections_per_address)) {
+    if (addr.counted_ip()).is_some_and(|ip| !addresses.reserve(ip, cfg.max_connections_per_address)) {
         hub.inner.slots.release(user);
         return Err(Refusal::AddressFull);
     }
-    Ok(Pass {
-        hub: hub.clone(),
-        identity: Some(identity),
-        addr,
-    })
+    Ok(addr)
 }
 
 /// A connection refused at steps 6–8.
@@ -245,15 +320,26 @@ pub(crate) async fn enter(
         }
         return Ok(());
     };
-    tracing::debug!(conn = %conn.id, %reason, "connection refused by a connect guard or hook");
     // Refused: no session to keep (this lets go of the one recovery gave it).
     let refused = DisconnectReason::ServerClosed(close_code::POLICY_VIOLATION, reason.clone());
     hub.keep_session(ns, conn, &refused);
     ns.registry.remove(conn);
-    hub.inner.addresses.release(conn.addr);
+    hub.inner.addresses.release(conn.addr.counted_ip());
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
+    let refusal = Refusal::Guard(reason);
+    let transport = match conn.proto {
+        Proto::Native => Transport::Native,
+        #[cfg(feature = "socketio")]
+        Proto::SocketIo => Transport::SocketIo,
+    };
+    let client = Client {
+        addr: conn.addr.ip,
+        transport,
+        namespace: Some(&ns.name),
+    };
+    refusal.report(hub, &client, conn.identity.user_id(), None);
     Err(Refused {
-        refusal: Refusal::Guard(reason),
+        refusal,
         after_hello: said_hello,
     })
 }
@@ -276,6 +362,6 @@ pub(crate) async fn retire(socket: Socket, reason: DisconnectReason) {
     hub.inner.expiry.remove(conn.id);
     ns.registry.remove(&conn);
     Box::pin(hub.go_offline(conn.identity.user_key())).await;
-    hub.inner.addresses.release(conn.addr);
+    hub.inner.addresses.release(conn.addr.counted_ip());
     hub.inner.counters.connections.fetch_sub(1, Ordering::Relaxed);
 }

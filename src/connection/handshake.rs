@@ -32,7 +32,7 @@ use tokio_tungstenite::{
 use bytes::Bytes;
 
 use super::{
-    admission::{self, Refusal},
+    admission::{self, Client, Refusal},
     coalesce::CoalescingIo,
 };
 use crate::{
@@ -40,44 +40,52 @@ use crate::{
     hub::{
         dynamic::Lease,
         history::{random_id, Ask, Recovery, Resume, MAX_RECOVERY_TOKEN},
-        Conn, Hub, Rejection,
+        Conn, Hub, NsInner, RefusalCause, Transport,
     },
     util::query_param,
 };
 use std::sync::Arc;
 
-/// A refused handshake: a status, a short body, and the counter it bumps.
+/// A refused handshake: a status, what the client is told (as JSON, `{"error": ...}`, or as
+/// text), and why.
 pub(crate) struct HttpRefusal {
     status: StatusCode,
-    body: String,
+    message: String,
     json: bool,
-    cause: Rejection,
+    cause: RefusalCause,
 }
 
 impl HttpRefusal {
-    fn bad(body: &str) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, body, Rejection::BadRequest)
+    fn bad(message: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message, RefusalCause::BadRequest)
     }
 
-    fn new(status: StatusCode, body: &str, cause: Rejection) -> Self {
+    fn new(status: StatusCode, message: &str, cause: RefusalCause) -> Self {
         Self {
             status,
-            body: body.to_owned(),
+            message: message.to_owned(),
             json: false,
             cause,
         }
     }
 
-    pub(crate) fn into_response(self, hub: &Hub) -> Response<Bytes> {
-        hub.inner.counters.rejected(self.cause);
-        tracing::debug!(status = %self.status.as_u16(), cause = ?self.cause, reason = %self.body, "websocket handshake refused");
-        let mut res = Response::new(Bytes::from(self.body));
-        *res.status_mut() = self.status;
-        let content_type = if self.json {
-            "application/json"
-        } else {
-            "text/plain; charset=utf-8"
+    /// Reports this refusal of `client` ([`Client::report`]) and answers it. (The admission
+    /// reports its own refusals: they are answered with [`into_response`](Self::into_response).)
+    pub(crate) fn refuse(self, hub: &Hub, client: &Client<'_>) -> Response<Bytes> {
+        client.report(hub, self.cause, &self.message, None, Some(self.status));
+        self.into_response()
+    }
+
+    pub(crate) fn into_response(self) -> Response<Bytes> {
+        let (body, content_type) = match self.json {
+            true => (
+                serde_json::json!({ "error": self.message }).to_string(),
+                "application/json",
+            ),
+            false => (self.message, "text/plain; charset=utf-8"),
         };
+        let mut res = Response::new(Bytes::from(body));
+        *res.status_mut() = self.status;
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         match self.status {
@@ -123,7 +131,7 @@ pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), HttpRefusal> {
         return Err(HttpRefusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "a WebSocket handshake must be a GET request",
-            Rejection::BadRequest,
+            RefusalCause::BadRequest,
         ));
     }
     let headers = req.headers();
@@ -139,7 +147,7 @@ pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), HttpRefusal> {
             return Err(HttpRefusal::new(
                 StatusCode::UPGRADE_REQUIRED,
                 "unsupported WebSocket version: only 13 is supported",
-                Rejection::BadRequest,
+                RefusalCause::BadRequest,
             ))
         }
         Some(_) => {}
@@ -154,7 +162,7 @@ pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), HttpRefusal> {
         return Err(HttpRefusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "this server does not support connection upgrades",
-            Rejection::BadRequest,
+            RefusalCause::BadRequest,
         ));
     }
     Ok(())
@@ -192,37 +200,35 @@ pub(crate) fn ws_config(cfg: &crate::Config, max_message: usize) -> WebSocketCon
 
 impl From<Refusal> for HttpRefusal {
     fn from(refusal: Refusal) -> Self {
-        let (status, cause) = (refusal.status(), refusal.cause());
-        match refusal {
-            Refusal::Auth(message) => Self {
-                json: true,
-                ..Self::new(status, &serde_json::json!({ "error": message }).to_string(), cause)
-            },
-            other => Self::new(status, &other.message(), cause),
+        let json = matches!(refusal, Refusal::Auth(_));
+        Self {
+            json,
+            ..Self::new(refusal.status(), &refusal.message(), refusal.cause())
         }
     }
 }
 
 /// Answers a handshake request: a rejection, or a 101 with the connection task spawned.
-pub(crate) fn handshake<ReqBody>(
-    hub: Hub,
-    ns: Lease,
-    mut req: Request<ReqBody>,
-) -> BoxFuture<'static, Response<Bytes>> {
+pub(crate) fn handshake<ReqBody>(hub: Hub, ns: Lease, req: Request<ReqBody>) -> BoxFuture<'static, Response<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let addr = hub.inner.addresses.source.of(&parts);
+    let mut req = Request::from_parts(parts, body);
     let checked = check_upgrade(&req).and_then(|()| recovery_ask(req.uri().query(), req.headers()));
     let ask = match checked {
         Ok(ask) => ask,
-        Err(refusal) => return Box::pin(std::future::ready(refusal.into_response(&hub))),
+        Err(refusal) => {
+            let client = client(addr, &ns);
+            return Box::pin(std::future::ready(refusal.refuse(&hub, &client)));
+        }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
     Box::pin(async move {
         let token = extract_token(&parts);
-        let addr = hub.inner.addresses.source.of(&parts);
         let token = token.as_ref().map(|(t, _)| t.as_str());
-        let pass = match admission::admit(&hub, &parts, addr, token, None).await {
+        let pass = match admission::admit(&hub, &parts, &client(addr, &ns), token, None).await {
             Ok(pass) => pass,
-            Err(refusal) => return HttpRefusal::from(refusal).into_response(&hub),
+            Err(refusal) => return HttpRefusal::from(refusal).into_response(),
         };
         // A client that takes part in recovery gets a session of its own (which a resumed
         // session replaces), its id from the OS generator: without one, no connection.
@@ -232,8 +238,8 @@ pub(crate) fn handshake<ReqBody>(
                 Err(e) => {
                     tracing::error!(error = %e, "the OS random generator failed: no recovery session id");
                     let unavailable = StatusCode::SERVICE_UNAVAILABLE;
-                    return HttpRefusal::new(unavailable, "no session id could be made", Rejection::Limit)
-                        .into_response(&hub);
+                    return HttpRefusal::new(unavailable, "no session id could be made", RefusalCause::Limit)
+                        .refuse(&hub, &client(addr, &ns));
                 }
             },
             _ => None,
@@ -275,6 +281,15 @@ pub(crate) fn handshake<ReqBody>(
         });
         res
     })
+}
+
+/// A native client of the namespace `ns`, from `addr`.
+fn client(addr: Option<std::net::IpAddr>, ns: &NsInner) -> Client<'_> {
+    Client {
+        addr,
+        transport: Transport::Native,
+        namespace: Some(&ns.name),
+    }
 }
 
 /// The headers that carry a session to resume, out of the URL (and so out of access logs).

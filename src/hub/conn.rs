@@ -4,7 +4,6 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
     sync::{atomic::Ordering, Arc},
 };
 
@@ -19,7 +18,7 @@ use super::{
     registry::Join,
     ConnectionId, Extensions, Hub,
 };
-use crate::{auth::Identity, config::SlowConsumerPolicy, outbox, protocol::close_code};
+use crate::{address::ClientAddr, auth::Identity, config::SlowConsumerPolicy, outbox, protocol::close_code};
 
 /// Why a connection ended, as the disconnect hook sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +60,8 @@ pub(crate) struct Conn {
     acks: Mutex<AckTable>,
     /// The connection's recovery session, when the hub keeps history and the client takes part.
     pub(crate) recovery: Option<Box<Recovery>>,
-    /// The client address the connection counts under (per-address limits), if it does.
-    pub(crate) addr: Option<IpAddr>,
+    /// The client address, when known, and whether the connection counts under it.
+    pub(crate) addr: ClientAddr,
     /// What the app stored on the connection; allocated on the first store only.
     state: Mutex<Option<Box<ConnState>>>,
 }
@@ -91,7 +90,7 @@ impl Conn {
         identity: Identity,
         capacity: usize,
         recovery: Option<Box<Recovery>>,
-        addr: Option<IpAddr>,
+        addr: ClientAddr,
     ) -> (Arc<Self>, outbox::Receiver) {
         let (tx, rx) = outbox::channel(capacity);
         (
@@ -108,7 +107,7 @@ impl Conn {
         tx: outbox::Sender,
         auth: Option<Box<Value>>,
         recovery: Option<Box<Recovery>>,
-        addr: Option<IpAddr>,
+        addr: ClientAddr,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::RefusalCause;
+
 /// Live counters. Atomics, updated with relaxed ordering; with the feature `metrics`, every
 /// change is also recorded to the `metrics` facade (see [`Counter`]).
 #[derive(Debug)]
@@ -130,36 +132,25 @@ impl Counter {
     }
 }
 
-/// Why an upgrade was refused, for [`Counters`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Rejection {
-    BadRequest,
-    Origin,
-    Auth,
-    Limit,
-    ShuttingDown,
-}
-
-impl Rejection {
-    /// Every cause, for registering each at zero: a new cause goes here too.
-    #[cfg(feature = "metrics")]
-    const ALL: [Rejection; 5] = [
-        Rejection::BadRequest,
-        Rejection::Origin,
-        Rejection::Auth,
-        Rejection::Limit,
-        Rejection::ShuttingDown,
-    ];
-}
+/// Every cause, for registering each series at zero: a new cause goes here too (a guard's
+/// refusal counts under `auth`).
+#[cfg(feature = "metrics")]
+const COUNTED: [RefusalCause; 5] = [
+    RefusalCause::BadRequest,
+    RefusalCause::Origin,
+    RefusalCause::Auth,
+    RefusalCause::Limit,
+    RefusalCause::ShuttingDown,
+];
 
 impl Counters {
-    pub(crate) fn rejected(&self, cause: Rejection) {
+    pub(crate) fn rejected(&self, cause: RefusalCause) {
         let counter = match cause {
-            Rejection::BadRequest => &self.rejected_bad_request,
-            Rejection::Origin => &self.rejected_origin,
-            Rejection::Auth => &self.rejected_auth,
-            Rejection::Limit => &self.rejected_limit,
-            Rejection::ShuttingDown => &self.rejected_shutdown,
+            RefusalCause::BadRequest => &self.rejected_bad_request,
+            RefusalCause::Origin => &self.rejected_origin,
+            RefusalCause::Auth | RefusalCause::Guard => &self.rejected_auth,
+            RefusalCause::Limit => &self.rejected_limit,
+            RefusalCause::ShuttingDown => &self.rejected_shutdown,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
@@ -188,7 +179,7 @@ impl Counters {
         ] {
             counter.register();
         }
-        for cause in Rejection::ALL {
+        for cause in COUNTED {
             export::rejections(cause).increment(0);
         }
     }
@@ -222,20 +213,17 @@ impl Counters {
 /// handler latency (feature `metrics`).
 #[cfg(feature = "metrics")]
 pub(crate) mod export {
-    use super::Rejection;
+    use super::RefusalCause;
 
-    pub(crate) fn rejected(cause: Rejection) {
+    pub(crate) fn rejected(cause: RefusalCause) {
         rejections(cause).increment(1);
     }
 
     /// The rejections counter of one cause.
-    pub(super) fn rejections(cause: Rejection) -> metrics::Counter {
+    pub(super) fn rejections(cause: RefusalCause) -> metrics::Counter {
         let cause = match cause {
-            Rejection::BadRequest => "bad_request",
-            Rejection::Origin => "origin",
-            Rejection::Auth => "auth",
-            Rejection::Limit => "limit",
-            Rejection::ShuttingDown => "shutting_down",
+            RefusalCause::Guard => "auth",
+            other => other.as_str(),
         };
         metrics::counter!("realtime_handshake_rejections_total", "cause" => cause)
     }
@@ -277,14 +265,16 @@ pub struct CounterSnapshot {
     /// Coalesced emits that took the place of a message with the same key still queued, one
     /// per recipient.
     pub coalesced_replaced: u64,
-    /// Upgrades refused as malformed (400, 405, 426).
+    /// Connections refused as malformed requests (400, 405, 426; a Socket.IO CONNECT to an
+    /// unknown namespace).
     pub rejected_bad_request: u64,
-    /// Upgrades refused for their Origin (403).
+    /// Connections refused for their Origin (403).
     pub rejected_origin: u64,
-    /// Upgrades refused by authentication (401).
+    /// Connections refused by authentication (401; Socket.IO: `CONNECT_ERROR`), a connect
+    /// guard or the connect hook.
     pub rejected_auth: u64,
-    /// Upgrades refused by a connection limit (429, 503).
+    /// Connections refused by a connection limit (429, 503; Socket.IO: `CONNECT_ERROR`).
     pub rejected_limit: u64,
-    /// Upgrades refused because the hub is shutting down (503).
+    /// Connections refused because the hub is shutting down (503).
     pub rejected_shutdown: u64,
 }

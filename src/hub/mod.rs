@@ -12,6 +12,7 @@ mod emitter;
 pub(crate) mod expiry;
 pub(crate) mod history;
 mod namespace;
+mod refused;
 pub(crate) mod registry;
 
 pub(crate) use ack::Asked;
@@ -24,12 +25,13 @@ pub(crate) use namespace::NsInner;
 #[cfg(feature = "metrics")]
 pub(crate) use counters::export as metrics;
 pub use counters::CounterSnapshot;
-pub(crate) use counters::Rejection;
 pub use emit::Emit;
 pub(crate) use emit::{Frames, Packet, Target};
 pub use emitter::Emitter;
 pub use history::History;
 pub(crate) use history::HistoryState;
+pub(crate) use refused::RefusedHook;
+pub use refused::{RefusalCause, Refused, Transport};
 
 use std::{
     any::{Any, TypeId},
@@ -130,6 +132,8 @@ pub(crate) struct HubInner {
     pub(crate) shutdown_notify: tokio::sync::Notify,
     /// The connections whose identity expires, and the sweeper that ends them.
     pub(crate) expiry: expiry::Expiry,
+    /// The app's hook on every refused connection.
+    pub(crate) on_refused: Option<RefusedHook>,
 }
 
 /// Values kept by their type: one of each.
@@ -390,7 +394,7 @@ impl Hub {
     pub(crate) fn attach_detached(&self, user: &str) -> (ConnectionId, crate::outbox::Receiver) {
         let id = self.next_connection_id();
         let identity = crate::auth::Identity::user(user, Default::default());
-        let (conn, rx) = Conn::new(id, identity, self.inner.config.outbound_queue, None, None);
+        let (conn, rx) = Conn::new(id, identity, self.inner.config.outbound_queue, None, Default::default());
         self.inner.default_ns.registry.insert(&conn);
         (id, rx)
     }

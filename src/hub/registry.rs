@@ -266,11 +266,11 @@ mod tests {
         let registry = Arc::new(Registry::default());
         // A connection that stays: joins of live connections are kept.
         let identity = Identity::user("control", Default::default());
-        let (control, _control_rx) = Conn::new(ConnectionId(u64::MAX), identity, 8, None, None);
+        let (control, _control_rx) = Conn::new(ConnectionId(u64::MAX), identity, 8, None, Default::default());
         registry.insert(&control);
         for round in 0..1000u64 {
             let identity = Identity::user(format!("u{}", round % 7), Default::default());
-            let (conn, _rx) = Conn::new(ConnectionId(round), identity, 8, None, None);
+            let (conn, _rx) = Conn::new(ConnectionId(round), identity, 8, None, Default::default());
             registry.insert(&conn);
             let arrived = Arc::new(AtomicUsize::new(0));
             let joiner = {

@@ -16,7 +16,7 @@
 //! | an `Origin` the hub does not allow ([`HubBuilder::allow_origin`](crate::HubBuilder::allow_origin)) | `403` `{"code":4,"message":"Forbidden"}`, no CORS headers |
 //! | `EIO` other than `4` | `400` `{"code":5,"message":"Unsupported protocol version"}` |
 //! | a `POST` body over `maxPayload` | `413`, and the session is closed |
-//! | the hub is shutting down | `503` |
+//! | the hub is shutting down | `503` `{"code":4,"message":"server is shutting down"}` |
 //! | a handshake while [`max_pending_sessions`](SocketIoConfig::max_pending_sessions) sessions have not connected a namespace, or while live connections and such sessions together reach [`max_connections`](crate::Config::max_connections) | `503` `{"code":4,"message":"too many connections"}` |
 //! | a handshake from a client address with [`max_pending_sessions_per_address`](SocketIoConfig::max_pending_sessions_per_address) sessions that have not connected a namespace | `429` `{"code":4,"message":"too many sessions from this address"}` |
 //! | no namespace CONNECT within [`connect_timeout`](SocketIoConfig::connect_timeout) of the handshake | the session is closed: Engine.IO close packet (on a WebSocket, then close `1008` `connect timeout`), its sid unknown from then on |

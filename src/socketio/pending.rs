@@ -11,41 +11,15 @@ use std::{
 };
 
 use dashmap::{mapref::entry::Entry, DashMap};
-use http::StatusCode;
 use tokio::task::AbortHandle;
 
-use crate::hub::Hub;
+use crate::{connection::admission::Refusal, hub::Hub};
 
 /// The sessions of a hub that have not connected a namespace yet.
 #[derive(Default)]
 pub(crate) struct Pending {
     total: AtomicUsize,
     by_address: DashMap<IpAddr, usize>,
-}
-
-/// Why a handshake got no place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Full {
-    /// `max_pending_sessions`, or `max_connections` with the live connections: `503`.
-    Total,
-    /// `max_pending_sessions_per_address`: `429`.
-    Address,
-}
-
-impl Full {
-    pub(crate) fn status(self) -> StatusCode {
-        match self {
-            Self::Total => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Address => StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-
-    pub(crate) fn message(self) -> &'static str {
-        match self {
-            Self::Total => "too many connections",
-            Self::Address => "too many sessions from this address",
-        }
-    }
 }
 
 /// A session's place among those that have not connected a namespace; given back when
@@ -57,10 +31,13 @@ pub(crate) struct Place {
 }
 
 impl Place {
-    /// Takes a place for a new session from `address`, or says which cap is reached.
-    pub(crate) fn take(hub: &Hub, address: Option<IpAddr>) -> Result<Self, Full> {
+    /// Takes a place for a new session from `address`, or says which cap is reached:
+    /// `max_pending_sessions`, or `max_connections` with the live connections
+    /// ([`Refusal::HubFull`], `503`); `max_pending_sessions_per_address`
+    /// ([`Refusal::AddressSessions`], `429`).
+    pub(crate) fn take(hub: &Hub, address: Option<IpAddr>) -> Result<Self, Refusal> {
         let Some(sio) = hub.socketio() else {
-            return Err(Full::Total);
+            return Err(Refusal::HubFull);
         };
         let (cfg, pending) = (&sio.config, &sio.pending);
         let before = pending.total.fetch_add(1, Ordering::AcqRel);
@@ -68,7 +45,7 @@ impl Place {
         let connections = hub.inner.slots.count();
         if before >= cfg.max_pending_sessions || before + connections >= hub.inner.config.max_connections {
             pending.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Full::Total);
+            return Err(Refusal::HubFull);
         }
         if let Some(address) = address {
             let mut count = pending.by_address.entry(address).or_default();
@@ -77,7 +54,7 @@ impl Place {
                 pending.total.fetch_sub(1, Ordering::AcqRel);
                 // An entry made for this refusal alone is not kept.
                 pending.by_address.remove_if(&address, |_, n| *n == 0);
-                return Err(Full::Address);
+                return Err(Refusal::AddressSessions);
             }
             *count += 1;
         }

@@ -25,14 +25,14 @@ use super::{
 use crate::{
     auth::extract_token,
     connection::{
-        admission,
+        admission::{self, Client},
         lifecycle::{drive, End, Heartbeat, Protocol, Step},
     },
     gateway::{Incoming, RateState, Refused, Socket},
     hub::{
         dynamic::Lease,
         history::{random_id, Ask, Recovery, SessionNews},
-        Conn, DisconnectReason, Hub, Proto,
+        Conn, DisconnectReason, Hub, Proto, RefusalCause,
     },
     outbox::{self, Frame},
     protocol::{
@@ -425,6 +425,12 @@ fn on_packet(
                 Ok(ns) => ns,
                 Err(unknown) => {
                     tracing::debug!(ns = %p.ns, reason = %unknown, "Socket.IO CONNECT to no namespace");
+                    let client = Client {
+                        addr: session.addr,
+                        transport: crate::hub::Transport::SocketIo,
+                        namespace: Some(&p.ns),
+                    };
+                    client.report(hub, RefusalCause::BadRequest, "Invalid namespace", None, None);
                     session.queue(format!("4{}", packet::encode_connect_error(&p.ns, "Invalid namespace")));
                     return Ok(None);
                 }
@@ -508,10 +514,14 @@ async fn connect(session: Arc<Session>, ns: Lease, auth: Option<Value>) -> Outco
     let from_payload = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
     let from_request = extract_token(&session.parts);
     let token = from_payload.or(from_request.as_ref().map(|(t, _)| t.as_str()));
-    let pass = match admission::admit(&hub, &session.parts, session.addr, token, auth.as_ref()).await {
+    let client = Client {
+        addr: session.addr,
+        transport: crate::hub::Transport::SocketIo,
+        namespace: Some(&ns.name),
+    };
+    let pass = match admission::admit(&hub, &session.parts, &client, token, auth.as_ref()).await {
         Ok(pass) => pass,
         Err(refusal) => {
-            refusal.count(&hub);
             refuse(&refusal.message());
             return Outcome::Nothing;
         }

@@ -1,7 +1,10 @@
 //! The HTTP side of Socket.IO: handshakes, long-polling `GET`/`POST`, and the WebSocket
 //! transport (direct, or upgraded from polling with the probe exchange).
 
-use std::sync::{atomic::Ordering, Arc};
+use std::{
+    net::IpAddr,
+    sync::{atomic::Ordering, Arc},
+};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -15,18 +18,18 @@ use tokio_tungstenite::{
 };
 
 use super::{
-    pending::{Full, Place},
+    pending::Place,
     session::Session,
     wire::{Control, EngineWire, EngineWs},
 };
 use crate::{
     connection::{
-        admission,
+        admission::{self, Client, Refusal},
         coalesce::CoalescingIo,
         handshake::{check_upgrade, switching_protocols, ws_config},
         websocket::close_websocket,
     },
-    hub::{Hub, Rejection},
+    hub::{Hub, RefusalCause},
     protocol::{
         close_code,
         socketio::{
@@ -43,6 +46,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Reply {
     origin: Option<HeaderValue>,
     allowed: bool,
+    /// The client address, if known, for the report of a refusal.
+    addr: Option<IpAddr>,
 }
 
 impl Reply {
@@ -65,21 +70,32 @@ impl Reply {
         res
     }
 
-    fn error(&self, hub: &Hub, error: EngineError) -> Response<Bytes> {
-        let cause = match error {
-            EngineError::Forbidden => Rejection::Origin,
-            _ => Rejection::BadRequest,
-        };
-        hub.inner.counters.rejected(cause);
-        self.respond(hub, error.status(), "application/json", error.json_body())
+    /// Who the refusals of this request are reported of (no namespace yet).
+    fn client(&self) -> Client<'static> {
+        Client {
+            addr: self.addr,
+            transport: crate::hub::Transport::SocketIo,
+            namespace: None,
+        }
     }
 
-    /// A handshake refused for want of a place: `503` or `429`, with Engine.IO's JSON body.
-    fn full(&self, hub: &Hub, full: Full) -> Response<Bytes> {
-        hub.inner.counters.rejected(Rejection::Limit);
-        tracing::debug!(reason = full.message(), "Socket.IO handshake refused");
-        let body = engineio::error_body(EngineError::Forbidden, full.message());
-        self.respond(hub, full.status(), "application/json", body)
+    fn error(&self, hub: &Hub, error: EngineError) -> Response<Bytes> {
+        let cause = match error {
+            EngineError::Forbidden => RefusalCause::Origin,
+            _ => RefusalCause::BadRequest,
+        };
+        let status = error.status();
+        self.client().report(hub, cause, error.message(), None, Some(status));
+        self.respond(hub, status, "application/json", error.json_body())
+    }
+
+    /// A request refused by the admission's rules before any namespace (the hub shutting down,
+    /// the caps on sessions not connected yet): its status, with Engine.IO's JSON body.
+    fn refuse(&self, hub: &Hub, refusal: Refusal) -> Response<Bytes> {
+        let (status, message) = (refusal.status(), refusal.message());
+        refusal.report(hub, &self.client(), None, Some(status));
+        let body = engineio::error_body(EngineError::Forbidden, &message);
+        self.respond(hub, status, "application/json", body)
     }
 
     fn text(&self, hub: &Hub, body: String) -> Response<Bytes> {
@@ -102,6 +118,7 @@ where
     let reply = Reply {
         origin: parts.headers.get(header::ORIGIN).cloned(),
         allowed: admission::origin_allowed(&hub, &parts),
+        addr: hub.inner.addresses.source.of(&parts),
     };
     let req = Request::from_parts(parts, body);
     let Some(sio) = hub.socketio() else {
@@ -123,13 +140,7 @@ where
         return ready(res);
     }
     if hub.is_shutting_down() {
-        hub.inner.counters.rejected(Rejection::ShuttingDown);
-        return ready(reply.respond(
-            &hub,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "server is shutting down",
-        ));
+        return ready(reply.refuse(&hub, Refusal::ShuttingDown));
     }
     let query = match engineio::parse_query(req.uri().query().unwrap_or("")) {
         Ok(q) => q,
@@ -146,9 +157,9 @@ where
     match kind {
         RequestKind::Handshake(Transport::Polling) => {
             let (parts, _) = req.into_parts();
-            let place = match Place::take(&hub, hub.inner.addresses.source.of(&parts)) {
+            let place = match Place::take(&hub, reply.addr) {
                 Ok(place) => place,
-                Err(full) => return ready(reply.full(&hub, full)),
+                Err(refusal) => return ready(reply.refuse(&hub, refusal)),
             };
             let Some(session) = Session::start_polling(hub.clone(), parts, place) else {
                 return ready(reply.error(&hub, EngineError::BadRequest));
@@ -164,17 +175,17 @@ where
         }
         RequestKind::Handshake(Transport::WebSocket) => {
             let (parts, body) = req.into_parts();
-            let place = match Place::take(&hub, hub.inner.addresses.source.of(&parts)) {
+            let place = match Place::take(&hub, reply.addr) {
                 Ok(place) => place,
-                Err(full) => return ready(reply.full(&hub, full)),
+                Err(refusal) => return ready(reply.refuse(&hub, refusal)),
             };
-            upgrade(hub, Request::from_parts(parts, body), Upgrade::New(place))
+            upgrade(hub, &reply, Request::from_parts(parts, body), Upgrade::New(place))
         }
         RequestKind::Upgrade { sid } => {
             let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
                 return ready(reply.error(&hub, EngineError::UnknownSid));
             };
-            upgrade(hub, req, Upgrade::Of(session))
+            upgrade(hub, &reply, req, Upgrade::Of(session))
         }
         RequestKind::Poll { sid } => {
             let Some(session) = sio.sessions.get(sid.as_str()).map(|s| s.clone()) else {
@@ -262,9 +273,14 @@ enum Upgrade {
 }
 
 /// A WebSocket handshake: a new WebSocket-only session, or the upgrade of a polling one.
-fn upgrade<ReqBody>(hub: Hub, mut req: Request<ReqBody>, upgrade: Upgrade) -> BoxFuture<'static, Response<Bytes>> {
+fn upgrade<ReqBody>(
+    hub: Hub,
+    reply: &Reply,
+    mut req: Request<ReqBody>,
+    upgrade: Upgrade,
+) -> BoxFuture<'static, Response<Bytes>> {
     if let Err(refusal) = check_upgrade(&req) {
-        return ready(refusal.into_response(&hub));
+        return ready(refusal.refuse(&hub, &reply.client()));
     }
     // A session already upgraded, or upgrading: the WebSocket is accepted, then closed at
     // once, as the reference server does; the session goes on over its own transport.
