@@ -17,6 +17,8 @@
 //!   `{"status":"error","message":"text: at most 1000 characters","field":"text","min":1,"limit":1000,"errors":[…]}`.
 //! - `privateMessage`'s ack says how many connections of the recipient it was sent to, on
 //!   every node: `{"delivered": <this node's>, "devices": n, "online": n > 0}`.
+//! - `setStatus`/`whoami` keep a status in the connection's own state; `shareFile` sends a
+//!   binary file to a room's other members; `typing` is a volatile, coalesced emit.
 //! - Connections, disconnections and refused connections (native or Socket.IO: a bad request,
 //!   a bad token, a limit, a guard) are logged at `info`, without tokens.
 
@@ -29,8 +31,9 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
+use bytes::Bytes;
 use jsonwebtoken::{EncodingKey, Header};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower_realtime::{
     Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, RateLimit, Refused,
@@ -43,6 +46,13 @@ const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
 pub const MAX_TEXT_CHARS: usize = 1000;
 /// Longest user name, in bytes.
 pub const MAX_USER_BYTES: usize = 64;
+/// Longest status, in characters.
+pub const MAX_STATUS_CHARS: usize = 64;
+/// Longest shared file name, in characters.
+pub const MAX_FILE_NAME_CHARS: usize = 255;
+/// Largest shared file, in bytes: under the library's message size limit (64 KiB), which
+/// bounds the event and its binary frames together.
+pub const MAX_FILE_BYTES: usize = 48 * 1024;
 /// Events a connection may send per second, on average.
 pub const EVENTS_PER_SECOND: u32 = 5;
 /// Events a connection may send at once before the rate applies.
@@ -82,19 +92,52 @@ fn check_length(field: &str, value: &str, max: usize, unit: Unit) -> Result<(), 
         n if n > max => format!("at most {max} {unit}"),
         _ => return Ok(()),
     };
-    let message = format!("{field}: {rule}");
+    Err(limit_error(field, &rule, 1, max))
+}
+
+/// A payload field out of its limits: `{"message": "<field>: <rule>", "field", "min", "limit",
+/// "errors": [{"field", "code", "message"}]}`.
+fn limit_error(field: &str, rule: &str, min: usize, max: usize) -> ErrorEvent {
     let errors = json!([{ "field": field, "code": "length", "message": rule }]);
-    Err(ErrorEvent::new(message)
+    ErrorEvent::new(format!("{field}: {rule}"))
         .with_field("field", field)
-        .with_field("min", 1)
+        .with_field("min", min)
         .with_field("limit", max)
-        .with_field("errors", errors))
+        .with_field("errors", errors)
 }
 
 #[derive(Deserialize)]
 struct RoomMessage {
     room: String,
     message: Value,
+}
+
+/// A file shared with a room: `data` is the client's binary attachment.
+#[derive(Deserialize)]
+struct SharedFile {
+    room: String,
+    name: String,
+    data: Bytes,
+}
+
+/// The file as the room's other members get it: `data` goes out as binary again.
+#[derive(Serialize)]
+struct FileShared<'a> {
+    from: &'a str,
+    name: &'a str,
+    data: &'a Bytes,
+}
+
+#[derive(Deserialize)]
+struct Typing {
+    room: String,
+}
+
+/// What a connection keeps in its own state (`Socket::set_data`, so that the hub, and any node
+/// of a cluster, can read it by connection id).
+#[derive(Serialize, Deserialize, Default)]
+struct ConnState {
+    status: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -142,6 +185,10 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
         .on_connect(|socket: Socket| async move {
             tracing::info!(conn = %socket.id(), user = sender(&socket), "connected");
             socket.emit("onlineUsers", &online_users(socket.hub()).await);
+            let statuses = statuses(socket.hub());
+            if !statuses.is_empty() {
+                socket.emit("statuses", &statuses);
+            }
         })
         .on_disconnect(|socket: Socket, reason: DisconnectReason| async move {
             tracing::info!(conn = %socket.id(), user = sender(&socket), ?reason, "disconnected");
@@ -215,6 +262,61 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
                 Ok::<_, ErrorEvent>(json!({ "delivered": delivered, "devices": devices, "online": devices > 0 }))
             },
         )
+        .on("setStatus", |socket: Socket, Data(status): Data<String>| async move {
+            if status.chars().count() > MAX_STATUS_CHARS {
+                let rule = format!("at most {MAX_STATUS_CHARS} characters");
+                return Err(limit_error("status", &rule, 0, MAX_STATUS_CHARS));
+            }
+            // An empty status clears it.
+            let status = (!status.is_empty()).then_some(status);
+            socket
+                .set_data(&ConnState { status: status.clone() })
+                .map_err(ErrorEvent::internal)?;
+            socket
+                .hub()
+                .emit("status", &json!({ "userId": sender(&socket), "status": status }));
+            Ok(json!({ "event": "statusSet", "status": status }))
+        })
+        .on("whoami", |socket: Socket| async move {
+            let status = socket.data::<ConnState>().unwrap_or_default().status;
+            json!({ "userId": sender(&socket), "status": status })
+        })
+        .on("shareFile", |socket: Socket, Data(file): Data<SharedFile>| async move {
+            check_length("name", &file.name, MAX_FILE_NAME_CHARS, Unit::Characters)?;
+            let rule = match file.data.len() {
+                0 => Some("must not be empty".to_owned()),
+                n if n > MAX_FILE_BYTES => Some(format!("at most {MAX_FILE_BYTES} bytes")),
+                _ => None,
+            };
+            if let Some(rule) = rule {
+                return Err(limit_error("data", &rule, 1, MAX_FILE_BYTES));
+            }
+            if !socket.in_room(&file.room) {
+                return Err(ErrorEvent::new(format!("not a member of room {}", file.room)));
+            }
+            let shared = FileShared {
+                from: sender(&socket),
+                name: &file.name,
+                data: &file.data,
+            };
+            let delivered = socket.to(&file.room).emit("fileShared", &shared);
+            Ok(json!({ "event": "fileShared", "delivered": delivered }))
+        })
+        .on("typing", |socket: Socket, Data(typing): Data<Typing>| async move {
+            if !socket.in_room(&typing.room) {
+                return Err(ErrorEvent::new(format!("not a member of room {}", typing.room)));
+            }
+            // Only worth having now: dropped for a busy connection, and a newer one for the
+            // same user and room replaces one still queued.
+            let user = sender(&socket);
+            let key = format!("typing:{}:{user}", typing.room);
+            socket
+                .to(&typing.room)
+                .volatile()
+                .coalesce(&key)
+                .emit("typing", &json!({ "userId": user, "room": typing.room }));
+            Ok::<_, ErrorEvent>(())
+        })
         .build()
 }
 
@@ -224,6 +326,22 @@ async fn online_users(hub: &Hub) -> Vec<String> {
     return hub.cluster_online_users().await.value;
     #[cfg(not(feature = "redis"))]
     hub.online_users()
+}
+
+/// The statuses set by the connections of this node, by user (the latest found for a user
+/// with several): a connecting page's first view; `status` events keep it current.
+fn statuses(hub: &Hub) -> serde_json::Map<String, Value> {
+    let mut all = serde_json::Map::new();
+    for user in hub.online_users() {
+        let status = hub.connections_of(&user).into_iter().find_map(|id| {
+            let data = hub.connection_data(id)?;
+            serde_json::from_value::<ConnState>(data).ok()?.status
+        });
+        if let Some(status) = status {
+            all.insert(user, Value::String(status));
+        }
+    }
+    all
 }
 
 /// How many connections of `user` an emit to them was sent to: `delivered` alone, or, in a
@@ -310,7 +428,14 @@ async fn config(State(app): State<AppState>) -> Json<Value> {
         .rate_limited
         .then(|| json!({ "perSecond": EVENTS_PER_SECOND, "burst": EVENT_BURST }));
     Json(json!({
-        "limits": { "text": MAX_TEXT_CHARS, "room": app.hub.config().max_room_name_len, "user": MAX_USER_BYTES },
+        "limits": {
+            "text": MAX_TEXT_CHARS,
+            "room": app.hub.config().max_room_name_len,
+            "user": MAX_USER_BYTES,
+            "status": MAX_STATUS_CHARS,
+            "fileName": MAX_FILE_NAME_CHARS,
+            "fileBytes": MAX_FILE_BYTES,
+        },
         "rateLimit": rate,
         "socketio": cfg!(feature = "socketio"),
         "endpoints": endpoints().into_iter().collect::<std::collections::BTreeMap<_, _>>(),

@@ -404,7 +404,10 @@ async fn favicon_config_and_login_errors() {
         .json()
         .await
         .unwrap();
-    assert_eq!(config["limits"], json!({ "text": 1000, "room": 128, "user": 64 }));
+    assert_eq!(
+        config["limits"],
+        json!({ "text": 1000, "room": 128, "user": 64, "status": 64, "fileName": 255, "fileBytes": 49152 })
+    );
     assert_eq!(
         config["rateLimit"],
         json!({ "perSecond": chat::EVENTS_PER_SECOND, "burst": chat::EVENT_BURST })
@@ -440,4 +443,220 @@ async fn favicon_config_and_login_errors() {
             (Some("user"), Some(limit))
         );
     }
+}
+
+/// The next message of `c`'s WebSocket, whatever its kind.
+async fn next_message(c: &mut Client) -> tokio_tungstenite::tungstenite::Message {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(5), c.ws.next())
+        .await
+        .expect("no frame in time")
+        .expect("stream ended")
+        .expect("read error")
+}
+
+/// Reads `c`'s frames until the text frame of `event`, skipping others, and returns it with
+/// the binary frames it announces.
+async fn expect_binary_event(c: &mut Client, event: &str) -> (Value, Vec<Vec<u8>>) {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let Message::Text(text) = next_message(c).await else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        if frame["event"] != event {
+            continue;
+        }
+        let n = frame["attachments"].as_u64().unwrap_or(0);
+        let mut bins = Vec::new();
+        for _ in 0..n {
+            match next_message(c).await {
+                Message::Binary(b) => bins.push(b.to_vec()),
+                other => panic!("a binary frame was expected right after {event}, got {other:?}"),
+            }
+        }
+        return (frame, bins);
+    }
+}
+
+/// Reads `c`'s frames until the answer to request `id` (an ack or an error), skipping others.
+async fn answer_to(c: &mut Client, id: u64) -> Value {
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        if let Message::Text(text) = next_message(c).await {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["ack"] == json!(id) {
+                return frame;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_status_lives_in_the_connection_and_everyone_sees_it() {
+    let (addr, hub) = demo().await;
+    let (mut alice, _) = join_chat(addr, "alice").await;
+    let (mut bob, _) = join_chat(addr, "bob").await;
+
+    let me = alice.call("whoami", Value::Null).await;
+    assert_eq!(me["data"], json!({ "userId": "alice", "status": null }), "{me}");
+
+    let ack = alice.call("setStatus", json!("in a meeting")).await;
+    assert_eq!(ack["data"], json!({ "event": "statusSet", "status": "in a meeting" }));
+    assert_eq!(
+        bob.expect_event("status").await,
+        json!({ "userId": "alice", "status": "in a meeting" })
+    );
+    let me = alice.call("whoami", Value::Null).await;
+    assert_eq!(me["data"], json!({ "userId": "alice", "status": "in a meeting" }));
+
+    // Kept in the connection's own state, readable from the hub by connection id.
+    use tower_realtime::Emitter;
+    let ids = hub.connections_of("alice");
+    assert_eq!(ids.len(), 1);
+    assert_eq!(hub.connection_data(ids[0]), Some(json!({ "status": "in a meeting" })));
+    // Another tab of alice's has a state of its own.
+    let (mut alice2, _) = join_chat(addr, "alice").await;
+    let me = alice2.call("whoami", Value::Null).await;
+    assert_eq!(me["data"]["status"], Value::Null);
+
+    // A newcomer learns the statuses right after the online list.
+    let token = login(addr, "carol").await;
+    let mut carol = connect_token(addr, &token).await;
+    assert_eq!(carol.next_frame().await["event"], "onlineUsers");
+    let statuses = carol.next_frame().await;
+    assert_eq!(statuses["event"], "statuses");
+    assert_eq!(statuses["data"], json!({ "alice": "in a meeting" }));
+
+    let e = alice.call("setStatus", json!("x".repeat(65))).await;
+    assert_eq!(e["event"], "error", "{e}");
+    assert_eq!(
+        (
+            e["data"]["message"].as_str(),
+            e["data"]["field"].as_str(),
+            e["data"]["limit"].as_u64()
+        ),
+        (Some("status: at most 64 characters"), Some("status"), Some(64))
+    );
+    // 64 characters (not bytes) is within the limit.
+    let ack = alice.call("setStatus", json!("é".repeat(64))).await;
+    assert_eq!(ack["data"]["event"], "statusSet", "{ack}");
+
+    // An empty status clears it.
+    let ack = alice.call("setStatus", json!("")).await;
+    assert_eq!(ack["data"], json!({ "event": "statusSet", "status": null }));
+    let me = alice.call("whoami", Value::Null).await;
+    assert_eq!(me["data"], json!({ "userId": "alice", "status": null }));
+}
+
+#[tokio::test]
+async fn a_shared_file_reaches_the_rooms_other_members_as_binary() {
+    use tokio_tungstenite::tungstenite::Message;
+    let (addr, _hub) = demo().await;
+    let (mut alice, _) = join_chat(addr, "alice").await;
+    let (mut bob, _) = join_chat(addr, "bob").await;
+    let (mut carol, _) = join_chat(addr, "carol").await;
+    alice.call("joinRoom", json!("general")).await;
+    bob.call("joinRoom", json!("general")).await;
+
+    let png: Vec<u8> = [&b"\x89PNG\r\n\x1a\n"[..], &[0, 255, 128, 7]].concat();
+    let share = json!({
+        "event": "shareFile",
+        "data": { "room": "general", "name": "dot.png", "data": { "_placeholder": true, "num": 0 } },
+        "id": 100,
+        "attachments": 1,
+    });
+    use futures_util::SinkExt;
+    alice.send_raw(&share.to_string()).await;
+    alice.ws.send(Message::binary(png.clone())).await.unwrap();
+    let ack = answer_to(&mut alice, 100).await;
+    assert_eq!(ack["data"], json!({ "event": "fileShared", "delivered": 1 }), "{ack}");
+
+    let (frame, bins) = expect_binary_event(&mut bob, "fileShared").await;
+    assert_eq!(
+        frame["data"],
+        json!({ "from": "alice", "name": "dot.png", "data": { "_placeholder": true, "num": 0 } })
+    );
+    assert_eq!(bins.len(), 1);
+    assert_eq!(bins[0], png, "the same bytes, as a binary frame");
+    carol.expect_no_event("fileShared").await;
+    alice.expect_no_event("fileShared").await;
+
+    // Over the limit, empty, not a member: an error naming why; the file goes nowhere.
+    let big = vec![7u8; chat::MAX_FILE_BYTES + 1];
+    for (who, room, bytes, message) in [
+        ("alice", "general", big, "data: at most 49152 bytes"),
+        ("alice", "general", vec![], "data: must not be empty"),
+        ("carol", "general", png.clone(), "not a member of room general"),
+    ] {
+        let c = if who == "alice" { &mut alice } else { &mut carol };
+        let mut share = share.clone();
+        share["data"]["room"] = json!(room);
+        share["id"] = json!(101);
+        c.send_raw(&share.to_string()).await;
+        c.ws.send(Message::binary(bytes)).await.unwrap();
+        let e = answer_to(c, 101).await;
+        assert_eq!(e["event"], "error", "{e}");
+        assert_eq!(e["data"]["message"], message, "{e}");
+    }
+    bob.expect_no_event("fileShared").await;
+}
+
+#[tokio::test]
+async fn typing_reaches_the_rooms_others_and_a_busy_one_gets_the_latest_only() {
+    let (addr, hub) = demo().await;
+    let (mut alice, _) = join_chat(addr, "alice").await;
+    let (mut bob, _) = join_chat(addr, "bob").await;
+    let (mut carol, _) = join_chat(addr, "carol").await;
+    alice.call("joinRoom", json!("general")).await;
+    bob.call("joinRoom", json!("general")).await;
+
+    alice.emit("typing", json!({ "room": "general" })).await;
+    assert_eq!(
+        bob.expect_event("typing").await,
+        json!({ "userId": "alice", "room": "general" })
+    );
+    alice.expect_no_event("typing").await;
+    carol.expect_no_event("typing").await;
+
+    let e = carol.call("typing", json!({ "room": "general" })).await;
+    assert_eq!(e["data"]["message"], "not a member of room general", "{e}");
+
+    // A burst: every one either reaches bob, is dropped for him while he is busy, or is
+    // replaced by a newer one still queued for him; never more than one queued at a time.
+    let before = hub.counters();
+    const BURST: u64 = 15;
+    for _ in 0..BURST {
+        alice.emit("typing", json!({ "room": "general" })).await;
+    }
+    // A final acked request: its answer comes after every typing was handled.
+    alice.call("whoami", Value::Null).await;
+    let mut received = 0;
+    while tokio::time::timeout(std::time::Duration::from_millis(500), bob.expect_event("typing"))
+        .await
+        .is_ok()
+    {
+        received += 1;
+    }
+    let after = hub.counters();
+    let dropped = after.volatile_dropped - before.volatile_dropped;
+    let replaced = after.coalesced_replaced - before.coalesced_replaced;
+    assert!(received >= 1, "the latest one arrives");
+    assert_eq!(
+        received + dropped + replaced,
+        BURST,
+        "{received} + {dropped} + {replaced}"
+    );
+}
+
+/// The demo's state, file and typing events with the official socket.io-client
+/// (`tests/node/chat-demo.test.mjs`).
+#[cfg(feature = "socketio")]
+#[tokio::test]
+async fn status_files_and_typing_with_socket_io_client() {
+    if !node_enabled("the chat demo with socket.io-client") {
+        return;
+    }
+    let (addr, _hub) = demo().await;
+    run_node("chat-demo.test.mjs", vec![("BASE_URL", format!("http://{addr}"))]).await;
 }
