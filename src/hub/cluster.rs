@@ -691,10 +691,18 @@ impl Hub {
         }
     }
 
-    /// The users online anywhere in the cluster, sorted (this node's alone without a cluster).
+    /// The users online anywhere in the cluster, sorted and unique (this node's alone without
+    /// a cluster). This node's own users are always in it, even those whose presence has not
+    /// reached Redis yet (a user connecting now, in the connect hook).
     pub async fn cluster_online_users(&self) -> ClusterAnswer<Vec<String>> {
         match &self.inner.cluster {
-            Some(cluster) => cluster.adapter.online_users().await,
+            Some(cluster) => {
+                let mut answer = cluster.adapter.online_users().await;
+                answer.value.extend(self.online_users());
+                answer.value.sort_unstable();
+                answer.value.dedup();
+                answer
+            }
             None => ClusterAnswer::complete(self.online_users()),
         }
     }
