@@ -121,7 +121,25 @@ fn borrowed(target: &adapter::Target) -> Target<'_> {
     }
 }
 
+/// Who an emit reaches, as the cluster's messages carry it.
+struct Audience {
+    targets: Vec<adapter::Target>,
+    except: Vec<u64>,
+    except_rooms: Vec<String>,
+    except_users: Vec<String>,
+}
+
 impl Emit<'_> {
+    /// Its targets and exceptions, owned, for a message to the other nodes.
+    fn audience(&self) -> Audience {
+        Audience {
+            targets: self.targets.iter().map(owned).collect(),
+            except: self.except.iter().map(|id| id.0).collect(),
+            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
+            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
     /// Whether every target is a connection of this node: the other nodes have nothing to do.
     fn local_only(&self) -> bool {
         self.targets.iter().all(|t| match t {
@@ -139,12 +157,18 @@ impl Emit<'_> {
         let Ok(data) = serde_json::value::RawValue::from_string(payload.json.clone()) else {
             return;
         };
+        let Audience {
+            targets,
+            except,
+            except_rooms,
+            except_users,
+        } = self.audience();
         let op = Op::Emit {
             ns: self.ns.name.to_string(),
-            targets: self.targets.iter().map(owned).collect(),
-            except: self.except.iter().map(|id| id.0).collect(),
-            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
-            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+            targets,
+            except,
+            except_rooms,
+            except_users,
             volatile: self.volatile,
             coalesce: self.coalesce.map(str::to_owned),
             event: event.to_owned(),
@@ -171,12 +195,18 @@ impl Emit<'_> {
         let Ok(data) = serde_json::from_str(data_json) else {
             return (Vec::new(), Vec::new());
         };
+        let Audience {
+            targets,
+            except,
+            except_rooms,
+            except_users,
+        } = self.audience();
         let query = Query::EmitWithAck {
             ns: self.ns.name.to_string(),
-            targets: self.targets.iter().map(owned).collect(),
-            except: self.except.iter().map(|id| id.0).collect(),
-            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
-            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+            targets,
+            except,
+            except_rooms,
+            except_users,
             event: event.to_owned(),
             data,
             attachments: attachments.to_vec(),
@@ -210,14 +240,20 @@ impl Emit<'_> {
         let Ok(data) = serde_json::value::RawValue::from_string(data_json.to_owned()) else {
             return false;
         };
+        let Audience {
+            targets,
+            except,
+            except_rooms,
+            except_users,
+        } = self.audience();
         let op = Op::HistoryEmit {
             epoch: String::new(),
             offset: 0,
             ns: self.ns.name.to_string(),
-            targets: self.targets.iter().map(owned).collect(),
-            except: self.except.iter().map(|id| id.0).collect(),
-            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
-            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+            targets,
+            except,
+            except_rooms,
+            except_users,
             event: event.to_owned(),
             data,
         };
