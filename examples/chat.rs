@@ -124,6 +124,7 @@ struct SharedFile {
 #[derive(Serialize)]
 struct FileShared<'a> {
     from: &'a str,
+    room: &'a str,
     name: &'a str,
     data: &'a Bytes,
 }
@@ -296,6 +297,7 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
             }
             let shared = FileShared {
                 from: sender(&socket),
+                room: &file.room,
                 name: &file.name,
                 data: &file.data,
             };
