@@ -146,8 +146,16 @@ async function sharePng(from, to, name, width, height) {
 // `from` types in the room on screen; `to` sees it, then sees it go without more typing.
 async function typingShows(from, to, user) {
   await from.page.click('#text');
-  await from.page.keyboard.type('typing something', { delay: 20 });
-  await to.page.locator('#typing', { hasText: `${user} is typing\u2026` }).waitFor();
+  // A typing notice is volatile: the server drops it for a connection that is busy at that
+  // moment. So type again (the page sends one every 2 s at most) until it shows, four times
+  // at most.
+  const notice = to.page.locator('#typing', { hasText: `${user} is typing\u2026` });
+  let shown = false;
+  for (let i = 0; i < 4 && !shown; i++) {
+    await from.page.keyboard.type('typing', { delay: 20 });
+    shown = await notice.waitFor({ timeout: 2500 }).then(() => true, () => false);
+  }
+  if (!shown) throw new Error(`${user} typed for 10 s and the other page never said so`);
   await to.page.waitForFunction(() => document.getElementById('typing').textContent === '', null, { timeout: 6000 })
     .catch(() => { throw new Error(`the typing notice of ${user} stayed past 6 s`); });
   await from.page.fill('#text', '');
