@@ -7,6 +7,8 @@ mod handler;
 mod rate;
 mod refresh;
 mod socket;
+#[cfg(feature = "typed")]
+mod typed;
 #[cfg(feature = "validate")]
 mod valid;
 
@@ -16,6 +18,8 @@ pub use handler::{
     Args, Attachments, Data, EventContext, EventName, FromEvent, Handler, IntoReply, Json, Reply, SocketExt, State,
 };
 pub use socket::{RawMessage, Socket};
+#[cfg(feature = "typed")]
+pub use typed::{EventHandler, IntoAck};
 #[cfg(feature = "validate")]
 pub use valid::Valid;
 
@@ -152,8 +156,23 @@ impl Gateway {
         handler: H,
         guards: Vec<Arc<dyn Guard>>,
     ) {
+        self.add_route(event, Arc::new(handler::Erased::new(handler)), guards);
+    }
+
+    /// Handles a declared event: its name and payload from `E`, its return value `E::Ack`.
+    #[cfg(feature = "typed")]
+    pub(crate) fn add_event_handler<E, H, Args>(&mut self, handler: H)
+    where
+        E: crate::event::ClientEvent,
+        H: EventHandler<E, Args>,
+        Args: 'static,
+    {
+        self.add_route(E::NAME, Arc::new(typed::Typed::new(handler)), Vec::new());
+    }
+
+    fn add_route(&mut self, event: &str, handler: Arc<dyn ErasedHandler>, guards: Vec<Arc<dyn Guard>>) {
         let route = Route {
-            handler: Arc::new(handler::Erased::new(handler)),
+            handler,
             guards,
             rate: None,
         };
