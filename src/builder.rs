@@ -28,7 +28,10 @@ use crate::{
     origin::OriginPolicy,
 };
 #[cfg(feature = "typed")]
-use crate::{event::ClientEvent, gateway::EventHandler};
+use crate::{
+    event::{ClientEvent, ServerEvent},
+    gateway::EventHandler,
+};
 
 /// Configures one namespace: its handlers, guards, rate limits and hooks. The same methods on
 /// [`HubBuilder`](super::HubBuilder) configure the default namespace.
@@ -112,6 +115,16 @@ impl NamespaceBuilder {
     #[cfg(feature = "typed")]
     pub fn on_event<E: ClientEvent, H: EventHandler<E, Args>, Args: 'static>(mut self, handler: H) -> Self {
         self.gateway.add_event_handler(handler);
+        self
+    }
+
+    /// Declares an event the server sends ([`ServerEvent`](crate::ServerEvent), feature
+    /// `typed`), so that [`Hub::typescript`] writes it into `ServerToClientEvents` with its
+    /// payload type. Sending it does not need this: [`Emit::send`](crate::Emit::send) takes
+    /// any declared event.
+    #[cfg(feature = "typed")]
+    pub fn emits<E: ServerEvent>(mut self) -> Self {
+        self.gateway.declare_server_event::<E>();
         self
     }
 
@@ -332,6 +345,14 @@ impl HubBuilder {
     #[cfg(feature = "typed")]
     pub fn on_event<E: ClientEvent, H: EventHandler<E, Args>, Args: 'static>(mut self, handler: H) -> Self {
         self.default = self.default.on_event(handler);
+        self
+    }
+
+    /// Declares an event the server sends in the default namespace. See
+    /// [`NamespaceBuilder::emits`].
+    #[cfg(feature = "typed")]
+    pub fn emits<E: ServerEvent>(mut self) -> Self {
+        self.default = self.default.emits::<E>();
         self
     }
 

@@ -2,7 +2,8 @@
 //! payload (the type itself) and, for an event a client sends, its ack.
 //!
 //! The traits here name nothing above them: the hub's emits take a [`ServerEvent`], the
-//! gateway's typed handlers a [`ClientEvent`]. The payload types' TypeScript comes from
+//! gateway's typed handlers a [`ClientEvent`], and the builder keeps the declarations for
+//! [`Hub::typescript`](crate::Hub::typescript). The payload types' TypeScript comes from
 //! ts-rs (`#[derive(ts_rs::TS)]` beside `#[derive(Event)]`).
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -55,7 +56,8 @@ pub trait ClientEvent: Event + DeserializeOwned + Send {
 
 /// An event the server sends: `#[event(name = "..")]` without an ack. Emit it with
 /// [`Emit::send`](crate::Emit::send), [`Emitter::send`](crate::Emitter::send) or
-/// [`Socket::send`](crate::Socket::send).
+/// [`Socket::send`](crate::Socket::send), and declare it on the builder with
+/// [`HubBuilder::emits`](crate::HubBuilder::emits) so that its TypeScript is written.
 pub trait ServerEvent: Event + Serialize {}
 
 /// A binary value as JavaScript clients handle it: `ArrayBuffer | Uint8Array` in TypeScript.
@@ -73,7 +75,7 @@ impl TS for Binary {
     type OptionInnerType = Self;
 
     fn docs() -> Option<String> {
-        Some("A binary value: an ArrayBuffer in a browser, a Buffer (a Uint8Array) in Node.".to_owned())
+        Some("/**\n * A binary value: an ArrayBuffer in a browser, a Buffer (a Uint8Array) in Node.\n */\n".to_owned())
     }
 
     fn name(_: &ts_rs::Config) -> String {
@@ -97,8 +99,8 @@ impl TS for Binary {
     }
 }
 
-/// The `error` event's data as it goes on the wire: what every
-/// [`ErrorEvent`](crate::ErrorEvent) becomes, and what a client reads. The optional fields
+/// The `error` event's data as it goes on the wire: what every `ErrorEvent` of the server
+/// becomes, and what a client reads. The optional fields
 /// are those the crate and its demo set: `code` (`"rate_limited"`, or the close code `4003`
 /// of an expired token), `errors` (a validation's failing fields), `field`, `min` and
 /// `limit` (a length check).
@@ -143,7 +145,7 @@ pub enum ErrorCode {
     Number(u32),
 }
 
-/// One failing field of a payload, as in an [`ErrorData`]'s `errors`.
+/// One failing field of a payload, as in an error event's `errors`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct FieldError {
     /// The field's path: `text`, `outer.inner`, `list[2].inner`.

@@ -6,7 +6,9 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
+use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower_realtime::{Emitter, ErrorData, ErrorEvent, Event, FieldError, Hub, JwtAuth, Socket};
@@ -45,6 +47,49 @@ struct WhoAmI;
 #[event(name = "announcement")]
 struct Announcement(String);
 
+/// A file for a room: the bytes go as a binary attachment.
+#[derive(Deserialize, Event, ts_rs::TS)]
+#[event(name = "upload", ack = Stored)]
+struct Upload {
+    room: String,
+    #[ts(as = "tower_realtime::Binary")]
+    data: Bytes,
+    /// Absent or null: no caption.
+    caption: Option<String>,
+}
+
+/// Where an upload went, or why not.
+#[derive(Serialize, ts_rs::TS)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+#[ts(tag = "outcome", rename_all = "camelCase")]
+enum Stored {
+    Kept { bytes: usize, members: Vec<String> },
+    TooLarge { limit: usize },
+}
+
+/// A room's state, sent to a member on demand.
+#[derive(Serialize, Event, ts_rs::TS)]
+#[event(name = "roomState")]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase", optional_fields)]
+struct RoomState {
+    room: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<String>,
+    mode: Mode,
+}
+
+#[derive(Serialize, ts_rs::TS)]
+#[serde(rename_all = "lowercase")]
+#[ts(rename_all = "lowercase")]
+enum Mode {
+    Open,
+    Moderated,
+}
+
+/// The hub's declarations, as its clients type-check against them.
+const TYPES: &str = "tests/fixtures/typed_events.d.ts";
+
 fn hub() -> Hub {
     Hub::builder()
         .auth(JwtAuth::hs256(SECRET))
@@ -65,6 +110,26 @@ fn hub() -> Hub {
             Ok(())
         })
         .on_event(|socket: Socket, _: WhoAmI| async move { socket.user_id().unwrap_or_default().to_owned() })
+        .on_event(|socket: Socket, up: Upload| async move {
+            if up.data.len() > 16 {
+                return Stored::TooLarge { limit: 16 };
+            }
+            let topic_set = up.caption.is_some();
+            socket.send(RoomState {
+                room: up.room.clone(),
+                topic: up.caption,
+                mode: if topic_set { Mode::Moderated } else { Mode::Open },
+            });
+            let members = socket.hub().room_members(&up.room).len();
+            let members = (0..members).map(|i| i.to_string()).collect();
+            Stored::Kept {
+                bytes: up.data.len(),
+                members,
+            }
+        })
+        .emits::<Said>()
+        .emits::<Announcement>()
+        .emits::<RoomState>()
         .build()
 }
 
@@ -146,4 +211,107 @@ async fn an_event_without_a_payload_takes_whatever_comes_with_it() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn a_binary_field_arrives_as_bytes_and_an_enum_ack_is_tagged() {
+    let hub = hub();
+    let addr = serve_hub(&hub).await;
+    let mut alice = connect(addr, "alice").await;
+
+    // The native protocol's binary: a placeholder in the data, then the binary frame.
+    let head = json!({ "event": "upload", "id": 7, "attachments": 1,
+        "data": { "room": "r", "data": { "_placeholder": true, "num": 0 } } });
+    alice.send_raw(&head.to_string()).await;
+    alice
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3]))
+        .await
+        .unwrap();
+    let state = alice.expect_event("roomState").await;
+    assert_eq!(
+        state,
+        json!({ "room": "r", "mode": "open" }),
+        "no topic: the field is left out"
+    );
+    loop {
+        let frame = alice.next_frame().await;
+        if frame["ack"] == 7 {
+            assert_eq!(frame["data"], json!({ "outcome": "kept", "bytes": 3, "members": [] }));
+            break;
+        }
+    }
+    let big = json!({ "room": "r", "data": { "_placeholder": true, "num": 0 }, "caption": "x" });
+    let head = json!({ "event": "upload", "id": 8, "attachments": 1, "data": big });
+    alice.send_raw(&head.to_string()).await;
+    alice
+        .ws
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![0u8; 17]))
+        .await
+        .unwrap();
+    loop {
+        let frame = alice.next_frame().await;
+        if frame["ack"] == 8 {
+            assert_eq!(frame["data"], json!({ "outcome": "tooLarge", "limit": 16 }));
+            break;
+        }
+    }
+}
+
+/// The committed declarations are the hub's: regenerate them with
+/// `UPDATE_TYPES=1 cargo test --test typed_events`. `.ci/run` type-checks
+/// `tests/node/types/typed-events.ts` against them with `tsc --strict`.
+#[test]
+fn the_committed_typescript_is_what_the_hub_writes() {
+    let written = hub().typescript();
+    if std::env::var_os("UPDATE_TYPES").is_some() {
+        std::fs::write(TYPES, &written).unwrap();
+    }
+    let committed = std::fs::read_to_string(TYPES).unwrap_or_default();
+    assert!(
+        committed == written,
+        "{TYPES} is not what the hub writes: run `UPDATE_TYPES=1 cargo test --test typed_events` and commit it\n{}",
+        first_difference(&committed, &written)
+    );
+}
+
+#[test]
+fn the_typescript_names_every_declared_event_with_its_types() {
+    let ts = hub().typescript();
+    for member in [
+        "join: (data: Join, ack: (res: Joined) => void) => void;",
+        "say: (data: Say, ack: (res: null) => void) => void;",
+        "whoami: (ack: (res: string) => void) => void;",
+        "upload: (data: Upload, ack: (res: Stored) => void) => void;",
+        "said: (data: Said) => void;",
+        "announcement: (data: Announcement) => void;",
+        "roomState: (data: RoomState) => void;",
+        "error: (data: ErrorEvent) => void;",
+        "token_expiring: (data: TokenExpiring) => void;",
+        "export interface Joined { room: string, members: number, }",
+        "export type Join = string;",
+        "export type Binary = ArrayBuffer | Uint8Array;",
+        "data: Binary",
+        "caption: string | null",
+        "topic?: string",
+        r#"export type Mode = "open" | "moderated";"#,
+        r#"{ "outcome": "kept", bytes: number, members: Array<string>, }"#,
+    ] {
+        assert!(ts.contains(member), "no `{member}` in\n{ts}");
+    }
+    assert!(!ts.contains("any") && !ts.contains("unknown"), "{ts}");
+    assert_eq!(ts, hub().typescript(), "the same hub writes the same text");
+}
+
+/// The first line where two texts differ, for a readable failure.
+fn first_difference(a: &str, b: &str) -> String {
+    let (mut a_lines, mut b_lines) = (a.lines(), b.lines());
+    for n in 1.. {
+        match (a_lines.next(), b_lines.next()) {
+            (None, None) => break,
+            (x, y) if x != y => return format!("line {n}: committed {x:?}, written {y:?}"),
+            _ => {}
+        }
+    }
+    String::new()
 }

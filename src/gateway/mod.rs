@@ -9,6 +9,8 @@ mod refresh;
 mod socket;
 #[cfg(feature = "typed")]
 mod typed;
+#[cfg(feature = "typed")]
+mod typescript;
 #[cfg(feature = "validate")]
 mod valid;
 
@@ -95,6 +97,9 @@ pub(crate) struct Gateway {
     on_connect: Option<ConnectHook>,
     on_disconnect: Option<DisconnectHook>,
     rejoin: Option<RejoinGuard>,
+    /// The declared events handled and sent, for their TypeScript.
+    #[cfg(feature = "typed")]
+    pub(crate) declared: Vec<typescript::Declare>,
 }
 
 /// One event from a client, whatever its protocol.
@@ -168,6 +173,13 @@ impl Gateway {
         Args: 'static,
     {
         self.add_route(E::NAME, Arc::new(typed::Typed::new(handler)), Vec::new());
+        self.declared.push(typescript::Writer::client::<E>);
+    }
+
+    /// Declares an event the server sends, for its TypeScript.
+    #[cfg(feature = "typed")]
+    pub(crate) fn declare_server_event<E: crate::event::ServerEvent>(&mut self) {
+        self.declared.push(typescript::Writer::server::<E>);
     }
 
     fn add_route(&mut self, event: &str, handler: Arc<dyn ErasedHandler>, guards: Vec<Arc<dyn Guard>>) {
@@ -201,6 +213,8 @@ impl Gateway {
         for (event, route) in group.routes {
             self.routes.insert(event, behind(route));
         }
+        #[cfg(feature = "typed")]
+        self.declared.extend(group.declared);
     }
 
     pub(crate) fn add_guard(&mut self, guard: Arc<dyn Guard>) {
