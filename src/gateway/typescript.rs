@@ -62,21 +62,29 @@ impl Writer {
     /// The type's name, its declaration and those of the types it names written down.
     fn type_of<T: TS + 'static + ?Sized>(&mut self) -> String {
         self.declare::<T>();
+        // A built-in (`Array<T>`, `T | null`) has no declaration; what it names (`T`) is
+        // among its generics, and what they name among their dependencies.
+        T::visit_generics(&mut Visit(self));
+        if T::output_path().is_none() {
+            T::visit_dependencies(&mut Visit(self));
+        }
         T::name(&self.cfg)
     }
 
+    /// Writes down the declaration of a type ts-rs would write a file for, and, once, those
+    /// of its dependencies (which ts-rs lists whole: the generics of its fields too). A
+    /// built-in has none of its own.
     fn declare<T: TS + 'static + ?Sized>(&mut self) {
-        // A type ts-rs would write a file for has a declaration; a built-in (`string`,
-        // `Array<T>`) has none, but may name some (`T`).
-        if T::output_path().is_some() {
-            let name = T::ident(&self.cfg);
-            if self.types.contains_key(&name) {
-                return;
-            }
-            let docs = T::docs().unwrap_or_default();
-            let decl = format!("{docs}export {}", interface(&T::decl(&self.cfg)));
-            self.types.insert(name, decl);
+        if T::output_path().is_none() {
+            return;
         }
+        let name = T::ident(&self.cfg);
+        if self.types.contains_key(&name) {
+            return;
+        }
+        let docs = T::docs().unwrap_or_default();
+        let decl = format!("{docs}export {}", interface(&T::decl(&self.cfg)));
+        self.types.insert(name, decl);
         T::visit_dependencies(&mut Visit(self));
     }
 
@@ -130,9 +138,15 @@ fn interface(decl: &str) -> String {
     }
 }
 
-/// Whether `text` is one `{ .. }`: its first brace closes at its last character.
+/// Whether `text` is one `{ .. }` object type: its first brace closes at its last character,
+/// and it is not a mapped type (`{ [key in K]: V }`, which an interface cannot be).
 fn one_object(text: &str) -> bool {
-    if !text.starts_with('{') {
+    let Some(inside) = text.strip_prefix('{') else {
+        return false;
+    };
+    let inside = inside.trim_start();
+    let mapped = inside.starts_with('[') && inside.split(']').next().is_some_and(|key| key.contains(" in "));
+    if mapped {
         return false;
     }
     let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
@@ -252,7 +266,25 @@ mod tests {
         );
         assert_eq!(interface("type F = { a: 1 } & B;"), "type F = { a: 1 } & B;");
         assert_eq!(interface("type S = string;"), "type S = string;");
+        let mapped = "type M = { [key in string]: number };";
+        assert_eq!(interface(mapped), mapped);
         assert_eq!(interface(r#"type Q = { "}": 1, };"#), r#"interface Q { "}": 1, }"#);
+    }
+
+    #[test]
+    fn a_recursive_type_is_declared_once_and_what_a_built_in_names_too() {
+        let mut writer = Writer::new();
+        assert_eq!(
+            writer.type_of::<Vec<Option<serde_json::Value>>>(),
+            "Array<JsonValue | null>"
+        );
+        let decls: Vec<_> = writer.types.keys().collect();
+        assert_eq!(decls, ["JsonValue"]);
+        assert!(
+            writer.types["JsonValue"].contains("Array<JsonValue>"),
+            "{}",
+            writer.types["JsonValue"]
+        );
     }
 
     #[test]
