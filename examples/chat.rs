@@ -317,6 +317,7 @@ pub struct StatusChanged {
 #[event(name = "fileShared")]
 pub struct FileShared {
     pub from: String,
+    pub room: String,
     pub name: String,
     #[ts(as = "tower_realtime::Binary")]
     pub data: Bytes,
@@ -524,6 +525,7 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
             }
             let shared = FileShared {
                 from: sender(&socket).to_owned(),
+                room: file.room.clone(),
                 name: file.name,
                 data: file.data,
             };

@@ -719,7 +719,7 @@ impl HubBuilder {
         let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
         #[cfg(feature = "redis")]
         let (cluster, inbound) = match self.cluster {
-            Some((adapter, inbound)) => (Some(crate::hub::cluster::Cluster { adapter }), Some(inbound)),
+            Some((adapter, inbound)) => (Some(crate::hub::cluster::Cluster::redis(adapter)), Some(inbound)),
             None => (None, None),
         };
         // In a cluster, the history is the cluster's, in Redis.

@@ -575,7 +575,7 @@ async fn a_shared_file_reaches_the_rooms_other_members_as_binary() {
     let (frame, bins) = expect_binary_event(&mut bob, "fileShared").await;
     assert_eq!(
         frame["data"],
-        json!({ "from": "alice", "name": "dot.png", "data": { "_placeholder": true, "num": 0 } })
+        json!({ "from": "alice", "room": "general", "name": "dot.png", "data": { "_placeholder": true, "num": 0 } })
     );
     assert_eq!(bins.len(), 1);
     assert_eq!(bins[0], png, "the same bytes, as a binary frame");

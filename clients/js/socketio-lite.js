@@ -19,7 +19,19 @@
  *   either way        42["name",...args]                          event
  *                     42<id>["name",...args]                      event that wants an ack
  *                     43<id>[...args]                             ack of event <id>
- * Binary packets (45/46) are not supported: they are ignored.
+ *                     45<n>-[<id>]["name",...]  + n binary frames  binary event
+ *                     46<n>-<id>[...]           + n binary frames  binary ack
+ * (A namespace other than '/' would go as '/nsp,' before the ack id; only '/' is used.)
+ *
+ * Binary, as socket.io-client does it: an ArrayBuffer or typed array (Uint8Array, Node's
+ * Buffer, any ArrayBuffer view) anywhere in the data of emit / emitWithAck, or of an ack(data)
+ * answer, is replaced by a placeholder {"_placeholder":true,"num":i} and its bytes (the view's
+ * bytes only) follow as the i-th binary frame of a 45/46 packet. Blobs are not read (convert
+ * them with blob.arrayBuffer() first). Binary in server events and acks (45/46) arrives as
+ * ArrayBuffers, in place of their placeholders. Bounded: a packet announcing more than
+ * MAX_ATTACHMENTS (256) frames, a bad count, or a placeholder that names no frame is dropped
+ * with a console error; a packet whose frames are cut short by another packet is dropped too,
+ * and stray binary frames are ignored: nothing waits for frames that never come.
  *
  * Usage:
  *   const c = new SocketIoLite('ws://host/socket.io/', { token: async () => fetchToken() });
@@ -73,6 +85,7 @@
 
   var OPEN = 1;
   var NO_RECONNECT_CODES = [1008, 4401, 4403];
+  var MAX_ATTACHMENTS = 256; // binary frames one packet may announce
 
   function SocketIoLite(url, options) {
     var o = options || {};
@@ -104,6 +117,7 @@
     this._hasOpened = false;  // an earlier socket was connected (so the next one is a reconnect)
     this._first = null;       // {promise, resolve, reject} for connect()
     this._gen = 0;            // bumped by connect()/close(): stale async work checks it
+    this._binary = null;      // {type, id, payload, parts, left}: a 45/46 packet collecting its frames
   }
 
   var proto = SocketIoLite.prototype;
@@ -154,7 +168,7 @@
       if (done) return;
       done = true;
       if (ws !== self._ws || !self.connected) return; // that connection is gone
-      ws.send('43' + id + JSON.stringify(data === undefined ? [] : [data]));
+      sendPacket(ws, '3', id, data === undefined ? [] : [data]);
     };
   };
 
@@ -197,6 +211,7 @@
   // Forgets the current socket (its handlers then see themselves as stale).
   proto._detach = function () {
     this._ws = null;
+    this._binary = null;
     this._ready = false;
     this.id = null;
     clearTimeout(this._pingTimer);
@@ -234,7 +249,7 @@
     try { ws = new o.WebSocket(url); } catch (e) {
       return this._afterClose({ code: 1006, reason: String(e && e.message) });
     }
-    try { ws.binaryType = 'arraybuffer'; } catch (e) { /* not settable: binary frames are ignored anyway */ }
+    try { ws.binaryType = 'arraybuffer'; } catch (e) { /* not settable: Buffers (Node) are copied out; Blobs drop their packet */ }
     this._ws = ws;
     this._ready = false;
     ws.onopen = function () { /* the Engine.IO open packet follows */ };
@@ -318,7 +333,8 @@
   // ---- incoming frames -----------------------------------------------------
 
   proto._onMessage = function (raw, token) {
-    if (typeof raw !== 'string' || raw.length === 0) return; // binary attachments are not supported
+    if (typeof raw !== 'string') return this._onBinaryFrame(raw);
+    if (raw.length === 0) return;
     var ws = this._ws;
     switch (raw[0]) {
       case '0': { // Engine.IO open
@@ -338,14 +354,30 @@
       }
       case '1': return this._lost(ws, { code: 1000, reason: 'transport close' });
       case '2': this._armPing(); ws.send('3' + raw.slice(1)); return;
-      case '4': return this._onPacket(raw.slice(1));
+      case '4':
+        if (this._binary) { // its binary frames were cut short: drop it, go on with this one
+          console.error('socketio-lite: dropping a binary packet: ' + this._binary.left + ' of its binary frames did not come');
+          this._binary = null;
+        }
+        return this._onPacket(raw.slice(1));
       default: return; // 3 (pong), 5 (upgrade), 6 (noop)
     }
   };
 
-  // One Socket.IO packet: type digit, [namespace ','], [ack id], [JSON].
+  // One Socket.IO packet: type digit, [attachments '-' (types 5 and 6)], [namespace ','],
+  // [ack id], [JSON].
   proto._onPacket = function (s) {
-    var type = s[0], i = 1, ws = this._ws;
+    var type = s[0], i = 1, attachments = 0;
+    if (type === '5' || type === '6') {
+      var dash = s.indexOf('-', 1);
+      var count = dash > 1 && dash <= 4 ? s.slice(1, dash) : '';
+      attachments = /^[0-9]+$/.test(count) ? Number(count) : NaN;
+      if (!(attachments >= 1 && attachments <= MAX_ATTACHMENTS)) {
+        console.error('socketio-lite: dropping a binary packet with a bad attachment count: ' + JSON.stringify(s.slice(0, 12)));
+        return;
+      }
+      i = dash + 1;
+    }
     if (s[i] === '/') {
       var comma = s.indexOf(',', i);
       var nsp = comma < 0 ? s.slice(i) : s.slice(i, comma);
@@ -356,6 +388,41 @@
     while (i < s.length && s[i] >= '0' && s[i] <= '9') i++;
     var id = i > start ? Number(s.slice(start, i)) : null;
     var payload = i < s.length ? parseJson(s.slice(i)) : undefined;
+    if (attachments) {
+      if (!Array.isArray(payload)) {
+        console.error('socketio-lite: dropping a binary packet whose data is not an array');
+        return;
+      }
+      // 5 is a binary EVENT, 6 a binary ACK: dispatched as such once the frames are in.
+      this._binary = { type: type === '5' ? '2' : '3', id: id, payload: payload, parts: [], left: attachments };
+      return;
+    }
+    this._handlePacket(type, id, payload);
+  };
+
+  // A binary frame: the next attachment of the packet being collected.
+  proto._onBinaryFrame = function (raw) {
+    var b = this._binary;
+    if (!b) return; // no packet announced it
+    var part = toArrayBuffer(raw);
+    if (!part) {
+      console.error('socketio-lite: dropping a binary packet: an attachment is not an ArrayBuffer (binaryType?)');
+      this._binary = null;
+      return;
+    }
+    b.parts.push(part);
+    if (--b.left > 0) return;
+    this._binary = null;
+    var payload;
+    try { payload = reconstruct(b.payload, b.parts); } catch (e) {
+      console.error('socketio-lite: dropping a binary packet: ' + e.message);
+      return;
+    }
+    this._handlePacket(b.type, b.id, payload);
+  };
+
+  proto._handlePacket = function (type, id, payload) {
+    var ws = this._ws;
     switch (type) {
       case '0': // CONNECT answered
         if (!this._ready) this._onConnected(payload && payload.sid, payload && payload.pid);
@@ -395,7 +462,7 @@
         }
         return;
       }
-      default: return; // 5/6: binary packets are not supported
+      default: return;
     }
   };
 
@@ -448,7 +515,7 @@
     var p = frame.id != null ? this._pending.get(frame.id) : null;
     if (frame.id != null && !p) return; // its ack already timed out or was rejected
     var args = frame.data === undefined ? [frame.event] : [frame.event, frame.data];
-    this._ws.send('42' + (frame.id != null ? frame.id : '') + JSON.stringify(args));
+    sendPacket(this._ws, '2', frame.id, args);
     if (p) p.sent = true;
   };
 
@@ -486,6 +553,64 @@
     if (dropQueue) this._queue = [];
     Array.from(this._pending.keys()).forEach(function (id) { self._rejectId(id, err); });
   };
+
+  // ---- binary ---------------------------------------------------------------
+
+  // Sends an EVENT ('2') or ACK ('3') packet with `args`; binary values in them make it a
+  // BINARY_EVENT / BINARY_ACK ('5' / '6'): placeholders in the JSON, then one binary frame each.
+  function sendPacket(ws, type, id, args) {
+    var parts = [];
+    var data = deconstruct(args, parts);
+    var head = '4' + (parts.length ? String(Number(type) + 3) + parts.length + '-' : type);
+    ws.send(head + (id != null ? id : '') + JSON.stringify(data));
+    parts.forEach(function (part) { ws.send(part); });
+  }
+
+  function isBinary(v) {
+    return v != null && typeof v === 'object' && (v instanceof ArrayBuffer || ArrayBuffer.isView(v));
+  }
+
+  // A copy of data with each binary value replaced by its placeholder; the bytes go to parts.
+  function deconstruct(data, parts) {
+    if (isBinary(data)) {
+      parts.push(data instanceof ArrayBuffer ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      return { _placeholder: true, num: parts.length - 1 };
+    }
+    if (Array.isArray(data)) return data.map(function (v) { return deconstruct(v, parts); });
+    if (data && typeof data === 'object' && (data.constructor === Object || Object.getPrototypeOf(data) === null)) {
+      var out = {};
+      Object.keys(data).forEach(function (k) { out[k] = deconstruct(data[k], parts); });
+      return out;
+    }
+    return data;
+  }
+
+  // data with each placeholder replaced by its part (an ArrayBuffer); throws on a placeholder
+  // that names no part.
+  function reconstruct(data, parts) {
+    if (Array.isArray(data)) return data.map(function (v) { return reconstruct(v, parts); });
+    if (data && typeof data === 'object') {
+      if (data._placeholder === true) {
+        var n = data.num;
+        if (typeof n !== 'number' || n % 1 !== 0 || n < 0 || n >= parts.length) {
+          throw new Error('bad placeholder ' + JSON.stringify(data) + ' (' + parts.length + ' attachments)');
+        }
+        return parts[n];
+      }
+      var out = {};
+      Object.keys(data).forEach(function (k) { out[k] = reconstruct(data[k], parts); });
+      return out;
+    }
+    return data;
+  }
+
+  // A binary frame as an ArrayBuffer (binaryType is 'arraybuffer'; a view is copied out), or
+  // null for anything else (a Blob).
+  function toArrayBuffer(raw) {
+    if (raw instanceof ArrayBuffer) return raw;
+    if (ArrayBuffer.isView(raw)) return raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength);
+    return null;
+  }
 
   function roomOf(data) {
     if (typeof data === 'string') return data;

@@ -27,12 +27,17 @@
 //!
 //! `docs/cluster.md` describes the channels, keys, scripts and bounds in full.
 
+#[cfg(test)]
+pub(crate) mod conformance;
+mod engine;
 pub(crate) mod history;
 mod redis;
 mod scripts;
 mod wire;
 
-pub use self::redis::{Inbound, QueryReply, RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};
+pub use self::redis::{RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};
+pub(crate) use engine::Engine;
+pub use engine::{Inbound, QueryReply};
 pub(crate) use wire::base64_list;
 pub use wire::{Op, Query, Target, WIRE_VERSION};
 

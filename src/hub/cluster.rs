@@ -35,7 +35,7 @@ use super::{
 use crate::adapter::{
     self,
     history::{HistoryParams, Missed},
-    ClusterAnswer, Inbound, Op, Query, RedisAdapter,
+    ClusterAnswer, Engine, Inbound, Op, Query, RedisAdapter,
 };
 use crate::protocol::attach;
 
@@ -79,20 +79,31 @@ impl From<Outcome> for Answered {
 
 /// The hub's side of the cluster.
 pub(crate) struct Cluster {
-    pub(crate) adapter: RedisAdapter,
+    /// The bus, whichever it is.
+    pub(crate) engine: Arc<dyn Engine>,
+    /// The Redis adapter, for [`Hub::adapter`].
+    redis: RedisAdapter,
 }
 
 impl Cluster {
+    /// A cluster on Redis.
+    pub(crate) fn redis(adapter: RedisAdapter) -> Self {
+        Self {
+            engine: Arc::new(adapter.clone()),
+            redis: adapter,
+        }
+    }
+
     /// Starts acting on what other nodes send, for as long as the hub lives.
     pub(crate) fn start(hub: &Hub, mut inbound: mpsc::Receiver<Inbound>) {
         let weak: Weak<HubInner> = Arc::downgrade(&hub.inner);
         if let (Some(cluster), Some(_)) = (&hub.inner.cluster, &hub.inner.history) {
             let weak = weak.clone();
-            cluster.adapter.on_history_evicted(move |n| {
+            cluster.engine.on_history_evicted(Box::new(move |n| {
                 if let Some(inner) = weak.upgrade() {
                     inner.counters.history_evicted.fetch_add(n, Ordering::Relaxed);
                 }
-            });
+            }));
         }
         tokio::spawn(async move {
             while let Some(message) = inbound.recv().await {
@@ -121,7 +132,25 @@ fn borrowed(target: &adapter::Target) -> Target<'_> {
     }
 }
 
+/// Who an emit reaches, as the cluster's messages carry it.
+struct Audience {
+    targets: Vec<adapter::Target>,
+    except: Vec<u64>,
+    except_rooms: Vec<String>,
+    except_users: Vec<String>,
+}
+
 impl Emit<'_> {
+    /// Its targets and exceptions, owned, for a message to the other nodes.
+    fn audience(&self) -> Audience {
+        Audience {
+            targets: self.targets.iter().map(owned).collect(),
+            except: self.except.iter().map(|id| id.0).collect(),
+            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
+            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
     /// Whether every target is a connection of this node: the other nodes have nothing to do.
     fn local_only(&self) -> bool {
         self.targets.iter().all(|t| match t {
@@ -139,19 +168,25 @@ impl Emit<'_> {
         let Ok(data) = serde_json::value::RawValue::from_string(payload.json.clone()) else {
             return;
         };
+        let Audience {
+            targets,
+            except,
+            except_rooms,
+            except_users,
+        } = self.audience();
         let op = Op::Emit {
             ns: self.ns.name.to_string(),
-            targets: self.targets.iter().map(owned).collect(),
-            except: self.except.iter().map(|id| id.0).collect(),
-            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
-            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+            targets,
+            except,
+            except_rooms,
+            except_users,
             volatile: self.volatile,
             coalesce: self.coalesce.map(str::to_owned),
             event: event.to_owned(),
             data,
             attachments: payload.attachments.clone(),
         };
-        cluster.adapter.publish(&op);
+        cluster.engine.publish(&op);
     }
 
     /// Asks the other nodes to deliver this emit asking for an answer (one query,
@@ -171,19 +206,25 @@ impl Emit<'_> {
         let Ok(data) = serde_json::from_str(data_json) else {
             return (Vec::new(), Vec::new());
         };
+        let Audience {
+            targets,
+            except,
+            except_rooms,
+            except_users,
+        } = self.audience();
         let query = Query::EmitWithAck {
             ns: self.ns.name.to_string(),
-            targets: self.targets.iter().map(owned).collect(),
-            except: self.except.iter().map(|id| id.0).collect(),
-            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
-            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+            targets,
+            except,
+            except_rooms,
+            except_users,
             event: event.to_owned(),
             data,
             attachments: attachments.to_vec(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
-        let margin = cluster.adapter.options().query_timeout;
-        let replies = cluster.adapter.request(query, Some(timeout + margin)).await;
+        let margin = cluster.engine.query_timeout();
+        let replies = cluster.engine.request(query, Some(timeout + margin)).await;
         let mut answers = Vec::new();
         for reply in replies.value {
             match serde_json::from_value::<Vec<(u64, Outcome)>>(reply) {
@@ -210,19 +251,25 @@ impl Emit<'_> {
         let Ok(data) = serde_json::value::RawValue::from_string(data_json.to_owned()) else {
             return false;
         };
+        let Audience {
+            targets,
+            except,
+            except_rooms,
+            except_users,
+        } = self.audience();
         let op = Op::HistoryEmit {
             epoch: String::new(),
             offset: 0,
             ns: self.ns.name.to_string(),
-            targets: self.targets.iter().map(owned).collect(),
-            except: self.except.iter().map(|id| id.0).collect(),
-            except_rooms: self.except_rooms.iter().map(|r| r.to_string()).collect(),
-            except_users: self.except_users.iter().map(|u| u.to_string()).collect(),
+            targets,
+            except,
+            except_rooms,
+            except_users,
             event: event.to_owned(),
             data,
         };
         let streams: Vec<String> = keys.iter().map(StreamKey::redis_name).collect();
-        cluster.adapter.append_history(&op, &streams, &history.params())
+        cluster.engine.append_history(&op, &streams, &history.params())
     }
 }
 
@@ -302,7 +349,7 @@ pub(super) async fn epoch_now(hub: &Hub, history: &HistoryState) -> Option<Arc<s
     let Some(cluster) = &hub.inner.cluster else {
         return known;
     };
-    match cluster.adapter.history_epoch(&history.params()).await {
+    match cluster.engine.history_epoch(&history.params()).await {
         Ok((epoch, seq)) => {
             let epoch = history.observe_epoch(hub, &epoch);
             if history.delivered.load(Ordering::Relaxed) == 0 {
@@ -344,7 +391,7 @@ pub(super) fn keep_session(hub: &Hub, history: &HistoryState, id: &str, saved: &
     let Ok(json) = serde_json::to_string(&stored) else {
         return;
     };
-    if !cluster.adapter.keep_session(id, &json, history.cfg.session_ttl) {
+    if !cluster.engine.keep_session(id, &json, history.cfg.session_ttl) {
         tracing::debug!(
             session = id,
             "history: Redis unreachable or busy, the session is not kept"
@@ -363,7 +410,7 @@ pub(super) async fn take_session(
         return Err(NotRecovered::Unavailable);
     };
     // Taken only for its owner (the script compares): anyone else finds nothing.
-    let (json, revoked) = match (cluster.adapter)
+    let (json, revoked) = match (cluster.engine)
         .take_session(&resume.session, user.map(|u| &**u), ns)
         .await
     {
@@ -406,7 +453,7 @@ pub(super) async fn take_session(
 /// Redis, and (for a room) makes their connections on the other nodes leave it.
 pub(super) fn revoke(hub: &Hub, history: &HistoryState, user: &str, room: Option<&str>) {
     let Some(cluster) = &hub.inner.cluster else { return };
-    if !(cluster.adapter).revoke(user, room.unwrap_or(""), history.cfg.session_ttl) {
+    if !(cluster.engine).revoke(user, room.unwrap_or(""), history.cfg.session_ttl) {
         tracing::warn!(
             user,
             "history: Redis unreachable or busy, kept sessions were not edited"
@@ -450,7 +497,7 @@ pub(super) async fn read_missed(
         .map(|(key, joined)| (key.redis_name(), offset.max(joined)))
         .collect();
     let missed = cluster
-        .adapter
+        .engine
         .read_history(&history.params(), &saved.epoch, &streams)
         .await;
     match missed {
@@ -667,7 +714,7 @@ fn answer(hub: &Hub, query: &Query) -> Option<Value> {
 impl Hub {
     /// The cluster adapter, when the hub is in a cluster.
     pub fn adapter(&self) -> Option<&RedisAdapter> {
-        self.inner.cluster.as_ref().map(|c| &c.adapter)
+        self.inner.cluster.as_ref().map(|c| &c.redis)
     }
 
     /// Asks the other nodes, and adds their answers (each one a `T`, or a list of them) to
@@ -676,7 +723,7 @@ impl Hub {
         let Some(cluster) = &self.inner.cluster else {
             return ClusterAnswer::complete(local);
         };
-        let answers = cluster.adapter.request(query, None).await;
+        let answers = cluster.engine.request(query, None).await;
         let mut all = local;
         for value in answers.value {
             match value {
@@ -697,7 +744,7 @@ impl Hub {
     pub async fn cluster_online_users(&self) -> ClusterAnswer<Vec<String>> {
         match &self.inner.cluster {
             Some(cluster) => {
-                let mut answer = cluster.adapter.online_users().await;
+                let mut answer = cluster.engine.online_users().await;
                 answer.value.extend(self.online_users());
                 answer.value.sort_unstable();
                 answer.value.dedup();

@@ -320,7 +320,7 @@ impl Hub {
                 },
                 RemoteOp::Disconnect(id) => Op::Disconnect { conn: id.0 },
             };
-            return cluster.adapter.publish(&op);
+            return cluster.engine.publish(&op);
         }
         false
     }
@@ -354,7 +354,7 @@ impl Hub {
         #[cfg(feature = "redis")]
         if let Some(cluster) = &self.inner.cluster {
             let op = crate::adapter::Op::DisconnectUser { user: user.to_owned() };
-            cluster.adapter.publish(&op);
+            cluster.engine.publish(&op);
         }
         // Their dropped connections' sessions go too: none of them resumes.
         match &self.inner.history {
@@ -426,8 +426,8 @@ impl Hub {
         #[cfg(feature = "redis")]
         if let Some(cluster) = &self.inner.cluster {
             let changed = match online {
-                true => cluster.adapter.user_connected(_user).await,
-                false => cluster.adapter.user_disconnected(_user).await,
+                true => cluster.engine.user_connected(_user).await,
+                false => cluster.engine.user_disconnected(_user).await,
             };
             // With Redis away the adapter counts the change when it is back (and reports it
             // then); announce nothing now rather than twice.

@@ -55,6 +55,7 @@ test('shareFile sends a Buffer to the room\'s other members as a Buffer', async 
   assert.deepEqual(ack, { event: 'fileShared', delivered: 1 });
   const file = await got;
   assert.equal(file.from, 'dave');
+  assert.equal(file.room, 'files');
   assert.equal(file.name, 'dot.png');
   assert.ok(Buffer.isBuffer(file.data), `a Buffer: ${typeof file.data}`);
   assert.deepEqual([...file.data], [...png]);

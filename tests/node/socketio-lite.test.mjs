@@ -76,7 +76,7 @@ test('connects with the token; a refused token gives connect_error and no reconn
   assert.equal(bad.connected, false);
 });
 
-test('rooms: the lite client and socket.io-client talk both ways', async () => {
+test('rooms: the lite client and socket.io-client talk both ways; binary both ways', async () => {
   const a = lite('alice');
   await a.connect();
   const b = await sioConnected(sio('bob'));
@@ -98,6 +98,68 @@ test('rooms: the lite client and socket.io-client talk both ways', async () => {
   const pm = next(b, 'privateMessage');
   a.emit('privateMessage', { to: 'bob', message: 'psst' });
   assert.deepEqual(await pm, { from: 'alice', message: 'psst' });
+
+  // Binary, both ways (kept in this test: tests/socketio_interop.rs counts six tests). Typed
+  // arrays and ArrayBuffers, nested, go as a 45<n>- packet and its frames; the ack comes back as
+  // a 46<n>- packet, the event as a 45<n>- one, with ArrayBuffers in place.
+  const bytes = new Uint8Array([0, 1, 127, 128, 254, 255]);
+  const view = new Uint8Array([9, 8, 7, 6, 5]).subarray(1, 4); // a view: its own bytes only
+  const sent = { label: 'file', data: bytes, nested: [{ raw: new Uint16Array([258]).buffer }, view] };
+  const echoed = await a.emitWithAck('echoBinary', sent);
+  assert.equal(echoed.label, 'file');
+  assert.ok(echoed.data instanceof ArrayBuffer, 'binary arrives as an ArrayBuffer');
+  assert.deepEqual([...new Uint8Array(echoed.data)], [...bytes]);
+  assert.ok(echoed.nested[0].raw instanceof ArrayBuffer);
+  assert.deepEqual([...new Uint16Array(echoed.nested[0].raw)], [258]);
+  assert.deepEqual([...new Uint8Array(echoed.nested[1])], [8, 7, 6]);
+  const back = next(a, 'binaryBack');
+  a.emit('emitBinary', { name: 'x.bin', data: new TextEncoder().encode('xyz') });
+  const got = await back;
+  assert.equal(got.name, 'x.bin');
+  assert.equal(new TextDecoder().decode(got.data), 'xyz');
+  // Plain events still work after binary ones (nothing is left waiting for frames).
+  assert.deepEqual(await a.emitWithAck('joinRoom', 'r2'), { event: 'joinedRoom', room: 'r2' });
+
+  // Malformed binary packets are dropped, never waited for (a fake socket feeds the frames).
+  const sentFrames = [];
+  class FakeSocket {
+    constructor() { this.readyState = 1; setTimeout(() => this.onmessage({ data: '0{"sid":"s","pingInterval":25000,"pingTimeout":20000}' })); }
+    send(f) { sentFrames.push(f); if (f === '40') setTimeout(() => this.onmessage({ data: '40{"sid":"x"}' })); }
+    close() { this.readyState = 3; }
+  }
+  const fake = new SocketIoLite('ws://127.0.0.1:9/socket.io/', { WebSocket: FakeSocket, reconnect: false });
+  const feed = (data) => fake._ws.onmessage({ data });
+  const errors = [];
+  const origError = console.error;
+  console.error = (m) => errors.push(String(m));
+  try {
+    await fake.connect();
+    const seen = [];
+    fake.on('file', (d) => seen.push(d));
+    feed('451000-["file",{"_placeholder":true,"num":0}]'); // too many attachments
+    feed(new ArrayBuffer(1));
+    feed('45x-["file",1]'); // not a count
+    feed('451-["file",{"_placeholder":true,"num":3}]'); // names no frame
+    feed(new Uint8Array([1]).buffer);
+    feed('452-["file",{"_placeholder":true,"num":0}]'); // its second frame never comes
+    feed(new ArrayBuffer(1));
+    feed('42["file","plain"]');
+    feed('451-["file",{"_placeholder":true,"num":0}]'); // well formed
+    feed(new Uint8Array([42]).buffer);
+    assert.equal(seen.length, 2, `only the two good packets are dispatched: ${JSON.stringify(seen)}`);
+    assert.equal(seen[0], 'plain');
+    assert.deepEqual([...new Uint8Array(seen[1])], [42]);
+    assert.equal(errors.length, 4, errors.join('\n'));
+    // An ack with binary goes as 46<n>-<id> and its frame.
+    fake.on('ask', (ack) => ack({ bytes: new Uint8Array([1, 2]) }));
+    sentFrames.length = 0;
+    feed('427["ask"]');
+    assert.equal(sentFrames[0], '461-7[{"bytes":{"_placeholder":true,"num":0}}]');
+    assert.deepEqual([...new Uint8Array(sentFrames[1].buffer, sentFrames[1].byteOffset, sentFrames[1].byteLength)], [1, 2]);
+  } finally {
+    console.error = origError;
+    fake.close();
+  }
 });
 
 test('an error answering a request rejects it; without an ack it is an error event', async () => {

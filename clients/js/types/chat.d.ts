@@ -117,7 +117,7 @@ export interface FileSent { delivered: number, event: "fileShared", }
 /**
  * A file shared with a room the recipient is in: `data` binary.
  */
-export interface FileShared { from: string, name: string, data: Binary, }
+export interface FileShared { from: string, room: string, name: string, data: Binary, }
 
 /**
  * Joins a room (its name); the others in the room get `userJoined`.

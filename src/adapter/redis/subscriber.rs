@@ -15,9 +15,11 @@ use super::{
     keys::Keys,
     options::RedisAdapterError,
     shared::{timed, Shared},
-    shared::{Inbound, QueryReply},
 };
-use crate::adapter::wire::{self, Decoded, Op};
+use crate::adapter::{
+    engine::{Inbound, QueryReply},
+    wire::{self, Decoded, Op},
+};
 
 /// First pause before subscribing again; doubled on each failure up to the heartbeat interval.
 const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
@@ -56,12 +58,7 @@ impl Shared {
                         }
                     }
                     Op::Query { id, reply_to, query } => {
-                        let reply = QueryReply {
-                            shared: self.clone(),
-                            id,
-                            to: reply_to,
-                            done: false,
-                        };
+                        let reply = QueryReply::new(self.clone(), id, reply_to);
                         self.deliver(Inbound::Query { from, query, reply });
                     }
                     op => self.deliver(Inbound::Op { from, op }),
