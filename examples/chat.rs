@@ -22,7 +22,7 @@
 //! - Connections, disconnections and refused connections (native or Socket.IO: a bad request,
 //!   a bad token, a limit, a guard) are logged at `info`, without tokens.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use axum::{
     extract::{Path, State},
@@ -36,9 +36,10 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower_realtime::{
-    Data, DisconnectReason, Emitter, ErrorEvent, History, Hub, HubBuilder, JwtAuth, Presence, RateLimit, Refused,
-    Socket,
+    DisconnectReason, Emitter, ErrorEvent, Event, FieldError, History, Hub, HubBuilder, JwtAuth, Presence, RateLimit,
+    Refused, Socket,
 };
+use ts_rs::TS;
 
 const DEV_SECRET: &str = "tower-realtime-demo-secret-change-me-please";
 
@@ -64,12 +65,6 @@ struct AppState {
     secret: String,
     /// Whether the event rate limit applies (not in load tests).
     rate_limited: bool,
-}
-
-#[derive(Deserialize)]
-struct ChatMessage {
-    text: String,
-    room: String,
 }
 
 /// How a length is counted.
@@ -98,7 +93,12 @@ fn check_length(field: &str, value: &str, max: usize, unit: Unit) -> Result<(), 
 /// A payload field out of its limits: `{"message": "<field>: <rule>", "field", "min", "limit",
 /// "errors": [{"field", "code", "message"}]}`.
 fn limit_error(field: &str, rule: &str, min: usize, max: usize) -> ErrorEvent {
-    let errors = json!([{ "field": field, "code": "length", "message": rule }]);
+    let errors = [FieldError {
+        field: field.to_owned(),
+        code: "length".to_owned(),
+        message: rule.to_owned(),
+    }];
+    let errors = serde_json::to_value(errors).unwrap_or_default();
     ErrorEvent::new(format!("{field}: {rule}"))
         .with_field("field", field)
         .with_field("min", min)
@@ -106,32 +106,239 @@ fn limit_error(field: &str, rule: &str, min: usize, max: usize) -> ErrorEvent {
         .with_field("errors", errors)
 }
 
-#[derive(Deserialize)]
-struct RoomMessage {
+// ---- The demo's events, declared once (`#[derive(Event)]`): the handlers and emits below are
+// checked against them, and `Hub::typescript` writes them to `clients/js/types/chat.d.ts`
+// (tests/chat_types.rs keeps that file current). Fields are in alphabetical order, as the JSON
+// objects they replace had them: the wire format is the same, byte for byte.
+
+/// Joins a room (its name); the others in the room get `userJoined`.
+#[derive(Deserialize, Event, TS)]
+#[event(name = "joinRoom", ack = JoinedRoom)]
+pub struct JoinRoom(pub String);
+
+/// The ack of `joinRoom`.
+#[derive(Serialize, TS)]
+pub struct JoinedRoom {
+    #[ts(type = "\"joinedRoom\"")]
+    event: &'static str,
     room: String,
-    message: Value,
 }
 
-/// A file shared with a room: `data` is the client's binary attachment.
-#[derive(Deserialize)]
-struct SharedFile {
+/// Leaves a room (its name); the others in the room get `userLeft`.
+#[derive(Deserialize, Event, TS)]
+#[event(name = "leaveRoom", ack = LeftRoom)]
+pub struct LeaveRoom(pub String);
+
+/// The ack of `leaveRoom`.
+#[derive(Serialize, TS)]
+pub struct LeftRoom {
+    #[ts(type = "\"leftRoom\"")]
+    event: &'static str,
     room: String,
-    name: String,
-    data: Bytes,
 }
 
-/// The file as the room's other members get it: `data` goes out as binary again.
-#[derive(Serialize)]
-struct FileShared<'a> {
-    from: &'a str,
-    room: &'a str,
-    name: &'a str,
-    data: &'a Bytes,
+/// A chat message to a room the sender joined (text 1..=1000 characters); everyone in the
+/// room, the sender too, gets `message`.
+#[derive(Deserialize, Event, TS)]
+#[event(name = "message", ack = MessageReceived)]
+pub struct SendMessage {
+    pub room: String,
+    pub text: String,
 }
 
-#[derive(Deserialize)]
-struct Typing {
-    room: String,
+/// The ack of `message`.
+#[derive(Serialize, TS)]
+pub struct MessageReceived {
+    #[ts(type = "\"Message received\"")]
+    data: &'static str,
+    #[ts(type = "\"message\"")]
+    event: &'static str,
+}
+
+/// Any JSON message to everyone else in a room the sender joined: they get `roomMessage`.
+#[derive(Deserialize, Event, TS)]
+#[event(name = "messageToRoom", ack = ())]
+pub struct MessageToRoom {
+    pub message: Value,
+    pub room: String,
+}
+
+/// A message to every connection of user `to` (1..=64 bytes; a string message 1..=1000
+/// characters): they get `privateMessage`.
+#[derive(Deserialize, Event, TS)]
+#[event(name = "privateMessage", ack = Delivery)]
+pub struct SendPrivateMessage {
+    pub message: Value,
+    pub to: String,
+}
+
+/// The ack of `privateMessage`: `delivered` on this node, `devices` on every node.
+#[derive(Serialize, TS)]
+pub struct Delivery {
+    delivered: usize,
+    devices: usize,
+    online: bool,
+}
+
+/// Sets the connection's status (at most 64 characters; empty clears it); everyone gets
+/// `status`.
+#[derive(Deserialize, Event, TS)]
+#[event(name = "setStatus", ack = StatusSet)]
+pub struct SetStatus(pub String);
+
+/// The ack of `setStatus`.
+#[derive(Serialize, TS)]
+pub struct StatusSet {
+    #[ts(type = "\"statusSet\"")]
+    event: &'static str,
+    status: Option<String>,
+}
+
+/// The connection's user and status.
+#[derive(Deserialize, Event, TS)]
+#[event(name = "whoami", ack = Me)]
+pub struct WhoAmI;
+
+/// The ack of `whoami` (`status` is null before any `setStatus`).
+#[derive(Serialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct Me {
+    status: Option<String>,
+    user_id: String,
+}
+
+/// A file for a room's other members: `data` binary, 1..=49152 bytes; `name` 1..=255
+/// characters. They get `fileShared`.
+#[derive(Deserialize, Event, TS)]
+#[event(name = "shareFile", ack = FileSent)]
+pub struct ShareFile {
+    #[ts(as = "tower_realtime::Binary")]
+    pub data: Bytes,
+    pub name: String,
+    pub room: String,
+}
+
+/// The ack of `shareFile`.
+#[derive(Serialize, TS)]
+pub struct FileSent {
+    delivered: usize,
+    #[ts(type = "\"fileShared\"")]
+    event: &'static str,
+}
+
+/// The sender is typing in a room it joined: the room's other members get `typing` (volatile,
+/// coalesced per user and room).
+#[derive(Deserialize, Event, TS)]
+#[event(name = "typing", ack = ())]
+pub struct Typing {
+    pub room: String,
+}
+
+/// The users online (sorted, unique): right after connecting, and when one comes or goes.
+#[derive(Serialize, Event, TS)]
+#[event(name = "onlineUsers")]
+pub struct OnlineUsers(pub Vec<String>);
+
+/// The statuses set, by user: right after `onlineUsers`, when any is set.
+#[derive(Serialize, Event, TS)]
+#[event(name = "statuses")]
+pub struct Statuses(pub BTreeMap<String, String>);
+
+/// A user came online (first connection) or went offline (last one closed).
+#[derive(Serialize, Event, TS)]
+#[event(name = "presence")]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct PresenceChanged {
+    pub user_id: String,
+    pub online: bool,
+}
+
+/// A user joined a room the recipient is in.
+#[derive(Serialize, Event, TS)]
+#[event(name = "userJoined")]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct UserJoined {
+    pub room: String,
+    pub user_id: String,
+}
+
+/// A user left a room the recipient is in.
+#[derive(Serialize, Event, TS)]
+#[event(name = "userLeft")]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct UserLeft {
+    pub room: String,
+    pub user_id: String,
+}
+
+/// A chat message in a room (`timestamp` RFC 3339). Kept in the history: it may carry an
+/// `offset` (native protocol).
+#[derive(Serialize, Event, TS)]
+#[event(name = "message")]
+pub struct ChatMessage {
+    pub room: String,
+    pub sender: String,
+    pub text: String,
+    pub timestamp: String,
+}
+
+/// A `messageToRoom` from another member.
+#[derive(Serialize, Event, TS)]
+#[event(name = "roomMessage")]
+pub struct RoomMessage {
+    pub message: Value,
+    pub sender: String,
+}
+
+/// A private message.
+#[derive(Serialize, Event, TS)]
+#[event(name = "privateMessage")]
+pub struct PrivateMessage {
+    pub from: String,
+    pub message: Value,
+}
+
+/// A user's status changed (null: cleared).
+#[derive(Serialize, Event, TS)]
+#[event(name = "status")]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct StatusChanged {
+    pub status: Option<String>,
+    pub user_id: String,
+}
+
+/// A file shared with a room the recipient is in: `data` binary.
+#[derive(Serialize, Event, TS)]
+#[event(name = "fileShared")]
+pub struct FileShared {
+    pub from: String,
+    pub room: String,
+    pub name: String,
+    #[ts(as = "tower_realtime::Binary")]
+    pub data: Bytes,
+}
+
+/// A member of a room the recipient is in is typing.
+#[derive(Serialize, Event, TS)]
+#[event(name = "typing")]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct UserTyping {
+    pub room: String,
+    pub user_id: String,
+}
+
+/// A notification from the HTTP side: `POST /posts` (a string, "New post: <title>") or
+/// `POST /notify/{user}` (the JSON value posted).
+#[derive(Serialize, Event, TS)]
+#[event(name = "notification")]
+pub struct Notification {
+    pub message: Value,
 }
 
 /// What a connection keeps in its own state (`Socket::set_data`, so that the hub, and any node
@@ -139,12 +346,6 @@ struct Typing {
 #[derive(Serialize, Deserialize, Default)]
 struct ConnState {
     status: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PrivateMessage {
-    to: String,
-    message: Value,
 }
 
 fn now_rfc3339() -> String {
@@ -185,10 +386,10 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
         })
         .on_connect(|socket: Socket| async move {
             tracing::info!(conn = %socket.id(), user = sender(&socket), "connected");
-            socket.emit("onlineUsers", &online_users(socket.hub()).await);
+            socket.send(OnlineUsers(online_users(socket.hub()).await));
             let statuses = statuses(socket.hub());
             if !statuses.is_empty() {
-                socket.emit("statuses", &statuses);
+                socket.send(Statuses(statuses));
             }
         })
         .on_disconnect(|socket: Socket, reason: DisconnectReason| async move {
@@ -196,7 +397,10 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
         })
         .on_refused(log_refusal)
         .on_presence(|hub: Hub, presence: Presence| async move {
-            hub.emit("presence", &presence);
+            hub.send(PresenceChanged {
+                user_id: presence.user_id.clone(),
+                online: presence.online,
+            });
             // The user's own connections had the list as they connected: once per connect.
             let mut everyone = hub.broadcast();
             if presence.online {
@@ -204,66 +408,82 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
                     everyone = everyone.except(id);
                 }
             }
-            everyone.emit("onlineUsers", &online_users(&hub).await);
+            everyone.send(OnlineUsers(online_users(&hub).await));
         })
-        .on("joinRoom", |socket: Socket, Data(room): Data<String>| async move {
+        .on_event(|socket: Socket, JoinRoom(room): JoinRoom| async move {
             if socket.join(&room)? {
-                socket
-                    .to(&room)
-                    .emit("userJoined", &json!({ "userId": sender(&socket), "room": room }));
+                let user_id = sender(&socket).to_owned();
+                socket.to(&room).send(UserJoined {
+                    room: room.clone(),
+                    user_id,
+                });
             }
-            Ok::<_, ErrorEvent>(json!({ "event": "joinedRoom", "room": room }))
+            Ok::<_, ErrorEvent>(JoinedRoom {
+                event: "joinedRoom",
+                room,
+            })
         })
-        .on("leaveRoom", |socket: Socket, Data(room): Data<String>| async move {
+        .on_event(|socket: Socket, LeaveRoom(room): LeaveRoom| async move {
             if socket.leave(&room) {
-                socket
-                    .hub()
-                    .to_room(&room)
-                    .emit("userLeft", &json!({ "userId": sender(&socket), "room": room }));
+                let user_id = sender(&socket).to_owned();
+                socket.hub().to_room(&room).send(UserLeft {
+                    room: room.clone(),
+                    user_id,
+                });
             }
-            json!({ "event": "leftRoom", "room": room })
+            LeftRoom {
+                event: "leftRoom",
+                room,
+            }
         })
-        .on("message", |socket: Socket, Data(msg): Data<ChatMessage>| async move {
+        .on_event(|socket: Socket, msg: SendMessage| async move {
             check_length("text", &msg.text, MAX_TEXT_CHARS, Unit::Characters)?;
             check_length("room", &msg.room, socket.hub().config().max_room_name_len, Unit::Bytes)?;
             if !socket.in_room(&msg.room) {
                 return Err(ErrorEvent::new(format!("not a member of room {}", msg.room)));
             }
-            let out =
-                json!({ "text": msg.text, "sender": sender(&socket), "timestamp": now_rfc3339(), "room": msg.room });
-            socket.hub().to_room(&msg.room).emit("message", &out);
-            Ok(json!({ "event": "message", "data": "Message received" }))
+            let out = ChatMessage {
+                room: msg.room.clone(),
+                sender: sender(&socket).to_owned(),
+                text: msg.text,
+                timestamp: now_rfc3339(),
+            };
+            socket.hub().to_room(&msg.room).send(out);
+            Ok(MessageReceived {
+                data: "Message received",
+                event: "message",
+            })
         })
-        .on(
-            "messageToRoom",
-            |socket: Socket, Data(msg): Data<RoomMessage>| async move {
-                if !socket.in_room(&msg.room) {
-                    return Err(ErrorEvent::new(format!("not a member of room {}", msg.room)));
-                }
-                socket.to(&msg.room).emit(
-                    "roomMessage",
-                    &json!({ "message": msg.message, "sender": sender(&socket) }),
-                );
-                Ok(())
-            },
-        )
-        .on(
-            "privateMessage",
-            |socket: Socket, Data(msg): Data<PrivateMessage>| async move {
-                check_length("to", &msg.to, MAX_USER_BYTES, Unit::Bytes)?;
-                if let Value::String(text) = &msg.message {
-                    check_length("message", text, MAX_TEXT_CHARS, Unit::Characters)?;
-                }
-                // `from` is the authenticated sender, whatever the payload claims.
-                let delivered = socket.hub().to_user(&msg.to).emit(
-                    "privateMessage",
-                    &json!({ "from": sender(&socket), "message": msg.message }),
-                );
-                let devices = devices_of(socket.hub(), &msg.to, delivered).await;
-                Ok::<_, ErrorEvent>(json!({ "delivered": delivered, "devices": devices, "online": devices > 0 }))
-            },
-        )
-        .on("setStatus", |socket: Socket, Data(status): Data<String>| async move {
+        .on_event(|socket: Socket, msg: MessageToRoom| async move {
+            if !socket.in_room(&msg.room) {
+                return Err(ErrorEvent::new(format!("not a member of room {}", msg.room)));
+            }
+            let sender = sender(&socket).to_owned();
+            socket.to(&msg.room).send(RoomMessage {
+                message: msg.message,
+                sender,
+            });
+            Ok(())
+        })
+        .on_event(|socket: Socket, msg: SendPrivateMessage| async move {
+            check_length("to", &msg.to, MAX_USER_BYTES, Unit::Bytes)?;
+            if let Value::String(text) = &msg.message {
+                check_length("message", text, MAX_TEXT_CHARS, Unit::Characters)?;
+            }
+            // `from` is the authenticated sender, whatever the payload claims.
+            let from = sender(&socket).to_owned();
+            let delivered = socket.hub().to_user(&msg.to).send(PrivateMessage {
+                from,
+                message: msg.message,
+            });
+            let devices = devices_of(socket.hub(), &msg.to, delivered).await;
+            Ok::<_, ErrorEvent>(Delivery {
+                delivered,
+                devices,
+                online: devices > 0,
+            })
+        })
+        .on_event(|socket: Socket, SetStatus(status): SetStatus| async move {
             if status.chars().count() > MAX_STATUS_CHARS {
                 let rule = format!("at most {MAX_STATUS_CHARS} characters");
                 return Err(limit_error("status", &rule, 0, MAX_STATUS_CHARS));
@@ -273,16 +493,24 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
             socket
                 .set_data(&ConnState { status: status.clone() })
                 .map_err(ErrorEvent::internal)?;
-            socket
-                .hub()
-                .emit("status", &json!({ "userId": sender(&socket), "status": status }));
-            Ok(json!({ "event": "statusSet", "status": status }))
+            let user_id = sender(&socket).to_owned();
+            socket.hub().send(StatusChanged {
+                status: status.clone(),
+                user_id,
+            });
+            Ok(StatusSet {
+                event: "statusSet",
+                status,
+            })
         })
-        .on("whoami", |socket: Socket| async move {
+        .on_event(|socket: Socket, _: WhoAmI| async move {
             let status = socket.data::<ConnState>().unwrap_or_default().status;
-            json!({ "userId": sender(&socket), "status": status })
+            Me {
+                status,
+                user_id: sender(&socket).to_owned(),
+            }
         })
-        .on("shareFile", |socket: Socket, Data(file): Data<SharedFile>| async move {
+        .on_event(|socket: Socket, file: ShareFile| async move {
             check_length("name", &file.name, MAX_FILE_NAME_CHARS, Unit::Characters)?;
             let rule = match file.data.len() {
                 0 => Some("must not be empty".to_owned()),
@@ -296,29 +524,43 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
                 return Err(ErrorEvent::new(format!("not a member of room {}", file.room)));
             }
             let shared = FileShared {
-                from: sender(&socket),
-                room: &file.room,
-                name: &file.name,
-                data: &file.data,
+                from: sender(&socket).to_owned(),
+                room: file.room.clone(),
+                name: file.name,
+                data: file.data,
             };
-            let delivered = socket.to(&file.room).emit("fileShared", &shared);
-            Ok(json!({ "event": "fileShared", "delivered": delivered }))
+            let delivered = socket.to(&file.room).send(shared);
+            Ok(FileSent {
+                delivered,
+                event: "fileShared",
+            })
         })
-        .on("typing", |socket: Socket, Data(typing): Data<Typing>| async move {
+        .on_event(|socket: Socket, typing: Typing| async move {
             if !socket.in_room(&typing.room) {
                 return Err(ErrorEvent::new(format!("not a member of room {}", typing.room)));
             }
             // Only worth having now: dropped for a busy connection, and a newer one for the
             // same user and room replaces one still queued.
-            let user = sender(&socket);
-            let key = format!("typing:{}:{user}", typing.room);
-            socket
-                .to(&typing.room)
-                .volatile()
-                .coalesce(&key)
-                .emit("typing", &json!({ "userId": user, "room": typing.room }));
+            let user_id = sender(&socket).to_owned();
+            let key = format!("typing:{}:{user_id}", typing.room);
+            socket.to(&typing.room).volatile().coalesce(&key).send(UserTyping {
+                room: typing.room.clone(),
+                user_id,
+            });
             Ok::<_, ErrorEvent>(())
         })
+        .emits::<OnlineUsers>()
+        .emits::<Statuses>()
+        .emits::<PresenceChanged>()
+        .emits::<UserJoined>()
+        .emits::<UserLeft>()
+        .emits::<ChatMessage>()
+        .emits::<RoomMessage>()
+        .emits::<PrivateMessage>()
+        .emits::<StatusChanged>()
+        .emits::<FileShared>()
+        .emits::<UserTyping>()
+        .emits::<Notification>()
         .build()
 }
 
@@ -332,15 +574,15 @@ async fn online_users(hub: &Hub) -> Vec<String> {
 
 /// The statuses set by the connections of this node, by user (the latest found for a user
 /// with several): a connecting page's first view; `status` events keep it current.
-fn statuses(hub: &Hub) -> serde_json::Map<String, Value> {
-    let mut all = serde_json::Map::new();
+fn statuses(hub: &Hub) -> BTreeMap<String, String> {
+    let mut all = BTreeMap::new();
     for user in hub.online_users() {
         let status = hub.connections_of(&user).into_iter().find_map(|id| {
             let data = hub.connection_data(id)?;
             serde_json::from_value::<ConnState>(data).ok()?.status
         });
         if let Some(status) = status {
-            all.insert(user, Value::String(status));
+            all.insert(user, status);
         }
     }
     all
@@ -522,10 +764,8 @@ struct NewPost {
 }
 
 async fn create_post(State(app): State<AppState>, Json(post): Json<NewPost>) -> Json<Value> {
-    let delivered = app.hub.emit(
-        "notification",
-        &json!({ "message": format!("New post: {}", post.title) }),
-    );
+    let message = Value::String(format!("New post: {}", post.title));
+    let delivered = app.hub.send(Notification { message });
     Json(json!({ "delivered": delivered }))
 }
 
@@ -535,10 +775,7 @@ struct Notify {
 }
 
 async fn notify_user(State(app): State<AppState>, Path(user): Path<String>, Json(body): Json<Notify>) -> Json<Value> {
-    let delivered = app
-        .hub
-        .to_user(&user)
-        .emit("notification", &json!({ "message": body.message }));
+    let delivered = app.hub.to_user(&user).send(Notification { message: body.message });
     Json(json!({ "delivered": delivered }))
 }
 

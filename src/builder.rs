@@ -27,6 +27,11 @@ use crate::{
     },
     origin::OriginPolicy,
 };
+#[cfg(feature = "typed")]
+use crate::{
+    event::{ClientEvent, ServerEvent},
+    gateway::EventHandler,
+};
 
 /// Configures one namespace: its handlers, guards, rate limits and hooks. The same methods on
 /// [`HubBuilder`](super::HubBuilder) configure the default namespace.
@@ -47,6 +52,79 @@ impl NamespaceBuilder {
     /// function of [extractors](crate::FromEvent); its return value becomes the ack.
     pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
         self.gateway.add_handler(event, handler, Vec::new());
+        self
+    }
+
+    /// Handles a declared event ([`ClientEvent`](crate::ClientEvent), feature `typed`): the
+    /// handler's last argument is the event's payload type, annotated, after up to five
+    /// [extractors](crate::FromEvent), and it returns the event's ack type (or a `Result` of
+    /// it and an [`IntoErrorEvent`](crate::IntoErrorEvent)); both are checked at compile
+    /// time. A payload that does not deserialize gets the client an `error` event, as with
+    /// [`Data`](crate::Data).
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use tower_realtime::{ErrorEvent, Event, Hub, Socket};
+    ///
+    /// #[derive(Deserialize, Event, ts_rs::TS)]
+    /// #[event(name = "joinRoom", ack = JoinedRoom)]
+    /// struct JoinRoom(String);
+    ///
+    /// #[derive(Serialize, ts_rs::TS)]
+    /// struct JoinedRoom { room: String }
+    ///
+    /// let hub = Hub::builder()
+    ///     .on_event(|socket: Socket, JoinRoom(room): JoinRoom| async move {
+    ///         socket.join(&room)?;
+    ///         Ok::<_, ErrorEvent>(JoinedRoom { room })
+    ///     })
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    ///
+    /// A handler returning anything but the declared ack does not compile:
+    ///
+    /// ```compile_fail
+    /// use serde::{Deserialize, Serialize};
+    /// use tower_realtime::{ErrorEvent, Event, Hub, Socket};
+    ///
+    /// #[derive(Deserialize, Event, ts_rs::TS)]
+    /// #[event(name = "joinRoom", ack = JoinedRoom)]
+    /// struct JoinRoom(String);
+    ///
+    /// #[derive(Serialize, ts_rs::TS)]
+    /// struct JoinedRoom { room: String }
+    ///
+    /// let hub = Hub::builder()
+    ///     .on_event(|socket: Socket, JoinRoom(room): JoinRoom| async move {
+    ///         socket.join(&room)?;
+    ///         Ok::<_, ErrorEvent>(room) // a String, not a JoinedRoom
+    ///     })
+    ///     .build();
+    /// ```
+    ///
+    /// Nor does one whose last argument is not a declared event:
+    ///
+    /// ```compile_fail
+    /// use tower_realtime::{Hub, Socket};
+    ///
+    /// let hub = Hub::builder()
+    ///     .on_event(|socket: Socket, room: String| async move { room })
+    ///     .build();
+    /// ```
+    #[cfg(feature = "typed")]
+    pub fn on_event<E: ClientEvent, H: EventHandler<E, Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.gateway.add_event_handler(handler);
+        self
+    }
+
+    /// Declares an event the server sends ([`ServerEvent`](crate::ServerEvent), feature
+    /// `typed`), so that [`Hub::typescript`] writes it into `ServerToClientEvents` with its
+    /// payload type. Sending it does not need this: [`Emit::send`](crate::Emit::send) takes
+    /// any declared event.
+    #[cfg(feature = "typed")]
+    pub fn emits<E: ServerEvent>(mut self) -> Self {
+        self.gateway.declare_server_event::<E>();
         self
     }
 
@@ -260,6 +338,21 @@ impl HubBuilder {
     /// becomes the ack.
     pub fn on<H: Handler<Args>, Args: 'static>(mut self, event: &str, handler: H) -> Self {
         self.default = self.default.on(event, handler);
+        self
+    }
+
+    /// Handles a declared event in the default namespace. See [`NamespaceBuilder::on_event`].
+    #[cfg(feature = "typed")]
+    pub fn on_event<E: ClientEvent, H: EventHandler<E, Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.default = self.default.on_event(handler);
+        self
+    }
+
+    /// Declares an event the server sends in the default namespace. See
+    /// [`NamespaceBuilder::emits`].
+    #[cfg(feature = "typed")]
+    pub fn emits<E: ServerEvent>(mut self) -> Self {
+        self.default = self.default.emits::<E>();
         self
     }
 

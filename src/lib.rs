@@ -42,6 +42,7 @@
 //! |---|---|---|
 //! | `jwt` | [`JwtAuth`]: HS256/384/512, RS256 and ES256 tokens on the handshake | yes |
 //! | `metrics` | the hub's counters and handler latency through the `metrics` crate facade (below) | no |
+//! | `typed` | typed events: [`Event`] (derive) declares an event once, [`HubBuilder::on_event`] and [`Emit::send`] check payloads and acks at compile time, `Hub::typescript` writes their TypeScript (ts-rs) | yes |
 //! | `validate` | [`Valid<T>`](crate::Valid): payloads validated with the `validator` crate | yes |
 //! | `socketio` | Socket.IO v5 / Engine.IO v4 for the official clients (module `socketio`) | no |
 //! | `redis` | a Redis adapter: several app instances act as one hub (module `adapter`) | no |
@@ -103,6 +104,8 @@ pub mod auth;
 mod builder;
 mod config;
 mod connection;
+#[cfg(feature = "typed")]
+mod event;
 mod gateway;
 mod hub;
 mod layer;
@@ -123,17 +126,25 @@ pub use auth::{
 };
 pub use builder::{HubBuilder, NamespaceBuilder};
 pub use config::{Config, ErrorStyle, RateLimit, SlowConsumerPolicy};
+#[cfg(feature = "typed")]
+pub use event::{Binary, ClientEvent, ErrorCode, ErrorData, Event, FieldError, ServerEvent, TokenExpiring};
 #[cfg(feature = "validate")]
 pub use gateway::Valid;
 pub use gateway::{
     Args, Attachments, ConnectGuard, Data, ErrorEvent, EventContext, EventName, FromEvent, Guard, GuardContext,
     Handler, IntoConnectResult, IntoErrorEvent, IntoReply, Json, RawMessage, Reply, Socket, SocketExt, State,
 };
+#[cfg(feature = "typed")]
+pub use gateway::{EventHandler, IntoAck};
 pub use hub::{
     AckEmit, AckError, AckResponse, AckResponses, ConnectionId, CounterSnapshot, DisconnectReason, Emit, Emitter,
     History, Hub, Namespace, Presence, RefusalCause, Refused, Transport,
 };
 pub use layer::{RealtimeLayer, RealtimeService, ResponseBody, ResponseFuture};
+/// ts-rs, whose `TS` derive writes the TypeScript of declared events' payloads (feature
+/// `typed`); `#[ts(crate = "tower_realtime::ts_rs")]` uses this one.
+#[cfg(feature = "typed")]
+pub use ts_rs;
 
 /// The README's examples compile as doctests.
 #[cfg(doctest)]

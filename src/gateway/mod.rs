@@ -7,6 +7,10 @@ mod handler;
 mod rate;
 mod refresh;
 mod socket;
+#[cfg(feature = "typed")]
+mod typed;
+#[cfg(feature = "typed")]
+mod typescript;
 #[cfg(feature = "validate")]
 mod valid;
 
@@ -16,6 +20,8 @@ pub use handler::{
     Args, Attachments, Data, EventContext, EventName, FromEvent, Handler, IntoReply, Json, Reply, SocketExt, State,
 };
 pub use socket::{RawMessage, Socket};
+#[cfg(feature = "typed")]
+pub use typed::{EventHandler, IntoAck};
 #[cfg(feature = "validate")]
 pub use valid::Valid;
 
@@ -91,6 +97,9 @@ pub(crate) struct Gateway {
     on_connect: Option<ConnectHook>,
     on_disconnect: Option<DisconnectHook>,
     rejoin: Option<RejoinGuard>,
+    /// The declared events handled and sent, for their TypeScript.
+    #[cfg(feature = "typed")]
+    pub(crate) declared: Vec<typescript::Declare>,
 }
 
 /// One event from a client, whatever its protocol.
@@ -152,8 +161,30 @@ impl Gateway {
         handler: H,
         guards: Vec<Arc<dyn Guard>>,
     ) {
+        self.add_route(event, Arc::new(handler::Erased::new(handler)), guards);
+    }
+
+    /// Handles a declared event: its name and payload from `E`, its return value `E::Ack`.
+    #[cfg(feature = "typed")]
+    pub(crate) fn add_event_handler<E, H, Args>(&mut self, handler: H)
+    where
+        E: crate::event::ClientEvent,
+        H: EventHandler<E, Args>,
+        Args: 'static,
+    {
+        self.add_route(E::NAME, Arc::new(typed::Typed::new(handler)), Vec::new());
+        self.declared.push(typescript::Writer::client::<E>);
+    }
+
+    /// Declares an event the server sends, for its TypeScript.
+    #[cfg(feature = "typed")]
+    pub(crate) fn declare_server_event<E: crate::event::ServerEvent>(&mut self) {
+        self.declared.push(typescript::Writer::server::<E>);
+    }
+
+    fn add_route(&mut self, event: &str, handler: Arc<dyn ErasedHandler>, guards: Vec<Arc<dyn Guard>>) {
         let route = Route {
-            handler: Arc::new(handler::Erased::new(handler)),
+            handler,
             guards,
             rate: None,
         };
@@ -182,6 +213,8 @@ impl Gateway {
         for (event, route) in group.routes {
             self.routes.insert(event, behind(route));
         }
+        #[cfg(feature = "typed")]
+        self.declared.extend(group.declared);
     }
 
     pub(crate) fn add_guard(&mut self, guard: Arc<dyn Guard>) {

@@ -285,6 +285,13 @@ impl Socket {
         self.emit_to_self().emit(event, data) == 1
     }
 
+    /// Sends a declared event ([`ServerEvent`](crate::ServerEvent), feature `typed`) to this
+    /// connection. Returns whether it was queued.
+    #[cfg(feature = "typed")]
+    pub fn send<E: crate::event::ServerEvent>(&self, event: E) -> bool {
+        self.emit_to_self().send(event) == 1
+    }
+
     fn emit_to_self(&self) -> Emit<'_> {
         Emit::new(&self.hub, &self.ns, Target::Connection(self.conn.id))
     }

@@ -577,7 +577,7 @@ async fn apply(hub: &Hub, message: Inbound) {
                 let mut emit = remote_emit(hub, &ns, &targets, left_out);
                 emit.volatile = volatile;
                 emit.coalesce = coalesce.as_deref();
-                emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()).with(&attachments));
+                emit.send_packet(&super::emit::Packet::new(&emit.ns.name, &event, data.get()).with(&attachments));
             }
             Op::HistoryEmit {
                 epoch,
@@ -603,7 +603,7 @@ async fn apply(hub: &Hub, message: Inbound) {
                     (Some(history), Some(epoch)) => history.deliver_kept(&emit, &epoch, offset, &event, data.get()),
                     // A node that keeps no history delivers it as any emit.
                     _ => {
-                        emit.send(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
+                        emit.send_packet(&super::emit::Packet::new(&emit.ns.name, &event, data.get()));
                     }
                 }
             }

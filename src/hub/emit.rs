@@ -187,6 +187,37 @@ impl<'a> Emit<'a> {
         self
     }
 
+    /// Sends a declared event ([`ServerEvent`](crate::ServerEvent), feature `typed`): its
+    /// name and payload come from its type, so a payload of the wrong type does not compile.
+    /// The same as [`emit`](Self::emit) with the event's name.
+    ///
+    /// ```
+    /// # use tower_realtime::{Emitter, Event, Hub};
+    /// #[derive(serde::Serialize, Event, ts_rs::TS)]
+    /// #[event(name = "userJoined")]
+    /// struct UserJoined { room: String }
+    ///
+    /// # let hub = Hub::builder().build();
+    /// let reached = hub.to_room("general").send(UserJoined { room: "general".into() });
+    /// # assert_eq!(reached, 0);
+    /// ```
+    ///
+    /// An event a client sends is not one the server sends:
+    ///
+    /// ```compile_fail
+    /// # use tower_realtime::{Emitter, Event, Hub};
+    /// #[derive(serde::Deserialize, serde::Serialize, Event, ts_rs::TS)]
+    /// #[event(name = "joinRoom", ack = ())]
+    /// struct JoinRoom(String);
+    ///
+    /// # let hub = Hub::builder().build();
+    /// hub.to_room("general").send(JoinRoom("general".into()));
+    /// ```
+    #[cfg(feature = "typed")]
+    pub fn send<E: crate::event::ServerEvent>(self, event: E) -> usize {
+        self.emit(E::NAME, &event)
+    }
+
     /// Sends `event` with `data` to the chosen connections, encoding it once. Never waits on a
     /// slow connection. Returns how many connections it was queued for.
     ///
@@ -218,7 +249,7 @@ impl<'a> Emit<'a> {
                     }
                     // Not handed to Redis (unreachable, or the queue is full; counted as lost
                     // by the adapter): this node's recipients get it as an event not kept.
-                    return self.send(&Packet::new(&self.ns.name, event, json));
+                    return self.send_packet(&Packet::new(&self.ns.name, event, json));
                 }
                 let reached = match kept {
                     Some((history, keys)) => {
@@ -235,7 +266,7 @@ impl<'a> Emit<'a> {
                             self.deliver(|proto| Frames::One(entry.frame(proto)), Some(entry.seq))
                         })
                     }
-                    None => self.send(&Packet::new(&self.ns.name, event, json).with(&encoded.attachments)),
+                    None => self.send_packet(&Packet::new(&self.ns.name, event, json).with(&encoded.attachments)),
                 };
                 #[cfg(feature = "redis")]
                 self.publish(event, &encoded);
@@ -259,7 +290,7 @@ impl<'a> Emit<'a> {
     }
 
     /// Queues a packet for every recipient, encoded once per protocol.
-    pub(crate) fn send(&self, packet: &Packet<'_>) -> usize {
+    pub(crate) fn send_packet(&self, packet: &Packet<'_>) -> usize {
         self.deliver(|proto| packet.frame(proto), None)
     }
 

@@ -52,6 +52,13 @@ pub trait Emitter: Sealed {
         self.broadcast().emit(event, data)
     }
 
+    /// Sends a declared event ([`ServerEvent`](crate::ServerEvent), feature `typed`) to every
+    /// connection of the namespace. Returns how many it reached.
+    #[cfg(feature = "typed")]
+    fn send<E: crate::event::ServerEvent>(&self, event: E) -> usize {
+        self.broadcast().send(event)
+    }
+
     /// Starts an emit to every connection of the namespace that waits at most `timeout` for
     /// each one's answer (Socket.IO's `io.timeout(ms).emitWithAck(..)`): the same as
     /// `broadcast().timeout(timeout)`, finished by

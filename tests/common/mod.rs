@@ -5,6 +5,7 @@
 pub mod recovery;
 #[cfg(feature = "socketio")]
 pub mod socketio;
+pub mod typescript;
 
 use std::{net::SocketAddr, time::Duration};
 
