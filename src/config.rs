@@ -36,7 +36,7 @@ pub enum ErrorStyle {
 /// |---|---|---|
 /// | [`max_message_size`](Config::max_message_size) | 64 KiB | close `1009` (message too big): one frame, or the fragments of one message together; a frame announcing more is refused on its header |
 /// | [`outbound_queue`](Config::outbound_queue) | 1024 messages | the [`SlowConsumerPolicy`] applies (default: close `1013`) |
-/// | [`read_buffer_size`](Config::read_buffer_size) | 2 KiB | (buffer size, not a limit: larger messages are read in several chunks) |
+/// | [`read_buffer_size`](Config::read_buffer_size) | 2 KiB | (the size of one read, not a limit: larger messages are read in several) |
 /// | [`ping_interval`](Config::ping_interval) | 25 s | a ping is sent after this long |
 /// | [`ping_timeout`](Config::ping_timeout) | 20 s | no frame from the peer, or a write to it blocked, for `ping_interval + ping_timeout`: close `4001` |
 /// | [`max_rooms_per_connection`](Config::max_rooms_per_connection) | 100 | `error` event, the join does not happen |
@@ -76,7 +76,8 @@ pub struct Config {
     pub outbound_queue: usize,
     /// What to do when a connection's outbound queue is full.
     pub slow_consumer: SlowConsumerPolicy,
-    /// Size of the per-connection read buffer, in bytes.
+    /// How much one read from a connection asks for, in bytes. Connections read into a buffer
+    /// shared by the thread they run on, so this costs no memory per connection.
     pub read_buffer_size: usize,
     /// Interval between server pings.
     pub ping_interval: Duration,

@@ -24,16 +24,13 @@
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::{
-    tungstenite::{handshake::derive_accept_key, protocol::Role, protocol::WebSocketConfig},
-    WebSocketStream,
-};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use bytes::Bytes;
 
 use super::{
     admission::{self, Client, Refusal},
-    coalesce::CoalescingIo,
+    websocket::WsStream,
 };
 use crate::{
     auth::{extract_token, SUBPROTOCOL},
@@ -185,17 +182,13 @@ pub(crate) fn switching_protocols(headers: &HeaderMap) -> Response<Bytes> {
     res
 }
 
-/// The WebSocket settings of a connection: a small read buffer, messages up to `max_message`.
-///
-/// No write buffer in tungstenite (it would keep its largest capacity for the connection's
-/// life): every frame goes straight to the stream, which is a [`CoalescingIo`] that holds the
-/// writes until the writer's flush and frees its buffer after.
-pub(crate) fn ws_config(cfg: &crate::Config, max_message: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(cfg.read_buffer_size)
-        .write_buffer_size(0)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
+/// The WebSocket stream of an upgraded connection: messages up to `max_message`, reads of
+/// `read_buffer_size` into the thread's shared buffer.
+pub(crate) fn ws_stream<S>(cfg: &crate::Config, max_message: usize, io: S) -> WsStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    WsStream::new(io, max_message, cfg.read_buffer_size)
 }
 
 impl From<Refusal> for HttpRefusal {
@@ -249,8 +242,6 @@ pub(crate) fn handshake<ReqBody>(hub: Hub, ns: Lease, req: Request<ReqBody>) -> 
             let h = res.headers_mut();
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
         }
-        let cfg = &hub.inner.config;
-        let ws_config = ws_config(cfg, cfg.max_message_size);
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -260,12 +251,8 @@ pub(crate) fn handshake<ReqBody>(hub: Hub, ns: Lease, req: Request<ReqBody>) -> 
                     return;
                 }
             };
-            let ws = WebSocketStream::from_raw_socket(
-                CoalescingIo::new(TokioIo::new(upgraded)),
-                Role::Server,
-                Some(ws_config),
-            )
-            .await;
+            let cfg = &hub.inner.config;
+            let ws = ws_stream(cfg, cfg.max_message_size, TokioIo::new(upgraded));
             let id = hub.next_connection_id();
             let recovery = match (session_id, &hub.inner.history) {
                 (Some(session), Some(history)) => Some(Box::new(Recovery::new(session, history.current(), id))),
