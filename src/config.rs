@@ -56,6 +56,7 @@ pub enum ErrorStyle {
 /// | [`shutdown_batch_interval`](Config::shutdown_batch_interval) | 50 ms | pause between two shutdown steps |
 /// | [`token_expiry_warning`](Config::token_expiry_warning) | 30 s | a `token_expiring` event this long before a connection's [identity expires](crate::Identity::expires_at) (`None`: no warning) |
 /// | [`close_on_token_expiry`](Config::close_on_token_expiry) | `true` | an identity's expiry passed without a `$refresh`: an `error` event (status `token_expired`), then close `4003` (Socket.IO: a `DISCONNECT` of the namespace) |
+/// | [`compression`](Config::compression) | `None` (off) | permessage-deflate for the clients that offer it ([`Compression`]) |
 /// | [`header_read_timeout`](Config::header_read_timeout) | 10 s | [`Hub::serve`](crate::Hub::serve) only: a request head not complete by then (a slow-loris client) closes its TCP connection |
 ///
 /// The per-address limits apply where the client address is known: the TCP peer address
@@ -140,6 +141,56 @@ pub struct Config {
     pub error_event: String,
     /// The body of a native client's error event (default [`ErrorStyle::Detailed`]).
     pub error_style: ErrorStyle,
+    /// permessage-deflate (RFC 7692) for clients that offer it, on the native WebSocket and
+    /// Socket.IO's WebSocket transport (default `None`: off; see [`Compression`]).
+    pub compression: Option<Compression>,
+}
+
+/// permessage-deflate (RFC 7692) settings: [`HubBuilder::compression`](crate::HubBuilder::compression).
+///
+/// | setting | default | what it does |
+/// |---|---|---|
+/// | [`threshold`](Compression::threshold) | 512 bytes | messages shorter go uncompressed (so does one that compressing would not make smaller) |
+/// | [`level`](Compression::level) | 6 | zlib's level, 0 (none) to 9 (smallest, slowest) |
+/// | [`max_window_bits`](Compression::max_window_bits) | 15 | the server's window, 9 to 15 (a client may ask for less) |
+/// | [`client_max_window_bits`](Compression::client_max_window_bits) | 15 | the window asked of clients that accept a limit, 9 to 15 |
+/// | [`client_context_takeover`](Compression::client_context_takeover) | `false` | whether clients may keep their context from one message to the next |
+///
+/// The server never keeps its context (it answers `server_no_context_takeover`): a message
+/// is compressed on its own, once per emit for every recipient with the same window, and no
+/// connection holds a compressor. Unless [`client_context_takeover`](Compression::client_context_takeover)
+/// is set, clients are asked for the same (`client_no_context_takeover`) and no connection
+/// holds a decompressor between messages either; with it, each connection that uses it keeps
+/// one (about 2^`client_max_window_bits` bytes and zlib's state) for its life.
+///
+/// A compressed message is inflated up to [`Config::max_message_size`], and no further: past
+/// it the connection is closed with `1009`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Compression {
+    /// Messages shorter than this many bytes are sent uncompressed.
+    pub threshold: usize,
+    /// zlib's compression level, 0 to 9.
+    pub level: u32,
+    /// The largest window the server compresses with, as a power of two (9 to 15).
+    pub max_window_bits: u8,
+    /// The window asked of clients that accept a limit, as a power of two (9 to 15).
+    pub client_max_window_bits: u8,
+    /// Whether clients may keep their compression context between messages (costs a
+    /// decompressor per connection).
+    pub client_context_takeover: bool,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            threshold: 512,
+            level: 6,
+            max_window_bits: 15,
+            client_max_window_bits: 15,
+            client_context_takeover: false,
+        }
+    }
 }
 
 impl Default for Config {
@@ -172,6 +223,7 @@ impl Default for Config {
             close_on_token_expiry: true,
             error_event: "error".to_owned(),
             error_style: ErrorStyle::Detailed,
+            compression: None,
         }
     }
 }

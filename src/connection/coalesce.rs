@@ -13,13 +13,17 @@
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     task::{ready, Context, Poll},
 };
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::Message;
+
+use super::deflate::{self, Agreed};
+use crate::{hub::Counters, outbox::Frame};
 
 /// Past this many buffered bytes, a write first writes the buffer out.
 pub(crate) const FLUSH_AT: usize = 64 * 1024;
@@ -42,6 +46,56 @@ impl Buf {
 pub(crate) struct Outgoing(Arc<Mutex<Buf>>);
 
 impl Outgoing {
+    /// Frames a message into the buffer, compressed when `deflate` is agreed and the message
+    /// is long enough (and compressing makes it smaller), and returns how many bytes now wait
+    /// for a flush.
+    pub(crate) fn push_message(&self, msg: &Message, deflate: Option<&Agreed>) -> usize {
+        let payload: &[u8] = match (deflate, msg) {
+            (Some(_), Message::Text(t)) => t.as_bytes(),
+            (Some(_), Message::Binary(b)) => b,
+            _ => return self.push(msg),
+        };
+        let agreed = deflate.expect("matched above");
+        if payload.len() < agreed.threshold.max(1) {
+            return self.push(msg);
+        }
+        // Compressed before the lock is taken.
+        match deflate::compress(payload, agreed) {
+            Some(packed) => self.push_raw(0x40 | if msg.is_text() { 0x1 } else { 0x2 }, &packed, &[]),
+            None => self.push(msg),
+        }
+    }
+
+    /// Frames a queued message into the buffer as [`push_message`](Self::push_message) does,
+    /// compressed once per setting for all its recipients: the first writer with `agreed`'s
+    /// setting compresses it and keeps the bytes on the frame, the others write those.
+    pub(crate) fn push_frame(&self, frame: &Frame, agreed: &Agreed, counters: &Counters) -> usize {
+        let (opcode, payload): (u8, &[u8]) = match &**frame {
+            Message::Text(t) => (0x1, t.as_bytes()),
+            Message::Binary(b) => (0x2, b),
+            _ => return self.push(frame),
+        };
+        if payload.len() < agreed.threshold.max(1) {
+            return self.push(frame);
+        }
+        let (packed, fresh) = frame.deflated(agreed.key(), || deflate::compress(payload, agreed).map(Bytes::from));
+        if fresh {
+            counters.deflate_compressions.fetch_add(1, Ordering::Relaxed);
+        }
+        match packed {
+            Some(packed) => {
+                counters
+                    .deflate_bytes_in
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                counters
+                    .deflate_bytes_out
+                    .fetch_add(packed.len() as u64, Ordering::Relaxed);
+                self.push_raw(0x40 | opcode, &packed, &[])
+            }
+            None => self.push(frame),
+        }
+    }
+
     /// Frames a message into the buffer (a server's frames are not masked) and returns how
     /// many bytes now wait for a flush.
     pub(crate) fn push(&self, msg: &Message) -> usize {
@@ -69,11 +123,16 @@ impl Outgoing {
                 return buf.pending();
             }
         };
+        self.push_raw(opcode, payload, reason)
+    }
+
+    /// Frames a payload (in two parts, one after the other) with this opcode and these
+    /// reserved bits (FIN always set, no mask).
+    fn push_raw(&self, opcode: u8, payload: &[u8], reason: &[u8]) -> usize {
         let len = payload.len() + reason.len();
         let mut buf = self.0.lock();
         let data = &mut buf.data;
         data.reserve(len + 10);
-        // FIN, no extensions.
         data.push(0x80 | opcode);
         if len < 126 {
             data.push(len as u8);

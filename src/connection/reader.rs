@@ -16,6 +16,8 @@
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::deflate::{Agreed, InflateError, Inflater};
+
 /// What a client sent that ends its connection, with the close code it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReadError {
@@ -83,12 +85,21 @@ pub(crate) struct FrameReader {
     valid: usize,
     /// A control frame's payload so far.
     control: Vec<u8>,
+    /// permessage-deflate, when agreed.
+    deflate: Option<Agreed>,
+    /// The message being assembled is compressed.
+    compressed: bool,
+    /// Its decompressor (kept between messages only with the client's context takeover).
+    inflater: Option<Box<Inflater>>,
 }
 
 impl FrameReader {
     /// A reader that takes messages of up to `max_message` bytes.
-    pub(crate) fn new(max_message: usize) -> Self {
+    pub(crate) fn new(max_message: usize, deflate: Option<Agreed>) -> Self {
         Self {
+            deflate,
+            compressed: false,
+            inflater: None,
             max_message,
             head: [0; 14],
             head_len: 0,
@@ -127,13 +138,23 @@ impl FrameReader {
             let n = usize::try_from(frame.remaining).map_or(input.len(), |r| r.min(input.len()));
             let (chunk, rest) = input.split_at(n);
             input = rest;
-            let dest = match frame.opcode {
-                TEXT | BINARY | CONTINUATION => &mut self.message,
-                _ => &mut self.control,
-            };
-            let start = dest.len();
-            dest.extend_from_slice(chunk);
-            unmask(&mut dest[start..], frame.mask, frame.offset);
+            match frame.opcode {
+                TEXT | BINARY | CONTINUATION if self.compressed => {
+                    if let Err(e) = self.inflate(chunk, frame.mask, frame.offset) {
+                        return (len - input.len(), Some(Err(e)));
+                    }
+                }
+                opcode => {
+                    let dest = if is_control(opcode) {
+                        &mut self.control
+                    } else {
+                        &mut self.message
+                    };
+                    let start = dest.len();
+                    dest.extend_from_slice(chunk);
+                    unmask(&mut dest[start..], frame.mask, frame.offset);
+                }
+            }
             let f = self.frame.as_mut().expect("a frame is being read");
             f.remaining -= n as u64;
             f.offset = ((f.offset as usize + n) % 4) as u8;
@@ -186,6 +207,7 @@ impl FrameReader {
                 return Err(ReadError::Protocol("a control frame over 125 bytes"));
             }
         } else if len > (self.max_message - self.message.len()) as u64 {
+            // (A compressed frame: its compressed size is held to the limit too.)
             return Err(ReadError::TooBig);
         }
         let mask = self.head[mask_at..mask_at + 4].try_into().expect("4 bytes");
@@ -193,10 +215,13 @@ impl FrameReader {
         if !is_control(opcode) {
             if opcode != CONTINUATION {
                 self.kind = Some(if opcode == TEXT { Kind::Text } else { Kind::Binary });
+                self.compressed = b0 & 0x40 != 0;
             }
-            // Room for the whole frame at once when it is small; a large one grows as its
-            // bytes arrive (its length is only what the peer claims).
-            self.message.reserve(len.min(64 * 1024) as usize);
+            if !self.compressed {
+                // Room for the whole frame at once when it is small; a large one grows as its
+                // bytes arrive (its length is only what the peer claims).
+                self.message.reserve(len.min(64 * 1024) as usize);
+            }
         }
         self.frame = Some(Frame {
             opcode,
@@ -210,13 +235,16 @@ impl FrameReader {
 
     /// Checks what the first two bytes of a header say.
     fn check_first(&self, b0: u8, b1: u8) -> Result<(), ReadError> {
-        if b0 & 0x70 != 0 {
+        let opcode = b0 & 0x0f;
+        if b0 & 0x30 != 0 || (b0 & 0x40 != 0 && self.deflate.is_none()) {
             return Err(ReadError::Protocol("reserved bits set with no extension agreed"));
+        }
+        if b0 & 0x40 != 0 && !matches!(opcode, TEXT | BINARY) {
+            return Err(ReadError::Protocol("RSV1 set on a frame that does not start a message"));
         }
         if b1 & 0x80 == 0 {
             return Err(ReadError::Protocol("an unmasked frame from a client"));
         }
-        let opcode = b0 & 0x0f;
         match opcode {
             CLOSE | PING | PONG if b0 & 0x80 == 0 => Err(ReadError::Protocol("a fragmented control frame")),
             CLOSE | PING | PONG => Ok(()),
@@ -238,6 +266,11 @@ impl FrameReader {
             CLOSE => Some(close(std::mem::take(&mut self.control))),
             _ if !frame.fin => self.check_partial().err().map(Err),
             _ => {
+                if self.compressed {
+                    if let Err(e) = self.end_of_compressed() {
+                        return Some(Err(e));
+                    }
+                }
                 let kind = self.kind.take().expect("a message was being read");
                 let message = std::mem::take(&mut self.message);
                 self.valid = 0;
@@ -254,6 +287,45 @@ impl FrameReader {
         }
     }
 
+    /// Unmasks a piece of a compressed message's payload and inflates it onto the message.
+    fn inflate(&mut self, chunk: &[u8], mask: [u8; 4], offset: u8) -> Result<(), ReadError> {
+        let agreed = self.deflate.expect("RSV1 is refused without deflate");
+        let inflater = self
+            .inflater
+            .get_or_insert_with(|| Box::new(Inflater::take(agreed.client_bits)));
+        let mut scratch = [0u8; 1024];
+        let mut offset = offset as usize;
+        for piece in chunk.chunks(scratch.len()) {
+            let scratch = &mut scratch[..piece.len()];
+            scratch.copy_from_slice(piece);
+            unmask(scratch, mask, (offset % 4) as u8);
+            offset += piece.len();
+            inflater
+                .inflate(scratch, &mut self.message, self.max_message)
+                .map_err(inflate_error)?;
+        }
+        Ok(())
+    }
+
+    /// A compressed message's last frame is in: the tail its sender removed, and the
+    /// decompressor back to the pool unless the client keeps its context.
+    fn end_of_compressed(&mut self) -> Result<(), ReadError> {
+        self.compressed = false;
+        let agreed = self.deflate.expect("RSV1 is refused without deflate");
+        let inflater = self
+            .inflater
+            .get_or_insert_with(|| Box::new(Inflater::take(agreed.client_bits)));
+        inflater
+            .finish(&mut self.message, self.max_message)
+            .map_err(inflate_error)?;
+        if !agreed.client_takeover {
+            if let Some(inflater) = self.inflater.take() {
+                inflater.give_back();
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the text received so far of a message not complete yet: it fails on the first
     /// invalid byte; a character cut at the end waits for the rest of it.
     fn check_partial(&mut self) -> Result<(), ReadError> {
@@ -266,6 +338,14 @@ impl FrameReader {
             Err(e) => self.valid += e.valid_up_to(),
         }
         Ok(())
+    }
+}
+
+/// What a failed inflate is to the connection.
+fn inflate_error(e: InflateError) -> ReadError {
+    match e {
+        InflateError::TooBig => ReadError::TooBig,
+        InflateError::Corrupt => ReadError::Protocol("invalid compressed data"),
     }
 }
 
@@ -372,10 +452,10 @@ pub(crate) mod tests {
     /// Feeds `input` whole, one byte at a time, and in odd pieces: the events must not depend
     /// on how the bytes arrive.
     fn events(max: usize, input: &[u8]) -> Vec<Result<Event, ReadError>> {
-        let whole = feed(&mut FrameReader::new(max), input, input.len().max(1));
+        let whole = feed(&mut FrameReader::new(max, None), input, input.len().max(1));
         for step in [1, 3, 7, 130] {
             assert_eq!(
-                feed(&mut FrameReader::new(max), input, step),
+                feed(&mut FrameReader::new(max, None), input, step),
                 whole,
                 "in pieces of {step}"
             );
@@ -395,12 +475,12 @@ pub(crate) mod tests {
             input.extend(frame(true, TEXT, "é".repeat(n / 2).as_bytes()));
         }
         input.extend(frame(true, BINARY, &[1, 2, 3, 4, 5, 6, 7, 8, 9]));
-        let got = feed(&mut FrameReader::new(1 << 20), &input, 4096);
+        let got = feed(&mut FrameReader::new(1 << 20, None), &input, 4096);
         let mut want: Vec<_> = sizes.iter().map(|n| text(&"é".repeat(n / 2))).collect();
         want.push(Ok(Event::Binary(Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8, 9]))));
         assert_eq!(got, want);
         // Byte by byte, too.
-        assert_eq!(feed(&mut FrameReader::new(1 << 20), &input, 1), want);
+        assert_eq!(feed(&mut FrameReader::new(1 << 20, None), &input, 1), want);
     }
 
     #[test]
@@ -451,7 +531,7 @@ pub(crate) mod tests {
                 .chain([b'b'; 100])
                 .collect::<Vec<_>>(),
         );
-        let mut r = FrameReader::new(1024);
+        let mut r = FrameReader::new(1024, None);
         // A header of 8 bytes (a 16-bit length), then 100 good bytes and the bad one.
         let (_, event) = r.advance(&whole[..8 + 101]);
         assert_eq!(event, Some(Err(ReadError::Utf8)));
@@ -539,7 +619,7 @@ pub(crate) mod tests {
     fn oversized_frames_are_refused_on_their_header() {
         // Only the header of a frame over the limit: refused with nothing of it buffered.
         let big = frame(true, BINARY, &vec![0; 2000]);
-        let mut r = FrameReader::new(1024);
+        let mut r = FrameReader::new(1024, None);
         let (_, event) = r.advance(&big[..8]);
         assert_eq!(event, Some(Err(ReadError::TooBig)));
         assert_eq!(r.message.capacity(), 0);
@@ -556,7 +636,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_idle_reader_holds_no_buffer() {
-        let mut r = FrameReader::new(1 << 20);
+        let mut r = FrameReader::new(1 << 20, None);
         let mut input = frame(false, TEXT, &[b'x'; 5000]);
         input.extend(frame(true, PING, b"ping"));
         input.extend(frame(true, CONTINUATION, b"y"));

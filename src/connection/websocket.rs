@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{
 
 use super::{
     coalesce::{self, CoalescingIo},
+    deflate::Agreed,
     lifecycle::{End, Read, Wire, CLOSE_GRACE},
     reader::{Event, FrameReader, ReadError},
 };
@@ -71,6 +72,8 @@ pub(crate) struct WsStream<S: AsyncWrite + Unpin> {
     spill_at: usize,
     /// How much one read asks for.
     read_chunk: usize,
+    /// permessage-deflate, when agreed.
+    deflate: Option<Agreed>,
     /// Our close frame is in the write buffer or gone: nothing more is written.
     close_sent: bool,
     /// The peer's close frame was read, or the stream ended or failed: nothing more is read.
@@ -79,14 +82,15 @@ pub(crate) struct WsStream<S: AsyncWrite + Unpin> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// A stream over an upgraded connection: messages of up to `max_message` bytes, reads of
-    /// up to `read_chunk` bytes.
-    pub(crate) fn new(io: S, max_message: usize, read_chunk: usize) -> Self {
+    /// up to `read_chunk` bytes, permessage-deflate when `deflate` was agreed.
+    pub(crate) fn new(io: S, max_message: usize, read_chunk: usize, deflate: Option<Agreed>) -> Self {
         let io = CoalescingIo::new(io);
         let out = io.outgoing();
         Self {
             io,
             out,
-            reader: FrameReader::new(max_message),
+            reader: FrameReader::new(max_message, deflate),
+            deflate,
             spill: Vec::new(),
             spill_at: 0,
             read_chunk: read_chunk.max(64),
@@ -191,13 +195,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         self.out.clone()
     }
 
+    /// What permessage-deflate agreed, if it did.
+    pub(crate) fn deflate(&self) -> Option<&Agreed> {
+        self.deflate.as_ref()
+    }
+
     /// Frames `msg` into the write buffer (a close frame ends the writing) and flushes.
     pub(crate) async fn send(&mut self, msg: Message) -> Result<(), WsError> {
         if self.close_sent {
             return Err(WsError::Closed);
         }
         self.close_sent = matches!(msg, Message::Close(_));
-        self.out.push(&msg);
+        self.out.push_message(&msg, self.deflate.as_ref());
         self.flush().await
     }
 
@@ -283,7 +292,11 @@ where
             bytes += msg.len();
             n += 1;
             // Past the threshold, the buffer goes out before it grows further.
-            if self.out.push(&msg) >= coalesce::FLUSH_AT {
+            let buffered = match self.ws.deflate() {
+                Some(agreed) => self.out.push_frame(&msg, agreed, &hub.inner.counters),
+                None => self.out.push(&msg),
+            };
+            if buffered >= coalesce::FLUSH_AT {
                 self.ws.flush().await?;
             }
         }

@@ -288,7 +288,7 @@ fn upgrade<ReqBody>(
     });
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    let res = switching_protocols(&parts.headers);
+    let (res, deflate) = switching_protocols(&parts.headers, hub.inner.config.compression.as_ref());
     let Some(sio) = hub.socketio() else {
         return ready(res);
     };
@@ -296,7 +296,7 @@ fn upgrade<ReqBody>(
     if superfluous {
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else { return };
-            let mut ws = ws_stream(&hub.inner.config, max_payload, TokioIo::new(upgraded));
+            let mut ws = ws_stream(&hub.inner.config, max_payload, deflate, TokioIo::new(upgraded));
             close_websocket(&mut ws, None).await;
         });
         return ready(res);
@@ -314,7 +314,7 @@ fn upgrade<ReqBody>(
                 return;
             }
         };
-        let ws = ws_stream(&hub.inner.config, max_payload, TokioIo::new(upgraded));
+        let ws = ws_stream(&hub.inner.config, max_payload, deflate, TokioIo::new(upgraded));
         let mut ws = EngineWs::new(Box::new(ws));
         match upgrade {
             Upgrade::Of(session) => {
