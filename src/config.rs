@@ -150,8 +150,8 @@ pub struct Config {
 ///
 /// | setting | default | what it does |
 /// |---|---|---|
-/// | [`threshold`](Compression::threshold) | 512 bytes | messages shorter go uncompressed (so does one that compressing would not make smaller) |
-/// | [`level`](Compression::level) | 6 | zlib's level, 0 (none) to 9 (smallest, slowest) |
+/// | [`threshold`](Compression::threshold) | 256 bytes | messages shorter go uncompressed (so does one that compressing would not make smaller) |
+/// | [`level`](Compression::level) | 1 | zlib's level, 0 (none) to 9 (smallest, slowest) |
 /// | [`max_window_bits`](Compression::max_window_bits) | 15 | the server's window, 9 to 15 (a client may ask for less) |
 /// | [`client_max_window_bits`](Compression::client_max_window_bits) | 15 | the window asked of clients that accept a limit, 9 to 15 |
 /// | [`client_context_takeover`](Compression::client_context_takeover) | `false` | whether clients may keep their context from one message to the next |
@@ -165,6 +165,14 @@ pub struct Config {
 ///
 /// A compressed message is inflated up to [`Config::max_message_size`], and no further: past
 /// it the connection is closed with `1009`.
+///
+/// Why these defaults, and why it is off (measured on JSON chat events, one compressor reset
+/// per message as here): compressing costs about 5 µs a message at level 1 and 15–20 µs at
+/// level 6, whatever its size up to 1 KiB, against about 0.3 µs of CPU per delivery without
+/// it; level 6 saves only a few points more (a 400-byte event: 74% at level 1, 76% at 6). A
+/// 100-byte event shrinks by about a quarter, a 400-byte one by three quarters: below 256
+/// bytes it is not worth its CPU. A broadcast pays the cost once, a message to one client
+/// pays it every time: turn it on where payloads are large or bandwidth is dear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Compression {
@@ -184,8 +192,8 @@ pub struct Compression {
 impl Default for Compression {
     fn default() -> Self {
         Self {
-            threshold: 512,
-            level: 6,
+            threshold: 256,
+            level: 1,
             max_window_bits: 15,
             client_max_window_bits: 15,
             client_context_takeover: false,
