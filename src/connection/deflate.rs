@@ -212,6 +212,9 @@ pub(crate) enum InflateError {
 pub(crate) struct Inflater {
     bits: u8,
     inner: Box<Decompress>,
+    /// The sender ended the deflate stream (a block with BFINAL set): the message's tail is
+    /// not inflated, and the next message starts a new stream.
+    ended: bool,
 }
 
 impl Inflater {
@@ -224,7 +227,11 @@ impl Inflater {
             Some(pool.swap_remove(at).1)
         });
         let inner = pooled.unwrap_or_else(|| Box::new(Decompress::new_with_window_bits(false, bits)));
-        Self { bits, inner }
+        Self {
+            bits,
+            inner,
+            ended: false,
+        }
     }
 
     /// Gives it back to the thread's pool, reset.
@@ -239,6 +246,13 @@ impl Inflater {
 
     /// Inflates `input` onto `out`, which may not grow past `limit` bytes.
     pub(crate) fn inflate(&mut self, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+        if self.ended {
+            // Nothing may follow the end of the stream within its message.
+            return match input.is_empty() {
+                true => Ok(()),
+                false => Err(InflateError::Corrupt),
+            };
+        }
         loop {
             if out.len() == out.capacity() {
                 // Room for what may come, never more than one byte past the limit.
@@ -260,13 +274,15 @@ impl Inflater {
             let progress = out.len() > before_out || self.inner.total_in() > before_in;
             match status {
                 Status::StreamEnd => {
+                    self.ended = true;
                     return match input.is_empty() {
                         true => Ok(()),
                         false => Err(InflateError::Corrupt),
-                    }
+                    };
                 }
                 _ if input.is_empty() && out.len() < out.capacity() => return Ok(()),
-                _ if !progress && out.len() < out.capacity() => return Ok(()),
+                // Input left, room left, and zlib takes none of it.
+                _ if !progress && out.len() < out.capacity() => return Err(InflateError::Corrupt),
                 _ => {}
             }
         }
@@ -274,7 +290,15 @@ impl Inflater {
 
     /// Ends a message: the tail the sender removed.
     pub(crate) fn finish(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
-        self.inflate(&[0, 0, 0xff, 0xff], out, limit)
+        if !self.ended {
+            self.inflate(&[0, 0, 0xff, 0xff], out, limit)?;
+        }
+        if self.ended {
+            // A stream that ended keeps no context for the next message.
+            self.inner.reset(false);
+            self.ended = false;
+        }
+        Ok(())
     }
 }
 
@@ -404,6 +428,27 @@ mod tests {
             })
             .collect();
         assert_eq!(compress(&noise, &agreed(15)), None);
+    }
+
+    #[test]
+    fn a_message_that_ends_its_stream_is_read_and_the_next_starts_anew() {
+        // A sender may end each message's stream (BFINAL) instead of a sync flush.
+        let mut inf = Inflater::take(15);
+        for text in [&b"first message, first message"[..], b"second message, second"] {
+            let mut c = Compress::new(flate2::Compression::default(), false);
+            let mut packed = Vec::with_capacity(256);
+            c.compress_vec(text, &mut packed, FlushCompress::Finish).unwrap();
+            let mut out = Vec::new();
+            inf.inflate(&packed, &mut out, 1024).unwrap();
+            inf.finish(&mut out, 1024).unwrap();
+            assert_eq!(out, text);
+        }
+        // Data after the end, within the message, is not.
+        let mut c = Compress::new(flate2::Compression::default(), false);
+        let mut packed = Vec::with_capacity(256);
+        c.compress_vec(b"x", &mut packed, FlushCompress::Finish).unwrap();
+        packed.push(0);
+        assert_eq!(inf.inflate(&packed, &mut Vec::new(), 1024), Err(InflateError::Corrupt));
     }
 
     #[test]
