@@ -7,13 +7,18 @@
 //! Anonymous connections at `/`; every text or binary message comes back unchanged, of the
 //! same type, through the raw-message handler. Limits are generous (16 MiB messages) so that
 //! large-message cases are exercised rather than refused. Close handshakes, pings,
-//! fragmentation and invalid UTF-8 are handled as RFC 6455 requires, with its close codes.
+//! fragmentation and invalid UTF-8 are handled as RFC 6455 requires, with its close codes;
+//! permessage-deflate (RFC 7692) is agreed with clients that offer it.
 
-use tower_realtime::{AllowAnonymous, Hub, RawMessage, Socket};
+use tower_realtime::{AllowAnonymous, Compression, Hub, RawMessage, Socket};
 
-/// The echo hub: raw messages, 16 MiB limit, any origin, anonymous.
+/// The echo hub: raw messages, 16 MiB limit, any origin, anonymous, permessage-deflate for
+/// the clients that offer it (every message compressed that compressing makes smaller).
 pub fn hub() -> Hub {
+    let mut compression = Compression::default();
+    compression.threshold = 0;
     Hub::builder()
+        .compression(compression)
         .auth(AllowAnonymous::new())
         .allow_any_origin()
         .configure(|c| {

@@ -18,7 +18,7 @@ use std::{
 use crate::address::AddressSource;
 use crate::{
     auth::Authenticator,
-    config::{Config, ErrorStyle, RateLimit},
+    config::{Compression, Config, ErrorStyle, RateLimit},
     gateway::{ConnectGuard, Gateway, Guard, Handler, IntoConnectResult, RawMessage, Socket},
     hub::{
         dynamic::{Dynamic, Matcher, Pattern},
@@ -593,6 +593,22 @@ impl HubBuilder {
     /// Changes some limits: `.configure(|c| c.max_connections_per_user = 50)`.
     pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.config);
+        self
+    }
+
+    /// Turns on permessage-deflate (RFC 7692) for the clients that offer it, native and
+    /// Socket.IO over WebSocket alike ([`Config::compression`]; off by default):
+    ///
+    /// ```
+    /// use tower_realtime::{Compression, Hub};
+    ///
+    /// let mut compression = Compression::default();
+    /// compression.threshold = 1024;
+    /// compression.level = 3;
+    /// let hub = Hub::builder().compression(compression).build();
+    /// ```
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.config.compression = Some(compression);
         self
     }
 

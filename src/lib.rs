@@ -63,7 +63,7 @@
 //! | `realtime_connections_total` | counter | connections upgraded |
 //! | `realtime_messages_in_total` | counter | frames received from clients |
 //! | `realtime_messages_out_total` | counter | messages queued for clients, one per recipient |
-//! | `realtime_bytes_out_total` | counter | bytes of message payload written to sockets |
+//! | `realtime_bytes_out_total` | counter | bytes of message payload written to sockets (before compression) |
 //! | `realtime_dropped_total` | counter | messages dropped on a full connection queue |
 //! | `realtime_slow_consumer_closes_total` | counter | connections closed for a full queue |
 //! | `realtime_recovered_total` | counter | clients that came back and got what they missed |
@@ -71,6 +71,9 @@
 //! | `realtime_history_evicted_total` | counter | events evicted from histories |
 //! | `realtime_volatile_dropped_total` | counter | volatile emits not queued for a busy connection, one per recipient |
 //! | `realtime_coalesced_replaced_total` | counter | coalesced emits that replaced a queued message with the same key |
+//! | `realtime_deflate_compressions_total` | counter | messages compressed (permessage-deflate), once per message and setting however many recipients |
+//! | `realtime_deflate_bytes_in_total` | counter | payload bytes of messages sent compressed, before compression, per recipient |
+//! | `realtime_deflate_bytes_out_total` | counter | the same messages' bytes after compression, per recipient |
 //! | `realtime_handshake_rejections_total` | counter | refused connections, every one the [`HubBuilder::on_refused`] hook sees; label `cause`: `bad_request`, `origin`, `auth` (a connect guard's or the connect hook's refusal too), `limit`, `shutting_down` |
 //! | `realtime_handler_duration_seconds` | histogram | event handler run time; label `event` |
 //!
@@ -125,7 +128,7 @@ pub use auth::{
     identity::{AuthError, AuthRequest, Identity},
 };
 pub use builder::{HubBuilder, NamespaceBuilder};
-pub use config::{Config, ErrorStyle, RateLimit, SlowConsumerPolicy};
+pub use config::{Compression, Config, ErrorStyle, RateLimit, SlowConsumerPolicy};
 #[cfg(feature = "typed")]
 pub use event::{Binary, ClientEvent, ErrorCode, ErrorData, Event, FieldError, ServerEvent, TokenExpiring};
 #[cfg(feature = "validate")]

@@ -37,12 +37,74 @@ use std::{
     task::{Context, Poll, Wake, Waker},
 };
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A queued message: shared by every connection it goes to, one pointer per queue slot.
-pub(crate) type Frame = Arc<Message>;
+///
+/// It also keeps what permessage-deflate made of it, once per compression setting
+/// (`connection::deflate`): the first writer with a setting compresses it, every other
+/// recipient with that setting writes those bytes.
+#[derive(Debug, Clone)]
+pub struct Frame(Arc<FrameData>);
+
+#[derive(Debug)]
+struct FrameData {
+    msg: Message,
+    /// Compressed payloads by setting (`None`: compressing did not make it smaller).
+    deflated: Mutex<Vec<(u8, Option<Bytes>)>>,
+}
+
+impl Frame {
+    pub(crate) fn new(msg: Message) -> Self {
+        Self(Arc::new(FrameData {
+            msg,
+            deflated: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Whether two frames are the same one.
+    pub(crate) fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+
+    /// Its payload compressed with setting `key`, compressed by `compress` the first time
+    /// (`None`: compressing does not make it smaller). The second value says whether this
+    /// call compressed it.
+    pub(crate) fn deflated(&self, key: u8, compress: impl FnOnce() -> Option<Bytes>) -> (Option<Bytes>, bool) {
+        // The lock is held while the first writer compresses: the others with the same
+        // setting wait for its bytes rather than compress again.
+        let mut deflated = self.0.deflated.lock();
+        if let Some((_, bytes)) = deflated.iter().find(|(k, _)| *k == key) {
+            return (bytes.clone(), false);
+        }
+        let bytes = compress();
+        deflated.push((key, bytes.clone()));
+        (bytes, true)
+    }
+}
+
+impl std::ops::Deref for Frame {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        &self.0.msg
+    }
+}
+
+impl From<Message> for Frame {
+    fn from(msg: Message) -> Self {
+        Self::new(msg)
+    }
+}
+
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.msg == other.0.msg
+    }
+}
 
 /// Storage kept after the queue empties, in messages (a small reserve avoids reallocating
 /// for every single message).
@@ -192,7 +254,7 @@ impl Sender {
             if let Some(i) = list.iter().position(|(k, _)| *k == key) {
                 let (_, old) = list.swap_remove(i);
                 // Still queued (not taken by the writer yet): the new message takes its place.
-                if let Some(slot) = queue.iter_mut().rev().find(|f| Arc::ptr_eq(f, &old)) {
+                if let Some(slot) = queue.iter_mut().rev().find(|f| Frame::ptr_eq(f, &old)) {
                     *slot = msg.clone();
                     list.push((key, msg));
                     return Sent::Replaced;
@@ -212,7 +274,7 @@ impl Sender {
             // Entries of frames the writer took are dropped once there are more entries than
             // frames, so the list never outgrows the queue.
             if list.len() >= queue.len() {
-                list.retain(|(_, f)| queue.iter().any(|q| Arc::ptr_eq(q, f)));
+                list.retain(|(_, f)| queue.iter().any(|q| Frame::ptr_eq(q, f)));
             }
             list.push((*key, msg.clone()));
             self.0.any_keyed.store(true, Ordering::Relaxed);

@@ -39,6 +39,9 @@ pub mod socketio {
 /// The receiving end of a connection's outbound queue.
 pub use crate::outbox::Receiver;
 
+/// A queued message (it derefs to the message).
+pub use crate::outbox::Frame;
+
 /// Registers a connection with no socket behind it, in the hub's default namespace, for the
 /// user `user`. Returns its id and the receiving end of its outbound queue (what its writer
 /// would drain). Nothing removes it but dropping the hub.

@@ -21,7 +21,9 @@ use axum::{
 };
 use common::*;
 use serde_json::{json, Value};
-use tower_realtime::{Data, Emitter, ErrorEvent, History, Hub, JwtAuth, Socket};
+use tower_realtime::{
+    AllowAnonymous, Compression, Data, Emitter, ErrorEvent, History, Hub, JwtAuth, RawMessage, Socket,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// How long one Node script may run.
@@ -39,8 +41,9 @@ fn enabled(what: &str, needs: &str) -> bool {
     false
 }
 
-/// Runs `node tests/browser/<script> <url>` and fails the test unless it exits with 0.
-async fn node(script: &str, addr: SocketAddr) {
+/// Runs `node tests/browser/<script> <url>` and fails the test unless it exits with 0;
+/// returns its standard output.
+async fn node(script: &str, addr: SocketAddr) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir() && dir.join("node_modules/ws").is_dir(),
@@ -68,6 +71,7 @@ async fn node(script: &str, addr: SocketAddr) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,6 +89,47 @@ async fn the_demo_chat_in_chromium() {
     assert!(
         eventually(|| hub.connection_count() == 0).await,
         "the browser closed every connection"
+    );
+}
+
+/// Chromium agrees permessage-deflate with a hub that has compression on, and what it sends
+/// comes back intact, compressed both ways (see `tests/browser/deflate.spec.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permessage_deflate_in_chromium() {
+    if !enabled(
+        "browser compression test",
+        "/usr/bin/chromium and npm packages in tests/browser",
+    ) {
+        return;
+    }
+    let mut compression = Compression::default();
+    compression.threshold = 256;
+    let hub = Hub::builder()
+        .auth(AllowAnonymous::new())
+        .compression(compression)
+        .on_raw(|socket: Socket, msg: RawMessage| async move {
+            socket.send_raw(msg);
+        })
+        .build();
+    let addr = serve_hub(&hub).await;
+    let stdout = node("deflate.spec.mjs", addr).await;
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON line");
+    assert!(
+        (seen["extensions"].as_str().unwrap_or("")).starts_with("permessage-deflate"),
+        "{seen}"
+    );
+    assert_eq!(seen["intact"], true, "{seen}");
+    // The two long messages went back compressed; the short one did not.
+    let counters = hub.counters();
+    let long: u64 = [0, 2].iter().map(|&i| seen["sizes"][i].as_u64().unwrap()).sum();
+    assert!(counters.deflate_bytes_in >= long, "{counters:?}");
+    assert!(
+        counters.deflate_bytes_out * 3 < counters.deflate_bytes_in,
+        "{counters:?}"
+    );
+    assert!(
+        eventually(|| hub.connection_count() == 0).await,
+        "the browser closed its connection"
     );
 }
 

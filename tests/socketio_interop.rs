@@ -14,7 +14,7 @@ use common::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_realtime::{
-    socketio::SocketIoConfig, Args, Attachments, Data, Emitter, ErrorEvent, Hub, JwtAuth, Reply, Socket,
+    socketio::SocketIoConfig, Args, Attachments, Compression, Data, Emitter, ErrorEvent, Hub, JwtAuth, Reply, Socket,
 };
 
 #[derive(Deserialize)]
@@ -107,4 +107,35 @@ async fn socketio_lite_client() {
         return;
     };
     assert!(stdout.contains("pass 6"), "all six socketio-lite tests ran and passed");
+}
+
+/// socket.io-client over a WebSocket (from the start, and upgraded from polling) agrees
+/// permessage-deflate with a hub that has compression on, and payloads arrive intact both
+/// ways (`tests/node/deflate.test.mjs`).
+#[tokio::test]
+async fn socketio_client_compression() {
+    if !node_enabled("node compression test") {
+        return;
+    }
+    let mut compression = Compression::default();
+    compression.threshold = 256;
+    let hub = Hub::builder()
+        .auth(JwtAuth::hs256(SECRET))
+        .socketio(SocketIoConfig::default())
+        .compression(compression)
+        .on("echo", |s: Socket, Data(v): Data<Value>| async move {
+            s.emit("echoed", &v);
+            v
+        })
+        .build();
+    let addr = serve_hub(&hub).await;
+    let stdout = run_node("deflate.test.mjs", vec![("BASE_URL", format!("http://{addr}"))]).await;
+    assert!(stdout.contains("pass 2"), "both compression tests ran and passed");
+    // The server compressed what went back (the large payloads, each once per message).
+    let counters = hub.counters();
+    assert!(counters.deflate_compressions >= 4, "{counters:?}");
+    assert!(
+        counters.deflate_bytes_out * 3 < counters.deflate_bytes_in,
+        "{counters:?}"
+    );
 }

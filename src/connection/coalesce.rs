@@ -1,31 +1,29 @@
-//! Write coalescing under the WebSocket codec, and frames written without it.
+//! The write buffer of a WebSocket connection, and the frames written into it.
 //!
-//! tungstenite runs with `write_buffer_size(0)`: every frame it is fed is written to its
-//! stream at once. Straight onto the socket that is one `write(2)` per message, however the
-//! connection's writer batches. [`CoalescingIo`] sits between tungstenite and the socket: it
-//! appends writes to a buffer and writes the buffer out on flush, so a batch leaves in one
-//! system call. After a flush the buffer is freed, so an idle connection holds no write
-//! buffer, even one that once received a burst.
+//! [`CoalescingIo`] sits between the connection and its socket: writes are appended to a
+//! buffer and leave on a flush, so a batch goes out in one system call. After a flush the
+//! buffer is freed, so an idle connection holds no write buffer, even one that once received
+//! a burst.
 //!
-//! The connection's writer does not feed its text and binary messages through tungstenite at
-//! all: it frames them itself, straight into that buffer ([`Outgoing::push`]), one copy of
-//! the payload and a header of 2 to 10 bytes, then flushes through tungstenite as before.
-//! tungstenite keeps the reading side, pings and pongs, and the close handshake, and what it
-//! writes lands in the same buffer, in order: it only ever writes whole frames, and a
-//! `send` through it completes once its frame is in the buffer and written out. (A frame
-//! only `feed` to it, not yet flushed, could still be held by tungstenite or the split sink
-//! and land behind frames pushed here: callers flush before handing over to the writer.)
+//! Every frame the server sends, messages and control frames alike, is framed straight into
+//! that buffer ([`Outgoing::push`]): one copy of the payload and a header of 2 to 10 bytes.
+//! Frames only ever enter it whole, under its lock, so the writer's batch, a pong and a close
+//! frame never interleave.
 
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     task::{ready, Context, Poll},
 };
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::Message;
+
+use super::deflate::{self, Agreed};
+use crate::{hub::Counters, outbox::Frame};
 
 /// Past this many buffered bytes, a write first writes the buffer out.
 pub(crate) const FLUSH_AT: usize = 64 * 1024;
@@ -48,20 +46,93 @@ impl Buf {
 pub(crate) struct Outgoing(Arc<Mutex<Buf>>);
 
 impl Outgoing {
-    /// Frames a text or binary message into the buffer (a server's frames are not masked)
-    /// and returns how many bytes now wait for a flush; `None` for any other kind, which is
-    /// left to tungstenite.
-    pub(crate) fn push(&self, msg: &Message) -> Option<usize> {
-        let (opcode, payload): (u8, &[u8]) = match msg {
+    /// Frames a message into the buffer, compressed when `deflate` is agreed and the message
+    /// is long enough (and compressing makes it smaller), and returns how many bytes now wait
+    /// for a flush.
+    pub(crate) fn push_message(&self, msg: &Message, deflate: Option<&Agreed>) -> usize {
+        let payload: &[u8] = match (deflate, msg) {
+            (Some(_), Message::Text(t)) => t.as_bytes(),
+            (Some(_), Message::Binary(b)) => b,
+            _ => return self.push(msg),
+        };
+        let agreed = deflate.expect("matched above");
+        if payload.len() < agreed.threshold.max(1) {
+            return self.push(msg);
+        }
+        // Compressed before the lock is taken.
+        match deflate::compress(payload, agreed) {
+            Some(packed) => self.push_raw(0x40 | if msg.is_text() { 0x1 } else { 0x2 }, &packed, &[]),
+            None => self.push(msg),
+        }
+    }
+
+    /// Frames a queued message into the buffer as [`push_message`](Self::push_message) does,
+    /// compressed once per setting for all its recipients: the first writer with `agreed`'s
+    /// setting compresses it and keeps the bytes on the frame, the others write those.
+    pub(crate) fn push_frame(&self, frame: &Frame, agreed: &Agreed, counters: &Counters) -> usize {
+        let (opcode, payload): (u8, &[u8]) = match &**frame {
             Message::Text(t) => (0x1, t.as_bytes()),
             Message::Binary(b) => (0x2, b),
-            _ => return None,
+            _ => return self.push(frame),
         };
-        let len = payload.len();
+        if payload.len() < agreed.threshold.max(1) {
+            return self.push(frame);
+        }
+        let (packed, fresh) = frame.deflated(agreed.key(), || deflate::compress(payload, agreed).map(Bytes::from));
+        if fresh {
+            counters.deflate_compressions.fetch_add(1, Ordering::Relaxed);
+        }
+        match packed {
+            Some(packed) => {
+                counters
+                    .deflate_bytes_in
+                    .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                counters
+                    .deflate_bytes_out
+                    .fetch_add(packed.len() as u64, Ordering::Relaxed);
+                self.push_raw(0x40 | opcode, &packed, &[])
+            }
+            None => self.push(frame),
+        }
+    }
+
+    /// Frames a message into the buffer (a server's frames are not masked) and returns how
+    /// many bytes now wait for a flush.
+    pub(crate) fn push(&self, msg: &Message) -> usize {
+        let close: [u8; 2];
+        let (opcode, payload, reason): (u8, &[u8], &[u8]) = match msg {
+            Message::Text(t) => (0x1, t.as_bytes(), &[]),
+            Message::Binary(b) => (0x2, b, &[]),
+            Message::Ping(p) => (0x9, p, &[]),
+            Message::Pong(p) => (0xA, p, &[]),
+            Message::Close(None) => (0x8, &[], &[]),
+            Message::Close(Some(frame)) => {
+                close = u16::from(frame.code).to_be_bytes();
+                // A control frame carries at most 125 bytes: a longer reason is cut (at a
+                // character boundary).
+                let mut end = frame.reason.len().min(123);
+                while !frame.reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                (0x8, &close, frame.reason.as_bytes()[..end].as_ref())
+            }
+            // Never made by the crate: a raw frame is written as it is.
+            Message::Frame(f) => {
+                let mut buf = self.0.lock();
+                f.clone().format(&mut buf.data).ok();
+                return buf.pending();
+            }
+        };
+        self.push_raw(opcode, payload, reason)
+    }
+
+    /// Frames a payload (in two parts, one after the other) with this opcode and these
+    /// reserved bits (FIN always set, no mask).
+    fn push_raw(&self, opcode: u8, payload: &[u8], reason: &[u8]) -> usize {
+        let len = payload.len() + reason.len();
         let mut buf = self.0.lock();
         let data = &mut buf.data;
         data.reserve(len + 10);
-        // FIN, no extensions.
         data.push(0x80 | opcode);
         if len < 126 {
             data.push(len as u8);
@@ -73,7 +144,8 @@ impl Outgoing {
             data.extend_from_slice(&(len as u64).to_be_bytes());
         }
         data.extend_from_slice(payload);
-        Some(buf.pending())
+        data.extend_from_slice(reason);
+        buf.pending()
     }
 
     /// Bytes waiting for a flush.
@@ -140,10 +212,9 @@ impl<T: AsyncWrite + Unpin> CoalescingIo<T> {
 
 /// What is still buffered goes out, if the stream takes it right away.
 ///
-/// tungstenite writes its answer to a peer's close frame and then reports the connection
-/// closed without flushing its stream, so that answer is still here when the connection is
-/// dropped. One non-blocking attempt is what writing it straight to the socket would have
-/// made: a peer that reads nothing loses it either way.
+/// A connection that ends without a flush (a task cancelled, say) may leave its last frames
+/// here. One non-blocking attempt is what writing them straight to the socket would have
+/// made: a peer that reads nothing loses them either way.
 impl<T: AsyncWrite + Unpin> Drop for CoalescingIo<T> {
     fn drop(&mut self) {
         if self.buf.buffered() > 0 {
@@ -359,8 +430,12 @@ mod tests {
 
     #[tokio::test]
     async fn frames_pushed_directly_read_back_as_messages() {
+        use bytes::Bytes;
         use futures_util::StreamExt;
-        use tokio_tungstenite::{tungstenite::protocol::Role, WebSocketStream};
+        use tokio_tungstenite::{
+            tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role},
+            WebSocketStream,
+        };
 
         let (mut io, peer, writes) = pair(1 << 22);
         let out = io.outgoing();
@@ -376,14 +451,16 @@ mod tests {
             } else {
                 10
             };
-            assert_eq!(out.push(&Message::text("x".repeat(n))), Some(buffered));
+            assert_eq!(out.push(&Message::text("x".repeat(n))), buffered);
         }
-        assert_eq!(out.push(&Message::binary(vec![7u8; 300])), Some(buffered + 304));
-        assert_eq!(
-            out.push(&Message::Ping(Default::default())),
-            None,
-            "left to tungstenite"
-        );
+        assert_eq!(out.push(&Message::binary(vec![7u8; 300])), buffered + 304);
+        assert_eq!(out.push(&Message::Ping(Bytes::from_static(b"hi"))), buffered + 308);
+        let bye = Some(CloseFrame {
+            code: CloseCode::from(4000),
+            reason: "é".repeat(100).into(),
+        });
+        // The reason is cut to fit in 125 bytes, at a character boundary.
+        assert_eq!(out.push(&Message::Close(bye)), buffered + 308 + 2 + 2 + 122);
         assert_eq!(writes.load(Ordering::Relaxed), 0, "nothing written before the flush");
         io.flush().await.unwrap();
         assert_eq!(writes.load(Ordering::Relaxed), 1, "one write for the whole batch");
@@ -398,6 +475,16 @@ mod tests {
         match client.next().await {
             Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], &[7u8; 300][..]),
             other => panic!("expected a binary message, got {other:?}"),
+        }
+        match client.next().await {
+            Some(Ok(Message::Ping(p))) => assert_eq!(&p[..], b"hi"),
+            other => panic!("expected a ping, got {other:?}"),
+        }
+        match client.next().await {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!((u16::from(f.code), f.reason.as_str()), (4000, "é".repeat(61).as_str()))
+            }
+            other => panic!("expected a close frame, got {other:?}"),
         }
     }
 

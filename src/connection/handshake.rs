@@ -24,19 +24,18 @@
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::{
-    tungstenite::{handshake::derive_accept_key, protocol::Role, protocol::WebSocketConfig},
-    WebSocketStream,
-};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use bytes::Bytes;
 
 use super::{
     admission::{self, Client, Refusal},
-    coalesce::CoalescingIo,
+    deflate::{self, Agreed},
+    websocket::WsStream,
 };
 use crate::{
     auth::{extract_token, SUBPROTOCOL},
+    config::Compression,
     hub::{
         dynamic::Lease,
         history::{random_id, Ask, Recovery, Resume, MAX_RECOVERY_TOKEN},
@@ -168,8 +167,12 @@ pub(crate) fn check_upgrade<B>(req: &Request<B>) -> Result<(), HttpRefusal> {
     Ok(())
 }
 
-/// The `101 Switching Protocols` answering an upgrade with these headers (already checked).
-pub(crate) fn switching_protocols(headers: &HeaderMap) -> Response<Bytes> {
+/// The `101 Switching Protocols` answering an upgrade with these headers (already checked),
+/// and permessage-deflate, when `compression` is on and the client offered it.
+pub(crate) fn switching_protocols(
+    headers: &HeaderMap,
+    compression: Option<&Compression>,
+) -> (Response<Bytes>, Option<Agreed>) {
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .map(|k| k.as_bytes())
@@ -182,20 +185,22 @@ pub(crate) fn switching_protocols(headers: &HeaderMap) -> Response<Bytes> {
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key)) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
-    res
+    let agreed = compression
+        .and_then(|c| deflate::negotiate(headers, c))
+        .map(|(agreed, answer)| {
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
+            agreed
+        });
+    (res, agreed)
 }
 
-/// The WebSocket settings of a connection: a small read buffer, messages up to `max_message`.
-///
-/// No write buffer in tungstenite (it would keep its largest capacity for the connection's
-/// life): every frame goes straight to the stream, which is a [`CoalescingIo`] that holds the
-/// writes until the writer's flush and frees its buffer after.
-pub(crate) fn ws_config(cfg: &crate::Config, max_message: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(cfg.read_buffer_size)
-        .write_buffer_size(0)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
+/// The WebSocket stream of an upgraded connection: messages up to `max_message`, reads of
+/// `read_buffer_size` into the thread's shared buffer, permessage-deflate as agreed.
+pub(crate) fn ws_stream<S>(cfg: &crate::Config, max_message: usize, deflate: Option<Agreed>, io: S) -> WsStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    WsStream::new(io, max_message, cfg.read_buffer_size, deflate)
 }
 
 impl From<Refusal> for HttpRefusal {
@@ -244,13 +249,11 @@ pub(crate) fn handshake<ReqBody>(hub: Hub, ns: Lease, req: Request<ReqBody>) -> 
             },
             _ => None,
         };
-        let mut res = switching_protocols(&parts.headers);
+        let (mut res, deflate) = switching_protocols(&parts.headers, hub.inner.config.compression.as_ref());
         if header_has_token(&parts.headers, header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
             let h = res.headers_mut();
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
         }
-        let cfg = &hub.inner.config;
-        let ws_config = ws_config(cfg, cfg.max_message_size);
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
@@ -260,12 +263,8 @@ pub(crate) fn handshake<ReqBody>(hub: Hub, ns: Lease, req: Request<ReqBody>) -> 
                     return;
                 }
             };
-            let ws = WebSocketStream::from_raw_socket(
-                CoalescingIo::new(TokioIo::new(upgraded)),
-                Role::Server,
-                Some(ws_config),
-            )
-            .await;
+            let cfg = &hub.inner.config;
+            let ws = ws_stream(cfg, cfg.max_message_size, deflate, TokioIo::new(upgraded));
             let id = hub.next_connection_id();
             let recovery = match (session_id, &hub.inner.history) {
                 (Some(session), Some(history)) => Some(Box::new(Recovery::new(session, history.current(), id))),

@@ -9,16 +9,12 @@ use std::{
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::{
-    tungstenite::{Message, Utf8Bytes},
-    WebSocketStream,
-};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{
     admission,
-    coalesce::CoalescingIo,
     lifecycle::{drive, End, Heartbeat, Protocol, Step, Wire},
-    websocket::{Framing, WsWire},
+    websocket::{Framing, WsStream, WsWire},
 };
 use crate::{
     gateway::{ErrorEvent, Incoming, RateState, RawMessage, Refused, Socket},
@@ -54,7 +50,7 @@ pub(crate) async fn run<S>(
     ns: Lease,
     conn: Arc<Conn>,
     rx: outbox::Receiver,
-    ws: Box<WebSocketStream<CoalescingIo<S>>>,
+    ws: Box<WsStream<S>>,
     ask: Option<Box<Ask>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -1,38 +1,233 @@
 //! The WebSocket wire, for the native protocol and for Socket.IO's WebSocket transport alike:
-//! batched writes framed straight into the write buffer, tungstenite's reading side, pings,
-//! the pong to a peer's ping, and one close sequence. A protocol supplies only its framing
-//! ([`Framing`]): what a text or binary message is to it.
+//! the stream ([`WsStream`]: our own frame reader on the read side, frames written straight
+//! into the write buffer on the other), batched writes, pings, the pong to a peer's ping, and
+//! one close sequence. A protocol supplies only its framing ([`Framing`]): what a text or
+//! binary message is to it.
 
 use std::{
+    cell::RefCell,
+    io,
     marker::PhantomData,
-    sync::{atomic::Ordering, Arc},
+    pin::Pin,
+    sync::atomic::Ordering,
     task::{ready, Context, Poll},
     time::Duration,
 };
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     time::Instant,
 };
-use tokio_tungstenite::{
-    tungstenite::{
-        error::{CapacityError, Error as WsError, ProtocolError},
-        protocol::{frame::coding::CloseCode, CloseFrame},
-        Message, Utf8Bytes,
-    },
-    WebSocketStream,
+use tokio_tungstenite::tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message, Utf8Bytes,
 };
 
 use super::{
     coalesce::{self, CoalescingIo},
+    deflate::Agreed,
     lifecycle::{End, Read, Wire, CLOSE_GRACE},
+    reader::{Event, FrameReader, ReadError},
 };
 use crate::{
     hub::{DisconnectReason, Hub},
     outbox,
     protocol::close_code,
 };
+
+thread_local! {
+    /// The buffer every connection on a thread reads into: bytes left over after an event are
+    /// copied out (into the connection's own spill), so a connection holds nothing between
+    /// reads.
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why a WebSocket stream failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WsError {
+    /// The peer broke the protocol.
+    #[error("{0:?}")]
+    Read(ReadError),
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The close handshake is over: nothing more is sent.
+    #[error("the WebSocket is closed")]
+    Closed,
+}
+
+/// The server side of an upgraded WebSocket connection.
+///
+/// Reading: the bytes of one `read(2)` at a time, into the thread's shared buffer, through the
+/// connection's [`FrameReader`]; bytes past an event are kept (`spill`) until the next poll
+/// and freed once taken. A ping is answered (the pong waits in the write buffer for the next
+/// flush), and a close frame too, with its code. Writing: every frame, data or control, is
+/// framed into the [`CoalescingIo`]'s buffer and leaves on a flush.
+pub(crate) struct WsStream<S: AsyncWrite + Unpin> {
+    io: CoalescingIo<S>,
+    out: coalesce::Outgoing,
+    reader: FrameReader,
+    /// Bytes read but not yet given to the reader, and how many of them it took.
+    spill: Vec<u8>,
+    spill_at: usize,
+    /// How much one read asks for.
+    read_chunk: usize,
+    /// permessage-deflate, when agreed.
+    deflate: Option<Agreed>,
+    /// Our close frame is in the write buffer or gone: nothing more is written.
+    close_sent: bool,
+    /// The peer's close frame was read, or the stream ended or failed: nothing more is read.
+    read_done: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// A stream over an upgraded connection: messages of up to `max_message` bytes, reads of
+    /// up to `read_chunk` bytes, permessage-deflate when `deflate` was agreed.
+    pub(crate) fn new(io: S, max_message: usize, read_chunk: usize, deflate: Option<Agreed>) -> Self {
+        let io = CoalescingIo::new(io);
+        let out = io.outgoing();
+        Self {
+            io,
+            out,
+            reader: FrameReader::new(max_message, deflate),
+            deflate,
+            spill: Vec::new(),
+            spill_at: 0,
+            read_chunk: read_chunk.max(64),
+            close_sent: false,
+            read_done: false,
+        }
+    }
+
+    /// The next message or control frame; `None` once the stream ended (the peer's close
+    /// frame was the last thing read, or the socket ended).
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, WsError>>> {
+        loop {
+            if self.read_done {
+                return Poll::Ready(None);
+            }
+            if self.spill_at < self.spill.len() {
+                let (n, event) = self.reader.advance(&self.spill[self.spill_at..]);
+                self.spill_at += n;
+                if self.spill_at == self.spill.len() {
+                    (self.spill, self.spill_at) = (Vec::new(), 0);
+                }
+                if let Some(event) = event {
+                    return Poll::Ready(Some(self.event(event)));
+                }
+                continue;
+            }
+            let Self {
+                io,
+                reader,
+                spill,
+                read_chunk,
+                ..
+            } = self;
+            let read = READ_BUF.with_borrow_mut(|buf| {
+                if buf.len() < *read_chunk {
+                    buf.resize(*read_chunk, 0);
+                }
+                let mut rb = ReadBuf::new(&mut buf[..*read_chunk]);
+                ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+                let filled = rb.filled();
+                if filled.is_empty() {
+                    return Poll::Ready(Ok(None));
+                }
+                let (n, event) = reader.advance(filled);
+                if n < filled.len() {
+                    *spill = filled[n..].to_vec();
+                }
+                Poll::Ready(Ok(Some(event)))
+            });
+            match ready!(read) {
+                Ok(Some(Some(event))) => return Poll::Ready(Some(self.event(event))),
+                Ok(Some(None)) => {}
+                Ok(None) => {
+                    self.read_done = true;
+                    return Poll::Ready(None);
+                }
+                Err(e) => {
+                    self.read_done = true;
+                    return Poll::Ready(Some(Err(WsError::Io(e))));
+                }
+            }
+        }
+    }
+
+    /// What an event is to the connection; a ping or a close is answered on the way.
+    fn event(&mut self, event: Result<Event, ReadError>) -> Result<Message, WsError> {
+        match event {
+            Ok(Event::Text(text)) => Ok(Message::Text(text)),
+            Ok(Event::Binary(bytes)) => Ok(Message::Binary(bytes)),
+            Ok(Event::Ping(payload)) => {
+                if !self.close_sent {
+                    self.out.push(&Message::Pong(payload.clone()));
+                }
+                Ok(Message::Ping(payload))
+            }
+            Ok(Event::Pong(payload)) => Ok(Message::Pong(payload)),
+            Ok(Event::Close(frame)) => {
+                self.read_done = true;
+                let frame = frame.map(|(code, reason)| close_frame(code, reason));
+                if !self.close_sent {
+                    // The answer echoes the code, with no reason.
+                    self.close_sent = true;
+                    let answer = frame.as_ref().map(|f| close_frame(u16::from(f.code), ""));
+                    self.out.push(&Message::Close(answer));
+                }
+                Ok(Message::Close(frame))
+            }
+            Err(e) => {
+                self.read_done = true;
+                Err(WsError::Read(e))
+            }
+        }
+    }
+
+    /// The next message or control frame.
+    pub(crate) async fn next(&mut self) -> Option<Result<Message, WsError>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// A handle on the write buffer, for framing messages into it directly.
+    pub(crate) fn outgoing(&self) -> coalesce::Outgoing {
+        self.out.clone()
+    }
+
+    /// What permessage-deflate agreed, if it did.
+    pub(crate) fn deflate(&self) -> Option<&Agreed> {
+        self.deflate.as_ref()
+    }
+
+    /// Frames `msg` into the write buffer (a close frame ends the writing) and flushes.
+    pub(crate) async fn send(&mut self, msg: Message) -> Result<(), WsError> {
+        if self.close_sent {
+            return Err(WsError::Closed);
+        }
+        self.close_sent = matches!(msg, Message::Close(_));
+        self.out.push_message(&msg, self.deflate.as_ref());
+        self.flush().await
+    }
+
+    /// Writes out what the write buffer holds.
+    pub(crate) async fn flush(&mut self) -> Result<(), WsError> {
+        Ok(self.io.flush().await?)
+    }
+
+    /// Shuts the write side (after the write buffer).
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.io.shutdown().await
+    }
+
+    /// Reads and throws away what the peer still sends, until the end of its stream.
+    async fn discard(&mut self) {
+        use tokio::io::AsyncReadExt;
+        (self.spill, self.spill_at) = (Vec::new(), 0);
+        let mut scrap = [0u8; 4096];
+        while let Ok(1..) = self.io.read(&mut scrap).await {}
+    }
+}
 
 /// What a protocol makes of a WebSocket's text and binary messages.
 pub(crate) trait Framing: Send + 'static {
@@ -46,7 +241,7 @@ pub(crate) trait Framing: Send + 'static {
 /// A WebSocket carrying a protocol framed by `F`.
 pub(crate) struct WsWire<S: AsyncRead + AsyncWrite + Unpin, F> {
     /// Boxed: a task keeps room for what it was handed for as long as it lives.
-    ws: Box<WebSocketStream<CoalescingIo<S>>>,
+    ws: Box<WsStream<S>>,
     out: coalesce::Outgoing,
     framing: PhantomData<fn() -> F>,
 }
@@ -55,8 +250,8 @@ impl<S, F> WsWire<S, F>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    pub(crate) fn new(ws: Box<WebSocketStream<CoalescingIo<S>>>) -> Self {
-        let out = ws.get_ref().outgoing();
+    pub(crate) fn new(ws: Box<WsStream<S>>) -> Self {
+        let out = ws.outgoing();
         Self {
             ws,
             out,
@@ -73,11 +268,10 @@ where
     /// Writes `unsent` (when set) and whatever else is queued, up to `write_batch` messages,
     /// then flushes once.
     ///
-    /// Text and binary messages are framed straight into the connection's write buffer
-    /// (`out`); anything else goes through the sink, behind them. Cancel-safe: a message
-    /// leaves `unsent` or the queue only once it is in the buffer or taken by the sink, so a
-    /// batch cut short by a close loses nothing: what was taken is written by the next flush,
-    /// and `unsent` goes first in the next batch.
+    /// Messages are framed straight into the connection's write buffer (`out`). Cancel-safe:
+    /// a message leaves `unsent` or the queue only once it is in the buffer, so a batch cut
+    /// short by a close loses nothing: what was taken is written by the next flush, and
+    /// `unsent` goes first in the next batch.
     async fn write_batch(
         &mut self,
         unsent: &mut Option<outbox::Frame>,
@@ -97,16 +291,13 @@ where
             let Some(msg) = unsent.take() else { break };
             bytes += msg.len();
             n += 1;
-            match self.out.push(&msg) {
-                // Past the threshold, the buffer goes out before it grows further.
-                Some(buffered) if buffered >= coalesce::FLUSH_AT => self.ws.flush().await?,
-                Some(_) => {}
-                None => {
-                    *unsent = Some(msg);
-                    futures_util::future::poll_fn(|cx| self.ws.poll_ready_unpin(cx)).await?;
-                    let msg = unsent.take().expect("set above");
-                    self.ws.start_send_unpin(Arc::unwrap_or_clone(msg))?;
-                }
+            // Past the threshold, the buffer goes out before it grows further.
+            let buffered = match self.ws.deflate() {
+                Some(agreed) => self.out.push_frame(&msg, agreed, &hub.inner.counters),
+                None => self.out.push(&msg),
+            };
+            if buffered >= coalesce::FLUSH_AT {
+                self.ws.flush().await?;
             }
         }
         self.ws.flush().await?;
@@ -149,9 +340,9 @@ where
     type In = F::In;
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read<F::In>, End>> {
-        Poll::Ready(match ready!(self.ws.poll_next_unpin(cx)) {
+        Poll::Ready(match ready!(self.ws.poll_next(cx)) {
             Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => F::decode(msg).map(Read::Unit),
-            // tungstenite queued the pong; the loop has it written.
+            // The stream queued the pong; the loop has it written.
             Some(Ok(Message::Ping(_))) => Ok(Read::Pinged),
             Some(Ok(Message::Pong(_) | Message::Frame(_))) => Ok(Read::Alive),
             Some(Ok(Message::Close(frame))) => Err(End::Gone(DisconnectReason::ClientClosed(
@@ -192,7 +383,7 @@ where
                 }
                 close_websocket(&mut self.ws, Some(close_frame(*code, reason.clone()))).await;
             }
-            // tungstenite answered the peer's close; that answer goes out, then the socket.
+            // The stream answered the peer's close; that answer goes out, then the socket.
             End::Gone(DisconnectReason::ClientClosed(_)) => {
                 let _ = tokio::time::timeout(CLOSE_GRACE, self.ws.flush()).await;
             }
@@ -211,18 +402,17 @@ fn gone(e: WsError) -> End {
 /// end of its stream, or [`CLOSE_GRACE`]. A socket dropped with unread input is reset by the
 /// kernel, and a peer still writing (a message over the size limit, say) would get that reset
 /// instead of the close code. A peer that reads nothing cannot hold it longer than the grace.
-pub(crate) async fn close_websocket<S>(ws: &mut WebSocketStream<CoalescingIo<S>>, frame: Option<CloseFrame>)
+pub(crate) async fn close_websocket<S>(ws: &mut WsStream<S>, frame: Option<CloseFrame>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = Instant::now() + CLOSE_GRACE;
     match tokio::time::timeout_at(deadline, ws.send(Message::Close(frame))).await {
         Ok(Ok(())) => {}
         // Closed already (the peer's close crossed ours), failed, or not read at all.
         _ => return,
     }
-    let _ = tokio::time::timeout_at(deadline, ws.get_mut().shutdown()).await;
+    let _ = tokio::time::timeout_at(deadline, ws.shutdown()).await;
     let rest = async {
         // Frames while the stream still parses them; raw bytes once it cannot (the rest of a
         // frame it refused, say).
@@ -235,8 +425,7 @@ where
                 Some(Err(_)) | None => break,
             }
         }
-        let mut scrap = [0u8; 4096];
-        while let Ok(1..) = ws.get_mut().read(&mut scrap).await {}
+        ws.discard().await;
     };
     let _ = tokio::time::timeout_at(deadline, rest).await;
 }
@@ -251,14 +440,14 @@ pub(crate) fn close_frame(code: u16, reason: impl Into<Utf8Bytes>) -> CloseFrame
 /// Maps a read error to how the connection ends.
 pub(crate) fn classify(e: WsError) -> End {
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            End::Close(close_code::MESSAGE_TOO_BIG, "message too big".into())
+        WsError::Read(ReadError::TooBig) => End::Close(close_code::MESSAGE_TOO_BIG, "message too big".into()),
+        WsError::Read(ReadError::Utf8) => {
+            End::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8 in a text frame".into())
         }
-        WsError::Capacity(_) => End::Close(close_code::MESSAGE_TOO_BIG, "frame too big".into()),
-        WsError::Utf8(_) => End::Close(close_code::INVALID_PAYLOAD, "invalid UTF-8 in a text frame".into()),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone(DisconnectReason::TransportClosed),
-        WsError::Protocol(p) => End::Close(close_code::PROTOCOL_ERROR, format!("protocol error: {p}")),
-        WsError::ConnectionClosed | WsError::AlreadyClosed => End::Gone(DisconnectReason::TransportClosed),
-        other => End::Gone(DisconnectReason::TransportError(other.to_string())),
+        WsError::Read(ReadError::Protocol(why)) => {
+            End::Close(close_code::PROTOCOL_ERROR, format!("protocol error: {why}"))
+        }
+        WsError::Closed => End::Gone(DisconnectReason::TransportClosed),
+        WsError::Io(e) => End::Gone(DisconnectReason::TransportError(e.to_string())),
     }
 }

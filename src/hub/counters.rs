@@ -20,6 +20,9 @@ pub(crate) struct Counters {
     pub(crate) history_evicted: Counter,
     pub(crate) volatile_dropped: Counter,
     pub(crate) coalesced_replaced: Counter,
+    pub(crate) deflate_compressions: Counter,
+    pub(crate) deflate_bytes_in: Counter,
+    pub(crate) deflate_bytes_out: Counter,
     pub(crate) rejected_bad_request: AtomicU64,
     pub(crate) rejected_origin: AtomicU64,
     pub(crate) rejected_auth: AtomicU64,
@@ -44,6 +47,9 @@ impl Default for Counters {
             history_evicted: Counter::monotonic("realtime_history_evicted_total"),
             volatile_dropped: Counter::monotonic("realtime_volatile_dropped_total"),
             coalesced_replaced: Counter::monotonic("realtime_coalesced_replaced_total"),
+            deflate_compressions: Counter::monotonic("realtime_deflate_compressions_total"),
+            deflate_bytes_in: Counter::monotonic("realtime_deflate_bytes_in_total"),
+            deflate_bytes_out: Counter::monotonic("realtime_deflate_bytes_out_total"),
             rejected_bad_request: AtomicU64::default(),
             rejected_origin: AtomicU64::default(),
             rejected_auth: AtomicU64::default(),
@@ -176,6 +182,9 @@ impl Counters {
             &self.history_evicted,
             &self.volatile_dropped,
             &self.coalesced_replaced,
+            &self.deflate_compressions,
+            &self.deflate_bytes_in,
+            &self.deflate_bytes_out,
         ] {
             counter.register();
         }
@@ -200,6 +209,9 @@ impl Counters {
             history_evicted: get(&self.history_evicted),
             volatile_dropped: get(&self.volatile_dropped),
             coalesced_replaced: get(&self.coalesced_replaced),
+            deflate_compressions: get(&self.deflate_compressions),
+            deflate_bytes_in: get(&self.deflate_bytes_in),
+            deflate_bytes_out: get(&self.deflate_bytes_out),
             rejected_bad_request: raw(&self.rejected_bad_request),
             rejected_origin: raw(&self.rejected_origin),
             rejected_auth: raw(&self.rejected_auth),
@@ -265,6 +277,15 @@ pub struct CounterSnapshot {
     /// Coalesced emits that took the place of a message with the same key still queued, one
     /// per recipient.
     pub coalesced_replaced: u64,
+    /// Messages compressed (permessage-deflate): once per message and compression setting,
+    /// however many recipients it has.
+    pub deflate_compressions: u64,
+    /// Payload bytes of the messages sent compressed, before compression, one count per
+    /// recipient.
+    pub deflate_bytes_in: u64,
+    /// The same messages' bytes after compression, one count per recipient: what the
+    /// sockets carried for them.
+    pub deflate_bytes_out: u64,
     /// Connections refused as malformed requests (400, 405, 426; a Socket.IO CONNECT to an
     /// unknown namespace).
     pub rejected_bad_request: u64,

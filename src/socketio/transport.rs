@@ -12,10 +12,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::{
-    tungstenite::{protocol::Role, Message},
-    WebSocketStream,
-};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::{
     pending::Place,
@@ -25,8 +22,7 @@ use super::{
 use crate::{
     connection::{
         admission::{self, Client, Refusal},
-        coalesce::CoalescingIo,
-        handshake::{check_upgrade, switching_protocols, ws_config},
+        handshake::{check_upgrade, switching_protocols, ws_stream},
         websocket::close_websocket,
     },
     hub::{Hub, RefusalCause},
@@ -292,16 +288,15 @@ fn upgrade<ReqBody>(
     });
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    let res = switching_protocols(&parts.headers);
+    let (res, deflate) = switching_protocols(&parts.headers, hub.inner.config.compression.as_ref());
     let Some(sio) = hub.socketio() else {
         return ready(res);
     };
-    let config = ws_config(&hub.inner.config, sio.config.max_payload);
+    let max_payload = sio.config.max_payload;
     if superfluous {
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else { return };
-            let io = CoalescingIo::new(TokioIo::new(upgraded));
-            let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            let mut ws = ws_stream(&hub.inner.config, max_payload, deflate, TokioIo::new(upgraded));
             close_websocket(&mut ws, None).await;
         });
         return ready(res);
@@ -319,9 +314,7 @@ fn upgrade<ReqBody>(
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(CoalescingIo::new(TokioIo::new(upgraded)), Role::Server, Some(config))
-                .await;
+        let ws = ws_stream(&hub.inner.config, max_payload, deflate, TokioIo::new(upgraded));
         let mut ws = EngineWs::new(Box::new(ws));
         match upgrade {
             Upgrade::Of(session) => {

@@ -2,6 +2,7 @@
 //! client that reads events with a timeout.
 #![allow(dead_code)]
 
+pub mod raw;
 pub mod recovery;
 #[cfg(feature = "socketio")]
 pub mod socketio;
