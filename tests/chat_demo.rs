@@ -649,14 +649,18 @@ async fn typing_reaches_the_rooms_others_and_a_busy_one_gets_the_latest_only() {
     );
 }
 
-/// The demo's state, file and typing events with the official socket.io-client
-/// (`tests/node/chat-demo.test.mjs`).
+/// The demo's state, file and typing events, and its compression, with the official
+/// socket.io-client and `ws` (`tests/node/chat-demo.test.mjs`).
 #[cfg(feature = "socketio")]
 #[tokio::test]
 async fn status_files_and_typing_with_socket_io_client() {
     if !node_enabled("the chat demo with socket.io-client") {
         return;
     }
-    let (addr, _hub) = demo().await;
+    let (addr, hub) = demo().await;
     run_node("chat-demo.test.mjs", vec![("BASE_URL", format!("http://{addr}"))]).await;
+    // The long messages went out compressed (one compression per message and setting).
+    let counters = hub.counters();
+    assert!(counters.deflate_compressions >= 2, "{counters:?}");
+    assert!(counters.deflate_bytes_out * 3 < counters.deflate_bytes_in, "{counters:?}");
 }

@@ -9,7 +9,8 @@
 // closes), log out and see a refused login's reason: the other sees the message and the
 // online list change. alice uses the native protocol (/ws), bob the page's Socket.IO client
 // (/socket.io/), and each of those steps runs both ways, so both protocols send and receive
-// them: the server must have been built with the `socketio` feature. A screenshot goes to
+// them: the server must have been built with the `socketio` feature. Both connections must
+// have agreed permessage-deflate with the demo. A screenshot goes to
 // ci-artifacts/chat.png. Exits non-zero on any failure (a missing Chromium included).
 
 import { mkdir } from 'node:fs/promises';
@@ -59,6 +60,11 @@ async function open(user, protocol) {
   await page.locator('#status.connected').waitFor();
   const used = await page.evaluate(() => window.chat.protocol);
   if (used !== protocol) throw new Error(`${user}: logged in with ${used}, not ${protocol}`);
+  // The demo serves permessage-deflate, and Chromium offers it: agreed, on either protocol.
+  const extensions = await page.evaluate(() => window.chat.client._ws.extensions);
+  if (!/permessage-deflate/.test(extensions)) {
+    throw new Error(`${user}: no permessage-deflate agreed with the demo (extensions "${extensions}")`);
+  }
   return { context, page };
 }
 

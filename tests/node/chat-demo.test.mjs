@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import { connected, once } from './waits.mjs';
+import WebSocket from 'ws';
 
 const BASE = process.env.BASE_URL;
 const TOKENS = JSON.parse(process.env.TOKENS || '{}');
@@ -81,4 +82,40 @@ test('typing reaches the room\'s other members, not the sender', async () => {
   assert.deepEqual(await got, { userId: 'grace', room: 'typing' });
   await a.emitWithAck('whoami');
   assert.equal(senderGot, false);
+});
+
+// The demo serves permessage-deflate (COMPRESSION=off turns it off): both clients agree it
+// and a long message, compressed both ways, arrives intact.
+test('socket.io-client and ws agree permessage-deflate with the demo; long messages arrive intact', async () => {
+  const text = 'a long chat message, compressed on the way in and on the way out. '.repeat(12);
+  const s = io(BASE, { auth: { token: TOKENS.erin }, forceNew: true, reconnection: false, transports: ['websocket'] });
+  opened.push(s);
+  await connected(s);
+  assert.match(s.io.engine.transport.ws.extensions, /permessage-deflate/);
+  await s.emitWithAck('joinRoom', 'deflate');
+  const back = once(s, 'message');
+  await s.emitWithAck('message', { room: 'deflate', text });
+  // Kept in the history, it carries its offset as a last argument.
+  const [got] = await back;
+  assert.equal(got.text, text);
+
+  const url = BASE.replace('http', 'ws') + '/ws?token=' + TOKENS.frank;
+  const ws = new WebSocket(url, { perMessageDeflate: true });
+  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+  try {
+    assert.match(ws.extensions, /permessage-deflate/);
+    const frames = [];
+    ws.on('message', (data) => frames.push(JSON.parse(String(data))));
+    ws.send(JSON.stringify({ event: 'joinRoom', data: 'deflate', id: 1 }));
+    ws.send(JSON.stringify({ event: 'message', data: { room: 'deflate', text }, id: 2 }));
+    const deadline = Date.now() + 4000;
+    let mine;
+    while (!(mine = frames.find((f) => f.event === 'message' && f.data.sender === 'frank')) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(mine, `frank's message came back: ${JSON.stringify(frames)}`);
+    assert.equal(mine.data.text, text);
+  } finally {
+    ws.close();
+  }
 });
