@@ -662,5 +662,8 @@ async fn status_files_and_typing_with_socket_io_client() {
     // The long messages went out compressed (one compression per message and setting).
     let counters = hub.counters();
     assert!(counters.deflate_compressions >= 2, "{counters:?}");
-    assert!(counters.deflate_bytes_out * 3 < counters.deflate_bytes_in, "{counters:?}");
+    assert!(
+        counters.deflate_bytes_out * 3 < counters.deflate_bytes_in,
+        "{counters:?}"
+    );
 }
