@@ -662,4 +662,149 @@ pub(crate) mod tests {
             assert_eq!(got, want);
         }
     }
+
+    use crate::connection::deflate::compress;
+
+    /// A small deterministic generator for the randomized test below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            // xorshift64*
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// One frame of a random stream: mostly valid (text with multi-byte characters, binary,
+    /// fragments, pings, closes, compressed messages when `deflate`), some not (unmasked,
+    /// reserved bits, unknown opcodes, bad UTF-8, a bad close code, random bytes).
+    fn random_frame(rng: &mut Rng, deflate: Option<&Agreed>) -> Vec<u8> {
+        let len = match rng.below(10) {
+            0 => 126 + rng.below(400),
+            1 => 0,
+            _ => rng.below(40),
+        };
+        let text: String = (0..len).map(|_| ['a', 'é', '€', '😀', ' '][rng.below(5)]).collect();
+        match rng.below(14) {
+            0..=3 => frame(true, TEXT, text.as_bytes()),
+            4 => frame(true, BINARY, &rng.bytes(len)),
+            5 => {
+                // A text message in two fragments, a ping between them, split anywhere (in
+                // the middle of a character too).
+                let cut = rng.below(text.len() + 1);
+                let mut out = frame(false, TEXT, &text.as_bytes()[..cut]);
+                out.extend(frame(true, PING, b"p"));
+                out.extend(frame(true, CONTINUATION, &text.as_bytes()[cut..]));
+                out
+            }
+            6 => {
+                let n = rng.below(126);
+                frame(true, PING, &rng.bytes(n))
+            }
+            7 => {
+                let mut payload = [1000u16, 1001, 1005, 3000, 999, 2999, 4999][rng.below(7)]
+                    .to_be_bytes()
+                    .to_vec();
+                payload.extend(text.as_bytes().iter().take(100));
+                frame(true, CLOSE, &payload)
+            }
+            8 => frame(true, TEXT, &rng.bytes(len)),
+            9 => {
+                let mut out = frame(true, [TEXT, 0x3, 0xB, CONTINUATION][rng.below(4)], text.as_bytes());
+                out[0] |= [0, 0x40, 0x20, 0x10][rng.below(4)];
+                out
+            }
+            10 => {
+                let mut out = frame(true, TEXT, text.as_bytes());
+                out[1] &= 0x7f; // unmasked (the mask stays in the payload's place)
+                out
+            }
+            11 => {
+                let n = rng.below(20);
+                rng.bytes(n)
+            }
+            _ => match deflate.and_then(|agreed| compress(text.as_bytes(), agreed)) {
+                Some(packed) => {
+                    let mut packed = packed;
+                    if rng.below(4) == 0 && !packed.is_empty() {
+                        let at = rng.below(packed.len());
+                        packed[at] ^= 1 << rng.below(8); // corrupted
+                    }
+                    let mut out = frame(true, TEXT, &packed);
+                    out[0] |= 0x40;
+                    out
+                }
+                None => frame(true, BINARY, text.as_bytes()),
+            },
+        }
+    }
+
+    #[test]
+    fn random_streams_read_the_same_however_they_arrive_and_never_panic() {
+        let agreed = Agreed {
+            server_bits: 15,
+            client_bits: 15,
+            client_takeover: false,
+            threshold: 0,
+            level: 1,
+        };
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        // What the streams held, so that a generator gone wrong (all garbage, or nothing
+        // compressed) fails here rather than passes on nothing.
+        let (mut texts, mut failed) = (0, 0);
+        for case in 0..20_000 {
+            let deflate = (case % 2 == 1).then_some(agreed);
+            let mut input = Vec::new();
+            for _ in 0..1 + rng.below(6) {
+                input.extend(random_frame(&mut rng, deflate.as_ref()));
+            }
+            if rng.below(5) == 0 && !input.is_empty() {
+                let at = rng.below(input.len());
+                input[at] = rng.next() as u8; // one byte changed anywhere
+            }
+            if rng.below(5) == 0 {
+                input.truncate(rng.below(input.len() + 1)); // cut short
+            }
+            let max = [64, 300, 1 << 16][rng.below(3)];
+            let whole = feed(&mut FrameReader::new(max, deflate), &input, input.len().max(1));
+            for step in [1, 2 + rng.below(9), 1 + rng.below(input.len().max(1))] {
+                let got = feed(&mut FrameReader::new(max, deflate), &input, step);
+                // A corrupted compressed text may be found out as bad UTF-8 (1007) by a reader
+                // that inflated a piece at a time, before zlib finds the stream bad (1002): the
+                // events before a failure are the same, and both readers fail.
+                let same_failure = |a: &[Result<Event, ReadError>], b: &[Result<Event, ReadError>]| {
+                    matches!((a.last(), b.last()), (Some(Err(_)), Some(Err(_)))) && a[..a.len() - 1] == b[..b.len() - 1]
+                };
+                assert!(
+                    got == whole || (deflate.is_some() && same_failure(&got, &whole)),
+                    "case {case}, in pieces of {step}: {input:02x?}\n{got:?}\n{whole:?}"
+                );
+            }
+            failed += usize::from(whole.last().is_some_and(|e| e.is_err()));
+            texts += whole.iter().filter(|e| matches!(e, Ok(Event::Text(_)))).count();
+            for event in whole.iter().flatten() {
+                match event {
+                    Event::Text(t) => assert!(t.len() <= max, "case {case}"),
+                    Event::Binary(b) => assert!(b.len() <= max, "case {case}"),
+                    Event::Ping(p) | Event::Pong(p) => assert!(p.len() <= 125, "case {case}"),
+                    Event::Close(_) => {}
+                }
+            }
+        }
+        assert!(
+            texts > 5_000 && failed > 5_000,
+            "{texts} texts read, {failed} streams failed"
+        );
+    }
 }
