@@ -835,7 +835,7 @@ async fn main() {
             let (adapter, inbound) = (tower_realtime::adapter::RedisAdapter::connect(&url, options).await)
                 .expect("could not reach Redis at REDIS_URL");
             tracing::info!(node = adapter.node_id(), "joined the cluster at {url}");
-            builder.redis(adapter, inbound)
+            builder.cluster(adapter, inbound)
         }
         Err(_) => builder,
     };

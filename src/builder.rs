@@ -303,7 +303,7 @@ pub struct HubBuilder {
     history: Option<History>,
     #[cfg(feature = "redis")]
     cluster: Option<(
-        crate::adapter::RedisAdapter,
+        crate::hub::cluster::Cluster,
         tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
     )>,
     on_refused: Option<crate::hub::RefusedHook>,
@@ -554,30 +554,43 @@ impl HubBuilder {
 
     /// Joins a cluster (feature `redis`): emits, presence, `disconnect_user` and remote room
     /// changes become cluster-wide, and the `cluster_*` queries ask every node. Give it what
-    /// [`RedisAdapter::connect`](crate::adapter::RedisAdapter::connect) returned; `build` must
-    /// then run inside a tokio runtime.
+    /// the engine's `connect` returned
+    /// ([`RedisAdapter::connect`](crate::adapter::RedisAdapter::connect)); `build` must then
+    /// run inside a tokio runtime.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), tower_realtime::adapter::RedisAdapterError> {
     /// use tower_realtime::{adapter::{RedisAdapter, RedisOptions}, Hub};
     /// let (adapter, inbound) = RedisAdapter::connect("redis://127.0.0.1:6379", RedisOptions::default()).await?;
-    /// let hub = Hub::builder().redis(adapter, inbound).build();
+    /// let hub = Hub::builder().cluster(adapter, inbound).build();
     /// # drop(hub); Ok(()) }
     /// ```
     #[cfg(feature = "redis")]
-    pub fn redis(
+    pub fn cluster(
         mut self,
+        adapter: impl crate::adapter::Adapter,
+        inbound: tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
+    ) -> Self {
+        self.cluster = Some((crate::hub::cluster::Cluster::new(adapter), inbound));
+        self
+    }
+
+    /// Joins a cluster through Redis: the same as [`cluster`](Self::cluster), which takes any
+    /// engine.
+    #[cfg(feature = "redis")]
+    #[deprecated(note = "use `.cluster(adapter, inbound)`, which takes any engine")]
+    pub fn redis(
+        self,
         adapter: crate::adapter::RedisAdapter,
         inbound: tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
     ) -> Self {
-        self.cluster = Some((adapter, inbound));
-        self
+        self.cluster(adapter, inbound)
     }
 
     /// Keeps a bounded history of the events emitted to rooms, users or everyone, so that a
     /// client that drops and comes back gets what it missed, in order, once (see [`History`]
     /// for what is kept and for how long, and the protocol page for the exchange). Off by
-    /// default. In a cluster (feature `redis`, with `.redis(..)`), the history is the
+    /// default. In a cluster (feature `redis`, with `.cluster(..)`), the history is the
     /// cluster's, kept in Redis, and a client recovers on any node.
     pub fn history(mut self, history: History) -> Self {
         self.history = Some(history);
@@ -735,7 +748,7 @@ impl HubBuilder {
         let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
         #[cfg(feature = "redis")]
         let (cluster, inbound) = match self.cluster {
-            Some((adapter, inbound)) => (Some(crate::hub::cluster::Cluster::redis(adapter)), Some(inbound)),
+            Some((cluster, inbound)) => (Some(cluster), Some(inbound)),
             None => (None, None),
         };
         // In a cluster, the history is the cluster's, in Redis.

@@ -322,16 +322,20 @@ pub(crate) struct Wakes {
 
 impl Wakes {
     /// Waits for a nudge, and leaves it for [`Receiver::next`] to take.
+    #[cfg(test)]
     pub(crate) async fn nudged(&self) {
-        std::future::poll_fn(|cx| {
-            self.shared.waker.register(cx.waker());
-            if self.shared.nudged.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_nudged(cx)).await
+    }
+
+    /// Whether a nudge is waiting (left for [`Receiver::next`] to take); registers for one
+    /// when not.
+    pub(crate) fn poll_nudged(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.waker.register(cx.waker());
+        if self.shared.nudged.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Polls a source through `poll` if its gate (`gate`: a bit of its own) is open, with a

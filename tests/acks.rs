@@ -298,7 +298,7 @@ async fn answers_come_back_from_every_node() {
         let mut options = RedisOptions::default();
         options.prefix = prefix.clone();
         let (adapter, inbound) = RedisAdapter::connect(&url, options).await.unwrap();
-        let hub = builder().redis(adapter, inbound).build();
+        let hub = builder().cluster(adapter, inbound).build();
         let addr = serve_hub(&hub).await;
         hubs.push((hub, addr));
     }

@@ -288,7 +288,7 @@ async fn binary_crosses_nodes() {
         let (adapter, inbound) = tower_realtime::adapter::RedisAdapter::connect(&url, options)
             .await
             .expect("Redis must answer when REALTIME_TEST_REDIS is set");
-        hubs.push(builder().redis(adapter, inbound).build());
+        hubs.push(builder().cluster(adapter, inbound).build());
     }
     let addr_b = serve_hub(&hubs[1]).await;
     let mut bob = connect(addr_b, "bob").await;

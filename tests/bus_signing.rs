@@ -50,7 +50,7 @@ async fn node(url: &str, prefix: &str, key: Option<&[u8]>, history: bool) -> (Hu
             s.join(&room)?;
             Ok::<_, ErrorEvent>(json!(room))
         })
-        .redis(adapter, inbound)
+        .cluster(adapter, inbound)
         .build();
     let addr = serve_hub(&hub).await;
     (hub, addr)

@@ -21,7 +21,7 @@ async fn instance(url: &str, prefix: &str) -> SocketAddr {
     let mut options = RedisOptions::default();
     options.prefix = prefix.to_owned();
     let (adapter, inbound) = RedisAdapter::connect(url, options).await.expect("Redis must answer");
-    let (app, _hub) = chat::app_with(SECRET.to_owned(), None, Hub::builder().redis(adapter, inbound));
+    let (app, _hub) = chat::app_with(SECRET.to_owned(), None, Hub::builder().cluster(adapter, inbound));
     serve(app).await
 }
 

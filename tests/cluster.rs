@@ -43,7 +43,7 @@ async fn redis_hub(prefix: &str) -> Option<Hub> {
     let (adapter, inbound) = RedisAdapter::connect(&url, options)
         .await
         .expect("Redis must answer when REALTIME_TEST_REDIS is set");
-    Some(builder().redis(adapter, inbound).build())
+    Some(builder().cluster(adapter, inbound).build())
 }
 
 /// `n` nodes: with Redis, `n` hubs on their own ports; without it, one hub served `n` times.
@@ -220,7 +220,7 @@ async fn a_dead_node_leaves_the_cluster_view() {
     b.0.adapter().unwrap().shutdown().await.unwrap();
     let started = std::time::Instant::now();
     assert!(eventually_async(|| async { !a.0.cluster_online_users().await.value.contains(&"dave".to_owned()) }).await);
-    let bound = a.0.adapter().unwrap().options().presence_expiry_bound() + Duration::from_secs(1);
+    let bound = redis_of(&a.0).options().presence_expiry_bound() + Duration::from_secs(1);
     assert!(
         started.elapsed() <= bound,
         "took {:?}, bound {:?}",
@@ -243,7 +243,7 @@ async fn a_redis_outage_keeps_local_emits_counts_losses_and_recovers() {
     options.heartbeat = Duration::from_millis(200);
     options.node_timeout = Duration::from_millis(2000);
     let (adapter, inbound) = RedisAdapter::connect(&proxied, options.clone()).await.unwrap();
-    let a = builder().redis(adapter, inbound).build();
+    let a = builder().cluster(adapter, inbound).build();
     let b = redis_hub(&prefix).await.unwrap();
     let (addr_a, addr_b) = (serve_hub(&a).await, serve_hub(&b).await);
     let mut local = connect(addr_a, "erin").await;
@@ -278,4 +278,10 @@ async fn a_redis_outage_keeps_local_emits_counts_losses_and_recovers() {
     }
     assert!(delivered, "no cluster emit reached node A after Redis came back");
     drop(remote);
+}
+
+/// The Redis adapter of a hub in a Redis cluster.
+fn redis_of(hub: &Hub) -> &RedisAdapter {
+    let adapter = hub.adapter().expect("in a cluster");
+    adapter.as_any().downcast_ref().expect("a Redis adapter")
 }

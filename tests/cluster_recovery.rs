@@ -74,7 +74,7 @@ async fn node_at(url: &str, prefix: &str, history: History) -> (Hub, SocketAddr)
             let revoked = REVOKED.lock().contains(&(user, room));
             async move { !revoked }
         })
-        .redis(adapter, inbound)
+        .cluster(adapter, inbound)
         .build();
     let addr = serve_hub(&hub).await;
     (hub, addr)

@@ -302,7 +302,7 @@ async fn connection_data_is_readable_from_another_node() {
         options.heartbeat = Duration::from_millis(200);
         options.node_timeout = Duration::from_millis(800);
         let (adapter, inbound) = RedisAdapter::connect(&url, options).await.unwrap();
-        nodes.push(state_hub().0.redis(adapter, inbound).build());
+        nodes.push(state_hub().0.cluster(adapter, inbound).build());
     }
     let (a, b) = (&nodes[0], &nodes[1]);
     let mut alice = connect(serve_hub(b).await, "alice").await;

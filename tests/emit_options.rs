@@ -338,7 +338,7 @@ mod cluster {
         let mut options = RedisOptions::default();
         options.prefix = prefix.to_owned();
         let (adapter, inbound) = RedisAdapter::connect(&url, options).await.expect("Redis answers");
-        let hub = builder.redis(adapter, inbound).build();
+        let hub = builder.cluster(adapter, inbound).build();
         let addr = serve_hub(&hub).await;
         Some((hub, addr))
     }

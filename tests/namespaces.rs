@@ -340,7 +340,7 @@ async fn dynamic_namespaces_across_a_cluster() {
         let mut options = RedisOptions::default();
         options.prefix = prefix.clone();
         let (adapter, inbound) = RedisAdapter::connect(&url, options).await.expect("Redis answers");
-        let hub = tenants_builder(100, Arc::default()).redis(adapter, inbound).build();
+        let hub = tenants_builder(100, Arc::default()).cluster(adapter, inbound).build();
         let addr = serve_hub(&hub).await;
         nodes.push((hub, addr));
     }

@@ -38,6 +38,102 @@ mod wire;
 pub use self::redis::{RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};
 pub(crate) use engine::Engine;
 pub use engine::{Inbound, QueryReply};
+
+use std::{any::Any, fmt, sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+/// Why an adapter could not do what was asked; the engine's own error inside
+/// ([`RedisAdapterError`] for Redis).
+pub type AdapterError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A cluster bus a hub can join with [`HubBuilder::cluster`](crate::HubBuilder::cluster):
+/// [`RedisAdapter`] (one Redis or a Redis Cluster). What every engine offers the app through
+/// [`Hub::adapter`](crate::Hub::adapter); the engine's own handle has the rest (its options,
+/// for one). Implemented by the crate's engines only.
+pub trait Adapter: sealed::Sealed + fmt::Debug + Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> &str;
+
+    /// Sends an op to every other node; never waits, `false` when it is lost at once (counted
+    /// in [`AdapterStats::lost`]). Delivery is at most once.
+    fn publish(&self, op: &Op) -> bool;
+
+    /// Sends an op to one node (as [`publish`](Self::publish)).
+    fn publish_to(&self, node: &str, op: &Op) -> bool;
+
+    /// Asks every other live node `query` and gathers their answers until all answered or
+    /// `timeout` (the engine's query timeout when `None`); partial, naming the nodes that did
+    /// not answer, otherwise. This node's own answer is not included.
+    fn request(&self, query: Query, timeout: Option<Duration>) -> BoxFuture<'_, ClusterAnswer<Vec<Value>>>;
+
+    /// The live nodes, this one included while registered, sorted.
+    fn live_nodes(&self) -> BoxFuture<'_, Result<Vec<String>, AdapterError>>;
+
+    /// Counters, and whether the bus is reachable now.
+    fn stats(&self) -> AdapterStats;
+
+    /// Leaves the cluster now: the other nodes see this node gone and report its users
+    /// offline; ops published afterwards are lost.
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), AdapterError>>;
+
+    /// The engine's own handle, to downcast: `adapter.as_any().downcast_ref::<RedisAdapter>()`.
+    fn as_any(&self) -> &dyn Any;
+}
+
+mod sealed {
+    use super::*;
+
+    /// Only the crate's engines are adapters; this gives the hub the engine behind one.
+    pub trait Sealed {
+        /// The engine, for the hub.
+        fn engine(&self) -> EngineHandle;
+    }
+
+    /// An engine, opaque outside the crate.
+    pub struct EngineHandle(pub(crate) Arc<dyn Engine>);
+
+    impl<T: Engine + Clone> Sealed for T {
+        fn engine(&self) -> EngineHandle {
+            EngineHandle(Arc::new(self.clone()))
+        }
+    }
+}
+
+impl<T: Engine + Clone + fmt::Debug> Adapter for T {
+    fn node_id(&self) -> &str {
+        Engine::node_id(self)
+    }
+
+    fn publish(&self, op: &Op) -> bool {
+        Engine::publish(self, op)
+    }
+
+    fn publish_to(&self, node: &str, op: &Op) -> bool {
+        Engine::publish_to(self, node, op)
+    }
+
+    fn request(&self, query: Query, timeout: Option<Duration>) -> BoxFuture<'_, ClusterAnswer<Vec<Value>>> {
+        Engine::request(self, query, timeout)
+    }
+
+    fn live_nodes(&self) -> BoxFuture<'_, Result<Vec<String>, AdapterError>> {
+        Engine::live_nodes(self)
+    }
+
+    fn stats(&self) -> AdapterStats {
+        Engine::stats(self)
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, Result<(), AdapterError>> {
+        Engine::shutdown(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 pub(crate) use wire::base64_list;
 pub use wire::{Op, Query, Target, WIRE_VERSION};
 

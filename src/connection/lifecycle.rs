@@ -190,148 +190,166 @@ enum Event<T, O> {
 }
 
 /// Runs a connection to its end: the loop, then the wire's close and the protocol's way out.
-pub(crate) async fn drive<W, P>(hub: &Hub, mut wire: W, mut proto: P, mut rx: outbox::Receiver)
+///
+/// Not an `async fn`: that would copy its arguments into the future's locals and keep both
+/// for the connection's whole life; the block uses them where they were captured.
+#[allow(clippy::manual_async_fn, reason = "an `async fn` would keep its arguments twice")]
+pub(crate) fn drive<'h, W, P>(
+    hub: &'h Hub,
+    mut wire: W,
+    mut proto: P,
+    mut rx: outbox::Receiver,
+) -> impl Future<Output = ()> + 'h
 where
-    W: Wire,
-    P: Protocol<In = W::In>,
+    W: Wire + 'h,
+    P: Protocol<In = W::In> + 'h,
 {
-    let beat = proto.heartbeat();
-    let stall_limit = beat.stall_limit();
-    let mut heart = Heart::new(beat);
-    let mut inflight: Option<BoxFuture<'static, P::Outcome>> = None;
-    let mut backlog: VecDeque<P::Held> = VecDeque::new();
-    // A frame taken from the queue but not yet accepted by the wire: a write cancelled by a
-    // close keeps it here, so the drain before a goodbye still delivers it.
-    let mut unsent: Option<Frame> = None;
-    // Most wake-ups are for the outbound queue: the read side and the heartbeat are polled
-    // only once they have woken (gates, see `outbox`). A close request nudges the queue.
-    let wakes = rx.wakes();
+    async move {
+        let beat = proto.heartbeat();
+        let stall_limit = beat.stall_limit();
+        let mut heart = Heart::new(beat);
+        let mut inflight: Option<BoxFuture<'static, P::Outcome>> = None;
+        let mut backlog: VecDeque<P::Held> = VecDeque::new();
+        // A frame taken from the queue but not yet accepted by the wire: a write cancelled by a
+        // close keeps it here, so the drain before a goodbye still delivers it.
+        let mut unsent: Option<Frame> = None;
+        // Most wake-ups are for the outbound queue: the read side and the heartbeat are polled
+        // only once they have woken (gates, see `outbox`). A close request nudges the queue.
+        let wakes = rx.wakes();
 
-    let end = loop {
-        let event = std::future::poll_fn(|cx| {
-            if let Poll::Ready(next) = rx.poll_next(cx, |cx| wire.poll_writable(cx)) {
-                return Poll::Ready(Event::Outbound(next));
-            }
-            if let Some(task) = inflight.as_mut() {
-                if let Poll::Ready(outcome) = task.poll_unpin(cx) {
-                    return Poll::Ready(Event::Finished(outcome));
+        let end = loop {
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(next) = rx.poll_next(cx, |cx| wire.poll_writable(cx)) {
+                    return Poll::Ready(Event::Outbound(next));
                 }
-            }
-            if inflight.is_none() || backlog.len() < BACKLOG {
-                if let Poll::Ready(read) = wakes.poll_gated(outbox::READ, cx, |cx| wire.poll_read(cx)) {
-                    return Poll::Ready(Event::Read(read));
-                }
-            }
-            wakes
-                .poll_gated(outbox::PING, cx, |cx| heart.poll(cx))
-                .map(|()| Event::Beat)
-        })
-        .await;
-        match event {
-            Event::Outbound(Next::Nudged) => {
-                if let Some(end) = proto.nudged().await {
-                    break end;
-                }
-            }
-            Event::Outbound(Next::Message(first)) => {
-                // `unsent` is empty here: a batch is only cut short on the way to closing.
-                unsent = Some(first);
-                // Biased: a write that completes at once returns before the stall timer is
-                // ever polled, so it is not registered with the timer wheel for every batch.
-                let written = tokio::select! {
-                    biased;
-                    r = wire.write(&mut unsent, &mut rx, hub) => r.map(|()| true),
-                    // Taken at the top of the loop, where the close is handled.
-                    () = wakes.nudged() => Ok(true),
-                    // While a write is blocked nothing is read and no ping goes out: a peer
-                    // that accepts nothing for the whole ping window is dead all the same.
-                    () = tokio::time::sleep(stall_limit) => Ok(false),
-                };
-                match written {
-                    Ok(true) => {}
-                    Ok(false) => break End::ping_timeout(),
-                    Err(end) => break end,
-                }
-            }
-            Event::Finished(outcome) => {
-                inflight = None;
-                proto.finish(outcome);
-                // Units that arrived while it ran, in order.
-                let mut failed = None;
-                while inflight.is_none() && failed.is_none() {
-                    let Some(held) = backlog.pop_front() else { break };
-                    match proto.start(held) {
-                        Ok(task) => inflight = task,
-                        Err(end) => failed = Some(end),
+                if let Some(task) = inflight.as_mut() {
+                    if let Poll::Ready(outcome) = task.poll_unpin(cx) {
+                        return Poll::Ready(Event::Finished(outcome));
                     }
                 }
-                if let Some(end) = failed {
-                    break end;
+                if inflight.is_none() || backlog.len() < BACKLOG {
+                    if let Poll::Ready(read) = wakes.poll_gated(outbox::READ, cx, |cx| wire.poll_read(cx)) {
+                        return Poll::Ready(Event::Read(read));
+                    }
                 }
-            }
-            Event::Read(Err(end)) => break end,
-            Event::Read(Ok(Read::Alive)) => heart.seen(),
-            Event::Read(Ok(Read::Pinged)) => {
-                heart.seen();
-                // Boxed: rare, and a timer inline would grow every connection's task.
-                match Box::pin(tokio::time::timeout(stall_limit, wire.flush())).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(end)) => break end,
-                    Err(_) => break End::ping_timeout(),
+                wakes
+                    .poll_gated(outbox::PING, cx, |cx| heart.poll(cx))
+                    .map(|()| Event::Beat)
+            })
+            .await;
+            match event {
+                Event::Outbound(Next::Nudged) => {
+                    if let Some(end) = proto.nudged().await {
+                        break end;
+                    }
                 }
-            }
-            Event::Read(Ok(Read::Unit(unit))) => {
-                heart.seen();
-                match proto.take(unit) {
-                    Step::Done => {}
-                    Step::Pong => heart.ponged(),
-                    Step::End(end) => break end,
-                    Step::Run(held) if inflight.is_some() => backlog.push_back(held),
-                    Step::Run(held) => match proto.start(held) {
-                        Ok(task) => inflight = task,
+                Event::Outbound(Next::Message(first)) => {
+                    // `unsent` is empty here: a batch is only cut short on the way to closing.
+                    unsent = Some(first);
+                    // While a write is blocked nothing is read and no ping goes out: a peer that
+                    // accepts nothing for the whole ping window is dead all the same. The stall
+                    // timer is made (boxed, off the task) only when a write has to wait: most
+                    // complete at once, and the timer is never registered with the wheel for them.
+                    let mut write = std::pin::pin!(wire.write(&mut unsent, &mut rx, hub));
+                    let mut stall: Option<Pin<Box<Sleep>>> = None;
+                    let written = std::future::poll_fn(|cx| {
+                        if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                            return Poll::Ready(r.map(|()| true));
+                        }
+                        // Taken at the top of the loop, where the close is handled.
+                        if wakes.poll_nudged(cx).is_ready() {
+                            return Poll::Ready(Ok(true));
+                        }
+                        let timer = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_limit)));
+                        timer.as_mut().poll(cx).map(|()| Ok(false))
+                    })
+                    .await;
+                    match written {
+                        Ok(true) => {}
+                        Ok(false) => break End::ping_timeout(),
                         Err(end) => break end,
-                    },
+                    }
                 }
-            }
-            Event::Beat => match heart.beat() {
-                Beat::Nothing => {}
-                Beat::Dead => break End::ping_timeout(),
-                Beat::Ping if matches!(beat, Heartbeat::Periodic { .. }) => proto.ping(),
-                Beat::Ping => {
-                    let ping = tokio::time::timeout(heart.timeout(), wire.ping());
-                    match Box::pin(ping).await {
+                Event::Finished(outcome) => {
+                    inflight = None;
+                    proto.finish(outcome);
+                    // Units that arrived while it ran, in order.
+                    let mut failed = None;
+                    while inflight.is_none() && failed.is_none() {
+                        let Some(held) = backlog.pop_front() else { break };
+                        match proto.start(held) {
+                            Ok(task) => inflight = task,
+                            Err(end) => failed = Some(end),
+                        }
+                    }
+                    if let Some(end) = failed {
+                        break end;
+                    }
+                }
+                Event::Read(Err(end)) => break end,
+                Event::Read(Ok(Read::Alive)) => heart.seen(),
+                Event::Read(Ok(Read::Pinged)) => {
+                    heart.seen();
+                    // Boxed: rare, and a timer inline would grow every connection's task.
+                    match Box::pin(tokio::time::timeout(stall_limit, wire.flush())).await {
                         Ok(Ok(())) => {}
                         Ok(Err(end)) => break end,
-                        // The peer accepts nothing, not even a ping.
                         Err(_) => break End::ping_timeout(),
                     }
                 }
-            },
-        }
-    };
+                Event::Read(Ok(Read::Unit(unit))) => {
+                    heart.seen();
+                    match proto.take(unit) {
+                        Step::Done => {}
+                        Step::Pong => heart.ponged(),
+                        Step::End(end) => break end,
+                        Step::Run(held) if inflight.is_some() => backlog.push_back(held),
+                        Step::Run(held) => match proto.start(held) {
+                            Ok(task) => inflight = task,
+                            Err(end) => break end,
+                        },
+                    }
+                }
+                Event::Beat => match heart.beat() {
+                    Beat::Nothing => {}
+                    Beat::Dead => break End::ping_timeout(),
+                    Beat::Ping if matches!(beat, Heartbeat::Periodic { .. }) => proto.ping(),
+                    Beat::Ping => {
+                        let ping = tokio::time::timeout(heart.timeout(), wire.ping());
+                        match Box::pin(ping).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(end)) => break end,
+                            // The peer accepts nothing, not even a ping.
+                            Err(_) => break End::ping_timeout(),
+                        }
+                    }
+                },
+            }
+        };
 
-    // The ending steps are boxed: the task's size is that of its largest state, and these run
-    // once.
-    proto.ending(&end);
-    if let Some(frame) = unsent {
-        rx.unread(vec![frame]);
+        // The ending steps are boxed: the task's size is that of its largest state, and these run
+        // once.
+        proto.ending(&end);
+        if let Some(frame) = unsent {
+            rx.unread(vec![frame]);
+        }
+        let drain = match &end {
+            End::Close(code, _) if proto.drains(*code) => Some(if hub.is_shutting_down() {
+                // A shutdown allows its whole deadline for what is queued.
+                hub.inner.config.shutdown_timeout
+            } else {
+                CLOSE_GRACE
+            }),
+            _ => None,
+        };
+        Box::pin(wire.close(hub, &end, rx, drain)).await;
+        // A task still running when the connection ended is finished first: its replies are
+        // dropped, but its side effects (joins, emits to others) are not cut in half.
+        if let Some(task) = inflight.take() {
+            proto.finish(task.await);
+        }
+        Box::pin(proto.retire(end, backlog)).await;
     }
-    let drain = match &end {
-        End::Close(code, _) if proto.drains(*code) => Some(if hub.is_shutting_down() {
-            // A shutdown allows its whole deadline for what is queued.
-            hub.inner.config.shutdown_timeout
-        } else {
-            CLOSE_GRACE
-        }),
-        _ => None,
-    };
-    Box::pin(wire.close(hub, &end, rx, drain)).await;
-    // A task still running when the connection ended is finished first: its replies are
-    // dropped, but its side effects (joins, emits to others) are not cut in half.
-    if let Some(task) = inflight.take() {
-        proto.finish(task.await);
-    }
-    Box::pin(proto.retire(end, backlog)).await;
 }
 
 /// What the heartbeat asks for.

@@ -3,6 +3,7 @@
 
 use std::{
     collections::VecDeque,
+    future::Future,
     sync::{atomic::Ordering, Arc},
 };
 
@@ -45,40 +46,51 @@ impl Framing for NativeFraming {
 }
 
 /// Runs one upgraded connection to its end: the rest of its admission, the loop, its way out.
-pub(crate) async fn run<S>(
+///
+/// Not an `async fn`, so that its arguments are kept once (where the block captured them), not
+/// also as copies for the connection's whole life.
+#[allow(clippy::manual_async_fn, reason = "an `async fn` would keep its arguments twice")]
+pub(crate) fn run<S>(
     hub: Hub,
     ns: Lease,
     conn: Arc<Conn>,
     rx: outbox::Receiver,
     ws: Box<WsStream<S>>,
     ask: Option<Box<Ask>>,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The stream comes boxed, and the recovery request too: a task keeps room for its
     // arguments for as long as it lives, so they cost a pointer each rather than their size.
-    let wire = WsWire::<S, NativeFraming>::new(ws);
-    let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
-    // A client that takes part in recovery reads `$session` (and its replay) first.
-    let hello = |news: Option<&SessionNews<'_>>| {
-        let news = news.map(|news| news.to_json().to_string());
-        (news.iter())
-            .map(|data| outbox::Frame::new(Message::Text(native::encode_event_raw(SESSION_EVENT, data, None))))
-            .collect()
-    };
-    if let Err(refused) = Box::pin(admission::enter(&socket, ask.as_deref(), hello)).await {
-        let end = End::Close(close_code::POLICY_VIOLATION, refused.refusal.message().into_owned());
-        Box::pin(wire.close(&hub, &end, rx, None)).await;
-        return;
+    async move {
+        let wire = WsWire::<S, NativeFraming>::new(ws);
+        let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
+        // A client that takes part in recovery reads `$session` (and its replay) first.
+        let hello = |news: Option<&SessionNews<'_>>| {
+            let news = news.map(|news| news.to_json().to_string());
+            (news.iter())
+                .map(|data| outbox::Frame::new(Message::Text(native::encode_event_raw(SESSION_EVENT, data, None))))
+                .collect()
+        };
+        if let Err(refused) = Box::pin(admission::enter(&socket, ask.as_deref(), hello)).await {
+            let end = End::Close(close_code::POLICY_VIOLATION, refused.refusal.message().into_owned());
+            Box::pin(wire.close(&hub, &end, rx, None)).await;
+            return;
+        }
+        tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
+        // Made in a block of its own: what it moves into the loop is not kept beside it.
+        let looped = {
+            let rate = RateState::new(ns.gateway().rate);
+            let native = Native {
+                socket,
+                rate,
+                binary: None,
+            };
+            drive(&hub, wire, native, rx)
+        };
+        looped.await;
     }
-    tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
-    let rate = RateState::new(ns.gateway().rate);
-    let native = Native {
-        socket,
-        rate,
-        binary: None,
-    };
-    drive(&hub, wire, native, rx).await;
 }
 
 /// A frame waiting for the handler before it to finish, with its attachments.

@@ -35,7 +35,7 @@ use super::{
 use crate::adapter::{
     self,
     history::{HistoryParams, Missed},
-    ClusterAnswer, Engine, Inbound, Op, Query, RedisAdapter,
+    Adapter, ClusterAnswer, Engine, Inbound, Op, Query,
 };
 use crate::protocol::attach;
 
@@ -81,16 +81,16 @@ impl From<Outcome> for Answered {
 pub(crate) struct Cluster {
     /// The bus, whichever it is.
     pub(crate) engine: Arc<dyn Engine>,
-    /// The Redis adapter, for [`Hub::adapter`].
-    redis: RedisAdapter,
+    /// The app's handle on it, for [`Hub::adapter`].
+    adapter: Box<dyn Adapter>,
 }
 
 impl Cluster {
-    /// A cluster on Redis.
-    pub(crate) fn redis(adapter: RedisAdapter) -> Self {
+    /// A cluster on the bus of `adapter`.
+    pub(crate) fn new<A: Adapter>(adapter: A) -> Self {
         Self {
-            engine: Arc::new(adapter.clone()),
-            redis: adapter,
+            engine: adapter.engine().0,
+            adapter: Box::new(adapter),
         }
     }
 
@@ -333,7 +333,8 @@ impl HistoryState {
         // Only its frames are used here (the history is Redis's): `emit` leaves out whom it
         // does.
         let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
-        emit.deliver(|proto| Frames::One(entry.frame(proto)), Some(offset));
+        let frames = entry.frames();
+        emit.deliver(|proto| Frames::One(frames(proto)), Some(offset));
         self.current.fetch_max(offset, Ordering::AcqRel);
     }
 }
@@ -712,9 +713,10 @@ fn answer(hub: &Hub, query: &Query) -> Option<Value> {
 }
 
 impl Hub {
-    /// The cluster adapter, when the hub is in a cluster.
-    pub fn adapter(&self) -> Option<&RedisAdapter> {
-        self.inner.cluster.as_ref().map(|c| &c.redis)
+    /// The cluster adapter, when the hub is in a cluster. The engine's own handle through
+    /// [`as_any`](Adapter::as_any): `hub.adapter()?.as_any().downcast_ref::<RedisAdapter>()`.
+    pub fn adapter(&self) -> Option<&dyn Adapter> {
+        self.inner.cluster.as_ref().map(|c| &*c.adapter)
     }
 
     /// Asks the other nodes, and adds their answers (each one a `T`, or a list of them) to

@@ -263,7 +263,8 @@ impl<'a> Emit<'a> {
                             except_users: &self.except_users,
                         };
                         history.append(&keys, &new, evictions, |entry| {
-                            self.deliver(|proto| Frames::One(entry.frame(proto)), Some(entry.seq))
+                            let frames = entry.frames();
+                            self.deliver(|proto| Frames::One(frames(proto)), Some(entry.seq))
                         })
                     }
                     None => self.send_packet(&Packet::new(&self.ns.name, event, json).with(&encoded.attachments)),

@@ -163,13 +163,17 @@ impl Session {
                 session.close_by_server(close_code::POLICY_VIOLATION, "connect timeout");
             }
         });
-        let engine = Engine {
-            decoder: SioDecoder::new(sio.config.max_attachments),
-            session,
-            sockets: HashMap::new(),
-            pending: Some(Box::new(place)),
+        // Made in a block of its own: what it moves into the loop is not kept beside it.
+        let looped = {
+            let engine = Engine {
+                decoder: SioDecoder::new(sio.config.max_attachments),
+                session,
+                sockets: HashMap::new(),
+                pending: Some(Box::new(place)),
+            };
+            drive(&hub, wire, engine, rx)
         };
-        drive(&hub, wire, engine, rx).await;
+        looped.await;
     }
 
     pub(crate) fn hub(&self) -> &Hub {

@@ -1,10 +1,6 @@
 //! One event kept in a history, and its frames, encoded once per protocol.
 
-use std::{
-    fmt,
-    sync::{Arc, OnceLock},
-    time::Instant,
-};
+use std::{cell::OnceCell, fmt, sync::Arc, time::Instant};
 
 use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,8 +14,9 @@ use crate::{
 /// Bookkeeping counted for each event kept, besides its strings.
 pub(super) const ENTRY_OVERHEAD: usize = 160;
 
-/// One event in a history, with its position. Its frames are encoded once, on first use, and
-/// shared by every live recipient and every replay.
+/// One event in a history, with its position. It keeps the event as text only: its frames are
+/// encoded once per delivery ([`Entry::frames`], shared by that delivery's recipients) and
+/// once per replay, not kept beside it for as long as it is kept.
 pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(super) at: Instant,
@@ -35,9 +32,6 @@ pub(crate) struct Entry {
     left_out: Option<Box<LeftOut>>,
     #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     epoch: Arc<str>,
-    native: OnceLock<Frame>,
-    #[cfg(feature = "socketio")]
-    socketio: OnceLock<Frame>,
 }
 
 impl fmt::Debug for Entry {
@@ -67,9 +61,6 @@ impl Entry {
             except: except.into_iter().collect(),
             left_out: None,
             epoch: epoch.clone(),
-            native: OnceLock::new(),
-            #[cfg(feature = "socketio")]
-            socketio: OnceLock::new(),
         }
     }
 
@@ -90,40 +81,48 @@ impl Entry {
         self
     }
 
-    /// Bytes counted against [`History::max_bytes`]: the strings, once more for the frames
-    /// encoded from them, and the bookkeeping.
+    /// Bytes counted against [`History::max_bytes`]: the strings and the bookkeeping.
     pub(super) fn size(&self) -> usize {
         let left_out = self.left_out.as_ref().map_or(0, |l| {
             let names = l.rooms.iter().chain(&l.users);
             names.map(|n| n.len() + size_of::<Box<str>>()).sum::<usize>() + size_of::<LeftOut>()
         });
-        ENTRY_OVERHEAD + 2 * (self.event.len() + self.data.len()) + left_out
+        ENTRY_OVERHEAD + self.event.len() + self.data.len() + left_out
     }
 
-    /// The frame for a connection speaking `proto`, carrying the event's position.
+    /// The frame for a connection speaking `proto`, carrying the event's position, encoded
+    /// now (a replay's).
     pub(crate) fn frame(&self, proto: Proto) -> Frame {
         match proto {
-            Proto::Native => (self.native)
-                .get_or_init(|| {
-                    Frame::new(Message::Text(offset::native_event_at(
-                        &self.event,
-                        &self.data,
-                        self.seq,
-                    )))
-                })
-                .clone(),
+            Proto::Native => Frame::new(Message::Text(offset::native_event_at(
+                &self.event,
+                &self.data,
+                self.seq,
+            ))),
             #[cfg(feature = "socketio")]
-            Proto::SocketIo => (self.socketio)
-                .get_or_init(|| {
-                    Frame::new(Message::text(offset::socketio_event_at(
-                        &self.ns,
-                        &self.event,
-                        &self.data,
-                        &self.epoch,
-                        self.seq,
-                    )))
-                })
-                .clone(),
+            Proto::SocketIo => Frame::new(Message::text(offset::socketio_event_at(
+                &self.ns,
+                &self.event,
+                &self.data,
+                &self.epoch,
+                self.seq,
+            ))),
+        }
+    }
+
+    /// The frames of one delivery: each protocol's encoded on first use and shared by every
+    /// recipient of the delivery.
+    pub(crate) fn frames(&self) -> impl Fn(Proto) -> Frame + '_ {
+        let native = OnceCell::new();
+        #[cfg(feature = "socketio")]
+        let socketio = OnceCell::new();
+        move |proto| {
+            let cell = match proto {
+                Proto::Native => &native,
+                #[cfg(feature = "socketio")]
+                Proto::SocketIo => &socketio,
+            };
+            cell.get_or_init(|| self.frame(proto)).clone()
         }
     }
 

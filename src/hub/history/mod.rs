@@ -34,8 +34,9 @@
 //! Each stream keeps at most [`History::max_events`] events for at most [`History::max_age`];
 //! all streams together at most [`History::max_bytes`] (the oldest events anywhere go first).
 //! Evictions are counted ([`CounterSnapshot::history_evicted`](crate::CounterSnapshot)). A
-//! replay is capped at [`History::max_replay`] events, queued as shared frames (no copy of the
-//! payloads) and written at the pace the client reads, one batch per flush.
+//! replay is capped at [`History::max_replay`] events, encoded for the replay (an event is kept
+//! as text only, not with the frames its live delivery used) and written at the pace the client
+//! reads, one batch per flush.
 
 pub(super) mod entry;
 mod glob;

@@ -502,7 +502,7 @@ mod tests {
 
     #[test]
     fn memory_cap_evicts_the_oldest_anywhere() {
-        let per = ENTRY_OVERHEAD + 2 * (1 + 10);
+        let per = ENTRY_OVERHEAD + 1 + 10;
         let h = state(History::new().max_bytes(per * 3 + 2 * (STREAM_OVERHEAD + 1)));
         emit(&h, "a", "0123456789");
         emit(&h, "b", "0123456789");
