@@ -309,7 +309,7 @@ struct Peer {
     joined: Instant,
     sent: Arc<Mutex<Vec<Sent>>>,
     sending: Option<(Arc<AtomicBool>, tokio::task::JoinHandle<()>)>,
-    /// Where it was when it recovered: the recovery's answer.
+    /// The `$session` answer of its last comeback (recovered, or why not).
     recovery: Option<Value>,
 }
 
