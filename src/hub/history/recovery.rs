@@ -492,4 +492,57 @@ mod tests {
         assert!(matches!(r.offer(4, Frame::new(Message::text("4")), 10), Offer::Skip));
         assert!(matches!(r.offer(8, Frame::new(Message::text("8")), 10), Offer::Send(_)));
     }
+
+    #[cfg(feature = "redis")]
+    fn text(n: u64) -> Frame {
+        Frame::new(Message::text(n.to_string()))
+    }
+
+    #[cfg(feature = "redis")]
+    fn queued(rx: &mut crate::outbox::Receiver) -> Vec<Frame> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn events_read_back_after_a_hole_join_a_recovery_or_follow_its_replay_once() {
+        let identity = crate::auth::Identity::user("u", Default::default());
+        // Recovering: they are held, and merged with the replay, each offset once.
+        let r = Recovery::new(Arc::from("s"), 0, ConnectionId(1));
+        let (conn, mut rx) = Conn::new(ConnectionId(1), identity.clone(), 8, None, Default::default());
+        assert!(!r.started());
+        r.fill(&conn, vec![(2, text(2))]);
+        assert!(queued(&mut rx).is_empty(), "not told of its session yet: nothing");
+        r.hold();
+        assert!(r.started());
+        r.fill(&conn, vec![(4, text(4)), (5, text(5))]);
+        assert!(queued(&mut rx).is_empty());
+        r.release(&conn, Vec::new(), vec![(3, text(3)), (4, text(4))], 2, 4);
+        assert_eq!(queued(&mut rx), vec![text(3), text(4), text(5)]);
+        // Told: what its replay had is left out, the rest queued in order.
+        r.fill(&conn, vec![(4, text(4)), (6, text(6)), (7, text(7))]);
+        assert_eq!(queued(&mut rx), vec![text(6), text(7)]);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn after_a_cut_no_history_event_past_it_is_queued() {
+        let identity = crate::auth::Identity::user("u", Default::default());
+        let r = Recovery::new(Arc::from("s"), 0, ConnectionId(1));
+        let (conn, mut rx) = Conn::new(ConnectionId(1), identity, 8, None, Default::default());
+        r.hold();
+        assert!(matches!(r.offer(3, text(3), 10), Offer::Held));
+        assert!(matches!(r.offer(6, text(6), 10), Offer::Held));
+        r.cut_after(4);
+        assert!(matches!(r.offer(5, text(5), 10), Offer::Skip));
+        r.fill(&conn, vec![(4, text(4)), (5, text(5))]);
+        r.release(&conn, Vec::new(), vec![(2, text(2)), (6, text(6))], 1, 6);
+        assert_eq!(queued(&mut rx), vec![text(2), text(3), text(4)]);
+        assert!(matches!(r.offer(7, text(7), 10), Offer::Skip));
+        r.fill(&conn, vec![(8, text(8))]);
+        assert!(queued(&mut rx).is_empty());
+        // A later cut never moves it forward.
+        r.cut_after(9);
+        assert!(matches!(r.offer(9, text(9), 10), Offer::Skip));
+    }
 }
