@@ -582,14 +582,22 @@ async fn read_within(client: &mut Client, wait: Duration) -> Read {
     }
 }
 
+/// Waits until node `a` has no connection left (gina's session is queued for Redis), then emits
+/// from it: once `hank` has that event (after those before it), so has Redis the session.
+async fn gone(a: &Hub, hank: &mut Client) {
+    assert!(eventually(|| a.connection_count() == 0).await);
+    a.to_room("r").emit("said", &json!("gina is gone"));
+    while hank.expect_event("said").await != "gina is gone" {}
+}
+
 /// Two nodes after a cut of node A's link to Redis, restored.
 struct AfterCut {
     /// Node A, and the proxy its link goes through (kept for as long as the test runs).
-    _a: (Hub, proxy::Proxy),
+    a: (Hub, proxy::Proxy),
     b: Hub,
     addr_b: SocketAddr,
     /// A client on B in room `r`.
-    _hank: Client,
+    hank: Client,
     /// A client on A in room `r` through the cut, and her position before it.
     gina: Client,
     pos: Position,
@@ -623,10 +631,10 @@ async fn through_a_cut(url: &str, history: History, missed: usize) -> AfterCut {
     }
     link.restore();
     AfterCut {
-        _a: (a, link),
+        a: (a, link),
         b,
         addr_b,
-        _hank: hank,
+        hank,
         gina,
         pos,
     }
@@ -642,8 +650,8 @@ async fn a_client_connected_through_a_cut_gets_what_its_node_missed_before_anyth
         addr_b,
         mut gina,
         mut pos,
-        _a,
-        _hank,
+        a: (a, _link),
+        mut hank,
     } = through_a_cut(&url, History::new().rooms("*"), 5).await;
     let before = pos.offset.unwrap();
 
@@ -691,12 +699,15 @@ async fn a_client_connected_through_a_cut_gets_what_its_node_missed_before_anyth
     }
     assert!(matches!(read_within(&mut gina, QUIET).await, Read::Nothing));
 
-    // Her last offset is the cluster's last one: on another node, nothing is missed.
+    // Her last offset was the cluster's last one: on another node, she misses only what came
+    // after she dropped.
     drop(gina);
+    gone(&a, &mut hank).await;
     let mut back = connect_with(addr_b, "gina", &pos.query()).await;
     let (news, _) = session(&mut back).await;
     assert_eq!(news["recovered"], true, "{news}");
-    assert_eq!(news["missed"], 0, "{news}");
+    assert_eq!(news["missed"], 1, "{news}");
+    assert_eq!(back.expect_event("said").await, "gina is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -711,8 +722,8 @@ async fn a_hole_that_cannot_be_read_back_closes_with_4004_before_anything_past_i
         addr_b,
         mut gina,
         pos,
-        _a,
-        _hank,
+        a: (a, _link),
+        mut hank,
     } = through_a_cut(&url, history, 5).await;
 
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -731,6 +742,8 @@ async fn a_hole_that_cannot_be_read_back_closes_with_4004_before_anything_past_i
         }
     };
     assert_eq!(code, Some(4004));
+    drop(gina);
+    gone(&a, &mut hank).await;
 
     // Her session was kept as of her last event, before the hole: resuming it reads the whole
     // hole, which is told as too many (not as a recovery without it).

@@ -395,14 +395,21 @@ async fn fill_hole(hub: &Hub, history: &HistoryState, epoch: &Arc<str>, after: u
     if conns.is_empty() {
         return;
     }
+    // Once Redis does not answer one read, the others are not tried: live delivery waits.
+    let away = &std::sync::atomic::AtomicBool::new(false);
     let reads = conns.into_iter().map(|(ns, conn)| async move {
         let Some(recovery) = &conn.recovery else {
             return Ok(());
         };
+        if away.load(Ordering::Relaxed) {
+            return Err((conn.clone(), NotRecovered::Unavailable));
+        }
         let saved = recovery.save(conn.identity.user_key(), &ns.name, epoch, &conn.rooms());
-        let (entries, _) = read_missed(hub, history, &saved, after)
-            .await
-            .map_err(|e| (conn.clone(), e))?;
+        let read = read_missed(hub, history, &saved, after).await;
+        if matches!(read, Err(NotRecovered::Unavailable)) {
+            away.store(true, Ordering::Relaxed);
+        }
+        let (entries, _) = read.map_err(|e| (conn.clone(), e))?;
         let missed = (entries.iter())
             .filter(|e| e.seq < upto)
             .map(|e| (e.seq, e.frame(conn.proto)))
