@@ -557,3 +557,198 @@ async fn sessions_kept_in_redis_lose_what_the_app_takes_from_their_user_while_of
     assert_eq!(news["recovered"], true, "{news}");
     assert_eq!(news["rooms"], json!(["crew"]));
 }
+
+/// What a client read within `wait`: a text frame, the server's close code, or nothing.
+enum Read {
+    Frame(Value),
+    Closed(Option<u16>),
+    Nothing,
+}
+
+/// Reads `client`'s next text frame or close within `wait` (skipping pings). Its stash must be
+/// empty: no ack was awaited since its last frames were read.
+async fn read_within(client: &mut Client, wait: Duration) -> Read {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, client.ws.next()).await {
+            Err(_) => return Read::Nothing,
+            Ok(Some(Ok(Message::Text(t)))) => return Read::Frame(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Ok(Message::Close(frame)))) => return Read::Closed(frame.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// Waits until node `a` has no connection left (gina's session is queued for Redis), then emits
+/// from it: once `hank` has that event (after those before it), so has Redis the session.
+async fn gone(a: &Hub, hank: &mut Client) {
+    assert!(eventually(|| a.connection_count() == 0).await);
+    a.to_room("r").emit("said", &json!("gina is gone"));
+    while hank.expect_event("said").await != "gina is gone" {}
+}
+
+/// Two nodes after a cut of node A's link to Redis, restored.
+struct AfterCut {
+    /// Node A, and the proxy its link goes through (kept for as long as the test runs).
+    a: (Hub, proxy::Proxy),
+    b: Hub,
+    addr_b: SocketAddr,
+    /// A client on B in room `r`.
+    hank: Client,
+    /// A client on A in room `r` through the cut, and her position before it.
+    gina: Client,
+    pos: Position,
+}
+
+/// Two nodes, A reaching Redis through a proxy: `gina` on A in room `r` (her position after
+/// one event), `hank` on B in `r`. The link is cut, `missed` events are emitted from B
+/// meanwhile (each seen by hank: in Redis), and the link is restored.
+async fn through_a_cut(url: &str, history: History, missed: usize) -> AfterCut {
+    let prefix = unique_prefix();
+    let (upstream, _) = proxy::through(url, None).await;
+    let link = proxy::Proxy::start(upstream).await;
+    let (_, proxied) = proxy::through(url, Some(link.addr)).await;
+    let (a, addr_a) = node_at(&proxied, &prefix, history.clone()).await;
+    let (b, addr_b) = node_at(url, &prefix, history).await;
+    let mut gina = connect_with(addr_a, "gina", "recover=1").await;
+    let (_, mut pos) = session(&mut gina).await;
+    join(&mut gina, "r").await;
+    let mut hank = connect(addr_b, "hank").await;
+    join(&mut hank, "r").await;
+    emit_seen(&b, &mut hank, "r", json!("before")).await;
+    let frame = gina.next_frame().await;
+    assert_eq!(frame["data"], "before");
+    pos.saw(&frame);
+
+    // The cut closes node A's connections to Redis, its subscription with them: what B emits
+    // now never reaches A.
+    link.cut();
+    for i in 1..=missed {
+        emit_seen(&b, &mut hank, "r", json!(format!("missed {i}"))).await;
+    }
+    link.restore();
+    AfterCut {
+        a: (a, link),
+        b,
+        addr_b,
+        hank,
+        gina,
+        pos,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connected_through_a_cut_gets_what_its_node_missed_before_anything_after() {
+    let Ok(url) = std::env::var("REALTIME_TEST_REDIS") else {
+        return skip();
+    };
+    let AfterCut {
+        b,
+        addr_b,
+        mut gina,
+        mut pos,
+        a: (a, _link),
+        mut hank,
+    } = through_a_cut(&url, History::new().rooms("*"), 5).await;
+    let before = pos.offset.unwrap();
+
+    // Once node A is subscribed again, the first event it gets shows the hole: the missed
+    // events are read back from Redis and come first, then what follows, every offset once.
+    let mut got: Vec<Value> = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut k = 0;
+    while got.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing reached gina after the cut"
+        );
+        b.to_room("r").emit("said", &json!(format!("after {k}")));
+        k += 1;
+        if let Read::Frame(frame) = read_within(&mut gina, Duration::from_millis(200)).await {
+            got.push(frame);
+        }
+    }
+    // Everything emitted so far: the 5 missed events, then the k emitted after the cut.
+    while got.len() < 5 + k {
+        match read_within(&mut gina, WAIT).await {
+            Read::Frame(frame) => got.push(frame),
+            other => panic!(
+                "gina has {} of {} events, then {}",
+                got.len(),
+                5 + k,
+                match other {
+                    Read::Closed(code) => format!("a close ({code:?})"),
+                    _ => "nothing".to_owned(),
+                }
+            ),
+        }
+    }
+    let data: Vec<&str> = got.iter().map(|f| f["data"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (1..=5)
+        .map(|i| format!("missed {i}"))
+        .chain((0..k).map(|i| format!("after {i}")))
+        .collect();
+    assert_eq!(data, expected);
+    for (i, frame) in got.iter().enumerate() {
+        assert_eq!(frame["event"], "said", "{frame}");
+        assert_eq!(frame["offset"].as_u64(), Some(before + 1 + i as u64), "{frame}");
+        pos.saw(frame);
+    }
+    assert!(matches!(read_within(&mut gina, QUIET).await, Read::Nothing));
+
+    // Her last offset was the cluster's last one: on another node, she misses only what came
+    // after she dropped.
+    drop(gina);
+    gone(&a, &mut hank).await;
+    let mut back = connect_with(addr_b, "gina", &pos.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], true, "{news}");
+    assert_eq!(news["missed"], 1, "{news}");
+    assert_eq!(back.expect_event("said").await, "gina is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hole_that_cannot_be_read_back_closes_with_4004_before_anything_past_it() {
+    let Ok(url) = std::env::var("REALTIME_TEST_REDIS") else {
+        return skip();
+    };
+    // More missed events than a replay may hold: they cannot be given back on node A.
+    let history = History::new().rooms("*").max_replay(3);
+    let AfterCut {
+        b,
+        addr_b,
+        mut gina,
+        pos,
+        a: (a, _link),
+        mut hank,
+    } = through_a_cut(&url, history, 5).await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut k = 0;
+    let code = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gina was not closed after the cut"
+        );
+        b.to_room("r").emit("said", &json!(format!("after {k}")));
+        k += 1;
+        match read_within(&mut gina, Duration::from_millis(200)).await {
+            Read::Nothing => continue,
+            Read::Closed(code) => break code,
+            Read::Frame(frame) => panic!("an event past the hole reached gina: {frame}"),
+        }
+    };
+    assert_eq!(code, Some(4004));
+    drop(gina);
+    gone(&a, &mut hank).await;
+
+    // Her session was kept as of her last event, before the hole: resuming it reads the whole
+    // hole, which is told as too many (not as a recovery without it).
+    let mut back = connect_with(addr_b, "gina", &pos.query()).await;
+    let (news, _) = session(&mut back).await;
+    assert_eq!(news["recovered"], false, "{news}");
+    assert_eq!(news["reason"], "too many missed events", "{news}");
+}

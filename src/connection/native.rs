@@ -289,8 +289,10 @@ impl Protocol for Native {
 
     fn drains(&self, code: u16) -> bool {
         // Deliver what is already queued before saying goodbye.
-        // The `error` event that tells why an expired token ends it goes out too.
+        // The `error` event that tells why an expired token ends it goes out too, and the
+        // history events before a gap.
         code == close_code::GOING_AWAY
+            || code == close_code::HISTORY_GAP
             || code == close_code::DISCONNECTED_BY_SERVER
             || code == close_code::TOKEN_EXPIRED
     }

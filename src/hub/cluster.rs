@@ -37,7 +37,7 @@ use crate::adapter::{
     history::{HistoryParams, Missed},
     Adapter, ClusterAnswer, Engine, Inbound, Op, Query,
 };
-use crate::protocol::attach;
+use crate::protocol::{attach, close_code};
 
 /// What became of one recipient of an emit with ack, as a node replies it: `{"ack": …}`,
 /// `"timeout"` or `"disconnected"`.
@@ -312,19 +312,23 @@ impl HistoryState {
     }
 
     /// Notes a history event that came from Redis, whether or not it is for anyone here, and
-    /// returns its epoch.
-    fn arrived(&self, hub: &Hub, epoch: &str, offset: u64) -> Arc<str> {
+    /// returns its epoch, and the offset after which events never reached this node when
+    /// some did not (the offsets between that one and this event's).
+    fn arrived(&self, hub: &Hub, epoch: &str, offset: u64) -> (Arc<str>, Option<u64>) {
         let epoch = self.observe_epoch(hub, epoch);
         let before = self.delivered.swap(offset, Ordering::Relaxed);
         // The offset is Redis's, as published: an extreme one (replayed or written by anyone
         // with access to Redis) is a hole like any other, never an overflow.
         if before != 0 && before.checked_add(1) != Some(offset) {
             // Every history event is published on the channel every node reads: a hole means
-            // some never reached this node (its inbound queue was full, or it was subscribing
-            // again). Its live connections miss them; they get them back by reconnecting.
+            // some never reached this node (its inbound queue was full, its link to Redis was
+            // down, or it was subscribing again).
             tracing::warn!(before, offset, "history: events did not reach this node");
+            if offset > before {
+                return (epoch, Some(before));
+            }
         }
-        epoch
+        (epoch, None)
     }
 
     /// Delivers a history event from Redis to this node's recipients.
@@ -363,6 +367,82 @@ pub(super) async fn epoch_now(hub: &Hub, history: &HistoryState) -> Option<Arc<s
             history.known_epoch()
         }
     }
+}
+
+/// How many connections' missed events are read from Redis at once after a hole.
+const FILL_READS: usize = 32;
+
+/// Gives this node's connections that take part in recovery the history events in the hole
+/// between offsets `after` and `upto` (both excluded), read back from Redis, before anything
+/// past it: each connection's as its session would be replayed (its rooms, its user, from
+/// when it joined them). A connection whose events cannot be read (Redis away again, too many,
+/// evicted) gets nothing past `after` any more and is closed with
+/// [`HISTORY_GAP`](crate::protocol::close_code::HISTORY_GAP), its session kept: its client
+/// resumes it and gets the hole in the replay. Connections that do not take part in recovery
+/// miss the hole.
+async fn fill_hole(hub: &Hub, history: &HistoryState, epoch: &Arc<str>, after: u64, upto: u64) {
+    use futures_util::StreamExt;
+
+    let conns: Vec<(Arc<NsInner>, Arc<super::Conn>)> = hub
+        .each_namespace()
+        .flat_map(|ns| {
+            let conns: Vec<Arc<super::Conn>> = (ns.registry.conns.iter())
+                .filter(|c| c.recovery.as_ref().is_some_and(|r| r.started()))
+                .map(|c| c.value().clone())
+                .collect();
+            conns.into_iter().map(move |c| (ns.clone(), c))
+        })
+        .collect();
+    if conns.is_empty() {
+        return;
+    }
+    // Once Redis does not answer one read, the others are not tried: live delivery waits.
+    let away = &std::sync::atomic::AtomicBool::new(false);
+    let reads = conns.into_iter().map(|(ns, conn)| async move {
+        let Some(recovery) = &conn.recovery else {
+            return Ok(());
+        };
+        if away.load(Ordering::Relaxed) {
+            return Err((conn.clone(), NotRecovered::Unavailable));
+        }
+        let saved = recovery.save(conn.identity.user_key(), &ns.name, epoch, &conn.rooms());
+        let read = read_missed(hub, history, &saved, after).await;
+        if matches!(read, Err(NotRecovered::Unavailable)) {
+            away.store(true, Ordering::Relaxed);
+        }
+        let (entries, _) = read.map_err(|e| (conn.clone(), e))?;
+        let missed = (entries.iter())
+            .filter(|e| e.seq < upto)
+            .map(|e| (e.seq, e.frame(conn.proto)))
+            .collect();
+        recovery.fill(&conn, missed);
+        Ok(())
+    });
+    let results: Vec<Result<(), (Arc<super::Conn>, NotRecovered)>> = futures_util::stream::iter(reads)
+        .buffer_unordered(FILL_READS)
+        .collect()
+        .await;
+    let (mut filled, mut closed) = (0usize, 0usize);
+    for result in results {
+        match result {
+            Ok(()) => filled += 1,
+            Err((conn, reason)) => {
+                closed += 1;
+                if let Some(recovery) = &conn.recovery {
+                    recovery.cut_after(after);
+                }
+                conn.request_close(close_code::HISTORY_GAP, "missed history events");
+                tracing::debug!(conn = %conn.id, reason = reason.as_str(), "history: missed events could not be read back");
+            }
+        }
+    }
+    tracing::warn!(
+        after,
+        upto,
+        filled,
+        closed,
+        "history: missed events read back from Redis for the connections taking part in recovery; those that could not have them are closed to resume"
+    );
 }
 
 /// A session as kept in Redis (JSON).
@@ -592,7 +672,11 @@ async fn apply(hub: &Hub, message: Inbound) {
                 data,
             } => {
                 let history = hub.inner.history.as_ref().filter(|h| h.shared);
-                let epoch = history.map(|h| h.arrived(hub, &epoch, offset));
+                let arrival = history.map(|h| h.arrived(hub, &epoch, offset));
+                if let (Some(history), Some((epoch, Some(after)))) = (history, &arrival) {
+                    fill_hole(hub, history, epoch, *after, offset).await;
+                }
+                let epoch = arrival.map(|(epoch, _)| epoch);
                 let Some(ns) = hub.namespace(&ns) else { return };
                 let left_out = LeftOut {
                     conns: &except,

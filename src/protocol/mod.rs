@@ -75,4 +75,9 @@ pub mod close_code {
     /// gets an `error` event (status `token_expired`, `code: 4003`) first; a Socket.IO socket
     /// gets a `DISCONNECT` of its namespace instead of the close.
     pub const TOKEN_EXPIRED: u16 = 4003;
+    /// In a cluster, this server missed history events meant for the connection (its link to
+    /// Redis was down) and could not read them back: nothing past them was sent, and the
+    /// session is kept as of the last event sent. The client reconnects and resumes its
+    /// session, and gets the missed events in the replay.
+    pub const HISTORY_GAP: u16 = 4004;
 }

@@ -22,9 +22,12 @@ const DOWN_PROBE: Duration = Duration::from_millis(500);
 impl Shared {
     /// One heartbeat (and a sync when needed).
     pub(super) async fn beat(&self) -> Result<(), RedisAdapterError> {
-        let (added, offline, mut live) = self
-            .run::<(i64, Vec<String>, Vec<String>)>(&self.scripts.heartbeat, &[])
-            .await?;
+        let beat = self.run::<(i64, Vec<String>, Vec<String>)>(&self.scripts.heartbeat, &[]);
+        let (added, offline, mut live) = beat.await.inspect_err(|_| {
+            // A heartbeat that timed out here may still run in Redis, register this node
+            // again and lose the answer that says so: the next one that succeeds syncs.
+            self.needs_sync.store(true, Ordering::Relaxed);
+        })?;
         self.report(Vec::new(), offline);
         live.sort_unstable();
         *self.live_cache.lock() = live;

@@ -35,6 +35,11 @@ pub(crate) struct Recovery {
     /// are skipped). Any `u64` is a position: the hold is a flag of its own.
     skip_upto: AtomicU64,
     held: Mutex<Vec<(u64, Frame)>>,
+    /// Set once the client has been told of its session (the first release).
+    told: AtomicBool,
+    /// No history event past this offset is queued any more: the node missed some after it
+    /// and could not read them back, and the connection is closing (`u64::MAX`: no cut).
+    cut: AtomicU64,
     /// The offset at which the connection joined each room.
     joined: Mutex<HashMap<Arc<str>, u64>>,
     since: AtomicU64,
@@ -71,6 +76,8 @@ impl Recovery {
             holding: AtomicBool::new(false),
             skip_upto: AtomicU64::new(0),
             held: Mutex::default(),
+            told: AtomicBool::new(false),
+            cut: AtomicU64::new(u64::MAX),
             joined: Mutex::default(),
             since: AtomicU64::new(since),
             conns: Mutex::new(SmallVec::from_elem(conn.0, 1)),
@@ -84,6 +91,9 @@ impl Recovery {
 
     /// A live history event for this connection.
     pub(crate) fn offer(&self, seq: u64, msg: Frame, cap: usize) -> Offer {
+        if seq > self.cut.load(Ordering::Acquire) {
+            return Offer::Skip;
+        }
         if self.holding.load(Ordering::Acquire) {
             let mut held = self.held.lock();
             // The recovery may have finished meanwhile.
@@ -114,14 +124,53 @@ impl Recovery {
     /// go through, except those at or below `skip` (in the replay already, or older).
     fn release(&self, conn: &Conn, first: Vec<Frame>, replay: Vec<(u64, Frame)>, after: u64, skip: u64) {
         let mut held = self.held.lock();
+        let cut = self.cut.load(Ordering::Acquire);
         let live: Vec<(u64, Frame)> = (std::mem::take(&mut *held).into_iter())
-            .filter(|(seq, _)| *seq > after)
+            .filter(|(seq, _)| *seq > after && *seq <= cut)
             .collect();
+        let replay = replay.into_iter().filter(|(seq, _)| *seq <= cut).collect();
         let mut all = first;
         all.extend(merge(replay, live));
         conn.send_all(all);
         self.skip_upto.store(skip, Ordering::Release);
+        self.told.store(true, Ordering::Release);
         self.holding.store(false, Ordering::Release);
+    }
+
+    /// History events this node missed and read back from Redis (`missed`, in offset order),
+    /// given before any live event past them. While the connection recovers, they join the
+    /// held events (merged with its replay, each offset once); once it has been told of its
+    /// session, those its replay had already are left out and the others queued. Before that
+    /// (a connection still being admitted), nothing: its recovery reads what it needs.
+    #[cfg(feature = "redis")]
+    pub(crate) fn fill(&self, conn: &Conn, missed: Vec<(u64, Frame)>) {
+        let mut held = self.held.lock();
+        let cut = self.cut.load(Ordering::Acquire);
+        let missed = missed.into_iter().filter(|(seq, _)| *seq <= cut);
+        if self.holding.load(Ordering::Acquire) {
+            held.extend(missed);
+            return;
+        }
+        drop(held);
+        if !self.told.load(Ordering::Acquire) {
+            return;
+        }
+        let skip = self.skip_upto.load(Ordering::Acquire);
+        conn.send_all(missed.filter(|(seq, _)| *seq > skip).map(|(_, m)| m).collect());
+    }
+
+    /// Whether the connection has been told of its session, or is being (its recovery runs).
+    #[cfg(feature = "redis")]
+    pub(crate) fn started(&self) -> bool {
+        self.holding.load(Ordering::Acquire) || self.told.load(Ordering::Acquire)
+    }
+
+    /// No history event past `offset` is queued from now on (held ones included): the
+    /// connection is to close, and its client to resume from before what this node missed.
+    #[cfg(feature = "redis")]
+    pub(crate) fn cut_after(&self, offset: u64) {
+        let _held = self.held.lock();
+        self.cut.fetch_min(offset, Ordering::AcqRel);
     }
 
     /// Forgets which offsets the replay covered: they belonged to another epoch.
@@ -392,6 +441,7 @@ impl Hub {
                 close_code::PING_TIMEOUT,
                 close_code::TRY_AGAIN_LATER,
                 close_code::SESSION_TAKEN_OVER,
+                close_code::HISTORY_GAP,
             ]
             .contains(code),
             DisconnectReason::TransportClosed | DisconnectReason::TransportError(_) => true,
@@ -441,5 +491,58 @@ mod tests {
         );
         assert!(matches!(r.offer(4, Frame::new(Message::text("4")), 10), Offer::Skip));
         assert!(matches!(r.offer(8, Frame::new(Message::text("8")), 10), Offer::Send(_)));
+    }
+
+    #[cfg(feature = "redis")]
+    fn text(n: u64) -> Frame {
+        Frame::new(Message::text(n.to_string()))
+    }
+
+    #[cfg(feature = "redis")]
+    fn queued(rx: &mut crate::outbox::Receiver) -> Vec<Frame> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn events_read_back_after_a_hole_join_a_recovery_or_follow_its_replay_once() {
+        let identity = crate::auth::Identity::user("u", Default::default());
+        // Recovering: they are held, and merged with the replay, each offset once.
+        let r = Recovery::new(Arc::from("s"), 0, ConnectionId(1));
+        let (conn, mut rx) = Conn::new(ConnectionId(1), identity.clone(), 8, None, Default::default());
+        assert!(!r.started());
+        r.fill(&conn, vec![(2, text(2))]);
+        assert!(queued(&mut rx).is_empty(), "not told of its session yet: nothing");
+        r.hold();
+        assert!(r.started());
+        r.fill(&conn, vec![(4, text(4)), (5, text(5))]);
+        assert!(queued(&mut rx).is_empty());
+        r.release(&conn, Vec::new(), vec![(3, text(3)), (4, text(4))], 2, 4);
+        assert_eq!(queued(&mut rx), vec![text(3), text(4), text(5)]);
+        // Told: what its replay had is left out, the rest queued in order.
+        r.fill(&conn, vec![(4, text(4)), (6, text(6)), (7, text(7))]);
+        assert_eq!(queued(&mut rx), vec![text(6), text(7)]);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn after_a_cut_no_history_event_past_it_is_queued() {
+        let identity = crate::auth::Identity::user("u", Default::default());
+        let r = Recovery::new(Arc::from("s"), 0, ConnectionId(1));
+        let (conn, mut rx) = Conn::new(ConnectionId(1), identity, 8, None, Default::default());
+        r.hold();
+        assert!(matches!(r.offer(3, text(3), 10), Offer::Held));
+        assert!(matches!(r.offer(6, text(6), 10), Offer::Held));
+        r.cut_after(4);
+        assert!(matches!(r.offer(5, text(5), 10), Offer::Skip));
+        r.fill(&conn, vec![(4, text(4)), (5, text(5))]);
+        r.release(&conn, Vec::new(), vec![(2, text(2)), (6, text(6))], 1, 6);
+        assert_eq!(queued(&mut rx), vec![text(2), text(3), text(4)]);
+        assert!(matches!(r.offer(7, text(7), 10), Offer::Skip));
+        r.fill(&conn, vec![(8, text(8))]);
+        assert!(queued(&mut rx).is_empty());
+        // A later cut never moves it forward.
+        r.cut_after(9);
+        assert!(matches!(r.offer(9, text(9), 10), Offer::Skip));
     }
 }
