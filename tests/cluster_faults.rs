@@ -111,7 +111,7 @@ const REDIS: Bus = Bus {
             let (adapter, inbound) = RedisAdapter::connect(&url, options)
                 .await
                 .unwrap_or_else(|e| panic!("Redis must answer at {url} when REALTIME_TEST_REDIS is set: {e}"));
-            builder.redis(adapter, inbound)
+            builder.cluster(adapter, inbound)
         }
         .boxed()
     },
