@@ -32,7 +32,6 @@ pub(crate) mod conformance;
 mod engine;
 pub(crate) mod history;
 mod redis;
-mod scripts;
 mod wire;
 
 pub use self::redis::{RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};

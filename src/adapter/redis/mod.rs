@@ -30,16 +30,18 @@ use self::{
 };
 use super::{
     engine::{Engine, EngineError, Inbound},
-    history::{self, HistoryParams, Missed},
+    history::{self as neutral, HistoryParams, Missed},
     wire::{self, Op, Query},
     AdapterStats, ClusterAnswer,
 };
 
 mod heartbeat;
+mod history;
 mod keys;
 mod options;
 mod presence;
 mod publisher;
+mod scripts;
 mod shared;
 mod subscriber;
 mod warn;
@@ -227,7 +229,7 @@ impl RedisAdapter {
         user: Option<&str>,
         ns: &str,
     ) -> Result<Option<(String, HashMap<String, u64>)>, RedisAdapterError> {
-        if !history::plausible_session(id) {
+        if !neutral::plausible_session(id) {
             return Ok(None);
         }
         let shared = self.shared();

@@ -22,14 +22,14 @@ use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
 use super::{
+    history::{HistoryKeys, HistoryScripts},
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
+    scripts::Scripts,
     warn::Warn,
 };
 use crate::adapter::{
     engine::{Inbound, Replies},
-    history::{HistoryKeys, HistoryScripts},
-    scripts::Scripts,
     wire::{self, Op, Signer},
 };
 
