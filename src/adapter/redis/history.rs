@@ -3,20 +3,24 @@
 //! from Redis, so they hold for the whole cluster, and so do the streams and the sessions of
 //! dropped connections.
 //!
-//! With the prefix `P`:
+//! With the prefix `P`, every key carries the hash tag `{P:h}` (one slot of a Redis Cluster):
 //!
-//! - `P:h`, a hash: `epoch` (the lifetime of the history) and `seq` (the last offset given
-//!   out). Made again, with a new epoch, when it is missing (Redis lost its data, or the
+//! - `{P:h}:meta`, a hash: `epoch` (the lifetime of the history) and `seq` (the last offset
+//!   given out). Made again, with a new epoch, when it is missing (Redis lost its data, or the
 //!   cluster was idle long enough for it to expire).
-//! - `P:h:<epoch>:s:<stream>`, a stream per room, user or broadcast stream: the event with
-//!   offset `N` has the id `0-N`, and the fields `e` (event), `d` (payload, JSON), `x`
-//!   (connection ids left out, comma separated) and `t` (when, in ms by Redis's clock).
-//! - `P:h:<epoch>:w:<stream>`, a string: the highest offset evicted from the stream.
-//! - `P:h:session:<id>`, a string: a dropped connection's session (JSON), kept for
+//! - `{P:h}:s:<stream>`, a stream per room, user or broadcast stream: the event with offset
+//!   `N` has the id `0-N`, and the fields `e` (event), `d` (payload, JSON), `x` (connection
+//!   ids left out, comma separated), `y` (rooms and users left out) and `t` (when, in ms by
+//!   Redis's clock).
+//! - `{P:h}:w:<stream>`, a string: `<epoch>:<the highest offset evicted from the stream>`. A
+//!   stream whose mark is of another epoch holds nothing of the current one.
+//! - `{P:h}:session:<id>`, a string: a dropped connection's session (JSON), kept for
 //!   `session_ttl` and taken once, by its owner only.
-//! - `P:h:revoked:<user>`, a hash: room (empty: every session) → the offset as of which the
+//! - `{P:h}:revoked:<user>`, a hash: room (empty: every session) → the offset as of which the
 //!   app took the user out of it (`Hub::leave_user`, `Hub::disconnect_user`), for
 //!   `session_ttl`.
+//!
+//! Every script declares every key it touches in `KEYS`.
 //!
 //! The engine-neutral types (what the hub asks, what a read found) are in
 //! `adapter/history.rs`.
@@ -30,7 +34,7 @@ use crate::adapter::{
     wire::{Op, Signer},
 };
 
-/// The shortest life of `P:h` after its last use.
+/// The shortest life of `{P:h}:meta` after its last use.
 const META_TTL_MIN: Duration = Duration::from_secs(24 * 3600);
 
 /// Reads the epoch, making a new one (and starting the offsets over) when there is none.
@@ -50,6 +54,14 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- The epoch of a stream's mark and the highest offset evicted from it (nil, '0' when there
+-- is none).
+local function mark_of(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil, '0' end
+  local of, mark = string.match(raw, '^(.*):(%d+)$')
+  return of, mark or '0'
+end
 local function field(fields, name)
   for i = 1, #fields - 1, 2 do
     if fields[i] == name then return fields[i + 1] end
@@ -58,7 +70,7 @@ local function field(fields, name)
 end
 "#;
 
-/// `ARGV[1]`: a new epoch, used when there is none; `ARGV[2]`: the life of `P:h` (ms).
+/// `ARGV[1]`: a new epoch, used when there is none; `ARGV[2]`: the life of `{P:h}:meta` (ms).
 /// Returns `{epoch, last offset}`.
 const EPOCH: &str = r#"
 local epoch = current_epoch(ARGV[1], tonumber(ARGV[2]))
@@ -67,34 +79,41 @@ return {epoch, tonumber(redis.call('HGET', meta, 'seq') or '0')}
 
 /// Keeps one event and publishes it with its offset, atomically.
 ///
-/// `ARGV`: 1 a new epoch, 2 the life of `P:h` (ms), 3 `P:h:`, 4 `max_events`, 5 `max_age`
-/// (ms), 6 the life of a stream (ms), 7 the channel, 8 and 9 the message before and after
-/// its position, 10 the event, 11 the payload, 12 the ids left out, 13.. the streams.
-/// Returns the number of events evicted.
+/// `KEYS`: 1 `{P:h}:meta`, then for each stream its events and its mark. `ARGV`: 1 a new epoch, 2 the
+/// life of `{P:h}:meta` (ms), 3 `max_events`, 4 `max_age` (ms), 5 the life of a stream (ms), 6 the
+/// publish command (`PUBLISH`, or `SPUBLISH` on Redis Cluster), 7 the channel, 8 and 9 the
+/// message before and after its position, 10 the event, 11 the payload, 12 the ids left out,
+/// 13 the rooms and users left out. Returns the number of events evicted.
+///
+/// A mark is `<epoch>:<highest offset evicted>`: a stream whose mark is of another epoch (or
+/// missing) holds nothing of this one, and is emptied before the event is added.
 const APPEND: &str = r#"
 local epoch = current_epoch(ARGV[1], tonumber(ARGV[2]))
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local offset = string.format('%d', seq)
 local id = '0-' .. offset
 local now = now_ms()
-local base = ARGV[3] .. epoch .. ':'
-local max_events = tonumber(ARGV[4])
-local cutoff = now - tonumber(ARGV[5])
-local ttl = tonumber(ARGV[6])
+local max_events = tonumber(ARGV[3])
+local cutoff = now - tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
 local evicted = 0
-for i = 14, #ARGV do
-  local s = base .. 's:' .. ARGV[i]
-  local w = base .. 'w:' .. ARGV[i]
+for i = 2, #KEYS - 1, 2 do
+  local s = KEYS[i]
+  local w = KEYS[i + 1]
+  local of, mark = mark_of(w)
+  if of ~= epoch then
+    redis.call('DEL', s)
+    mark = '0'
+  end
   if ARGV[13] == '' then
     redis.call('XADD', s, id, 'e', ARGV[10], 'd', ARGV[11], 'x', ARGV[12], 't', now)
   else
     redis.call('XADD', s, id, 'e', ARGV[10], 'd', ARGV[11], 'x', ARGV[12], 'y', ARGV[13], 't', now)
   end
-  local mark = nil
   local over = redis.call('XLEN', s) - max_events
   if over > 0 then
     local gone = redis.call('XRANGE', s, '-', '+', 'COUNT', over)
-    mark = gone[#gone][1]
+    mark = string.sub(gone[#gone][1], 3)
     redis.call('XTRIM', s, 'MAXLEN', max_events)
     evicted = evicted + #gone
   end
@@ -104,42 +123,41 @@ for i = 14, #ARGV do
   for _, e in ipairs(oldest) do
     if (tonumber(field(e[2], 't')) or now) >= cutoff then break end
     redis.call('XDEL', s, e[1])
-    mark = e[1]
+    mark = string.sub(e[1], 3)
     evicted = evicted + 1
   end
-  if mark then
-    redis.call('SET', w, string.sub(mark, 3), 'PX', ttl)
-  else
-    redis.call('PEXPIRE', w, ttl)
-  end
+  redis.call('SET', w, epoch .. ':' .. mark, 'PX', ttl)
   redis.call('PEXPIRE', s, ttl)
 end
-redis.call('PUBLISH', ARGV[7], ARGV[8] .. '"epoch":"' .. epoch .. '","offset":' .. offset .. ARGV[9])
+redis.call(ARGV[6], ARGV[7], ARGV[8] .. '"epoch":"' .. epoch .. '","offset":' .. offset .. ARGV[9])
 return evicted
 "#;
 
 /// Reads what a session missed, with the last offset given out, atomically.
 ///
-/// `ARGV`: 1 the session's epoch, 2 `P:h:`, 3 `max_age` (ms), 4 `max_replay`, then pairs of
-/// a stream and the offset after which its events are wanted. Returns `{epoch, last offset,
-/// status}`, and with the status `ok` the events of each stream (`XRANGE` replies); other
-/// statuses: `epoch` (changed), `offset` (a wanted offset past the last one given out),
-/// `evicted`, `too_many`.
+/// `KEYS`: 1 `{P:h}:meta`, then for each stream its events and its mark. `ARGV`: 1 the session's
+/// epoch, 2 `max_age` (ms), 3 `max_replay`, then for each stream the offset after which its
+/// events are wanted. Returns `{epoch, last offset, status}`, and with the status `ok` the
+/// events of each stream (`XRANGE` replies); other statuses: `epoch` (changed), `offset` (a
+/// wanted offset past the last one given out), `evicted`, `too_many`.
 const READ: &str = r#"
 local epoch = redis.call('HGET', meta, 'epoch')
 local seq = tonumber(redis.call('HGET', meta, 'seq') or '0')
 if epoch ~= ARGV[1] then return {epoch or '', seq, 'epoch'} end
-local base = ARGV[2] .. epoch .. ':'
-local cutoff = now_ms() - tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
+local cutoff = now_ms() - tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
 local out = {epoch, seq, 'ok'}
 local total = 0
-for i = 5, #ARGV - 1, 2 do
-  local from = ARGV[i + 1]
+for i = 2, #KEYS - 1, 2 do
+  local from = ARGV[3 + i / 2]
   if tonumber(from) > seq then return {epoch, seq, 'offset'} end
-  local mark = tonumber(redis.call('GET', base .. 'w:' .. ARGV[i]) or '0')
-  if mark > tonumber(from) then return {epoch, seq, 'evicted'} end
-  local entries = redis.call('XRANGE', base .. 's:' .. ARGV[i], '(0-' .. from, '+', 'COUNT', limit + 1)
+  local of, mark = mark_of(KEYS[i + 1])
+  local entries = {}
+  -- A stream whose mark is of another epoch holds nothing of this one.
+  if of == epoch then
+    if tonumber(mark) > tonumber(from) then return {epoch, seq, 'evicted'} end
+    entries = redis.call('XRANGE', KEYS[i], '(0-' .. from, '+', 'COUNT', limit + 1)
+  end
   for _, e in ipairs(entries) do
     if (tonumber(field(e[2], 't')) or 0) < cutoff then return {epoch, seq, 'evicted'} end
   end
@@ -173,7 +191,7 @@ return {raw, revoked}
 "#;
 
 /// Takes a user (`KEYS[2]`, their revocations) out of a room (`ARGV[1]`; empty: out of every
-/// session kept so far) as of the last offset given out (`KEYS[1]`, `P:h`): a session kept
+/// session kept so far) as of the last offset given out (`KEYS[1]`, `{P:h}:meta`): a session kept
 /// for them with the room joined at or before it does not get it back (with an empty room: a
 /// session begun at or before it is not resumed). `ARGV[2]`: how long it is kept (ms, the
 /// sessions' time to live).
@@ -215,7 +233,7 @@ fn stream_ttl_ms(params: &HistoryParams) -> u64 {
     ms(params.stream_ttl()).max(1)
 }
 
-/// How long `P:h` outlives its last use, in ms.
+/// How long `{P:h}:meta` outlives its last use, in ms.
 fn meta_ttl_ms(params: &HistoryParams) -> u64 {
     ms(META_TTL_MIN).max(stream_ttl_ms(params))
 }
@@ -224,29 +242,41 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Key names.
+/// Key names: every one carries the hash tag `{P:h}`, so that the whole history is in one
+/// slot of a Redis Cluster (a script touches the offset counter and its streams at once).
 pub(crate) struct HistoryKeys {
     meta: String,
-    /// `P:h:`, followed by the epoch for streams, or by `session:`.
+    /// `{P:h}:`, followed by what the key holds.
     base: String,
 }
 
 impl HistoryKeys {
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
-            meta: format!("{prefix}:h"),
-            base: format!("{prefix}:h:"),
+            meta: format!("{{{prefix}:h}}:meta"),
+            base: format!("{{{prefix}:h}}:"),
         }
     }
 
+    /// `{P:h}:session:<id>`, a dropped connection's session.
     pub(crate) fn session(&self, id: &str) -> String {
         format!("{}session:{id}", self.base)
     }
 
-    /// `P:h:revoked:<user>`, a hash: room (empty: every session) → the offset as of which the
-    /// user was taken out of it.
+    /// `{P:h}:revoked:<user>`, a hash: room (empty: every session) → the offset as of which
+    /// the user was taken out of it.
     pub(crate) fn revoked(&self, user: &str) -> String {
         format!("{}revoked:{user}", self.base)
+    }
+
+    /// `{P:h}:s:<stream>`, the events kept in a stream.
+    fn stream(&self, stream: &str) -> String {
+        format!("{}s:{stream}", self.base)
+    }
+
+    /// `{P:h}:w:<stream>`, the stream's mark: `<epoch>:<highest offset evicted>`.
+    fn mark(&self, stream: &str) -> String {
+        format!("{}w:{stream}", self.base)
     }
 }
 
@@ -254,15 +284,17 @@ impl HistoryKeys {
 const POSITION: &str = r#""epoch":"","offset":0"#;
 
 /// The append script's invocation for `op` (a [`HistoryEmit`](Op::HistoryEmit), encoded with
-/// an empty epoch and offset 0 as `encoded`), kept in `streams` and published on `channel`;
-/// with a `signer`, in a signed frame whose position is where the script inserts the epoch
-/// and offset.
+/// an empty epoch and offset 0 as `encoded`), kept in `streams` and published on `channel`
+/// (with `SPUBLISH` when `sharded`, on Redis Cluster; the channel is then in the history's
+/// slot); with a `signer`, in a signed frame whose position is where the script inserts the
+/// epoch and offset.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn append_cmd(
     scripts: &HistoryScripts,
     keys: &HistoryKeys,
     params: &HistoryParams,
     channel: &str,
+    sharded: bool,
     op: &Op,
     encoded: &[u8],
     streams: &[String],
@@ -292,14 +324,17 @@ pub(crate) fn append_cmd(
     let except: Vec<String> = except.iter().map(u64::to_string).collect();
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(scripts.append.get_hash())
-        .arg(1)
-        .arg(&keys.meta)
-        .arg(&*params.new_epoch)
+        .arg(1 + 2 * streams.len())
+        .arg(&keys.meta);
+    for stream in streams {
+        cmd.arg(keys.stream(stream)).arg(keys.mark(stream));
+    }
+    cmd.arg(&*params.new_epoch)
         .arg(meta_ttl_ms(params))
-        .arg(&keys.base)
         .arg(params.max_events.max(1))
         .arg(ms(params.max_age))
         .arg(stream_ttl_ms(params))
+        .arg(if sharded { "SPUBLISH" } else { "PUBLISH" })
         .arg(channel)
         .arg(head)
         .arg(tail)
@@ -307,9 +342,6 @@ pub(crate) fn append_cmd(
         .arg(data.get())
         .arg(except.join(","))
         .arg(LeftOut::encode(except_rooms, except_users));
-    for stream in streams {
-        cmd.arg(stream);
-    }
     Some(cmd)
 }
 
@@ -340,11 +372,10 @@ pub(crate) fn read_invocation<'a>(
     invocation
         .key(&keys.meta)
         .arg(epoch)
-        .arg(&keys.base)
         .arg(ms(params.max_age))
         .arg(params.max_replay);
     for (stream, from) in streams {
-        invocation.arg(stream).arg(*from);
+        invocation.key(keys.stream(stream)).key(keys.mark(stream)).arg(*from);
     }
     invocation
 }
@@ -538,6 +569,7 @@ mod tests {
             &HistoryKeys::new("p"),
             &params,
             "p#all",
+            false,
             &op,
             &encoded,
             &["r1:/:r".into()],
@@ -551,13 +583,16 @@ mod tests {
                 _ => String::new(),
             })
             .collect();
-        assert_eq!(args[11], r#"{"v":1,"node":"n","op":{"history_emit":{"#);
+        // Every key the script touches is declared, all in the history's slot.
+        assert_eq!(args[2..6], ["3", "{p:h}:meta", "{p:h}:s:r1:/:r", "{p:h}:w:r1:/:r"]);
+        assert_eq!(args[11..13], ["PUBLISH", "p#all"]);
+        assert_eq!(args[13], r#"{"v":1,"node":"n","op":{"history_emit":{"#);
         assert_eq!(
-            args[12],
+            args[14],
             r#","ns":"/","targets":[{"room":"r"}],"except":[5],"except_rooms":["c"],"event":"e","data":1}}}"#
         );
-        assert_eq!(args[15], "5");
-        assert_eq!(args[16], r#"{"rooms":["c"]}"#);
-        assert_eq!(args[17], "r1:/:r");
+        assert_eq!(args[17], "5");
+        assert_eq!(args[18], r#"{"rooms":["c"]}"#);
+        assert_eq!(args.len(), 19);
     }
 }

@@ -182,6 +182,7 @@ impl RedisAdapter {
                 &shared.history_keys,
                 params,
                 channel,
+                false,
                 op,
                 &encoded,
                 streams,

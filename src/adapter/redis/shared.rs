@@ -79,6 +79,8 @@ pub(super) struct Shared {
     pub(super) presence: Vec<tokio::sync::Mutex<HashMap<String, u32>>>,
     /// Live nodes as of the last successful read.
     pub(super) live_cache: Mutex<Vec<String>>,
+    /// Nodes a script last found dead: their presence hashes go in the next scripts' keys.
+    pub(super) dead_hint: Mutex<Vec<String>>,
     pub(super) scripts: Scripts,
     pub(super) history_scripts: HistoryScripts,
     pub(super) history_keys: HistoryKeys,
@@ -143,6 +145,7 @@ impl Shared {
                 .map(|_| tokio::sync::Mutex::new(HashMap::new()))
                 .collect(),
             live_cache: Mutex::new(Vec::new()),
+            dead_hint: Mutex::new(Vec::new()),
             scripts: Scripts::new(),
             history_scripts: HistoryScripts::new(),
             history_keys: HistoryKeys::new(&options.prefix),
@@ -261,20 +264,44 @@ impl Shared {
         }
     }
 
-    /// Runs a script with the common keys and arguments, then `extra` arguments.
+    /// Runs a script with the common keys and arguments, then `extra` arguments. The presence
+    /// hashes of the nodes last found dead go in `KEYS` too; when the script finds a dead node
+    /// whose hash it was not given, it answers `{"reap", ids}` without changing anything, and
+    /// runs again with their hashes.
     pub(super) async fn run<T: FromRedisValue>(&self, script: &Script, extra: &[&str]) -> Result<T, RedisAdapterError> {
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(&self.keys.nodes)
-            .key(&self.keys.presence)
-            .arg(&self.keys.presence_prefix)
-            .arg(self.options.node_timeout.as_millis() as u64)
-            .arg(&self.node)
-            .arg(self.retention_ms());
-        for arg in extra {
-            invocation.arg(*arg);
+        for _ in 0..REAP_ROUNDS {
+            let dead = self.dead_hint.lock().clone();
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(&self.keys.nodes)
+                .key(&self.keys.presence)
+                .key(&self.keys.own_presence);
+            for id in &dead {
+                invocation.key(format!("{}{id}", self.keys.presence_prefix));
+            }
+            invocation
+                .arg(&self.keys.presence_prefix)
+                .arg(self.options.node_timeout.as_millis() as u64)
+                .arg(&self.node)
+                .arg(self.retention_ms());
+            for arg in extra {
+                invocation.arg(*arg);
+            }
+            let value: redis::Value = self.invoke(&invocation).await?;
+            match to_reap(&value) {
+                Some(ids) => *self.dead_hint.lock() = ids,
+                None => {
+                    if !dead.is_empty() {
+                        self.dead_hint.lock().retain(|id| !dead.contains(id));
+                    }
+                    return T::from_redis_value(value).map_err(|e| RedisAdapterError::Redis(e.into()));
+                }
+            }
         }
-        self.invoke(&invocation).await
+        Err(RedisAdapterError::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "dead nodes could not be reaped",
+        ))))
     }
 
     /// Runs a prepared script within the command timeout, noting what the result says about
@@ -316,6 +343,26 @@ impl Shared {
         *self.live_cache.lock() = nodes.clone();
         Ok(nodes)
     }
+}
+
+/// Times a script is run at most when it keeps finding dead nodes it was not given.
+const REAP_ROUNDS: usize = 3;
+
+/// The dead node ids of a script's `{"reap", ids}` answer.
+fn to_reap(value: &redis::Value) -> Option<Vec<String>> {
+    let redis::Value::Array(items) = value else { return None };
+    let [redis::Value::BulkString(marker), redis::Value::Array(ids)] = &items[..] else {
+        return None;
+    };
+    if marker != b"reap" {
+        return None;
+    }
+    ids.iter()
+        .map(|id| match id {
+            redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A node's shared state that never talks to Redis (its command connection is lazy, and no test
