@@ -278,6 +278,11 @@ impl HistoryKeys {
     fn mark(&self, stream: &str) -> String {
         format!("{}w:{stream}", self.base)
     }
+
+    /// `{P:h}:meta`: on a Redis Cluster, its slot is that of every history key.
+    pub(crate) fn meta(&self) -> &str {
+        &self.meta
+    }
 }
 
 /// Where the epoch and the offset go in an encoded history emit.

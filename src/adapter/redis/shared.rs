@@ -15,13 +15,15 @@ use std::{
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    aio::ConnectionManagerConfig,
+    cluster_routing::{Route, SlotAddr},
     Client, Cmd, FromRedisValue, Script,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
 use super::{
+    conn::Conn,
     history::{HistoryKeys, HistoryScripts},
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
@@ -55,9 +57,11 @@ pub(super) struct Shared {
     pub(super) node: String,
     pub(super) options: RedisOptions,
     pub(super) keys: Keys,
-    pub(super) client: Client,
+    /// The client of a single Redis, to connect again (none on a Redis Cluster, whose
+    /// connection reconnects to each shard by itself).
+    pub(super) client: Option<Client>,
     /// The command connection (replaced when it stays broken).
-    pub(super) conn: Mutex<ConnectionManager>,
+    pub(super) conn: Mutex<Conn>,
     pub(super) out: mpsc::Sender<Outgoing>,
     pub(super) inbound: mpsc::Sender<Inbound>,
     /// Queries waiting for replies: id → where the replies go.
@@ -119,8 +123,8 @@ impl Shared {
     pub(super) fn new(
         node: String,
         keys: Keys,
-        client: Client,
-        conn: ConnectionManager,
+        client: Option<Client>,
+        conn: Conn,
         out: mpsc::Sender<Outgoing>,
         inbound: mpsc::Sender<Inbound>,
         options: RedisOptions,
@@ -160,8 +164,30 @@ impl Shared {
         }
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> Conn {
         self.conn.lock().clone()
+    }
+
+    /// How ops are published: `SPUBLISH` on a Redis Cluster (sharded pub/sub), else `PUBLISH`.
+    pub(super) fn publish_command(&self) -> &'static str {
+        if self.keys.cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// The slot an outgoing op or command goes to, on a Redis Cluster (none on one Redis: one
+    /// pipeline takes everything). Appends and commands are all the history's (sessions,
+    /// revocations), in its slot.
+    pub(super) fn route_of(&self, out: &Outgoing) -> Option<Route> {
+        if !self.keys.cluster() {
+            return None;
+        }
+        Some(match out {
+            Outgoing::Publish { channel, .. } => Route::with_key(channel.as_bytes(), SlotAddr::Master),
+            Outgoing::Append(_) | Outgoing::Command(_) => Route::with_key(self.history_keys.meta(), SlotAddr::Master),
+        })
     }
 
     pub(super) fn other_cached_nodes(&self) -> Vec<String> {
@@ -227,10 +253,7 @@ impl Shared {
     }
 
     pub(super) fn reply(&self, to: &str, id: u64, answer: Value, error: Option<String>) -> bool {
-        self.enqueue(
-            Keys::node_channel(&self.options.prefix, to),
-            &Op::Reply { id, answer, error },
-        )
+        self.enqueue(self.keys.node_channel(to), &Op::Reply { id, answer, error })
     }
 
     /// A command to Redis succeeded.
@@ -408,11 +431,19 @@ pub(super) fn unconnected_with(
     let (prefix, node) = (options.prefix.clone(), options.node_id.clone().unwrap_or_default());
     let (prefix, node, inbound_queue) = (&*prefix, &*node, options.inbound_queue);
     let client = Client::open("redis://127.0.0.1:1/").unwrap();
-    let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
+    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
     let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
     let (in_tx, in_rx) = mpsc::channel(inbound_queue);
-    let keys = Keys::new(prefix, node);
-    let shared = Shared::new(node.to_owned(), keys, client, conn, out_tx, in_tx, options);
+    let keys = Keys::new(prefix, node, false);
+    let shared = Shared::new(
+        node.to_owned(),
+        keys,
+        Some(client),
+        Conn::Single(conn),
+        out_tx,
+        in_tx,
+        options,
+    );
     (Arc::new(shared), out_rx, in_rx)
 }
 
