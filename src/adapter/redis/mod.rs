@@ -626,24 +626,26 @@ mod tests {
         }
     }
 
-    /// The suite of `adapter/conformance.rs` against a Redis Cluster
-    /// (`REALTIME_TEST_REDIS_CLUSTER`: the nodes' URLs, comma separated; `tests/redis-cluster.sh
-    /// start` makes one), each check on a prefix of its own.
-    #[tokio::test]
-    async fn the_redis_cluster_engine_passes_the_conformance_suite() {
-        let seeds: Vec<String> = match std::env::var("REALTIME_TEST_REDIS_CLUSTER") {
-            Ok(urls) if !urls.is_empty() => urls.split(',').map(str::to_owned).collect(),
+    /// The primaries of the test cluster (`REALTIME_TEST_REDIS_CLUSTER`: their URLs, comma
+    /// separated; `tests/redis-cluster.sh start` makes one), or none: then says so.
+    fn cluster_seeds(what: &str) -> Option<Vec<String>> {
+        match std::env::var("REALTIME_TEST_REDIS_CLUSTER") {
+            Ok(urls) if !urls.is_empty() => Some(urls.split(',').map(str::to_owned).collect()),
             _ => {
                 use std::io::Write;
                 let _ = writeln!(
                     std::io::stderr(),
-                    "the Redis Cluster engine's conformance suite did not run: run tests/redis-cluster.sh start, \
-                     and set REALTIME_TEST_REDIS_CLUSTER=redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103"
+                    "{what} did not run: run tests/redis-cluster.sh start, and set \
+                     REALTIME_TEST_REDIS_CLUSTER=redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103"
                 );
-                return;
+                None
             }
-        };
-        let make = move |cluster: String| -> BoxFuture<'static, Node> {
+        }
+    }
+
+    /// Makes nodes on the Redis Cluster reached through `seeds`.
+    fn cluster_maker(seeds: Vec<String>) -> impl Fn(String) -> BoxFuture<'static, Node> + Send + Sync {
+        move |cluster: String| -> BoxFuture<'static, Node> {
             let seeds = seeds.clone();
             Box::pin(async move {
                 let (adapter, inbound) = RedisAdapter::connect_cluster(&seeds, test_options(cluster))
@@ -656,8 +658,69 @@ mod tests {
                     inbound,
                 }
             })
+        }
+    }
+
+    /// The suite of `adapter/conformance.rs` against a Redis Cluster, each check on a prefix
+    /// of its own.
+    #[tokio::test]
+    async fn the_redis_cluster_engine_passes_the_conformance_suite() {
+        let Some(seeds) = cluster_seeds("the Redis Cluster engine's conformance suite") else {
+            return;
         };
-        conformance::run(&make).await;
+        conformance::run(&cluster_maker(seeds)).await;
+    }
+
+    /// An `ACL` command to one node of the test cluster.
+    async fn acl(url: &str, args: &[&str]) -> redis::RedisResult<()> {
+        let client = Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("ACL").arg(args).exec_async(&mut conn).await
+    }
+
+    /// The suite again, as a Redis user whose ACL allows only the key and channel patterns of
+    /// `docs/cluster.md` (`~{P}:*`, `~{P:h}:*`, `&{P:*`, here with `P` = `conformance-*`):
+    /// every key and channel the engine touches, in its scripts too, is within them.
+    #[tokio::test]
+    async fn on_a_redis_cluster_the_engine_needs_only_its_key_and_channel_patterns() {
+        let Some(seeds) = cluster_seeds("the Redis Cluster ACL test") else {
+            return;
+        };
+        // One name for every run: a run that failed half way leaves it to the next, which
+        // resets it.
+        let (user, password) = ("trt-acl-test".to_owned(), "trt-acl-secret");
+        let rules = [
+            "reset",
+            "on",
+            ">trt-acl-secret",
+            "~{conformance-*}:*",
+            "~{conformance-*:h}:*",
+            "&{conformance-*:*",
+            "+@all",
+        ];
+        for url in &seeds {
+            let args: Vec<&str> = ["SETUSER", user.as_str()].into_iter().chain(rules).collect();
+            acl(url, &args)
+                .await
+                .unwrap_or_else(|e| panic!("ACL SETUSER on {url} (REALTIME_TEST_REDIS_CLUSTER): {e}"));
+        }
+        let limited: Vec<String> = (seeds.iter())
+            .map(|url| url.replacen("redis://", &format!("redis://{user}:{password}@"), 1))
+            .collect();
+        // The patterns bite: a key outside them is refused to this user.
+        let client = ClusterClient::new(limited.clone()).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        let refused = redis::cmd("SET").arg("elsewhere").arg(1).exec_async(&mut conn).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().to_lowercase().contains("noperm")),
+            "{refused:?}"
+        );
+        conformance::run(&cluster_maker(limited)).await;
+        for url in &seeds {
+            let _ = acl(url, &["DELUSER", &user]).await;
+        }
     }
 
     /// The suite of `adapter/conformance.rs` against Redis (`REALTIME_TEST_REDIS`), each check
