@@ -407,6 +407,36 @@ mod tests {
         assert!(inbound.try_recv().is_err());
     }
 
+    #[tokio::test]
+    async fn cluster_pushes_carry_messages_and_a_closed_shard_marks_the_subscription_lost() {
+        let (shared, _out, mut inbound) = unconnected("a", "p", 8);
+        let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
+        shared.on_push(PushInfo {
+            kind: PushKind::SMessage,
+            data: vec![bulk(b"{p:b:3}"), bulk(&from("b", &join(1)))],
+        });
+        assert!(matches!(
+            inbound.try_recv(),
+            Ok(Inbound::Op {
+                op: Op::Join { conn: 1, .. },
+                ..
+            })
+        ));
+        // Confirmations and other pushes are not messages.
+        shared.on_push(PushInfo {
+            kind: PushKind::SSubscribe,
+            data: vec![bulk(b"{p:b:3}"), redis::Value::Int(1)],
+        });
+        assert!(inbound.try_recv().is_err());
+        assert!(shared.subscribed.load(Ordering::Relaxed));
+        assert_eq!(count(&shared), (1, 0, 0));
+        shared.on_push(PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+        assert!(!shared.subscribed.load(Ordering::Relaxed));
+    }
+
     fn signed(node: &str, key: u8) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
         unconnected_with(
             RedisOptions {
