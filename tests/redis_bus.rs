@@ -579,10 +579,10 @@ mod cluster {
         let client = redis::Client::open(url.as_str()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let mut del = redis::cmd("DEL");
-        del.arg(format!("{prefix}:nodes"))
-            .arg(format!("{prefix}:presence"))
-            .arg(format!("{prefix}:presence:{}", a.node_id()))
-            .arg(format!("{prefix}:presence:{}", b.node_id()));
+        del.arg(format!("{{{prefix}}}:nodes"))
+            .arg(format!("{{{prefix}}}:presence"))
+            .arg(format!("{{{prefix}}}:presence:{}", a.node_id()))
+            .arg(format!("{{{prefix}}}:presence:{}", b.node_id()));
         del.exec_async(&mut conn).await.unwrap();
 
         // Each node registers again on its next heartbeat and brings its users back; a user

@@ -22,6 +22,8 @@
 //!   ([`Inbound::PresenceChanged`]) within one more heartbeat.
 //! - **History**: for a hub with a [`History`](crate::History), the adapter keeps the
 //!   history in Redis (streams, offsets, epoch, sessions), so a client recovers on any node.
+//! - **Redis Cluster**: [`RedisAdapter::connect_cluster`] uses sharded pub/sub, its channels
+//!   spread over the shards; each script's keys share a slot.
 //! - **Faults**: nothing panics; once connected, the adapter reconnects and subscribes again by
 //!   itself, and logs outages at most once per 10 s.
 //!
@@ -32,7 +34,6 @@ pub(crate) mod conformance;
 mod engine;
 pub(crate) mod history;
 mod redis;
-mod scripts;
 mod wire;
 
 pub use self::redis::{RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};

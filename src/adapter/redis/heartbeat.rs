@@ -10,6 +10,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use super::{
+    conn::Conn,
     options::RedisAdapterError,
     shared::{manager_config, Shared},
 };
@@ -54,10 +55,11 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<boo
         }
         if shared.beat().await.is_err() {
             let failures = shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if failures >= REBUILD_AFTER {
+            // A Redis Cluster connection reconnects to each shard by itself.
+            if let (true, Some(client)) = (failures >= REBUILD_AFTER, &shared.client) {
                 shared.failures.store(0, Ordering::Relaxed);
-                match ConnectionManager::new_lazy_with_config(shared.client.clone(), manager_config(&shared.options)) {
-                    Ok(conn) => *shared.conn.lock() = conn,
+                match ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&shared.options)) {
+                    Ok(conn) => *shared.conn.lock() = Conn::Single(conn),
                     Err(e) => shared
                         .warn_link
                         .warn(&shared.node, "could not make a new connection", &e),

@@ -15,31 +15,39 @@ use std::{
 };
 
 use futures_util::future::BoxFuture;
-use redis::{aio::ConnectionManager, Client};
+use redis::{
+    aio::ConnectionManager,
+    cluster::{ClusterClient, ClusterClientBuilder},
+    Client, ProtocolVersion,
+};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use self::{
+    conn::Conn,
     heartbeat::heartbeat,
     keys::Keys,
     options::random_node_id,
     presence::shard_of,
     publisher::publisher,
     shared::{manager_config, timed, Outgoing, Shared},
-    subscriber::{subscribe, subscriber},
+    subscriber::{cluster_subscriber, ssubscribe, subscribe, subscriber},
 };
 use super::{
     engine::{Engine, EngineError, Inbound},
-    history::{self, HistoryParams, Missed},
+    history::{self as neutral, HistoryParams, Missed},
     wire::{self, Op, Query},
     AdapterStats, ClusterAnswer,
 };
 
+mod conn;
 mod heartbeat;
+mod history;
 mod keys;
 mod options;
 mod presence;
 mod publisher;
+mod scripts;
 mod shared;
 mod subscriber;
 mod warn;
@@ -103,7 +111,7 @@ impl RedisAdapter {
         options.check()?;
         let node = options.node_id.clone().unwrap_or_else(random_node_id);
         let client = Client::open(url)?;
-        let keys = Keys::new(&options.prefix, &node);
+        let keys = Keys::new(&options.prefix, &node, false);
         let limit = options.command_timeout;
         let conn = timed(
             limit,
@@ -112,23 +120,93 @@ impl RedisAdapter {
         .await?;
         // Subscribed before registering: once other nodes see this one, it hears them.
         let pubsub = subscribe(&client, &keys, limit).await?;
+        let (out_rx, shared, in_rx) = Self::share(node, keys, Some(client), Conn::Single(conn), options);
+        let adapter = Self::start(shared.clone(), out_rx).await?;
+        tokio::spawn(subscriber(shared, pubsub, adapter.inner.stop.subscribe()));
+        Ok((adapter, in_rx))
+    }
 
+    /// Connects to a Redis Cluster through any of `seeds` (`redis://host:port`, each a node of
+    /// the cluster; the others are found from it), subscribes, and registers this node: the
+    /// contract of [`connect`](Self::connect). Needs Redis 7 (sharded pub/sub).
+    ///
+    /// Ops travel on sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`), spread over the shards: each
+    /// node publishes its ops for every node on one of 16 broadcast channels (chosen by its id;
+    /// every node listens to all of them), and ops for one node on that node's channel. The
+    /// keys of liveness and presence share one slot, and so do the history's (see
+    /// `docs/cluster.md`, "Redis Cluster"). Redirections (`MOVED`, `ASK`) while slots move, and
+    /// reconnecting to a shard that restarted, subscriptions included, are the client
+    /// library's.
+    ///
+    /// ```no_run
+    /// use tower_realtime::adapter::{RedisAdapter, RedisOptions};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let seeds = ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"];
+    /// let (adapter, inbound) = RedisAdapter::connect_cluster(seeds, RedisOptions::default()).await?;
+    /// # drop((adapter, inbound));
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_cluster<S: AsRef<str>>(
+        seeds: impl IntoIterator<Item = S>,
+        options: RedisOptions,
+    ) -> Result<(RedisAdapter, mpsc::Receiver<Inbound>), RedisAdapterError> {
+        options.check()?;
+        let seeds: Vec<String> = seeds.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        if seeds.is_empty() {
+            return Err(RedisAdapterError::Options(
+                "no Redis Cluster node to start from".to_owned(),
+            ));
+        }
+        let node = options.node_id.clone().unwrap_or_else(random_node_id);
+        let keys = Keys::new(&options.prefix, &node, true);
+        let limit = options.command_timeout;
+        let builder = |seeds: Vec<String>| {
+            ClusterClientBuilder::new(seeds)
+                .connection_timeout(limit)
+                .response_timeout(limit)
+        };
+        let commands: ClusterClient = builder(seeds.clone()).build()?;
+        let conn = timed(limit, commands.get_async_connection()).await?;
+        // Messages of sharded pub/sub come as RESP3 pushes, on a connection of their own.
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let listening = builder(seeds)
+            .use_protocol(ProtocolVersion::RESP3)
+            .push_sender(push_tx)
+            .build()?;
+        let sub = timed(limit, listening.get_async_connection()).await?;
+        ssubscribe(&sub, &keys, limit).await?;
+        let (out_rx, shared, in_rx) = Self::share(node, keys, None, Conn::Cluster(conn), options);
+        let adapter = Self::start(shared.clone(), out_rx).await?;
+        tokio::spawn(cluster_subscriber(shared, sub, push_rx, adapter.inner.stop.subscribe()));
+        Ok((adapter, in_rx))
+    }
+
+    /// The state shared by the handle and the tasks, with the publisher's queue and the hub's
+    /// receiver.
+    fn share(
+        node: String,
+        keys: Keys,
+        client: Option<Client>,
+        conn: Conn,
+        options: RedisOptions,
+    ) -> (mpsc::Receiver<Outgoing>, Arc<Shared>, mpsc::Receiver<Inbound>) {
         let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
         let (in_tx, in_rx) = mpsc::channel(options.inbound_queue);
         let shared = Arc::new(Shared::new(node, keys, client, conn, out_tx, in_tx, options));
-        // Registers, and clears what an earlier run with the same node id left behind.
-        shared.sync().await?;
+        (out_rx, shared, in_rx)
+    }
 
+    /// Registers the node (clearing what an earlier run with the same node id left behind) and
+    /// starts the publisher and the heartbeat.
+    async fn start(shared: Arc<Shared>, out_rx: mpsc::Receiver<Outgoing>) -> Result<RedisAdapter, RedisAdapterError> {
+        shared.sync().await?;
         let (stop, _) = watch::channel(false);
         tokio::spawn(publisher(shared.clone(), out_rx, stop.subscribe()));
-        tokio::spawn(subscriber(shared.clone(), pubsub, stop.subscribe()));
         tokio::spawn(heartbeat(shared.clone(), stop.subscribe()));
-        Ok((
-            RedisAdapter {
-                inner: Arc::new(Inner { shared, stop }),
-            },
-            in_rx,
-        ))
+        Ok(RedisAdapter {
+            inner: Arc::new(Inner { shared, stop }),
+        })
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -157,7 +235,7 @@ impl RedisAdapter {
     /// Sends an op to one node only (same guarantees as [`publish`](Self::publish)).
     pub fn publish_to(&self, node: &str, op: &Op) -> bool {
         let shared = self.shared();
-        shared.enqueue(Keys::node_channel(&shared.options.prefix, node), op)
+        shared.enqueue(shared.keys.node_channel(node), op)
     }
 
     /// Keeps an emit in the cluster's history and publishes it with its offset (one script:
@@ -173,13 +251,14 @@ impl RedisAdapter {
         let encoded = wire::encode(&shared.node, op);
         let cmd = encoded.ok().and_then(|encoded| {
             let scripts = &shared.history_scripts;
-            let channel = &*shared.keys.all;
+            let channel = &shared.keys.history;
             let signer = shared.signer.as_ref();
             history::append_cmd(
                 scripts,
                 &shared.history_keys,
                 params,
                 channel,
+                shared.keys.cluster(),
                 op,
                 &encoded,
                 streams,
@@ -227,7 +306,7 @@ impl RedisAdapter {
         user: Option<&str>,
         ns: &str,
     ) -> Result<Option<(String, HashMap<String, u64>)>, RedisAdapterError> {
-        if !history::plausible_session(id) {
+        if !neutral::plausible_session(id) {
             return Ok(None);
         }
         let shared = self.shared();
@@ -536,6 +615,114 @@ mod tests {
     use super::*;
     use crate::adapter::conformance::{self, Node};
 
+    fn test_options(cluster: String) -> RedisOptions {
+        RedisOptions {
+            prefix: cluster,
+            heartbeat: Duration::from_millis(200),
+            node_timeout: Duration::from_millis(800),
+            query_timeout: Duration::from_millis(1000),
+            command_timeout: Duration::from_millis(500),
+            ..RedisOptions::default()
+        }
+    }
+
+    /// The primaries of the test cluster (`REALTIME_TEST_REDIS_CLUSTER`: their URLs, comma
+    /// separated; `tests/redis-cluster.sh start` makes one), or none: then says so.
+    fn cluster_seeds(what: &str) -> Option<Vec<String>> {
+        match std::env::var("REALTIME_TEST_REDIS_CLUSTER") {
+            Ok(urls) if !urls.is_empty() => Some(urls.split(',').map(str::to_owned).collect()),
+            _ => {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{what} did not run: run tests/redis-cluster.sh start, and set \
+                     REALTIME_TEST_REDIS_CLUSTER=redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103"
+                );
+                None
+            }
+        }
+    }
+
+    /// Makes nodes on the Redis Cluster reached through `seeds`.
+    fn cluster_maker(seeds: Vec<String>) -> impl Fn(String) -> BoxFuture<'static, Node> + Send + Sync {
+        move |cluster: String| -> BoxFuture<'static, Node> {
+            let seeds = seeds.clone();
+            Box::pin(async move {
+                let (adapter, inbound) = RedisAdapter::connect_cluster(&seeds, test_options(cluster))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("the Redis Cluster at {seeds:?} (REALTIME_TEST_REDIS_CLUSTER) could not be reached: {e}")
+                    });
+                Node {
+                    engine: Arc::new(adapter),
+                    inbound,
+                }
+            })
+        }
+    }
+
+    /// The suite of `adapter/conformance.rs` against a Redis Cluster, each check on a prefix
+    /// of its own.
+    #[tokio::test]
+    async fn the_redis_cluster_engine_passes_the_conformance_suite() {
+        let Some(seeds) = cluster_seeds("the Redis Cluster engine's conformance suite") else {
+            return;
+        };
+        conformance::run(&cluster_maker(seeds)).await;
+    }
+
+    /// An `ACL` command to one node of the test cluster.
+    async fn acl(url: &str, args: &[&str]) -> redis::RedisResult<()> {
+        let client = Client::open(url)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("ACL").arg(args).exec_async(&mut conn).await
+    }
+
+    /// The suite again, as a Redis user whose ACL allows only the key and channel patterns of
+    /// `docs/cluster.md` (`~{P}:*`, `~{P:h}:*`, `&{P:*`, here with `P` = `conformance-*`):
+    /// every key and channel the engine touches, in its scripts too, is within them.
+    #[tokio::test]
+    async fn on_a_redis_cluster_the_engine_needs_only_its_key_and_channel_patterns() {
+        let Some(seeds) = cluster_seeds("the Redis Cluster ACL test") else {
+            return;
+        };
+        // One name for every run: a run that failed half way leaves it to the next, which
+        // resets it.
+        let (user, password) = ("trt-acl-test".to_owned(), "trt-acl-secret");
+        let rules = [
+            "reset",
+            "on",
+            ">trt-acl-secret",
+            "~{conformance-*}:*",
+            "~{conformance-*:h}:*",
+            "&{conformance-*:*",
+            "+@all",
+        ];
+        for url in &seeds {
+            let args: Vec<&str> = ["SETUSER", user.as_str()].into_iter().chain(rules).collect();
+            acl(url, &args)
+                .await
+                .unwrap_or_else(|e| panic!("ACL SETUSER on {url} (REALTIME_TEST_REDIS_CLUSTER): {e}"));
+        }
+        let limited: Vec<String> = (seeds.iter())
+            .map(|url| url.replacen("redis://", &format!("redis://{user}:{password}@"), 1))
+            .collect();
+        // The patterns bite: a key outside them is refused to this user.
+        let client = ClusterClient::new(limited.clone()).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        let refused = redis::cmd("SET").arg("elsewhere").arg(1).exec_async(&mut conn).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().to_lowercase().contains("noperm")),
+            "{refused:?}"
+        );
+        conformance::run(&cluster_maker(limited)).await;
+        for url in &seeds {
+            let _ = acl(url, &["DELUSER", &user]).await;
+        }
+    }
+
     /// The suite of `adapter/conformance.rs` against Redis (`REALTIME_TEST_REDIS`), each check
     /// on a prefix of its own.
     #[tokio::test]
@@ -555,15 +742,7 @@ mod tests {
         let make = move |cluster: String| -> BoxFuture<'static, Node> {
             let url = url.clone();
             Box::pin(async move {
-                let options = RedisOptions {
-                    prefix: cluster,
-                    heartbeat: Duration::from_millis(200),
-                    node_timeout: Duration::from_millis(800),
-                    query_timeout: Duration::from_millis(1000),
-                    command_timeout: Duration::from_millis(500),
-                    ..RedisOptions::default()
-                };
-                let (adapter, inbound) = RedisAdapter::connect(&url, options)
+                let (adapter, inbound) = RedisAdapter::connect(&url, test_options(cluster))
                     .await
                     .unwrap_or_else(|e| panic!("Redis at {url} (REALTIME_TEST_REDIS) could not be reached: {e}"));
                 Node {

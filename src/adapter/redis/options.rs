@@ -54,7 +54,8 @@ impl fmt::Debug for SigningKey {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisOptions {
-    /// Start of every channel and key name: nodes with the same prefix form one cluster.
+    /// Start of every channel and key name: nodes with the same prefix form one cluster. No
+    /// spaces, `{` or `}` (the keys put it in hash tags).
     pub prefix: String,
     /// How often a node announces that it is alive.
     pub heartbeat: Duration,
@@ -120,8 +121,10 @@ impl RedisOptions {
 
     pub(super) fn check(&self) -> Result<(), RedisAdapterError> {
         let bad = |why: &str| Err(RedisAdapterError::Options(why.to_owned()));
-        if self.prefix.is_empty() || self.prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("the prefix must be non-empty, without spaces");
+        if self.prefix.is_empty()
+            || (self.prefix.chars()).any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+        {
+            return bad("the prefix must be non-empty, without spaces, '{' or '}'");
         }
         if self.heartbeat.is_zero() || self.command_timeout.is_zero() || self.query_timeout.is_zero() {
             return bad("heartbeat, command_timeout and query_timeout must be above zero");
@@ -248,9 +251,10 @@ mod tests {
     fn unusable_options_are_refused() {
         assert!(RedisOptions::default().check().is_ok());
         let second = Duration::from_secs(1);
-        let bad: [fn(&mut RedisOptions); 9] = [
+        let bad: [fn(&mut RedisOptions); 10] = [
             |o| o.prefix = String::new(),
             |o| o.prefix = "my app".into(),
+            |o| o.prefix = "{app}".into(),
             |o| o.heartbeat = Duration::ZERO,
             |o| o.query_timeout = Duration::ZERO,
             |o| o.node_timeout = o.heartbeat,

@@ -1,8 +1,9 @@
-//! The publisher task: writes queued ops and commands to Redis in pipelines, and counts what
-//! Redis answered.
+//! The publisher task: writes queued ops and commands to Redis in pipelines (on a Redis
+//! Cluster, one per slot), and counts what Redis answered.
 
 use std::sync::{atomic::Ordering, Arc};
 
+use redis::cluster_routing::Route;
 use tokio::sync::{mpsc, watch};
 
 use super::shared::{timed, Outgoing, Shared};
@@ -35,52 +36,85 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
             batch.clear();
             continue;
         }
-        let mut pipe = redis::pipe();
-        // Every command's answer is looked at, an error in one not failing the others.
-        pipe.ignore_errors();
-        if batch.iter().any(|out| matches!(out, Outgoing::Append(_))) {
-            // The append scripts run by their SHA1, in order with everything else: loaded in
-            // the same pipeline, they never miss after a restart or a SCRIPT FLUSH.
-            pipe.cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(&shared.history_scripts.append_source)
-                .ignore();
-        }
-        let mut kinds = Vec::with_capacity(batch.len());
+        let mut groups: Vec<Group> = Vec::new();
         for out in batch.drain(..) {
-            kinds.push(match out {
+            let route = shared.route_of(&out);
+            let at = match groups.iter().position(|g| g.route == route) {
+                Some(at) => at,
+                None => {
+                    let mut pipe = redis::pipe();
+                    // Every command's answer is looked at, an error in one not failing the others.
+                    pipe.ignore_errors();
+                    groups.push(Group {
+                        route,
+                        pipe,
+                        kinds: Vec::new(),
+                        loaded: false,
+                    });
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[at];
+            if matches!(out, Outgoing::Append(_)) && !group.loaded {
+                // The append scripts run by their SHA1, in order with everything else: loaded in
+                // the same pipeline (on the shard that runs them), they never miss after a
+                // restart or a SCRIPT FLUSH.
+                group
+                    .pipe
+                    .cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(&shared.history_scripts.append_source)
+                    .ignore();
+                group.loaded = true;
+            }
+            group.kinds.push(match out {
                 Outgoing::Publish { channel, payload } => {
-                    pipe.cmd("PUBLISH").arg(&*channel).arg(payload);
+                    group.pipe.cmd(shared.publish_command()).arg(&*channel).arg(payload);
                     Kind::Op
                 }
                 Outgoing::Append(cmd) => {
-                    pipe.add_command(cmd);
+                    group.pipe.add_command(cmd);
                     Kind::Append
                 }
                 Outgoing::Command(cmd) => {
-                    pipe.add_command(cmd);
+                    group.pipe.add_command(cmd);
                     Kind::Command
                 }
             });
         }
-        let mut conn = shared.conn();
-        match timed(
-            shared.options.command_timeout,
-            pipe.query_async::<Vec<redis::Value>>(&mut conn),
-        )
-        .await
-        {
-            Ok(answers) => {
-                shared.up();
-                shared.answered(&kinds, &answers);
+        // One pipeline per slot (one Redis: one in all), in the order queued within each; on a
+        // Redis Cluster, the shards are written to at once.
+        let limit = shared.options.command_timeout;
+        let writes = groups.into_iter().map(|group| {
+            let mut conn = shared.conn();
+            async move {
+                let result = timed(limit, group.pipe.query_async::<Vec<redis::Value>>(&mut conn)).await;
+                (group.kinds, result)
             }
-            Err(e) => {
-                let ops = kinds.iter().filter(|k| !matches!(k, Kind::Command)).count();
-                shared.stats.lost.fetch_add(ops as u64, Ordering::Relaxed);
-                shared.down(&e);
+        });
+        for (kinds, result) in futures_util::future::join_all(writes).await {
+            match result {
+                Ok(answers) => {
+                    shared.up();
+                    shared.answered(&kinds, &answers);
+                }
+                Err(e) => {
+                    let ops = kinds.iter().filter(|k| !matches!(k, Kind::Command)).count();
+                    shared.stats.lost.fetch_add(ops as u64, Ordering::Relaxed);
+                    shared.down(&e);
+                }
             }
         }
     }
+}
+
+/// The ops and commands of a batch that go to one slot.
+struct Group {
+    route: Option<Route>,
+    pipe: redis::Pipeline,
+    kinds: Vec<Kind>,
+    /// The append script is loaded at the start of the pipeline.
+    loaded: bool,
 }
 
 /// What a command of a publisher's pipeline was.

@@ -15,21 +15,23 @@ use std::{
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
+    aio::ConnectionManagerConfig,
+    cluster_routing::{Route, SlotAddr},
     Client, Cmd, FromRedisValue, Script,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
 use super::{
+    conn::Conn,
+    history::{HistoryKeys, HistoryScripts},
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
+    scripts::Scripts,
     warn::Warn,
 };
 use crate::adapter::{
     engine::{Inbound, Replies},
-    history::{HistoryKeys, HistoryScripts},
-    scripts::Scripts,
     wire::{self, Op, Signer},
 };
 
@@ -55,9 +57,11 @@ pub(super) struct Shared {
     pub(super) node: String,
     pub(super) options: RedisOptions,
     pub(super) keys: Keys,
-    pub(super) client: Client,
+    /// The client of a single Redis, to connect again (none on a Redis Cluster, whose
+    /// connection reconnects to each shard by itself).
+    pub(super) client: Option<Client>,
     /// The command connection (replaced when it stays broken).
-    pub(super) conn: Mutex<ConnectionManager>,
+    pub(super) conn: Mutex<Conn>,
     pub(super) out: mpsc::Sender<Outgoing>,
     pub(super) inbound: mpsc::Sender<Inbound>,
     /// Queries waiting for replies: id → where the replies go.
@@ -79,6 +83,8 @@ pub(super) struct Shared {
     pub(super) presence: Vec<tokio::sync::Mutex<HashMap<String, u32>>>,
     /// Live nodes as of the last successful read.
     pub(super) live_cache: Mutex<Vec<String>>,
+    /// Nodes a script last found dead: their presence hashes go in the next scripts' keys.
+    pub(super) dead_hint: Mutex<Vec<String>>,
     pub(super) scripts: Scripts,
     pub(super) history_scripts: HistoryScripts,
     pub(super) history_keys: HistoryKeys,
@@ -117,8 +123,8 @@ impl Shared {
     pub(super) fn new(
         node: String,
         keys: Keys,
-        client: Client,
-        conn: ConnectionManager,
+        client: Option<Client>,
+        conn: Conn,
         out: mpsc::Sender<Outgoing>,
         inbound: mpsc::Sender<Inbound>,
         options: RedisOptions,
@@ -143,6 +149,7 @@ impl Shared {
                 .map(|_| tokio::sync::Mutex::new(HashMap::new()))
                 .collect(),
             live_cache: Mutex::new(Vec::new()),
+            dead_hint: Mutex::new(Vec::new()),
             scripts: Scripts::new(),
             history_scripts: HistoryScripts::new(),
             history_keys: HistoryKeys::new(&options.prefix),
@@ -157,8 +164,30 @@ impl Shared {
         }
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> Conn {
         self.conn.lock().clone()
+    }
+
+    /// How ops are published: `SPUBLISH` on a Redis Cluster (sharded pub/sub), else `PUBLISH`.
+    pub(super) fn publish_command(&self) -> &'static str {
+        if self.keys.cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// The slot an outgoing op or command goes to, on a Redis Cluster (none on one Redis: one
+    /// pipeline takes everything). Appends and commands are all the history's (sessions,
+    /// revocations), in its slot.
+    pub(super) fn route_of(&self, out: &Outgoing) -> Option<Route> {
+        if !self.keys.cluster() {
+            return None;
+        }
+        Some(match out {
+            Outgoing::Publish { channel, .. } => Route::with_key(channel.as_bytes(), SlotAddr::Master),
+            Outgoing::Append(_) | Outgoing::Command(_) => Route::with_key(self.history_keys.meta(), SlotAddr::Master),
+        })
     }
 
     pub(super) fn other_cached_nodes(&self) -> Vec<String> {
@@ -224,10 +253,7 @@ impl Shared {
     }
 
     pub(super) fn reply(&self, to: &str, id: u64, answer: Value, error: Option<String>) -> bool {
-        self.enqueue(
-            Keys::node_channel(&self.options.prefix, to),
-            &Op::Reply { id, answer, error },
-        )
+        self.enqueue(self.keys.node_channel(to), &Op::Reply { id, answer, error })
     }
 
     /// A command to Redis succeeded.
@@ -261,20 +287,44 @@ impl Shared {
         }
     }
 
-    /// Runs a script with the common keys and arguments, then `extra` arguments.
+    /// Runs a script with the common keys and arguments, then `extra` arguments. The presence
+    /// hashes of the nodes last found dead go in `KEYS` too; when the script finds a dead node
+    /// whose hash it was not given, it answers `{"reap", ids}` without changing anything, and
+    /// runs again with their hashes.
     pub(super) async fn run<T: FromRedisValue>(&self, script: &Script, extra: &[&str]) -> Result<T, RedisAdapterError> {
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(&self.keys.nodes)
-            .key(&self.keys.presence)
-            .arg(&self.keys.presence_prefix)
-            .arg(self.options.node_timeout.as_millis() as u64)
-            .arg(&self.node)
-            .arg(self.retention_ms());
-        for arg in extra {
-            invocation.arg(*arg);
+        for _ in 0..REAP_ROUNDS {
+            let dead = self.dead_hint.lock().clone();
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(&self.keys.nodes)
+                .key(&self.keys.presence)
+                .key(&self.keys.own_presence);
+            for id in &dead {
+                invocation.key(format!("{}{id}", self.keys.presence_prefix));
+            }
+            invocation
+                .arg(&self.keys.presence_prefix)
+                .arg(self.options.node_timeout.as_millis() as u64)
+                .arg(&self.node)
+                .arg(self.retention_ms());
+            for arg in extra {
+                invocation.arg(*arg);
+            }
+            let value: redis::Value = self.invoke(&invocation).await?;
+            match to_reap(&value) {
+                Some(ids) => *self.dead_hint.lock() = ids,
+                None => {
+                    if !dead.is_empty() {
+                        self.dead_hint.lock().retain(|id| !dead.contains(id));
+                    }
+                    return T::from_redis_value(value).map_err(|e| RedisAdapterError::Redis(e.into()));
+                }
+            }
         }
-        self.invoke(&invocation).await
+        Err(RedisAdapterError::Redis(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "dead nodes could not be reaped",
+        ))))
     }
 
     /// Runs a prepared script within the command timeout, noting what the result says about
@@ -316,6 +366,26 @@ impl Shared {
         *self.live_cache.lock() = nodes.clone();
         Ok(nodes)
     }
+}
+
+/// Times a script is run at most when it keeps finding dead nodes it was not given.
+const REAP_ROUNDS: usize = 3;
+
+/// The dead node ids of a script's `{"reap", ids}` answer.
+fn to_reap(value: &redis::Value) -> Option<Vec<String>> {
+    let redis::Value::Array(items) = value else { return None };
+    let [redis::Value::BulkString(marker), redis::Value::Array(ids)] = &items[..] else {
+        return None;
+    };
+    if marker != b"reap" {
+        return None;
+    }
+    ids.iter()
+        .map(|id| match id {
+            redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A node's shared state that never talks to Redis (its command connection is lazy, and no test
@@ -361,11 +431,19 @@ pub(super) fn unconnected_with(
     let (prefix, node) = (options.prefix.clone(), options.node_id.clone().unwrap_or_default());
     let (prefix, node, inbound_queue) = (&*prefix, &*node, options.inbound_queue);
     let client = Client::open("redis://127.0.0.1:1/").unwrap();
-    let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
+    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
     let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
     let (in_tx, in_rx) = mpsc::channel(inbound_queue);
-    let keys = Keys::new(prefix, node);
-    let shared = Shared::new(node.to_owned(), keys, client, conn, out_tx, in_tx, options);
+    let keys = Keys::new(prefix, node, false);
+    let shared = Shared::new(
+        node.to_owned(),
+        keys,
+        Some(client),
+        Conn::Single(conn),
+        out_tx,
+        in_tx,
+        options,
+    );
     (Arc::new(shared), out_rx, in_rx)
 }
 

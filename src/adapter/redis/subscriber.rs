@@ -1,5 +1,7 @@
 //! The subscriber task: reads this node's channels, and classifies what arrives (ops for the
-//! hub, queries to answer, replies to pending queries, malformed messages).
+//! hub, queries to answer, replies to pending queries, malformed messages). On one Redis, a
+//! pub/sub connection of its own; on a Redis Cluster, a cluster connection (RESP3) subscribed
+//! to shard channels, whose messages come as pushes.
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -7,9 +9,14 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use redis::{aio::PubSub, Client};
+use redis::{
+    aio::PubSub,
+    cluster_async::ClusterConnection,
+    cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
+    Client, PushInfo, PushKind,
+};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::{
     keys::Keys,
@@ -27,7 +34,7 @@ const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
 pub(super) async fn subscribe(client: &Client, keys: &Keys, limit: Duration) -> Result<PubSub, RedisAdapterError> {
     timed(limit, async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&[&*keys.all, keys.own.as_str()]).await?;
+        pubsub.subscribe(&keys.listen).await?;
         Ok(pubsub)
     })
     .await
@@ -92,7 +99,8 @@ pub(super) async fn subscriber(shared: Arc<Shared>, first: PubSub, mut stop: wat
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                match subscribe(&shared.client, &shared.keys, limit).await {
+                let Some(client) = &shared.client else { return };
+                match subscribe(client, &shared.keys, limit).await {
                     Ok(p) => {
                         shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(node = %shared.node, "redis adapter: subscribed again");
@@ -128,6 +136,88 @@ pub(super) async fn subscriber(shared: Arc<Shared>, first: PubSub, mut stop: wat
         };
         shared.subscribed.store(false, Ordering::Relaxed);
         shared.warn_link.warn(&shared.node, "subscription lost", &why);
+    }
+}
+
+/// Subscribes a Redis Cluster connection to this node's shard channels, one by one (each
+/// `SSUBSCRIBE` is for one slot).
+pub(super) async fn ssubscribe(
+    conn: &ClusterConnection,
+    keys: &Keys,
+    limit: Duration,
+) -> Result<(), RedisAdapterError> {
+    let each = keys.listen.iter().map(|channel| {
+        let mut conn = conn.clone();
+        async move { timed(limit, conn.ssubscribe(channel.as_str())).await }
+    });
+    for result in futures_util::future::join_all(each).await {
+        result?;
+    }
+    Ok(())
+}
+
+/// Reads the shard channels of a Redis Cluster. The client library reconnects to a shard
+/// that went away and subscribes there again (also when a slot moves); this task pings every
+/// primary each heartbeat, which makes a silent shard found out, and subscribes again itself
+/// once they all answer after a failure.
+pub(super) async fn cluster_subscriber(
+    shared: Arc<Shared>,
+    conn: ClusterConnection,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limit = shared.options.command_timeout;
+    let mut ping = tokio::time::interval(shared.options.heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            push = pushes.recv() => match push {
+                Some(push) => shared.on_push(push),
+                None => return,
+            },
+            _ = ping.tick() => {
+                let mut c = conn.clone();
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
+                match timed(limit, c.route_command(redis::cmd("PING"), all)).await {
+                    Ok(_) if !shared.subscribed.load(Ordering::Relaxed) => {
+                        match ssubscribe(&conn, &shared.keys, limit).await {
+                            Ok(()) => {
+                                shared.subscribed.store(true, Ordering::Relaxed);
+                                shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(node = %shared.node, "redis adapter: subscribed again");
+                            }
+                            Err(e) => shared.warn_link.warn(&shared.node, "could not subscribe", &e),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        shared.subscribed.store(false, Ordering::Relaxed);
+                        shared.warn_link.warn(&shared.node, "subscription lost", &e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// A push of the cluster's subscription connection.
+    fn on_push(self: &Arc<Self>, push: PushInfo) {
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                if let [_, redis::Value::BulkString(payload)] = &push.data[..] {
+                    self.on_message(payload);
+                }
+            }
+            PushKind::Disconnection => {
+                self.subscribed.store(false, Ordering::Relaxed);
+                self.warn_link
+                    .warn(&self.node, "subscription lost", &"a shard connection closed");
+            }
+            _ => {}
+        }
     }
 }
 
@@ -315,6 +405,36 @@ mod tests {
             })
         ));
         assert!(inbound.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn cluster_pushes_carry_messages_and_a_closed_shard_marks_the_subscription_lost() {
+        let (shared, _out, mut inbound) = unconnected("a", "p", 8);
+        let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
+        shared.on_push(PushInfo {
+            kind: PushKind::SMessage,
+            data: vec![bulk(b"{p:b:3}"), bulk(&from("b", &join(1)))],
+        });
+        assert!(matches!(
+            inbound.try_recv(),
+            Ok(Inbound::Op {
+                op: Op::Join { conn: 1, .. },
+                ..
+            })
+        ));
+        // Confirmations and other pushes are not messages.
+        shared.on_push(PushInfo {
+            kind: PushKind::SSubscribe,
+            data: vec![bulk(b"{p:b:3}"), redis::Value::Int(1)],
+        });
+        assert!(inbound.try_recv().is_err());
+        assert!(shared.subscribed.load(Ordering::Relaxed));
+        assert_eq!(count(&shared), (1, 0, 0));
+        shared.on_push(PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+        assert!(!shared.subscribed.load(Ordering::Relaxed));
     }
 
     fn signed(node: &str, key: u8) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {

@@ -1,19 +1,27 @@
 //! The Lua scripts that keep node liveness and presence atomic in Redis.
 //!
-//! Every script takes the same keys and first arguments:
+//! Every script takes the same keys and first arguments, and touches no other key: every key
+//! is declared in `KEYS` and carries the hash tag `{<prefix>}`, so that on Redis Cluster they
+//! all live in one slot.
 //!
-//! - `KEYS[1]`: `<prefix>:nodes`, a sorted set: node id → time of its last heartbeat (ms,
+//! - `KEYS[1]`: `{<prefix>}:nodes`, a sorted set: node id → time of its last heartbeat (ms,
 //!   Redis's clock, so the nodes' clocks do not matter);
-//! - `KEYS[2]`: `<prefix>:presence`, a hash: user → live connections on every live node;
-//! - `ARGV[1]`: `<prefix>:presence:`, to which a node id is appended for the hash of that
-//!   node's users (user → live connections on that node);
+//! - `KEYS[2]`: `{<prefix>}:presence`, a hash: user → live connections on every live node;
+//! - `KEYS[3]`: `{<prefix>}:presence:<node>`, the calling node's users (user → live
+//!   connections on it);
+//! - `KEYS[4..]`: the presence hashes of nodes the caller takes for dead (it learnt them from
+//!   an earlier answer), which the script may reap;
+//! - `ARGV[1]`: `{<prefix>}:presence:`, the start of every node's hash (a node id follows);
 //! - `ARGV[2]`: the node timeout in ms; `ARGV[3]`: the calling node's id; `ARGV[4]`: how long
 //!   the keys live without any heartbeat (ms).
 //!
 //! Every script starts by reaping dead nodes (last heartbeat older than the timeout): each is
 //! removed from the set, its users' connections are taken off the totals, its hash deleted,
 //! and the users left with no connection anywhere are returned as gone offline. The caller
-//! reports them to its hub, so each one is reported by exactly one node.
+//! reports them to its hub, so each one is reported by exactly one node. A script finds the
+//! dead nodes itself, but can only touch the hashes it was given: when a dead node's hash is
+//! missing from `KEYS`, it changes nothing and answers `{"reap", <dead node ids>}`, and the
+//! caller runs it again with those hashes (the script checks again that they are dead).
 
 use redis::Script;
 
@@ -21,6 +29,7 @@ use redis::Script;
 const PRELUDE: &str = r#"
 local nodes_key = KEYS[1]
 local global_key = KEYS[2]
+local own_key = KEYS[3]
 local hash_prefix = ARGV[1]
 local timeout = tonumber(ARGV[2])
 local node = ARGV[3]
@@ -28,6 +37,26 @@ local retention = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cutoff = now - timeout
+
+-- The presence hashes this script may touch, by node id.
+local hashes = {}
+hashes[node] = own_key
+for i = 4, #KEYS do hashes[string.sub(KEYS[i], #hash_prefix + 1)] = KEYS[i] end
+
+local function dead_nodes()
+  return redis.call('ZRANGEBYSCORE', nodes_key, '-inf', '(' .. cutoff, 'LIMIT', 0, 64)
+end
+
+-- The dead nodes whose hashes were not given (nil when there is none): the script must stop
+-- before changing anything, and be run again with them.
+local function unreachable()
+  local missing = {}
+  for _, id in ipairs(dead_nodes()) do
+    if not hashes[id] then table.insert(missing, id) end
+  end
+  if #missing > 0 then return {'reap', missing} end
+  return nil
+end
 
 -- Applies a node's new count for a user to the cluster total. Returns 1 when the user came
 -- online cluster-wide, -1 when they went offline, 0 otherwise.
@@ -46,27 +75,31 @@ end
 
 local function reap()
   local offline = {}
-  local dead = redis.call('ZRANGEBYSCORE', nodes_key, '-inf', '(' .. cutoff, 'LIMIT', 0, 64)
-  for _, id in ipairs(dead) do
-    redis.call('ZREM', nodes_key, id)
-    local h = hash_prefix .. id
-    local entries = redis.call('HGETALL', h)
-    for i = 1, #entries, 2 do
-      local n = tonumber(entries[i + 1]) or 0
-      if n > 0 and shift(entries[i], -n) == -1 then
-        table.insert(offline, entries[i])
+  for _, id in ipairs(dead_nodes()) do
+    local h = hashes[id]
+    if h then
+      redis.call('ZREM', nodes_key, id)
+      local entries = redis.call('HGETALL', h)
+      for i = 1, #entries, 2 do
+        local n = tonumber(entries[i + 1]) or 0
+        if n > 0 and shift(entries[i], -n) == -1 then
+          table.insert(offline, entries[i])
+        end
       end
+      redis.call('DEL', h)
     end
-    redis.call('DEL', h)
   end
   return offline
 end
 
-local function keep(own)
+local function keep()
   redis.call('PEXPIRE', nodes_key, retention)
   redis.call('PEXPIRE', global_key, retention)
-  redis.call('PEXPIRE', own, retention)
+  redis.call('PEXPIRE', own_key, retention)
 end
+
+local missing = unreachable()
+if missing then return missing end
 "#;
 
 /// Heartbeat: `{added, offline, live}`. `added` is 1 when the node was not in the set (it had
@@ -75,7 +108,7 @@ const HEARTBEAT: &str = r#"
 local added = redis.call('ZADD', nodes_key, now, node)
 local offline = reap()
 local live = redis.call('ZRANGEBYSCORE', nodes_key, cutoff, '+inf')
-keep(hash_prefix .. node)
+keep()
 return {added, offline, live}
 "#;
 
@@ -87,7 +120,7 @@ local offline = reap()
 if not redis.call('ZSCORE', nodes_key, node) then return {-2, offline} end
 local user = ARGV[5]
 local new = tonumber(ARGV[6]) or 0
-local h = hash_prefix .. node
+local h = own_key
 local old = tonumber(redis.call('HGET', h, user)) or 0
 if new > 0 then redis.call('HSET', h, user, new) else redis.call('HDEL', h, user) end
 return {shift(user, new - old), offline}
@@ -100,7 +133,7 @@ const SYNC: &str = r#"
 redis.call('ZADD', nodes_key, now, node)
 local offline = reap()
 local online = {}
-local h = hash_prefix .. node
+local h = own_key
 local old = {}
 local entries = redis.call('HGETALL', h)
 for i = 1, #entries, 2 do old[entries[i]] = tonumber(entries[i + 1]) or 0 end
@@ -116,7 +149,7 @@ for i = 5, #ARGV - 1, 2 do apply(ARGV[i], tonumber(ARGV[i + 1]) or 0) end
 local gone = {}
 for user, _ in pairs(old) do table.insert(gone, user) end
 for _, user in ipairs(gone) do apply(user, 0) end
-keep(h)
+keep()
 return {online, offline}
 "#;
 
