@@ -770,4 +770,148 @@ mod tests {
         );
         assert!(c.stats().unauthenticated == 0 && c.stats().malformed >= 1);
     }
+
+    /// A NATS server of this test's own (`REALTIME_TEST_NATS_SERVER`, the `nats-server`
+    /// binary) on a free loopback port, with JetStream in a directory of its own; stopped when
+    /// dropped.
+    struct Server {
+        bin: String,
+        port: u16,
+        dir: std::path::PathBuf,
+        child: Option<std::process::Child>,
+    }
+
+    impl Server {
+        fn start(&mut self) {
+            let child = std::process::Command::new(&self.bin)
+                .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+                .arg(&self.dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{} (REALTIME_TEST_NATS_SERVER) did not start: {e}", self.bin));
+            self.child = Some(child);
+        }
+
+        fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("nats://127.0.0.1:{}", self.port)
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Waits up to `within` for `ready`, checking every 50 ms.
+    async fn eventually(within: Duration, mut ready: impl FnMut() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if ready() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ready()
+    }
+
+    /// NATS goes away and comes back: meanwhile ops are lost at once and counted and presence
+    /// calls fail; afterwards the node is connected again (counted), ops flow both ways, and
+    /// the connection counted locally during the outage is in the cluster's presence.
+    #[tokio::test]
+    async fn after_an_outage_a_node_reconnects_and_ops_flow_again() {
+        let bin = match std::env::var("REALTIME_TEST_NATS_SERVER") {
+            Ok(bin) if !bin.is_empty() => bin,
+            _ => {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "the NATS engine's outage test did not run: set REALTIME_TEST_NATS_SERVER=/usr/sbin/nats-server"
+                );
+                return;
+            }
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("tower-realtime-nats-{:016x}", getrandom::u64().unwrap()));
+        let mut server = Server {
+            bin,
+            port,
+            dir,
+            child: None,
+        };
+        server.start();
+        let options = NatsOptions {
+            prefix: "outage".into(),
+            heartbeat: Duration::from_millis(200),
+            node_timeout: Duration::from_millis(2000),
+            command_timeout: Duration::from_millis(500),
+            ..NatsOptions::default()
+        };
+        let url = server.url();
+        let mut connected = None;
+        for _ in 0..100 {
+            if let Ok(pair) = NatsAdapter::connect(&url, options.clone()).await {
+                connected = Some(pair);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (a, _a_in) = connected.expect("the test's own NATS server started");
+        let (b, mut b_in) = NatsAdapter::connect(&url, options).await.expect("a second node");
+        let op = Op::DisconnectUser { user: "x".into() };
+        assert!(a.publish(&op));
+        assert!(next_op(&mut b_in).await.is_some(), "ops flow before the outage");
+
+        server.stop();
+        assert!(
+            eventually(Duration::from_secs(5), || !a.stats().link_up).await,
+            "the outage is seen"
+        );
+        let lost = a.stats().lost;
+        assert!(!a.publish(&op), "lost at once while NATS is away");
+        assert_eq!(a.stats().lost, lost + 1, "and counted");
+        assert!(a.user_connected("ann").await.is_err(), "presence cannot be written");
+        assert!(a.is_local_user("ann").await, "but the connection is counted here");
+
+        server.start();
+        let back = eventually(Duration::from_secs(15), || {
+            let (sa, sb) = (a.stats(), b.stats());
+            sa.link_up && sb.link_up && sa.reconnects >= 1 && sb.reconnects >= 1
+        })
+        .await;
+        assert!(back, "both nodes connected again: {:?} {:?}", a.stats(), b.stats());
+        // Subscribed again: an op gets through (the first ones may go before the resubscription).
+        let mut heard = false;
+        for _ in 0..50 {
+            assert!(b.publish(&op) || !b.stats().link_up);
+            assert!(a.publish(&op) || !a.stats().link_up);
+            if next_op(&mut b_in).await.is_some() {
+                heard = true;
+                break;
+            }
+        }
+        assert!(heard, "ops flow again after the outage");
+        // The connection counted during the outage reaches the cluster's presence.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let online = b.online_users().await;
+            if !online.partial && online.value == ["ann"] {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "ann never synced: {online:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
