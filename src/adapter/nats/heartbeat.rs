@@ -66,6 +66,18 @@ impl Shared {
         if dead.is_empty() {
             return Ok(());
         }
+        // A node registers after its first liveness write: one that registered since `live`
+        // was read is live now.
+        let mut confirmed = HashSet::with_capacity(dead.len());
+        for node in dead {
+            if !self.is_live(&node).await? {
+                confirmed.insert(node);
+            }
+        }
+        let dead = confirmed;
+        if dead.is_empty() {
+            return Ok(());
+        }
         let offline = self.take_off(&dead).await?;
         self.report(Vec::new(), offline);
         for node in &dead {
