@@ -649,6 +649,31 @@ mod tests {
         conformance::run(&make).await;
     }
 
+    #[tokio::test]
+    async fn connect_fails_without_nats_within_the_command_timeout_and_on_bad_options() {
+        // Nothing listens on a port just freed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let options = NatsOptions {
+            command_timeout: Duration::from_millis(300),
+            ..NatsOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let refused = NatsAdapter::connect(&format!("nats://127.0.0.1:{port}"), options).await;
+        assert!(refused.is_err(), "connected to nothing");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        let bad = NatsOptions {
+            prefix: "a.b".into(),
+            ..NatsOptions::default()
+        };
+        assert!(matches!(
+            NatsAdapter::connect("nats://127.0.0.1:4222", bad).await,
+            Err(NatsAdapterError::Options(_))
+        ));
+    }
+
     /// The NATS URL of `REALTIME_TEST_NATS`; `None` (said on stderr) when it is not set.
     fn nats_url(test: &str) -> Option<String> {
         match std::env::var("REALTIME_TEST_NATS") {
