@@ -794,6 +794,22 @@ mod tests {
             "{unread:?}"
         );
         assert!(c.stats().unauthenticated == 0 && c.stats().malformed >= 1);
+
+        // A user gone offline leaves nothing in the presence bucket, and can come back.
+        let held = |adapter: &NatsAdapter| {
+            let shared = adapter.shared().clone();
+            async move {
+                presence::list_held(&shared.presence, Duration::from_secs(2))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(a.user_connected("zed").await.unwrap());
+        assert_eq!(held(&a).await, [options::token("zed")]);
+        assert!(a.user_disconnected("zed").await.unwrap());
+        assert!(held(&a).await.is_empty(), "no delete marker left");
+        assert!(b.user_connected("zed").await.unwrap(), "online again");
+        assert!(b.user_disconnected("zed").await.unwrap());
     }
 
     /// A NATS server of this test's own (`REALTIME_TEST_NATS_SERVER`, the `nats-server`

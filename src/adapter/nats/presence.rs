@@ -9,7 +9,10 @@ use std::{
     sync::atomic::Ordering,
 };
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::{
+    context::{PublishError, PublishErrorKind},
+    kv::{self, CreateErrorKind, Operation, UpdateErrorKind},
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -114,10 +117,7 @@ impl Shared {
             if !read.present {
                 return Ok(true);
             }
-            match timed(limit, store.delete_expect_revision(key, read.revision)).await {
-                Ok(()) => true,
-                Err(e) => return conflict(e),
-            }
+            return self.delete_counts(key, read.revision).await;
         } else {
             let value = encode_counts(counts);
             let result = match read.revision {
@@ -130,6 +130,49 @@ impl Shared {
             }
         };
         Ok(written)
+    }
+
+    /// Deletes a user's entry if it is still at `revision` (`false` on a conflict), then
+    /// removes the delete marker and what came before it, and nothing after: the bucket holds
+    /// the online users only. A writer that read the marker meanwhile finds nothing at its
+    /// revision, reads again and creates the key.
+    async fn delete_counts(&self, key: &str, revision: Option<u64>) -> Result<bool, NatsAdapterError> {
+        let limit = self.options.command_timeout;
+        let store: &kv::Store = &self.presence;
+        let subject = format!("{}{key}", store.prefix);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("KV-Operation", "DEL");
+        if let Some(revision) = revision {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                revision.to_string().as_str(),
+            );
+        }
+        let deleted = timed(limit, async {
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), headers, Bytes::new())
+                .await?;
+            ack.await
+        })
+        .await;
+        let marker = match deleted {
+            Ok(ack) => ack.sequence,
+            Err(NatsAdapterError::Nats(e))
+                if e.downcast_ref::<PublishError>()
+                    .is_some_and(|p| p.kind() == PublishErrorKind::WrongLastSequence) =>
+            {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        };
+        let purge = store.stream.purge().filter(subject).sequence(marker.saturating_add(1));
+        if let Err(e) = timed(limit, async { purge.await }).await {
+            // Only a marker left behind: the next write of the key goes over it.
+            self.warn_malformed
+                .warn(&self.node, "presence delete marker not removed", &e);
+        }
+        Ok(true)
     }
 
     /// Whether `node` has a live entry.
