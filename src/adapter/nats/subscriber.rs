@@ -128,15 +128,16 @@ pub(super) async fn history_reader(shared: Arc<Shared>, start: Option<(String, u
         .await
         {
             Ok(Ok(messages)) => messages,
-            Ok(Err(e)) => {
-                shared.warn_link.warn(&shared.node, "history consumer not made", &e);
-                tokio::time::sleep(shared.options.heartbeat).await;
-                continue;
-            }
-            Err(_) => {
-                shared
-                    .warn_link
-                    .warn(&shared.node, "history consumer not made", &"timeout");
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timeout".to_owned(),
+                };
+                shared.warn_link.warn(&shared.node, "history consumer not made", &why);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(shared.options.heartbeat) => {}
+                }
                 continue;
             }
         };
