@@ -31,10 +31,14 @@
 pub(crate) mod conformance;
 mod engine;
 pub(crate) mod history;
+#[cfg(feature = "nats")]
+mod nats;
 mod redis;
 mod scripts;
 mod wire;
 
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsAdapter, NatsAdapterError, NatsOptions};
 pub use self::redis::{RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};
 pub(crate) use engine::Engine;
 pub use engine::{Inbound, QueryReply};
