@@ -27,6 +27,7 @@
 //!
 //! `docs/cluster.md` describes the channels, keys, scripts and bounds in full.
 
+mod common;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod engine;

@@ -9,7 +9,7 @@
 //! and `subscriber` (core subjects and the history stream).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -29,6 +29,7 @@ use self::{
     subscriber::{history_reader, subscriber},
 };
 use super::{
+    common,
     engine::{Engine, EngineError, Inbound},
     history::{HistoryParams, Missed},
     wire::{Op, Query},
@@ -362,62 +363,15 @@ impl NatsAdapter {
     /// [`RedisAdapter::request`](super::RedisAdapter::request).
     pub async fn request(&self, query: Query, timeout: Option<Duration>) -> ClusterAnswer<Vec<Value>> {
         let shared = self.shared();
-        let timeout = timeout.unwrap_or(shared.options.query_timeout);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (others, known) = match tokio::time::timeout(timeout, shared.live_nodes()).await {
-            Ok(Ok(nodes)) => (
-                nodes.into_iter().filter(|n| *n != shared.node).collect::<Vec<_>>(),
-                true,
-            ),
-            _ => (shared.other_cached_nodes(), false),
+        let asker = common::Asker {
+            node: &shared.node,
+            pending: &shared.pending,
+            next_query: &shared.next_query,
+            live_nodes: shared.live_nodes(),
+            cached_nodes: || shared.other_cached_nodes(),
+            send: |op: &Op| shared.enqueue(shared.names.all.clone(), op),
         };
-        if known && others.is_empty() {
-            return ClusterAnswer::complete(Vec::new());
-        }
-        let id = shared.next_query.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::channel(others.len().clamp(1, 1024) + 8);
-        shared.pending.insert(id, tx);
-        let _pending = PendingGuard { shared, id };
-        let op = Op::Query {
-            id,
-            reply_to: shared.node.clone(),
-            query,
-        };
-        if !known || !shared.enqueue(shared.names.all.clone(), &op) {
-            let mut missing = others;
-            missing.sort_unstable();
-            return ClusterAnswer {
-                value: Vec::new(),
-                partial: true,
-                missing_nodes: missing,
-            };
-        }
-        let mut waiting: HashSet<String> = others.into_iter().collect();
-        let mut answered: HashSet<String> = HashSet::new();
-        let mut failed: Vec<String> = Vec::new();
-        let mut values = Vec::new();
-        while !waiting.is_empty() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((from, answer))) => {
-                    waiting.remove(&from);
-                    if !answered.insert(from.clone()) {
-                        continue; // one answer per node
-                    }
-                    match answer {
-                        Ok(value) => values.push(value),
-                        Err(_) => failed.push(from),
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let mut missing: Vec<String> = waiting.into_iter().chain(failed).collect();
-        missing.sort_unstable();
-        ClusterAnswer {
-            value: values,
-            partial: !missing.is_empty(),
-            missing_nodes: missing,
-        }
+        common::request(asker, query, timeout.unwrap_or(shared.options.query_timeout)).await
     }
 
     /// Counters, and whether NATS is reachable now.
@@ -448,18 +402,6 @@ impl NatsAdapter {
         let limit = shared.options.command_timeout;
         presence::forget(&shared.live, &shared.node, limit).await?;
         timed(limit, shared.client.flush()).await
-    }
-}
-
-/// Forgets a finished query, however its future ended.
-struct PendingGuard<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.shared.pending.remove(&self.id);
     }
 }
 

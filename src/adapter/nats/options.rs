@@ -7,8 +7,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 
 use crate::adapter::SigningKey;
 
-/// Longest node id, and longest prefix.
-const MAX_NAME_LEN: usize = 64;
+use crate::adapter::common::is_name;
 
 /// Shortest signing key, in bytes.
 const MIN_SIGNING_KEY_LEN: usize = 32;
@@ -76,10 +75,6 @@ impl Default for NatsOptions {
             signing_key: None,
         }
     }
-}
-
-fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_NAME_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl NatsOptions {
@@ -170,16 +165,7 @@ impl NatsAdapterError {
     }
 }
 
-/// A random node id: 16 hex digits.
-pub(super) fn random_node_id() -> String {
-    let n = getrandom::u64().unwrap_or_else(|_| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        nanos ^ (u64::from(std::process::id()) << 32)
-    });
-    format!("{n:016x}")
-}
+pub(super) use crate::adapter::common::random_node_id;
 
 /// The names of the cluster's subjects, buckets and stream, made from the prefix and the node
 /// id.
@@ -248,6 +234,7 @@ pub(super) fn untoken(token: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::common::MAX_NAME_LEN;
 
     fn with_node_id(id: &str) -> NatsOptions {
         NatsOptions {
@@ -309,17 +296,6 @@ mod tests {
         };
         assert_eq!(options.liveness_bound(), Duration::from_secs(3));
         assert_eq!(options.presence_expiry_bound(), Duration::from_secs(4));
-    }
-
-    #[test]
-    fn random_node_ids_are_16_hex_digits_and_valid() {
-        let (a, b) = (random_node_id(), random_node_id());
-        for id in [&a, &b] {
-            assert_eq!(id.len(), 16, "{id}");
-            assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
-            assert!(with_node_id(id).check().is_ok());
-        }
-        assert_ne!(a, b);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_nats::jetstream::{self, kv};
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, Notify, OnceCell};
 
 use super::options::{Names, NatsAdapterError, NatsOptions};
 use crate::adapter::{
+    common::Warn,
     engine::{Inbound, QueryReply, Replies},
     history::HistoryParams,
     wire::{self, Decoded, Op, Signer},
@@ -29,45 +30,10 @@ use crate::adapter::{
 /// Receives the number of history events evicted by each append.
 pub(super) type EvictionHook = Box<dyn Fn(u64) + Send + Sync>;
 
-/// Where the replies to one query go: (answering node, answer or error).
-pub(super) type ReplyTx = mpsc::Sender<(String, Result<Value, String>)>;
+pub(super) use crate::adapter::common::ReplyTx;
 
 /// Presence is kept in this many independently locked parts (by user).
 pub(super) const PRESENCE_SHARDS: usize = 16;
-
-/// How often at most a kind of trouble is logged (what happens meanwhile is counted).
-const WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// Logs a kind of trouble at most once per [`WARN_EVERY`], with how many were not logged.
-pub(super) struct Warn {
-    last: Mutex<Option<Instant>>,
-    suppressed: AtomicU64,
-}
-
-impl Warn {
-    pub(super) fn new() -> Self {
-        Self {
-            last: Mutex::new(None),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// Whether this one is logged.
-    pub(super) fn warn(&self, node: &str, what: &str, error: &dyn fmt::Display) -> bool {
-        let now = Instant::now();
-        {
-            let mut last = self.last.lock();
-            if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
-                self.suppressed.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
-            *last = Some(now);
-        }
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        tracing::warn!(node, %error, suppressed, "nats adapter: {what}");
-        true
-    }
-}
 
 #[derive(Default)]
 pub(super) struct Stats {
@@ -93,7 +59,7 @@ impl Link {
             node,
             reconnects: AtomicU64::new(0),
             connected_once: AtomicBool::new(false),
-            warn: Warn::new(),
+            warn: Warn::new("nats"),
         }
     }
 
@@ -242,11 +208,11 @@ impl Shared {
                 .collect(),
             live_cache: Mutex::new(Vec::new()),
             on_evicted: std::sync::OnceLock::new(),
-            warn_link: Warn::new(),
-            warn_queue: Warn::new(),
-            warn_inbound: Warn::new(),
-            warn_malformed: Warn::new(),
-            warn_unauthenticated: Warn::new(),
+            warn_link: Warn::new("nats"),
+            warn_queue: Warn::new("nats"),
+            warn_inbound: Warn::new("nats"),
+            warn_malformed: Warn::new("nats"),
+            warn_unauthenticated: Warn::new("nats"),
             signer: options.signing_key.as_ref().and_then(|k| Signer::new(k.as_bytes())),
             options,
         }

@@ -1,0 +1,318 @@
+//! What every cluster engine does the same way, whatever its bus: rate-limited warnings
+//! ([`Warn`]), node ids ([`random_node_id`], [`is_name`]) and gathering the answers to a query
+//! ([`request`]).
+
+use std::{
+    collections::HashSet,
+    fmt,
+    future::Future,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{
+    wire::{Op, Query},
+    ClusterAnswer,
+};
+
+/// Longest node id (and, for engines that build names from it, longest prefix).
+pub(crate) const MAX_NAME_LEN: usize = 64;
+
+/// How often at most a kind of trouble is logged (what happens meanwhile is counted).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Where the replies to one query go: (answering node, answer or error).
+pub(crate) type ReplyTx = mpsc::Sender<(String, Result<Value, String>)>;
+
+/// Logs a kind of trouble at most once per [`WARN_EVERY`], with how many were not logged.
+pub(crate) struct Warn {
+    /// The engine named in the log line (`redis`, `nats`).
+    engine: &'static str,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl Warn {
+    pub(crate) fn new(engine: &'static str) -> Self {
+        Self {
+            engine,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Logs `what` unless the last one was under [`WARN_EVERY`] ago; whether it was logged.
+    pub(crate) fn warn(&self, node: &str, what: &str, error: &dyn fmt::Display) -> bool {
+        let now = Instant::now();
+        {
+            let mut last = self.last.lock();
+            if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            *last = Some(now);
+        }
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(node, %error, suppressed, "{} adapter: {what}", self.engine);
+        true
+    }
+}
+
+/// A random node id: 16 hex digits.
+pub(crate) fn random_node_id() -> String {
+    let n = getrandom::u64().unwrap_or_else(|_| {
+        // No OS randomness: std's randomly keyed hasher over the time and process id.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        Instant::now().hash(&mut h);
+        std::process::id().hash(&mut h);
+        h.finish()
+    });
+    format!("{n:016x}")
+}
+
+/// Whether `s` is a usable node id: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `-` or `_`.
+pub(crate) fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_NAME_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Forgets a finished query, however its future ended.
+struct PendingGuard<'a> {
+    pending: &'a DashMap<u64, ReplyTx>,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.pending.remove(&self.id);
+    }
+}
+
+/// An engine's side of [`request`]: its node, its table of queries waiting for replies, and
+/// how it reaches the other nodes.
+pub(crate) struct Asker<'a, L, C, S> {
+    pub(crate) node: &'a str,
+    pub(crate) pending: &'a DashMap<u64, ReplyTx>,
+    pub(crate) next_query: &'a AtomicU64,
+    /// The live nodes (this one included), as the bus reports them now.
+    pub(crate) live_nodes: L,
+    /// The other nodes last known, when the bus cannot say.
+    pub(crate) cached_nodes: C,
+    /// Queues the query op for every node; whether it was queued.
+    pub(crate) send: S,
+}
+
+/// Asks every other live node `query` and gathers their answers until all answered or
+/// `timeout` passed. Partial when a node did not answer in time, answered with an error, or
+/// could not be asked; those are the missing nodes, sorted.
+pub(crate) async fn request<L, E, C, S>(
+    asker: Asker<'_, L, C, S>,
+    query: Query,
+    timeout: Duration,
+) -> ClusterAnswer<Vec<Value>>
+where
+    L: Future<Output = Result<Vec<String>, E>>,
+    C: FnOnce() -> Vec<String>,
+    S: FnOnce(&Op) -> bool,
+{
+    let Asker {
+        node,
+        pending,
+        next_query,
+        live_nodes,
+        cached_nodes,
+        send,
+    } = asker;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (others, known) = match tokio::time::timeout(timeout, live_nodes).await {
+        Ok(Ok(nodes)) => (nodes.into_iter().filter(|n| n != node).collect::<Vec<_>>(), true),
+        _ => (cached_nodes(), false),
+    };
+    if known && others.is_empty() {
+        return ClusterAnswer::complete(Vec::new());
+    }
+    let id = next_query.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel(others.len().clamp(1, 1024) + 8);
+    pending.insert(id, tx);
+    let _pending = PendingGuard { pending, id };
+    let op = Op::Query {
+        id,
+        reply_to: node.to_owned(),
+        query,
+    };
+    if !known || !send(&op) {
+        let mut missing = others;
+        missing.sort_unstable();
+        return ClusterAnswer {
+            value: Vec::new(),
+            partial: true,
+            missing_nodes: missing,
+        };
+    }
+    let mut waiting: HashSet<String> = others.into_iter().collect();
+    let mut answered: HashSet<String> = HashSet::new();
+    let mut failed: Vec<String> = Vec::new();
+    let mut values = Vec::new();
+    while !waiting.is_empty() {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((from, answer))) => {
+                waiting.remove(&from);
+                if !answered.insert(from.clone()) {
+                    continue; // one answer per node
+                }
+                match answer {
+                    Ok(value) => values.push(value),
+                    Err(_) => failed.push(from),
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let mut missing: Vec<String> = waiting.into_iter().chain(failed).collect();
+    missing.sort_unstable();
+    ClusterAnswer {
+        value: values,
+        partial: !missing.is_empty(),
+        missing_nodes: missing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_warning_is_logged_at_most_once_per_period_and_the_rest_counted() {
+        let warn = Warn::new("test");
+        assert!(warn.warn("n", "bus unreachable", &"down"));
+        assert_eq!(warn.suppressed.load(Ordering::Relaxed), 0);
+        assert!(!warn.warn("n", "bus unreachable", &"down"));
+        assert!(!warn.warn("n", "bus unreachable", &"down"));
+        assert_eq!(warn.suppressed.load(Ordering::Relaxed), 2);
+        // Once the period has passed, the next one is logged, and the count starts over.
+        let Some(earlier) = Instant::now().checked_sub(WARN_EVERY) else {
+            return; // the clock is too young to go back a period
+        };
+        *warn.last.lock() = Some(earlier);
+        assert!(warn.warn("n", "bus unreachable", &"down"));
+        assert_eq!(warn.suppressed.load(Ordering::Relaxed), 0);
+        assert!(warn.last.lock().is_some_and(|t| t > earlier));
+    }
+
+    #[test]
+    fn random_node_ids_are_16_hex_digits_and_names() {
+        let (a, b) = (random_node_id(), random_node_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(
+                id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{id}"
+            );
+            assert!(is_name(id), "{id}");
+        }
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn names_are_letters_digits_dashes_and_underscores_up_to_64() {
+        for id in ["a", "node-1_B", &"x".repeat(MAX_NAME_LEN)] {
+            assert!(is_name(id), "{id:?} refused");
+        }
+        for id in [
+            "",
+            &"x".repeat(MAX_NAME_LEN + 1),
+            "a b",
+            "a:b",
+            "a.b",
+            "a*",
+            "a>",
+            "é",
+            "a\n",
+        ] {
+            assert!(!is_name(id), "{id:?} accepted");
+        }
+    }
+
+    type TestAsker<'a> =
+        Asker<'a, std::future::Ready<Result<Vec<String>, ()>>, fn() -> Vec<String>, Box<dyn FnOnce(&Op) -> bool + 'a>>;
+
+    fn asker<'a>(
+        pending: &'a DashMap<u64, ReplyTx>,
+        next: &'a AtomicU64,
+        live: Result<Vec<String>, ()>,
+        sent: &'a Mutex<Option<Op>>,
+    ) -> TestAsker<'a> {
+        Asker {
+            node: "me",
+            pending,
+            next_query: next,
+            live_nodes: std::future::ready(live),
+            cached_nodes: || vec!["z".to_owned(), "y".to_owned()],
+            send: Box::new(move |op: &Op| {
+                *sent.lock() = Some(op.clone());
+                true
+            }),
+        }
+    }
+
+    fn custom() -> Query {
+        Query::Custom {
+            name: "q".to_owned(),
+            data: Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_gathered_until_the_deadline_and_the_silent_or_failing_nodes_are_missing() {
+        let (pending, next, sent) = (DashMap::new(), AtomicU64::new(7), Mutex::new(None));
+        let live = Ok(vec!["me".to_owned(), "a".to_owned(), "b".to_owned(), "c".to_owned()]);
+        let ask = request(
+            asker(&pending, &next, live, &sent),
+            custom(),
+            Duration::from_millis(300),
+        );
+        let answer_ = async {
+            while pending.is_empty() {
+                tokio::task::yield_now().await;
+            }
+            let tx = pending.get(&7).expect("the query waits under its id").clone();
+            tx.send(("a".to_owned(), Ok(Value::from(1)))).await.unwrap();
+            tx.send(("a".to_owned(), Ok(Value::from(2)))).await.unwrap(); // a second answer is ignored
+            tx.send(("b".to_owned(), Err("no".to_owned()))).await.unwrap();
+        };
+        let (answer, ()) = tokio::join!(ask, answer_);
+        assert_eq!(answer.value, vec![Value::from(1)]);
+        assert!(answer.partial);
+        assert_eq!(answer.missing_nodes, vec!["b".to_owned(), "c".to_owned()]);
+        assert!(pending.is_empty(), "a finished query is forgotten");
+        assert!(matches!(sent.lock().as_ref(), Some(Op::Query { id: 7, reply_to, .. }) if reply_to == "me"));
+    }
+
+    #[tokio::test]
+    async fn with_no_other_node_the_answer_is_complete_and_without_the_bus_every_cached_node_is_missing() {
+        let (pending, next, sent) = (DashMap::new(), AtomicU64::new(1), Mutex::new(None));
+        let alone = request(
+            asker(&pending, &next, Ok(vec!["me".to_owned()]), &sent),
+            custom(),
+            Duration::from_millis(100),
+        )
+        .await;
+        assert!(!alone.partial && alone.value.is_empty() && alone.missing_nodes.is_empty());
+        assert!(sent.lock().is_none(), "nobody to ask");
+        let down = request(
+            asker(&pending, &next, Err(()), &sent),
+            custom(),
+            Duration::from_millis(100),
+        )
+        .await;
+        assert!(down.partial);
+        assert_eq!(down.missing_nodes, vec!["y".to_owned(), "z".to_owned()]);
+        assert!(sent.lock().is_none(), "not sent without the list of nodes");
+        assert!(pending.is_empty());
+    }
+}
