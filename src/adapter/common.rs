@@ -3,7 +3,7 @@
 //! ([`request`]).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fmt,
     future::Future,
     hash::{BuildHasher, Hash, Hasher},
@@ -79,6 +79,38 @@ pub(crate) fn random_node_id() -> String {
 /// Whether `s` is a usable node id: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `-` or `_`.
 pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_NAME_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The part (of `shards`) of a node's presence table that holds `user`.
+pub(crate) fn shard_of(user: &str, shards: usize) -> usize {
+    let mut h = std::hash::DefaultHasher::new();
+    user.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+/// Applies +1 (`delta > 0`) or -1 to `user`'s count of connections on this node, forgetting
+/// the user at zero; the new count, or `None` when a user not counted goes down (nothing
+/// changes).
+pub(crate) fn local_count(shard: &mut HashMap<String, u32>, user: &str, delta: i32) -> Option<u32> {
+    match (shard.get_mut(user), delta > 0) {
+        (Some(n), true) => {
+            *n = n.saturating_add(1);
+            Some(*n)
+        }
+        (None, true) => {
+            shard.insert(user.to_owned(), 1);
+            Some(1)
+        }
+        (Some(n), false) => {
+            *n = n.saturating_sub(1);
+            let n = *n;
+            if n == 0 {
+                shard.remove(user);
+            }
+            Some(n)
+        }
+        (None, false) => None,
+    }
 }
 
 /// Forgets a finished query, however its future ended.
@@ -258,6 +290,20 @@ mod tests {
                 true
             }),
         }
+    }
+
+    #[test]
+    fn local_counts_go_up_and_down_and_a_user_at_zero_is_forgotten() {
+        let mut shard = HashMap::new();
+        assert_eq!(local_count(&mut shard, "u", -1), None);
+        assert_eq!(local_count(&mut shard, "u", 1), Some(1));
+        assert_eq!(local_count(&mut shard, "u", 1), Some(2));
+        assert_eq!(local_count(&mut shard, "u", -1), Some(1));
+        assert_eq!(local_count(&mut shard, "u", -1), Some(0));
+        assert!(shard.is_empty());
+        let user = "someone".to_owned();
+        assert_eq!(shard_of(&user, 16), shard_of("someone", 16));
+        assert!((0..100).all(|i| shard_of(&format!("u{i}"), 16) < 16));
     }
 
     fn custom() -> Query {

@@ -5,7 +5,6 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    hash::{Hash, Hasher},
     sync::atomic::Ordering,
 };
 
@@ -28,9 +27,7 @@ const CAS_TRIES: usize = 64;
 pub(super) type Counts = BTreeMap<String, u32>;
 
 pub(super) fn shard_of(user: &str) -> usize {
-    let mut h = std::hash::DefaultHasher::new();
-    user.hash(&mut h);
-    (h.finish() % PRESENCE_SHARDS as u64) as usize
+    crate::adapter::common::shard_of(user, PRESENCE_SHARDS)
 }
 
 /// Reads an entry's value (`None` when it is not counts).
@@ -224,24 +221,8 @@ impl Shared {
             return Err(NatsAdapterError::Unexpected("the adapter was shut down".to_owned()));
         }
         let mut shard = self.local[shard_of(user)].lock().await;
-        let count = match (shard.get_mut(user), delta > 0) {
-            (Some(n), true) => {
-                *n = n.saturating_add(1);
-                *n
-            }
-            (None, true) => {
-                shard.insert(user.to_owned(), 1);
-                1
-            }
-            (Some(n), false) => {
-                *n = n.saturating_sub(1);
-                let n = *n;
-                if n == 0 {
-                    shard.remove(user);
-                }
-                n
-            }
-            (None, false) => return Ok(0),
+        let Some(count) = crate::adapter::common::local_count(&mut shard, user, delta) else {
+            return Ok(0);
         };
         // The shard stays locked until NATS has the new count: per user, counts reach NATS in
         // order, and a sync cannot interleave.

@@ -211,20 +211,6 @@ mod tests {
     }
 
     #[test]
-    fn random_node_ids_are_16_hex_digits_and_valid() {
-        let (a, b) = (random_node_id(), random_node_id());
-        for id in [&a, &b] {
-            assert_eq!(id.len(), 16, "{id}");
-            assert!(
-                id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
-                "{id}"
-            );
-            assert!(with_node_id(id).check().is_ok());
-        }
-        assert_ne!(a, b);
-    }
-
-    #[test]
     fn unusable_options_are_refused() {
         assert!(RedisOptions::default().check().is_ok());
         let second = Duration::from_secs(1);
