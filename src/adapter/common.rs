@@ -1,6 +1,6 @@
 //! What every cluster engine does the same way, whatever its bus: rate-limited warnings
 //! ([`Warn`]), node ids ([`random_node_id`], [`is_name`]) and gathering the answers to a query
-//! ([`request`]).
+//! ([`request`]), and sorting what comes off the bus ([`on_message`]).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -8,6 +8,7 @@ use std::{
     future::Future,
     hash::{BuildHasher, Hash, Hasher},
     sync::atomic::{AtomicU64, Ordering},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,7 +18,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    wire::{Op, Query},
+    engine::{Inbound, QueryReply, Replies},
+    wire::{self, Decoded, Op, Query, Signer},
     ClusterAnswer,
 };
 
@@ -211,6 +213,92 @@ where
         value: values,
         partial: !missing.is_empty(),
         missing_nodes: missing,
+    }
+}
+
+/// A kind of trouble with what came off the bus, each warned about on its own.
+pub(crate) enum Trouble {
+    /// Unsigned or badly signed, under a signing key.
+    Unauthenticated,
+    /// Not a message of the wire format, or one not understood.
+    Malformed,
+}
+
+/// What [`on_message`] needs of an engine's shared state.
+pub(crate) trait Node: Replies + 'static {
+    /// This node's id.
+    fn node(&self) -> &str;
+    /// The signing key's signer, when the bus is signed.
+    fn signer(&self) -> Option<&Signer>;
+    /// The queries of this node waiting for replies, by id.
+    fn pending(&self) -> &DashMap<u64, ReplyTx>;
+    /// The counters of ops received, malformed and unauthenticated messages.
+    fn counters(&self) -> [&AtomicU64; 3];
+    /// Logs `what` (rate-limited per kind of trouble).
+    fn warn(&self, trouble: Trouble, what: &str, error: &dyn fmt::Display);
+    /// Hands a message to the hub.
+    fn deliver(&self, message: Inbound);
+    /// Whether history emits come with the other ops (else only from a history stream of
+    /// the engine's own, and one on the bus is dropped as malformed).
+    fn history_emits_on_the_bus(&self) -> bool;
+}
+
+/// Counts a malformed message and warns about it.
+pub(crate) fn malformed(node: &impl Node, what: &str, error: &dyn fmt::Display) {
+    node.counters()[1].fetch_add(1, Ordering::Relaxed);
+    node.warn(Trouble::Malformed, what, error);
+}
+
+/// The JSON inside `payload`: checked and taken out of its envelope under a signing key (or
+/// counted and dropped), as it is without one.
+pub(crate) fn open<'a>(node: &impl Node, payload: &'a [u8]) -> Option<&'a [u8]> {
+    match node.signer() {
+        Some(signer) => match signer.open(payload) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                node.counters()[2].fetch_add(1, Ordering::Relaxed);
+                node.warn(Trouble::Unauthenticated, "message dropped", &e);
+                None
+            }
+        },
+        None => Some(payload),
+    }
+}
+
+/// A message off the bus: its envelope checked, this node's own ops left out, replies handed
+/// to their query, queries and ops to the hub; what is not understood counted and dropped
+/// (an unknown query answered with an error).
+pub(crate) fn on_message<N: Node>(node: &Arc<N>, payload: &[u8]) {
+    let Some(payload) = open(&**node, payload) else {
+        return;
+    };
+    match wire::decode(payload, node.node()) {
+        Ok(Decoded::Own) => {}
+        Ok(Decoded::Op { from, op }) => match op {
+            Op::HistoryEmit { .. } if !node.history_emits_on_the_bus() => {
+                malformed(&**node, "history emit outside the history stream: dropped", &from);
+            }
+            op => {
+                node.counters()[0].fetch_add(1, Ordering::Relaxed);
+                match op {
+                    Op::Reply { id, answer, error } => {
+                        if let Some(tx) = node.pending().get(&id) {
+                            let _ = tx.try_send((from, error.map_or(Ok(answer), Err)));
+                        }
+                    }
+                    Op::Query { id, reply_to, query } => {
+                        let reply = QueryReply::new(node.clone(), id, reply_to);
+                        node.deliver(Inbound::Query { from, query, reply });
+                    }
+                    op => node.deliver(Inbound::Op { from, op }),
+                }
+            }
+        },
+        Ok(Decoded::UnknownQuery { from, id, reply_to }) => {
+            malformed(&**node, "query not understood: answered with an error", &from);
+            node.reply(&reply_to, id, Value::Null, Some("unknown query".to_owned()));
+        }
+        Err(e) => malformed(&**node, "message dropped", &e),
     }
 }
 

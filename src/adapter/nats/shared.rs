@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, Notify, OnceCell};
 
 use super::options::{Names, NatsAdapterError, NatsOptions};
 use crate::adapter::{
-    common::Warn,
-    engine::{Inbound, QueryReply, Replies},
+    common::{self, Warn},
+    engine::{Inbound, Replies},
     history::HistoryParams,
-    wire::{self, Decoded, Op, Signer},
+    wire::{self, Op, Signer},
 };
 
 /// Receives the number of history events evicted by each append.
@@ -318,55 +318,50 @@ impl Shared {
     /// The JSON of a received message: checked against the key when there is one (`None`,
     /// counted, when it fails).
     pub(super) fn open<'a>(&self, payload: &'a [u8]) -> Option<&'a [u8]> {
-        match &self.signer {
-            Some(signer) => match signer.open(payload) {
-                Ok(json) => Some(json),
-                Err(e) => {
-                    self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
-                    self.warn_unauthenticated.warn(&self.node, "message dropped", &e);
-                    None
-                }
-            },
-            None => Some(payload),
-        }
+        common::open(self, payload)
     }
 
     pub(super) fn malformed(&self, what: &str, error: &dyn fmt::Display) {
-        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-        self.warn_malformed.warn(&self.node, what, error);
+        common::malformed(self, what, error);
     }
 
     /// A message on one of this node's core subjects.
     pub(super) fn on_message(self: &Arc<Self>, payload: &[u8]) {
-        let Some(payload) = self.open(payload) else { return };
-        match wire::decode(payload, &self.node) {
-            Ok(Decoded::Own) => {}
-            Ok(Decoded::Op { from, op }) => {
-                self.stats.received.fetch_add(1, Ordering::Relaxed);
-                match op {
-                    Op::Reply { id, answer, error } => {
-                        if let Some(tx) = self.pending.get(&id) {
-                            let _ = tx.try_send((from, error.map_or(Ok(answer), Err)));
-                        }
-                    }
-                    Op::Query { id, reply_to, query } => {
-                        let reply = QueryReply::new(self.clone(), id, reply_to);
-                        self.deliver(Inbound::Query { from, query, reply });
-                    }
-                    // History emits come from the history stream only, with its offsets.
-                    Op::HistoryEmit { .. } => {
-                        self.stats.received.fetch_sub(1, Ordering::Relaxed);
-                        self.malformed("history emit outside the history stream: dropped", &from);
-                    }
-                    op => self.deliver(Inbound::Op { from, op }),
-                }
-            }
-            Ok(Decoded::UnknownQuery { from, id, reply_to }) => {
-                self.malformed("query not understood: answered with an error", &from);
-                self.reply(&reply_to, id, Value::Null, Some("unknown query".to_owned()));
-            }
-            Err(e) => self.malformed("message dropped", &e),
-        }
+        common::on_message(self, payload);
+    }
+}
+
+impl common::Node for Shared {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
+    fn pending(&self) -> &DashMap<u64, ReplyTx> {
+        &self.pending
+    }
+
+    fn counters(&self) -> [&AtomicU64; 3] {
+        [&self.stats.received, &self.stats.malformed, &self.stats.unauthenticated]
+    }
+
+    fn warn(&self, trouble: common::Trouble, what: &str, error: &dyn fmt::Display) {
+        let warn = match trouble {
+            common::Trouble::Unauthenticated => &self.warn_unauthenticated,
+            common::Trouble::Malformed => &self.warn_malformed,
+        };
+        warn.warn(&self.node, what, error);
+    }
+
+    fn deliver(&self, message: Inbound) {
+        Shared::deliver(self, message);
+    }
+
+    fn history_emits_on_the_bus(&self) -> bool {
+        false
     }
 }
 
