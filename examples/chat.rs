@@ -811,6 +811,40 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
+/// Joins the cluster the environment names: `NATS_URL` (feature `nats`) or else `REDIS_URL`
+/// (feature `redis`), so that instances on several ports act as one chat; alone without
+/// either. A URL set in a build without its feature stops the demo with a message saying so.
+async fn join_cluster(builder: HubBuilder) -> HubBuilder {
+    let (nats, redis) = (std::env::var("NATS_URL").ok(), std::env::var("REDIS_URL").ok());
+    let lacking = match (&nats, &redis) {
+        (Some(_), _) if !cfg!(feature = "nats") => Some(("NATS_URL", "nats")),
+        (None, Some(_)) if !cfg!(feature = "redis") => Some(("REDIS_URL", "redis")),
+        _ => None,
+    };
+    if let Some((var, feature)) = lacking {
+        tracing::error!("{var} is set, but this build has no `{feature}` feature: run with `--features {feature}`");
+        std::process::exit(2);
+    }
+    #[cfg(feature = "nats")]
+    if let Some(url) = nats {
+        let options = tower_realtime::adapter::NatsOptions::default();
+        let (adapter, inbound) = (tower_realtime::adapter::NatsAdapter::connect(&url, options).await)
+            .expect("could not reach NATS (with JetStream) at NATS_URL");
+        tracing::info!(node = adapter.node_id(), "joined the cluster on NATS at {url}");
+        return builder.cluster(adapter, inbound);
+    }
+    #[cfg(feature = "redis")]
+    if let Some(url) = redis {
+        let options = tower_realtime::adapter::RedisOptions::default();
+        let (adapter, inbound) = (tower_realtime::adapter::RedisAdapter::connect(&url, options).await)
+            .expect("could not reach Redis at REDIS_URL");
+        tracing::info!(node = adapter.node_id(), "joined the cluster on Redis at {url}");
+        return builder.cluster(adapter, inbound);
+    }
+    tracing::info!("running alone (set NATS_URL or REDIS_URL to join a cluster)");
+    builder
+}
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
@@ -826,23 +860,7 @@ async fn main() {
         .and_then(|v| v.parse().ok());
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
 
-    let builder = Hub::builder();
-    // With REDIS_URL (and the `redis` feature), instances on several ports act as one chat.
-    #[cfg(feature = "redis")]
-    let builder = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            let options = tower_realtime::adapter::RedisOptions::default();
-            let (adapter, inbound) = (tower_realtime::adapter::RedisAdapter::connect(&url, options).await)
-                .expect("could not reach Redis at REDIS_URL");
-            tracing::info!(node = adapter.node_id(), "joined the cluster at {url}");
-            builder.cluster(adapter, inbound)
-        }
-        Err(_) => builder,
-    };
-    #[cfg(not(feature = "redis"))]
-    if std::env::var("REDIS_URL").is_ok() {
-        tracing::warn!("REDIS_URL is set, but this build has no `redis` feature: running alone");
-    }
+    let builder = join_cluster(Hub::builder()).await;
     // The recorder before the hub: the hub registers every series at zero as it is built.
     #[cfg(feature = "metrics")]
     let metrics = with_metrics(Router::new());

@@ -1,5 +1,6 @@
-//! The demo as a cluster: two instances on two ports, one Redis, act as one chat.
-//! Runs when `REALTIME_TEST_REDIS` is set (`.ci/run` sets it); otherwise it says so.
+//! The demo as a cluster: two instances on two ports, one bus, act as one chat. On Redis when
+//! `REALTIME_TEST_REDIS` is set, on NATS (feature `nats`) when `REALTIME_TEST_NATS` is
+//! (`.ci/run` sets both); otherwise each says it did not run.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -17,11 +18,34 @@ use tower_realtime::{
     Hub,
 };
 
-async fn instance(url: &str, prefix: &str) -> SocketAddr {
-    let mut options = RedisOptions::default();
-    options.prefix = prefix.to_owned();
-    let (adapter, inbound) = RedisAdapter::connect(url, options).await.expect("Redis must answer");
-    let (app, _hub) = chat::app_with(SECRET.to_owned(), None, Hub::builder().cluster(adapter, inbound));
+/// The bus the instances share.
+#[derive(Clone, Copy)]
+enum Bus {
+    Redis,
+    #[cfg(feature = "nats")]
+    Nats,
+}
+
+/// An instance of the demo on `bus`, in the cluster of `prefix`, on a port of its own.
+async fn instance(bus: Bus, url: &str, prefix: &str) -> SocketAddr {
+    let builder = match bus {
+        Bus::Redis => {
+            let mut options = RedisOptions::default();
+            options.prefix = prefix.to_owned();
+            let (adapter, inbound) = RedisAdapter::connect(url, options).await.expect("Redis must answer");
+            Hub::builder().cluster(adapter, inbound)
+        }
+        #[cfg(feature = "nats")]
+        Bus::Nats => {
+            let mut options = tower_realtime::adapter::NatsOptions::default();
+            options.prefix = prefix.to_owned();
+            let (adapter, inbound) = tower_realtime::adapter::NatsAdapter::connect(url, options)
+                .await
+                .unwrap_or_else(|e| panic!("NATS at {url} (REALTIME_TEST_NATS) must answer: {e}"));
+            Hub::builder().cluster(adapter, inbound)
+        }
+    };
+    let (app, _hub) = chat::app_with(SECRET.to_owned(), None, builder);
     serve(app).await
 }
 
@@ -30,6 +54,20 @@ async fn two_instances_act_as_one_chat() {
     let Some(url) = common::redis_url("redis cluster test") else {
         return;
     };
+    two_instances_on(Bus::Redis, &url).await;
+}
+
+#[tokio::test]
+async fn two_instances_act_as_one_chat_on_nats() {
+    #[cfg(feature = "nats")]
+    if let Some(url) = common::nats_url("nats cluster test of the demo") {
+        two_instances_on(Bus::Nats, &url).await;
+    }
+    #[cfg(not(feature = "nats"))]
+    common::did_not_run("nats cluster test of the demo", "build with --features nats");
+}
+
+async fn two_instances_on(bus: Bus, url: &str) {
     // A prefix of its own: keys of an earlier run (presence counts live on for a while) must
     // not be seen.
     let nanos = std::time::SystemTime::now()
@@ -37,13 +75,13 @@ async fn two_instances_act_as_one_chat() {
         .unwrap()
         .as_nanos();
     let prefix = format!("test-chat-{nanos}-{}", std::process::id());
-    let (a, b) = (instance(&url, &prefix).await, instance(&url, &prefix).await);
+    let (a, b) = (instance(bus, url, &prefix).await, instance(bus, url, &prefix).await);
     let mut alice = connect(a, "alice").await;
     alice.expect_event("onlineUsers").await;
     let mut bob = connect(b, "bob").await;
     // bob, on B, sees alice (on A) online; alice hears that bob came online.
     // The list A sent everyone when alice came online may reach bob just after he connected
-    // (it crosses Redis); bob's own list, right after his connect, has both.
+    // (it crosses the bus); bob's own list, right after his connect, has both.
     loop {
         let online = bob.expect_event("onlineUsers").await;
         if online == json!(["alice"]) {

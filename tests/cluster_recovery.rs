@@ -3,7 +3,8 @@
 //! recovers on another. Two hubs on one key prefix are two nodes, each on its own port, with
 //! real clients.
 //!
-//! The tests need `REALTIME_TEST_REDIS` (`.ci/run` sets it); without it they say so.
+//! The tests need `REALTIME_TEST_REDIS` (`.ci/run` sets it); without it they say so. The main
+//! cross-node recovery test also runs on NATS (feature `nats`) with `REALTIME_TEST_NATS`.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -54,6 +55,28 @@ async fn node_at(url: &str, prefix: &str, history: History) -> (Hub, SocketAddr)
     let (adapter, inbound) = RedisAdapter::connect(url, options)
         .await
         .expect("Redis must answer when REALTIME_TEST_REDIS is set");
+    serve_node(adapter, inbound, history).await
+}
+
+/// A node on NATS at `url`.
+#[cfg(feature = "nats")]
+async fn nats_node_at(url: &str, prefix: &str, history: History) -> (Hub, SocketAddr) {
+    let mut options = tower_realtime::adapter::NatsOptions::default();
+    options.prefix = prefix.to_owned();
+    options.heartbeat = Duration::from_millis(200);
+    options.node_timeout = Duration::from_millis(800);
+    let (adapter, inbound) = tower_realtime::adapter::NatsAdapter::connect(url, options)
+        .await
+        .unwrap_or_else(|e| panic!("NATS at {url} must answer when REALTIME_TEST_NATS is set: {e}"));
+    serve_node(adapter, inbound, history).await
+}
+
+/// The test app's hub joined to the cluster through `adapter`, served on its own port.
+async fn serve_node(
+    adapter: impl tower_realtime::adapter::Adapter,
+    inbound: tokio::sync::mpsc::Receiver<tower_realtime::adapter::Inbound>,
+    history: History,
+) -> (Hub, SocketAddr) {
     let builder = Hub::builder();
     // Socket.IO clients too; a session that stops polling ends (and is kept) within 300 ms.
     #[cfg(feature = "socketio")]
@@ -114,12 +137,31 @@ async fn gone_from(hub: &Hub, addr: SocketAddr, watcher: &mut Client, user: &str
 #[tokio::test]
 async fn a_client_that_drops_on_one_node_recovers_on_another() {
     let prefix = unique_prefix();
-    let Some((a, addr_a)) = node(&prefix, History::new().rooms("*")).await else {
+    let Some(a) = node(&prefix, History::new().rooms("*")).await else {
         return skip();
     };
-    let (b, addr_b) = node(&prefix, History::new().rooms("*")).await.unwrap();
+    let b = node(&prefix, History::new().rooms("*")).await.unwrap();
+    drops_on_one_node_recovers_on_another(a, b).await;
+}
+
+#[tokio::test]
+async fn a_client_that_drops_on_one_node_recovers_on_another_on_nats() {
+    #[cfg(feature = "nats")]
+    if let Some(url) = common::nats_url("cluster recovery test on NATS") {
+        let prefix = unique_prefix();
+        let a = nats_node_at(&url, &prefix, History::new().rooms("*")).await;
+        let b = nats_node_at(&url, &prefix, History::new().rooms("*")).await;
+        drops_on_one_node_recovers_on_another(a, b).await;
+    }
+    #[cfg(not(feature = "nats"))]
+    common::did_not_run("cluster recovery test on NATS", "build with --features nats");
+}
+
+/// Alice drops on node A and comes back on node B: what she missed, from both nodes, in order,
+/// then live events, each once.
+async fn drops_on_one_node_recovers_on_another((a, addr_a): (Hub, SocketAddr), (b, addr_b): (Hub, SocketAddr)) {
     // A plain client on B sees every event live: when it has one, that event has gone through
-    // Redis (and so has what its node queued before, the dropped client's session included).
+    // the bus (and so has what its node queued before, the dropped client's session included).
     let mut watcher = connect(addr_b, "watcher").await;
     join(&mut watcher, "general").await;
 

@@ -35,6 +35,7 @@ pub(crate) async fn run(make: &Maker) {
     queries_gather_answers_and_name_the_silent(make, fresh("queries")).await;
     presence_counts_first_and_last_connections(make, fresh("presence")).await;
     a_node_that_leaves_is_seen_gone(make, fresh("liveness")).await;
+    a_gone_nodes_users_are_reported_offline_once(make, fresh("reaping")).await;
     history_is_kept_in_order_and_read_back(make, fresh("history")).await;
     a_session_is_taken_once_by_its_owner(make, fresh("sessions")).await;
 }
@@ -187,6 +188,36 @@ async fn a_node_that_leaves_is_seen_gone(make: &Maker, cluster: String) {
         !b.engine.publish(&disconnect("x")),
         "publishing after shutdown is lost at once"
     );
+}
+
+/// Of the live nodes, exactly one reports each user of a gone node offline; a user still
+/// connected elsewhere is not reported.
+async fn a_gone_nodes_users_are_reported_offline_once(make: &Maker, cluster: String) {
+    let a = make(cluster.clone()).await;
+    let b = make(cluster.clone()).await;
+    let c = make(cluster).await;
+    let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
+    for user in &users {
+        assert!(c.engine.user_connected(user).await.unwrap());
+    }
+    assert!(!a.engine.user_connected("u0").await.unwrap(), "u0 is on a too");
+    c.engine.shutdown().await.expect("shutdown");
+    let (mut ra, mut rb) = (a.inbound, b.inbound);
+    let mut reported: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = tokio::select! {
+            m = ra.recv() => m,
+            m = rb.recv() => m,
+            _ = tokio::time::sleep_until(deadline) => break,
+        };
+        if let Some(Inbound::PresenceChanged { offline, .. }) = message {
+            reported.extend(offline);
+        }
+    }
+    reported.sort_unstable();
+    assert_eq!(reported, users[1..], "each once, by one node; u0 is still online");
+    assert_eq!(a.engine.online_users().await.value, ["u0"]);
 }
 
 fn params() -> HistoryParams {

@@ -29,13 +29,18 @@
 //!
 //! `docs/cluster.md` describes the channels, keys, scripts and bounds in full.
 
+mod common;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod engine;
 pub(crate) mod history;
+#[cfg(feature = "nats")]
+mod nats;
 mod redis;
 mod wire;
 
+#[cfg(feature = "nats")]
+pub use self::nats::{NatsAdapter, NatsAdapterError, NatsOptions};
 pub use self::redis::{RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};
 pub(crate) use engine::Engine;
 pub use engine::{Inbound, QueryReply};

@@ -290,6 +290,22 @@ pub fn redis_url(what: &str) -> Option<String> {
     }
 }
 
+/// The NATS server of `REALTIME_TEST_NATS` (with JetStream); `None`, said on stderr, when it
+/// is not set.
+#[allow(dead_code)]
+pub fn nats_url(what: &str) -> Option<String> {
+    match std::env::var("REALTIME_TEST_NATS") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            did_not_run(
+                what,
+                "set REALTIME_TEST_NATS=nats://127.0.0.1:4222 (NATS with JetStream)",
+            );
+            None
+        }
+    }
+}
+
 /// Runs `node --test tests/node/<script>` with `env`, and `TOKENS` holding a token for each of
 /// alice, bob, carol, dave, erin, frank and grace; asserts that it passed and returns its
 /// output.

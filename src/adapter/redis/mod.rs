@@ -8,7 +8,7 @@
 //! `heartbeat`, and `warn` (outage warnings).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fmt,
     sync::{atomic::Ordering, Arc},
     time::Duration,
@@ -34,6 +34,7 @@ use self::{
     subscriber::{cluster_subscriber, ssubscribe, subscribe, subscriber},
 };
 use super::{
+    common,
     engine::{Engine, EngineError, Inbound},
     history::{self as neutral, HistoryParams, Missed},
     wire::{self, Op, Query},
@@ -417,62 +418,15 @@ impl RedisAdapter {
     /// this node's own answer is not included.
     pub async fn request(&self, query: Query, timeout: Option<Duration>) -> ClusterAnswer<Vec<Value>> {
         let shared = self.shared();
-        let timeout = timeout.unwrap_or(shared.options.query_timeout);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (others, known) = match tokio::time::timeout(timeout, shared.live_nodes()).await {
-            Ok(Ok(nodes)) => (
-                nodes.into_iter().filter(|n| *n != shared.node).collect::<Vec<_>>(),
-                true,
-            ),
-            _ => (shared.other_cached_nodes(), false),
+        let asker = common::Asker {
+            node: &shared.node,
+            pending: &shared.pending,
+            next_query: &shared.next_query,
+            live_nodes: shared.live_nodes(),
+            cached_nodes: || shared.other_cached_nodes(),
+            send: |op: &Op| shared.enqueue(shared.keys.all.clone(), op),
         };
-        if known && others.is_empty() {
-            return ClusterAnswer::complete(Vec::new());
-        }
-        let id = shared.next_query.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::channel(others.len().clamp(1, 1024) + 8);
-        shared.pending.insert(id, tx);
-        let _pending = PendingGuard { shared, id };
-        let op = Op::Query {
-            id,
-            reply_to: shared.node.clone(),
-            query,
-        };
-        if !known || !shared.enqueue(shared.keys.all.clone(), &op) {
-            let mut missing = others;
-            missing.sort_unstable();
-            return ClusterAnswer {
-                value: Vec::new(),
-                partial: true,
-                missing_nodes: missing,
-            };
-        }
-        let mut waiting: HashSet<String> = others.into_iter().collect();
-        let mut answered: HashSet<String> = HashSet::new();
-        let mut failed: Vec<String> = Vec::new();
-        let mut values = Vec::new();
-        while !waiting.is_empty() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((from, answer))) => {
-                    waiting.remove(&from);
-                    if !answered.insert(from.clone()) {
-                        continue; // one answer per node
-                    }
-                    match answer {
-                        Ok(value) => values.push(value),
-                        Err(_) => failed.push(from),
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let mut missing: Vec<String> = waiting.into_iter().chain(failed).collect();
-        missing.sort_unstable();
-        ClusterAnswer {
-            value: values,
-            partial: !missing.is_empty(),
-            missing_nodes: missing,
-        }
+        common::request(asker, query, timeout.unwrap_or(shared.options.query_timeout)).await
     }
 
     /// Counters, and whether Redis is reachable now.
@@ -512,18 +466,6 @@ fn malformed_reply() -> RedisAdapterError {
         redis::ErrorKind::UnexpectedReturnType,
         "unexpected reply of a history script",
     )))
-}
-
-/// Forgets a finished query, however its future ended.
-struct PendingGuard<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.shared.pending.remove(&self.id);
-    }
 }
 
 impl Engine for RedisAdapter {

@@ -1,15 +1,7 @@
 //! The adapter's settings ([`RedisOptions`], checked before connecting), the node id, and what
 //! can go wrong ([`RedisAdapterError`]).
 
-use std::{
-    fmt,
-    hash::{BuildHasher, Hash, Hasher},
-    sync::Arc,
-    time::{Duration, Instant},
-};
-
-/// Longest node id.
-const MAX_NODE_ID_LEN: usize = 64;
+use std::{fmt, sync::Arc, time::Duration};
 
 /// Shortest signing key, in bytes.
 pub(super) const MIN_SIGNING_KEY_LEN: usize = 32;
@@ -142,10 +134,7 @@ impl RedisOptions {
             }
         }
         if let Some(id) = &self.node_id {
-            let ok = !id.is_empty()
-                && id.len() <= MAX_NODE_ID_LEN
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok {
+            if !crate::adapter::common::is_name(id) {
                 return bad("the node id must be 1 to 64 letters, digits, '-' or '_'");
             }
         }
@@ -188,21 +177,12 @@ pub enum RedisAdapterError {
     NotRegistered,
 }
 
-/// A random node id: 16 hex digits.
-pub(super) fn random_node_id() -> String {
-    let n = getrandom::u64().unwrap_or_else(|_| {
-        // No OS randomness: std's randomly keyed hasher over the time and process id.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        Instant::now().hash(&mut h);
-        std::process::id().hash(&mut h);
-        h.finish()
-    });
-    format!("{n:016x}")
-}
+pub(super) use crate::adapter::common::random_node_id;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::common::MAX_NAME_LEN as MAX_NODE_ID_LEN;
 
     fn with_node_id(id: &str) -> RedisOptions {
         RedisOptions {
@@ -231,20 +211,6 @@ mod tests {
                 "{id:?} accepted"
             );
         }
-    }
-
-    #[test]
-    fn random_node_ids_are_16_hex_digits_and_valid() {
-        let (a, b) = (random_node_id(), random_node_id());
-        for id in [&a, &b] {
-            assert_eq!(id.len(), 16, "{id}");
-            assert!(
-                id.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
-                "{id}"
-            );
-            assert!(with_node_id(id).check().is_ok());
-        }
-        assert_ne!(a, b);
     }
 
     #[test]

@@ -1,10 +1,7 @@
 //! This node's presence: users and their live connection counts, kept locally in shards and
 //! published to Redis by the presence and sync scripts.
 
-use std::{
-    hash::{Hash, Hasher},
-    sync::atomic::Ordering,
-};
+use std::sync::atomic::Ordering;
 
 use super::{
     options::RedisAdapterError,
@@ -12,9 +9,7 @@ use super::{
 };
 
 pub(super) fn shard_of(user: &str) -> usize {
-    let mut h = std::hash::DefaultHasher::new();
-    user.hash(&mut h);
-    (h.finish() % PRESENCE_SHARDS as u64) as usize
+    crate::adapter::common::shard_of(user, PRESENCE_SHARDS)
 }
 
 impl Shared {
@@ -22,24 +17,8 @@ impl Shared {
     /// cluster-wide change (1 online, -1 offline, 0 none).
     pub(super) async fn presence_change(&self, user: &str, delta: i32) -> Result<i64, RedisAdapterError> {
         let mut shard = self.presence[shard_of(user)].lock().await;
-        let count = match (shard.get_mut(user), delta > 0) {
-            (Some(n), true) => {
-                *n = n.saturating_add(1);
-                *n
-            }
-            (None, true) => {
-                shard.insert(user.to_owned(), 1);
-                1
-            }
-            (Some(n), false) => {
-                *n = n.saturating_sub(1);
-                let n = *n;
-                if n == 0 {
-                    shard.remove(user);
-                }
-                n
-            }
-            (None, false) => return Ok(0),
+        let Some(count) = crate::adapter::common::local_count(&mut shard, user, delta) else {
+            return Ok(0);
         };
         // The shard stays locked until Redis has the new count: per user, counts reach Redis in
         // order, and a sync cannot interleave.

@@ -4,10 +4,14 @@
 //! to shard channels, whose messages come as pushes.
 
 use std::{
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
+use dashmap::DashMap;
 use futures_util::StreamExt;
 use redis::{
     aio::PubSub,
@@ -21,12 +25,9 @@ use tokio::sync::{mpsc, watch};
 use super::{
     keys::Keys,
     options::RedisAdapterError,
-    shared::{timed, Shared},
+    shared::{timed, ReplyTx, Shared},
 };
-use crate::adapter::{
-    engine::{Inbound, QueryReply},
-    wire::{self, Decoded, Op},
-};
+use crate::adapter::{common, engine::Inbound, wire::Signer};
 
 /// First pause before subscribing again; doubled on each failure up to the heartbeat interval.
 const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
@@ -43,45 +44,41 @@ pub(super) async fn subscribe(client: &Client, keys: &Keys, limit: Duration) -> 
 impl Shared {
     /// A message from the subscription.
     pub(super) fn on_message(self: &Arc<Self>, payload: &[u8]) {
-        let payload = match &self.signer {
-            Some(signer) => match signer.open(payload) {
-                Ok(json) => json,
-                Err(e) => {
-                    self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
-                    self.warn_unauthenticated.warn(&self.node, "message dropped", &e);
-                    return;
-                }
-            },
-            None => payload,
+        common::on_message(self, payload);
+    }
+}
+
+impl common::Node for Shared {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
+    fn pending(&self) -> &DashMap<u64, ReplyTx> {
+        &self.pending
+    }
+
+    fn counters(&self) -> [&AtomicU64; 3] {
+        [&self.stats.received, &self.stats.malformed, &self.stats.unauthenticated]
+    }
+
+    fn warn(&self, trouble: common::Trouble, what: &str, error: &dyn std::fmt::Display) {
+        let warn = match trouble {
+            common::Trouble::Unauthenticated => &self.warn_unauthenticated,
+            common::Trouble::Malformed => &self.warn_malformed,
         };
-        match wire::decode(payload, &self.node) {
-            Ok(Decoded::Own) => {}
-            Ok(Decoded::Op { from, op }) => {
-                self.stats.received.fetch_add(1, Ordering::Relaxed);
-                match op {
-                    Op::Reply { id, answer, error } => {
-                        if let Some(tx) = self.pending.get(&id) {
-                            let _ = tx.try_send((from, error.map_or(Ok(answer), Err)));
-                        }
-                    }
-                    Op::Query { id, reply_to, query } => {
-                        let reply = QueryReply::new(self.clone(), id, reply_to);
-                        self.deliver(Inbound::Query { from, query, reply });
-                    }
-                    op => self.deliver(Inbound::Op { from, op }),
-                }
-            }
-            Ok(Decoded::UnknownQuery { from, id, reply_to }) => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                self.warn_malformed
-                    .warn(&self.node, "query not understood: answered with an error", &from);
-                self.reply(&reply_to, id, Value::Null, Some("unknown query".to_owned()));
-            }
-            Err(e) => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                self.warn_malformed.warn(&self.node, "message dropped", &e);
-            }
-        }
+        warn.warn(&self.node, what, error);
+    }
+
+    fn deliver(&self, message: Inbound) {
+        Shared::deliver(self, message);
+    }
+
+    fn history_emits_on_the_bus(&self) -> bool {
+        true
     }
 }
 
@@ -223,14 +220,17 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
     use tokio::sync::mpsc;
 
     use super::{
         super::shared::{unconnected, unconnected_with, Outgoing},
         *,
     };
-    use crate::adapter::{wire::Query, RedisOptions, Target};
+    use crate::adapter::{
+        wire::{self, Decoded, Op, Query},
+        RedisOptions, Target,
+    };
 
     fn from(node: &str, op: &Op) -> Vec<u8> {
         wire::encode(node, op).unwrap()
