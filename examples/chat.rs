@@ -811,14 +811,17 @@ fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
-/// Joins the cluster the environment names: `NATS_URL` (feature `nats`) or else `REDIS_URL`
-/// (feature `redis`), so that instances on several ports act as one chat; alone without
-/// either. A URL set in a build without its feature stops the demo with a message saying so.
+/// Joins the cluster the environment names, first found of: `NATS_URL` (feature `nats`),
+/// `REDIS_CLUSTER_URLS` (a Redis Cluster's seed nodes, comma-separated; feature `redis`),
+/// `REDIS_URL` (feature `redis`), so that instances on several ports act as one chat; alone
+/// without any. A URL set in a build without its feature stops the demo with a message saying so.
 async fn join_cluster(builder: HubBuilder) -> HubBuilder {
-    let (nats, redis) = (std::env::var("NATS_URL").ok(), std::env::var("REDIS_URL").ok());
-    let lacking = match (&nats, &redis) {
-        (Some(_), _) if !cfg!(feature = "nats") => Some(("NATS_URL", "nats")),
-        (None, Some(_)) if !cfg!(feature = "redis") => Some(("REDIS_URL", "redis")),
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (nats, redis_cluster, redis) = (var("NATS_URL"), var("REDIS_CLUSTER_URLS"), var("REDIS_URL"));
+    let lacking = match (&nats, &redis_cluster, &redis) {
+        (Some(_), _, _) if !cfg!(feature = "nats") => Some(("NATS_URL", "nats")),
+        (None, Some(_), _) if !cfg!(feature = "redis") => Some(("REDIS_CLUSTER_URLS", "redis")),
+        (None, None, Some(_)) if !cfg!(feature = "redis") => Some(("REDIS_URL", "redis")),
         _ => None,
     };
     if let Some((var, feature)) = lacking {
@@ -834,6 +837,18 @@ async fn join_cluster(builder: HubBuilder) -> HubBuilder {
         return builder.cluster(adapter, inbound);
     }
     #[cfg(feature = "redis")]
+    if let Some(seeds) = redis_cluster {
+        let options = tower_realtime::adapter::RedisOptions::default();
+        let seeds: Vec<&str> = seeds.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let (adapter, inbound) = (tower_realtime::adapter::RedisAdapter::connect_cluster(&seeds, options).await)
+            .expect("could not reach the Redis Cluster at REDIS_CLUSTER_URLS");
+        tracing::info!(
+            node = adapter.node_id(),
+            "joined the cluster on the Redis Cluster at {seeds:?}"
+        );
+        return builder.cluster(adapter, inbound);
+    }
+    #[cfg(feature = "redis")]
     if let Some(url) = redis {
         let options = tower_realtime::adapter::RedisOptions::default();
         let (adapter, inbound) = (tower_realtime::adapter::RedisAdapter::connect(&url, options).await)
@@ -841,7 +856,7 @@ async fn join_cluster(builder: HubBuilder) -> HubBuilder {
         tracing::info!(node = adapter.node_id(), "joined the cluster on Redis at {url}");
         return builder.cluster(adapter, inbound);
     }
-    tracing::info!("running alone (set NATS_URL or REDIS_URL to join a cluster)");
+    tracing::info!("running alone (set NATS_URL, REDIS_CLUSTER_URLS or REDIS_URL to join a cluster)");
     builder
 }
 

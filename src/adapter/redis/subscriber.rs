@@ -19,7 +19,6 @@ use redis::{
     cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
     Client, PushInfo, PushKind,
 };
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::{
