@@ -11,7 +11,9 @@
 //! (directly or through the harness's proxy), and how to join a hub to it. Another bus runs
 //! the same harness with one more [`Bus`] value in [`BUSES`].
 //!
-//! Needs `REALTIME_TEST_REDIS` (`.ci/run` sets it); without it, says so.
+//! Runs on Redis (`REALTIME_TEST_REDIS`), a Redis Cluster (`REALTIME_TEST_REDIS_CLUSTER`, kill -9
+//! only) and NATS (`REALTIME_TEST_NATS`, with the `nats` feature); `.ci/run` sets all three.
+//! A bus whose variable is unset is said not to have run.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -94,6 +96,25 @@ struct Bus {
     /// Joins a hub being built to the cluster `prefix` on the bus at `url`, with the
     /// harness's timings. The bus must answer (the variable is set): a panic otherwise.
     join: fn(HubBuilder, String, String, Timing) -> BoxFuture<'static, HubBuilder>,
+    /// The faults it is put through, and for the others why not.
+    faults: fn(Fault) -> Result<(), &'static str>,
+    /// The cargo feature it needs, when it is missing from this build.
+    missing_feature: Option<&'static str>,
+}
+
+/// Redis's options with the harness's timings.
+fn redis_options(prefix: String, timing: Timing) -> RedisOptions {
+    let mut options = RedisOptions::default();
+    options.prefix = prefix;
+    options.heartbeat = timing.heartbeat;
+    options.node_timeout = timing.node_timeout;
+    options.command_timeout = timing.command_timeout;
+    options
+}
+
+/// Every fault.
+fn all_faults(_: Fault) -> Result<(), &'static str> {
+    Ok(())
 }
 
 const REDIS: Bus = Bus {
@@ -103,11 +124,7 @@ const REDIS: Bus = Bus {
     route: |url, via| async move { proxy::through(&url, via).await }.boxed(),
     join: |builder, url, prefix, timing| {
         async move {
-            let mut options = RedisOptions::default();
-            options.prefix = prefix;
-            options.heartbeat = timing.heartbeat;
-            options.node_timeout = timing.node_timeout;
-            options.command_timeout = timing.command_timeout;
+            let options = redis_options(prefix, timing);
             let (adapter, inbound) = RedisAdapter::connect(&url, options)
                 .await
                 .unwrap_or_else(|e| panic!("Redis must answer at {url} when REALTIME_TEST_REDIS is set: {e}"));
@@ -115,10 +132,74 @@ const REDIS: Bus = Bus {
         }
         .boxed()
     },
+    faults: all_faults,
+    missing_feature: None,
+};
+
+/// A Redis Cluster of several primaries (`tests/redis-cluster.sh start`); the URL lists them.
+/// A node's link cannot be cut or frozen through the harness's proxy: the client library
+/// connects to the addresses the primaries announce, not to the seeds it was given.
+const REDIS_CLUSTER: Bus = Bus {
+    name: "redis-cluster",
+    env: "REALTIME_TEST_REDIS_CLUSTER",
+    example: "redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103",
+    route: |url, via| {
+        assert!(via.is_none(), "a Redis Cluster is not reached through the proxy");
+        async move { (([127, 0, 0, 1], 0).into(), url) }.boxed()
+    },
+    join: |builder, url, prefix, timing| {
+        async move {
+            let options = redis_options(prefix, timing);
+            let seeds: Vec<&str> = url.split(',').collect();
+            let (adapter, inbound) = RedisAdapter::connect_cluster(&seeds, options)
+                .await
+                .unwrap_or_else(|e| panic!("the Redis Cluster must answer at {url}: {e}"));
+            builder.cluster(adapter, inbound)
+        }
+        .boxed()
+    },
+    faults: |fault| match fault {
+        Fault::Kill => Ok(()),
+        Fault::Cut | Fault::Freeze => Err("the proxy cannot stand in for the primaries' announced addresses"),
+    },
+    missing_feature: None,
+};
+
+/// NATS with JetStream; the link of a node goes through the proxy as Redis's does.
+const NATS: Bus = Bus {
+    name: "nats",
+    env: "REALTIME_TEST_NATS",
+    example: "nats://127.0.0.1:4222",
+    route: |url, via| async move { proxy::through(&url, via).await }.boxed(),
+    join: |builder, url, prefix, timing| {
+        async move {
+            #[cfg(feature = "nats")]
+            {
+                use tower_realtime::adapter::{NatsAdapter, NatsOptions};
+                let mut options = NatsOptions::default();
+                options.prefix = prefix;
+                options.heartbeat = timing.heartbeat;
+                options.node_timeout = timing.node_timeout;
+                options.command_timeout = timing.command_timeout;
+                let (adapter, inbound) = NatsAdapter::connect(&url, options)
+                    .await
+                    .unwrap_or_else(|e| panic!("NATS must answer at {url} when REALTIME_TEST_NATS is set: {e}"));
+                builder.cluster(adapter, inbound)
+            }
+            #[cfg(not(feature = "nats"))]
+            {
+                let _ = (builder, url, prefix, timing);
+                unreachable!("the harness does not run on NATS without the feature")
+            }
+        }
+        .boxed()
+    },
+    faults: all_faults,
+    missing_feature: if cfg!(feature = "nats") { None } else { Some("nats") },
 };
 
 /// Every bus the harness runs on.
-const BUSES: &[Bus] = &[REDIS];
+const BUSES: &[Bus] = &[REDIS, REDIS_CLUSTER, NATS];
 
 fn bus_named(name: &str) -> &'static Bus {
     BUSES
@@ -277,6 +358,9 @@ struct Log {
     session: Option<Value>,
     /// The current connection ended (read error, close, end of stream).
     ended: bool,
+    /// What happened to the connection, at a position in `got` (closes, comebacks): for the
+    /// account of a loss.
+    marks: Vec<(usize, String)>,
 }
 
 /// A message a client sent: its number, when it was sent, whether the server acked it.
@@ -441,6 +525,8 @@ impl Peer {
             let mut log = self.log.lock();
             log.session = None;
             log.ended = false;
+            let at = log.got.len();
+            log.marks.push((at, format!("resumed from {offset:?} on {addr}")));
         }
         let (sink, reader) = open(addr, &self.user, &query, &self.log, &self.bumped).await;
         self.sink = sink;
@@ -482,6 +568,11 @@ async fn open(
     let (log, bumped) = (log.clone(), bumped.clone());
     let reader = tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
+            if let Message::Close(frame) = &msg {
+                let mut log = log.lock();
+                let at = log.got.len();
+                log.marks.push((at, format!("closed by the server: {frame:?}")));
+            }
             let Message::Text(text) = msg else { continue };
             let Ok(frame) = serde_json::from_str::<Value>(&text) else {
                 continue;
@@ -963,24 +1054,25 @@ async fn round(cluster: &mut Cluster, senders: &[Peer], fault: Fault, round: usi
             let log = victim.log.lock();
             let got: HashSet<(&str, u64)> = log.got.iter().map(|g| (g.from.as_str(), g.n)).collect();
             let mut lost = Vec::new();
+            let mut first_lost = None;
             for from in senders {
-                lost.extend(
-                    victim
-                        .due(from, end)
-                        .into_iter()
-                        .filter(|n| !got.contains(&(from.user.as_str(), *n)))
-                        .map(|n| format!("{}#{n}", from.user)),
-                );
+                for n in victim.due(from, end) {
+                    if !got.contains(&(from.user.as_str(), n)) {
+                        first_lost.get_or_insert((from, n));
+                        lost.push(format!("{}#{n}", from.user));
+                    }
+                }
             }
-            if !lost.is_empty() {
+            if let Some((from, n)) = first_lost {
                 report.losses.push(format!(
-                    "round {round} ({:?} fault), came back {}: {} lost ({} … {}); replay said {}",
+                    "round {round} ({:?} fault), came back {}: {} lost ({} … {}); replay said {}\n{}",
                     duration,
                     m.name(),
                     lost.len(),
                     lost[0],
                     lost[lost.len() - 1],
-                    answer
+                    answer,
+                    account(&log, from, n)
                 ));
             }
             report.lost += lost.len();
@@ -1007,6 +1099,32 @@ async fn round(cluster: &mut Cluster, senders: &[Peer], fault: Fault, round: usi
         report.faulty_messages += peer.sent.lock().iter().filter(|s| s.acked).count();
         peer.close().await;
     }
+}
+
+/// Where the message `n` of `from`, which a session never got, falls in what it got: its
+/// offset (as its sender got it), the events of the session near that offset, and what
+/// happened to its connections meanwhile.
+fn account(log: &Log, from: &Peer, n: u64) -> String {
+    let offset = (from.log.lock().got.iter())
+        .find(|g| g.from == from.user && g.n == n)
+        .and_then(|g| g.offset);
+    let mut out = format!("    {}#{n} has offset {offset:?}", from.user);
+    let near = |o: Option<u64>| match (o, offset) {
+        (Some(o), Some(at)) => o + 5 >= at && o <= at + 5,
+        _ => false,
+    };
+    for (i, g) in log.got.iter().enumerate() {
+        for (_, mark) in log.marks.iter().filter(|(at, _)| *at == i) {
+            let _ = write!(out, "\n    [{i}] {mark}");
+        }
+        if near(g.offset) {
+            let _ = write!(out, "\n    [{i}] {}#{} offset {:?}", g.from, g.n, g.offset);
+        }
+    }
+    for (at, mark) in log.marks.iter().filter(|(at, _)| *at >= log.got.len()) {
+        let _ = write!(out, "\n    [{at}] {mark}");
+    }
+    out
 }
 
 /// A fresh client on `addr` gets messages from the healthy nodes, and its own message reaches
@@ -1041,14 +1159,27 @@ async fn usable(addr: SocketAddr, user: &str, senders: &[Peer]) -> Result<(), St
 
 /// Runs `fault` on every bus whose variable is set; prints the summary; asserts.
 async fn harness(fault: Fault) {
+    // `RUST_LOG=tower_realtime=debug` shows what the nodes of this process say.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     for bus in BUSES {
+        let what = format!("cluster fault test ({}, {})", fault.name(), bus.name);
+        if let Err(why) = (bus.faults)(fault) {
+            let _ = writeln!(std::io::stderr(), "{what}: not run on this bus: {why}");
+            continue;
+        }
         let Ok(url) = std::env::var(bus.env) else {
-            common::did_not_run(
-                &format!("cluster fault test ({}, {})", fault.name(), bus.name),
-                &format!("set {}={}", bus.env, bus.example),
-            );
+            common::did_not_run(&what, &format!("set {}={}", bus.env, bus.example));
             continue;
         };
+        if let Some(feature) = bus.missing_feature {
+            common::did_not_run(&what, &format!("build with --features {feature}"));
+            continue;
+        }
         let began = Instant::now();
         let report = run(bus, url, fault).await;
         let mut summary = format!("\n{HEADER}\n{}\n", report.row(bus.name, fault));

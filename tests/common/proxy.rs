@@ -132,9 +132,10 @@ impl Drop for Proxy {
     }
 }
 
-/// `redis://[auth@]host:port[/db]` → host:port, and the same URL through `proxy`.
+/// `scheme://[auth@]host:port[/path]` (`redis://`, `nats://`) → host:port, and the same URL
+/// through `proxy`.
 pub async fn through(url: &str, proxy: Option<SocketAddr>) -> (SocketAddr, String) {
-    let rest = url.strip_prefix("redis://").expect("a redis:// URL");
+    let (_, rest) = url.split_once("://").expect("a URL with a scheme");
     let authority = rest.split('/').next().unwrap();
     let host_port = authority.rsplit('@').next().unwrap();
     let upstream = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
