@@ -195,15 +195,22 @@ impl Conn {
         let Some(recovery) = &self.recovery else {
             return self.send(hub, msg);
         };
-        match recovery.offer(seq, msg, hub.inner.config.outbound_queue) {
+        let queued = match recovery.offer(seq, msg, hub.inner.config.outbound_queue) {
             Offer::Send(msg) => self.send(hub, msg),
-            Offer::Held => true,
-            Offer::Skip => false,
+            Offer::Held => return true,
+            Offer::Skip => return false,
             Offer::Full => {
                 self.overflowed(hub);
                 false
             }
+        };
+        // Closing a slow consumer: nothing past the event it could not take is queued while it
+        // closes (the writer may free room meanwhile), so that its client resumes from before
+        // that event and gets it in the replay.
+        if !queued && hub.inner.config.slow_consumer == SlowConsumerPolicy::Close {
+            recovery.cut_after(seq.saturating_sub(1));
         }
+        queued
     }
 
     /// Queues frames past the queue's capacity: a replay, bounded by the history it comes from.
@@ -315,6 +322,42 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(n: u64) -> outbox::Frame {
+        outbox::Frame::new(tokio_tungstenite::tungstenite::Message::text(n.to_string()))
+    }
+
+    /// A slow consumer closed while its writer frees room: a history event that did not fit is
+    /// never followed by a later one (its client would resume past it).
+    #[tokio::test]
+    async fn nothing_past_a_history_event_a_slow_consumer_could_not_take_is_queued() {
+        for policy in [SlowConsumerPolicy::Close, SlowConsumerPolicy::DropMessage] {
+            let hub = Hub::builder()
+                .configure(|c| {
+                    c.outbound_queue = 2;
+                    c.slow_consumer = policy;
+                })
+                .build();
+            let recovery = Box::new(Recovery::new(Arc::from("s"), 0, ConnectionId(1)));
+            let identity = Identity::user("u", Default::default());
+            let (conn, mut rx) = Conn::new(ConnectionId(1), identity, 2, Some(recovery), Default::default());
+            assert!(conn.send_at(&hub, frame(1), 1) && conn.send_at(&hub, frame(2), 2));
+            assert!(!conn.send_at(&hub, frame(3), 3), "the queue is full");
+            // The writer takes one; there is room again.
+            assert_eq!(rx.try_recv().ok(), Some(frame(1)));
+            let fourth = conn.send_at(&hub, frame(4), 4);
+            match policy {
+                SlowConsumerPolicy::Close => {
+                    assert!(!fourth, "4 after 3 was dropped, on a connection being closed");
+                    assert_eq!(
+                        conn.close_requested(),
+                        Some((close_code::TRY_AGAIN_LATER, "slow consumer"))
+                    );
+                }
+                _ => assert!(fourth, "dropping messages, the connection goes on"),
+            }
+        }
+    }
 
     #[test]
     fn state_costs_a_connection_that_stores_nothing_one_word_and_a_lock() {

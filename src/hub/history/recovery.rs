@@ -167,7 +167,6 @@ impl Recovery {
 
     /// No history event past `offset` is queued from now on (held ones included): the
     /// connection is to close, and its client to resume from before what this node missed.
-    #[cfg(feature = "redis")]
     pub(crate) fn cut_after(&self, offset: u64) {
         let _held = self.held.lock();
         self.cut.fetch_min(offset, Ordering::AcqRel);
