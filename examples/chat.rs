@@ -572,9 +572,9 @@ fn build_hub(secret: &str, max_per_user: Option<usize>, builder: HubBuilder) -> 
 
 /// The users online: on every node of the cluster when the demo is in one.
 async fn online_users(hub: &Hub) -> Vec<String> {
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     return hub.cluster_online_users().await.value;
-    #[cfg(not(feature = "redis"))]
+    #[cfg(not(feature = "cluster"))]
     hub.online_users()
 }
 
@@ -597,9 +597,9 @@ fn statuses(hub: &Hub) -> BTreeMap<String, String> {
 /// How many connections of `user` an emit to them was sent to: `delivered` alone, or, in a
 /// cluster (where an emit kept in the history is delivered from Redis, and the other nodes'
 /// recipients are not counted here), the user's connections on every node.
-#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+#[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
 async fn devices_of(hub: &Hub, user: &str, delivered: usize) -> usize {
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     if hub.adapter().is_some() {
         return hub.cluster_connections_of(user).await.value.len();
     }

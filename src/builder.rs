@@ -301,7 +301,7 @@ pub struct HubBuilder {
     #[cfg(feature = "socketio")]
     socketio: Option<crate::socketio::SocketIoConfig>,
     history: Option<History>,
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     cluster: Option<(
         crate::hub::cluster::Cluster,
         tokio::sync::mpsc::Receiver<crate::adapter::Inbound>,
@@ -565,7 +565,7 @@ impl HubBuilder {
     /// let hub = Hub::builder().cluster(adapter, inbound).build();
     /// # drop(hub); Ok(()) }
     /// ```
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub fn cluster(
         mut self,
         adapter: impl crate::adapter::Adapter,
@@ -746,15 +746,15 @@ impl HubBuilder {
         let dynamic = Dynamic::new(patterns, self.config.max_dynamic_namespaces);
         let addresses = crate::address::Addresses::new(self.client_address, self.config.connect_rate_per_address);
         let connect_rate = (self.config.connect_rate_per_user).map(|r| governor::RateLimiter::hashmap(r.quota()));
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         let (cluster, inbound) = match self.cluster {
             Some((cluster, inbound)) => (Some(cluster), Some(inbound)),
             None => (None, None),
         };
         // In a cluster, the history is the cluster's, in Redis.
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         let shared_history = cluster.is_some();
-        #[cfg(not(feature = "redis"))]
+        #[cfg(not(feature = "cluster"))]
         let shared_history = false;
         #[cfg_attr(not(feature = "socketio"), allow(unused_mut))]
         let mut parts = Extensions::default();
@@ -781,7 +781,7 @@ impl HubBuilder {
                 next_id: AtomicU64::new(node_tag() << 40),
                 next_ack: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
-                #[cfg(feature = "redis")]
+                #[cfg(feature = "cluster")]
                 cluster,
                 history: self.history.map(|h| HistoryState::new(h, shared_history)),
                 shutdown_notify: tokio::sync::Notify::new(),
@@ -789,7 +789,7 @@ impl HubBuilder {
                 on_refused: self.on_refused,
             }),
         };
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if let Some(inbound) = inbound {
             crate::hub::cluster::Cluster::start(&hub, inbound);
         }

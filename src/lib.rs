@@ -100,7 +100,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "cluster")]
 pub mod adapter;
 mod address;
 pub mod auth;

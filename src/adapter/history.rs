@@ -14,10 +14,14 @@ pub(crate) struct HistoryParams {
     pub(crate) new_epoch: std::sync::Arc<str>,
     pub(crate) max_events: usize,
     pub(crate) max_age: Duration,
+    /// Redis's streams outlive their last event by it (NATS keeps a session for the time
+    /// each `keep_session` gives).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) session_ttl: Duration,
     pub(crate) max_replay: usize,
 }
 
+#[cfg(feature = "redis")]
 impl HistoryParams {
     /// How long a stream outlives its last event: a session that saw it may come back for
     /// `session_ttl`, and wants nothing older than `max_age`.
@@ -54,6 +58,7 @@ pub(crate) struct LeftOut {
 
 impl LeftOut {
     /// The field's value: empty when nothing is left out.
+    #[cfg(feature = "redis")]
     pub(crate) fn encode(rooms: &[String], users: &[String]) -> String {
         if rooms.is_empty() && users.is_empty() {
             return String::new();

@@ -1,6 +1,8 @@
-//! The cluster layer (feature `redis`): several app instances, each with its own [`Hub`](crate::Hub),
-//! act as one through Redis.
+//! The cluster layer (feature `cluster`, turned on by `redis` and `nats`): several app
+//! instances, each with its own [`Hub`](crate::Hub), act as one through a bus, Redis or NATS.
 //!
+//! [`Adapter`] is what every engine offers; what follows is Redis's ([`RedisAdapter`], feature
+//! `redis`); NATS's (`NatsAdapter`, feature `nats`) keeps the same contract.
 //! [`RedisAdapter`] carries [`Op`]s between nodes (emits, remote disconnects and room
 //! changes, queries and their replies) over Redis pub/sub, keeps the set of live nodes by
 //! heartbeat, and keeps presence (who is online anywhere) atomic with Lua scripts. It knows
@@ -29,6 +31,11 @@
 //!
 //! `docs/cluster.md` describes the channels, keys, scripts and bounds in full.
 
+// `cluster` alone (no engine) builds what the engines share with nothing to use it.
+#![cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+
+/// What the engines share.
+#[cfg(any(feature = "redis", feature = "nats"))]
 mod common;
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -36,12 +43,14 @@ mod engine;
 pub(crate) mod history;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(feature = "redis")]
 mod redis;
 mod wire;
 
 #[cfg(feature = "nats")]
 pub use self::nats::{NatsAdapter, NatsAdapterError, NatsOptions};
-pub use self::redis::{RedisAdapter, RedisAdapterError, RedisOptions, SigningKey};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisAdapter, RedisAdapterError, RedisOptions};
 pub(crate) use engine::Engine;
 pub use engine::{Inbound, QueryReply};
 
@@ -141,7 +150,7 @@ impl<T: Engine + Clone + fmt::Debug> Adapter for T {
     }
 }
 pub(crate) use wire::base64_list;
-pub use wire::{Op, Query, Target, WIRE_VERSION};
+pub use wire::{Op, Query, SigningKey, Target, WIRE_VERSION};
 
 /// An answer gathered from the nodes of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

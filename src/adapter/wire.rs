@@ -9,7 +9,7 @@
 //! message goes in a signed frame ([`Signer`]): a version byte, an HMAC-SHA256 tag, the place
 //! of the part Redis fills in (a history emit's epoch and offset), then the JSON.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt, sync::Arc};
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -382,6 +382,38 @@ pub(crate) fn decode(payload: &[u8], me: &str) -> Result<Decoded, DecodeError> {
     }
 }
 
+/// Shortest signing key, in bytes.
+pub(crate) const MIN_SIGNING_KEY_LEN: usize = 32;
+
+/// The key the nodes of a cluster share to sign their messages on the bus (HMAC-SHA256); see
+/// [`RedisOptions::signing_key`](crate::adapter::RedisOptions::signing_key) or `NatsOptions::signing_key`. At least 32 bytes (32 random bytes are right; a passphrase
+/// is not). Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct SigningKey(Arc<[u8]>);
+
+impl SigningKey {
+    /// A key of these bytes (checked when the adapter connects).
+    pub fn new(key: impl AsRef<[u8]>) -> Self {
+        Self(key.as_ref().into())
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether it is long enough to sign with.
+    pub(crate) fn usable(&self) -> bool {
+        self.0.len() >= MIN_SIGNING_KEY_LEN && Signer::new(&self.0).is_some()
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({} bytes, redacted)", self.0.len())
+    }
+}
+
 /// The first byte of a signed frame (never the first byte of a JSON message).
 const SIGNED_V1: u8 = 0x01;
 /// Bytes of the tag (HMAC-SHA256).
@@ -463,6 +495,7 @@ impl Signer {
     /// The signed frame's start for a message whose JSON is `head`, then what Redis inserts,
     /// then `tail`: the frame head followed by `head`. `None` when `head` is too long for a
     /// position.
+    #[cfg(feature = "redis")]
     pub(crate) fn seal_split(&self, head: &[u8], tail: &[u8]) -> Option<Vec<u8>> {
         let position = u32::try_from(head.len()).ok().filter(|p| *p != NO_POSITION)?;
         let tag = self.tag(position, &[head, tail]).finalize().into_bytes();

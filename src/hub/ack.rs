@@ -188,9 +188,9 @@ impl AckEmit<'_> {
 
     /// What the recipients on the other nodes answered, and the nodes that did not reply.
     async fn others(&self, event: &str, data_json: &str, attachments: &[Bytes]) -> (Answers, Vec<String>) {
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         return self.emit.ask_others(event, data_json, attachments, self.timeout).await;
-        #[cfg(not(feature = "redis"))]
+        #[cfg(not(feature = "cluster"))]
         {
             let _ = (event, data_json, attachments);
             (Vec::new(), Vec::new())
@@ -224,7 +224,7 @@ impl Asked {
     }
 
     /// Whether nobody was asked.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn is_empty(&self) -> bool {
         self.recipients.is_empty()
     }

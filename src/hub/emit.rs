@@ -242,7 +242,7 @@ impl<'a> Emit<'a> {
                 let kept = (encoded.attachments.is_empty())
                     .then(|| self.history_streams())
                     .flatten();
-                #[cfg(feature = "redis")]
+                #[cfg(feature = "cluster")]
                 if let Some((history, keys)) = kept.as_ref().filter(|(h, _)| h.shared) {
                     if self.publish_kept(history, keys, event, json) {
                         return 0;
@@ -269,7 +269,7 @@ impl<'a> Emit<'a> {
                     }
                     None => self.send_packet(&Packet::new(&self.ns.name, event, json).with(&encoded.attachments)),
                 };
-                #[cfg(feature = "redis")]
+                #[cfg(feature = "cluster")]
                 self.publish(event, &encoded);
                 reached
             }

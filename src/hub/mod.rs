@@ -2,7 +2,7 @@
 //! anywhere in the app to emit events.
 
 mod ack;
-#[cfg(feature = "redis")]
+#[cfg(feature = "cluster")]
 pub(crate) mod cluster;
 mod conn;
 mod counters;
@@ -126,7 +126,7 @@ pub(crate) struct HubInner {
     /// broadcast's one id never meets a connection's own.
     pub(crate) next_ack: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub(crate) cluster: Option<cluster::Cluster>,
     pub(crate) history: Option<HistoryState>,
     pub(crate) shutdown_notify: tokio::sync::Notify,
@@ -288,7 +288,7 @@ impl Hub {
     /// recovery.
     pub fn leave_user(&self, user: &str, room: &str) -> usize {
         match &self.inner.history {
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "cluster")]
             Some(history) if history.shared => cluster::revoke(self, history, user, Some(room)),
             Some(history) => history.forget_room(user, room),
             None => {}
@@ -304,9 +304,9 @@ impl Hub {
     }
 
     /// Sends an action for a connection that is not on this node to the other nodes.
-    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
     fn remote<'a>(&self, op: impl FnOnce() -> RemoteOp<'a>) -> bool {
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.inner.cluster {
             use crate::adapter::Op;
             let op = match op() {
@@ -351,14 +351,14 @@ impl Hub {
     /// (close code `4000`), and drops the sessions kept for their dropped connections, so that
     /// none is resumed (a ban). Returns how many were on this node.
     pub fn disconnect_user(&self, user: &str) -> usize {
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.inner.cluster {
             let op = crate::adapter::Op::DisconnectUser { user: user.to_owned() };
             cluster.engine.publish(&op);
         }
         // Their dropped connections' sessions go too: none of them resumes.
         match &self.inner.history {
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "cluster")]
             Some(history) if history.shared => cluster::revoke(self, history, user, None),
             Some(history) => history.forget_user(user),
             None => {}
@@ -420,10 +420,10 @@ impl Hub {
     /// A user's first local connection went live (`online`) or their last one ended: tells
     /// the cluster, if any. Returns whether the user came online (or went offline) for the
     /// whole cluster, which is when the change is announced. Without a cluster, always `true`.
-    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
     pub(crate) async fn presence_changed(&self, user: Option<&Arc<str>>, online: bool) -> bool {
         let Some(_user) = user else { return false };
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if let Some(cluster) = &self.inner.cluster {
             let changed = match online {
                 true => cluster.engine.user_connected(_user).await,
@@ -565,7 +565,7 @@ impl Hub {
 }
 
 /// An action for a connection on another node.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 enum RemoteOp<'a> {
     Join(ConnectionId, &'a str),
     Leave(ConnectionId, &'a str),

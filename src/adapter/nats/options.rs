@@ -9,9 +9,6 @@ use crate::adapter::SigningKey;
 
 use crate::adapter::common::is_name;
 
-/// Shortest signing key, in bytes.
-const MIN_SIGNING_KEY_LEN: usize = 32;
-
 /// Settings of a [`NatsAdapter`](super::NatsAdapter).
 ///
 /// | setting | default |
@@ -111,8 +108,7 @@ impl NatsOptions {
             return bad("replicas must be 1 to 5");
         }
         if let Some(key) = &self.signing_key {
-            if key.as_bytes().len() < MIN_SIGNING_KEY_LEN || crate::adapter::wire::Signer::new(key.as_bytes()).is_none()
-            {
+            if !key.usable() {
                 return bad("the signing key must be at least 32 bytes");
             }
         }

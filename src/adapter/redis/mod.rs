@@ -53,7 +53,7 @@ mod shared;
 mod subscriber;
 mod warn;
 
-pub use options::{RedisAdapterError, RedisOptions, SigningKey};
+pub use options::{RedisAdapterError, RedisOptions};
 
 /// A cluster layer on Redis: ops between nodes on pub/sub, node liveness by heartbeat, and
 /// cluster-wide presence. `Clone` is one `Arc` bump; the background tasks stop when the last

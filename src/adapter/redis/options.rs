@@ -1,34 +1,9 @@
 //! The adapter's settings ([`RedisOptions`], checked before connecting), the node id, and what
 //! can go wrong ([`RedisAdapterError`]).
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::time::Duration;
 
-/// Shortest signing key, in bytes.
-pub(super) const MIN_SIGNING_KEY_LEN: usize = 32;
-
-/// The key the nodes of a cluster share to sign their messages on the bus (HMAC-SHA256); see
-/// [`RedisOptions::signing_key`]. At least 32 bytes (32 random bytes are right; a passphrase
-/// is not). Its `Debug` does not show it.
-#[derive(Clone)]
-pub struct SigningKey(Arc<[u8]>);
-
-impl SigningKey {
-    /// A key of these bytes (checked when the adapter connects).
-    pub fn new(key: impl AsRef<[u8]>) -> Self {
-        Self(key.as_ref().into())
-    }
-
-    /// The key's bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey({} bytes, redacted)", self.0.len())
-    }
-}
+use crate::adapter::wire::SigningKey;
 
 /// Settings of a [`RedisAdapter`](super::RedisAdapter).
 ///
@@ -128,8 +103,7 @@ impl RedisOptions {
             return bad("publish_queue and inbound_queue must be above zero");
         }
         if let Some(key) = &self.signing_key {
-            if key.as_bytes().len() < MIN_SIGNING_KEY_LEN || crate::adapter::wire::Signer::new(key.as_bytes()).is_none()
-            {
+            if !key.usable() {
                 return bad("the signing key must be at least 32 bytes");
             }
         }
@@ -182,7 +156,7 @@ pub(super) use crate::adapter::common::random_node_id;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapter::common::MAX_NAME_LEN as MAX_NODE_ID_LEN;
+    use crate::adapter::{common::MAX_NAME_LEN as MAX_NODE_ID_LEN, wire::MIN_SIGNING_KEY_LEN};
 
     fn with_node_id(id: &str) -> RedisOptions {
         RedisOptions {

@@ -142,7 +142,7 @@ impl Recovery {
     /// held events (merged with its replay, each offset once); once it has been told of its
     /// session, those its replay had already are left out and the others queued. Before that
     /// (a connection still being admitted), nothing: its recovery reads what it needs.
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub(crate) fn fill(&self, conn: &Conn, missed: Vec<(u64, Frame)>) {
         let mut held = self.held.lock();
         let cut = self.cut.load(Ordering::Acquire);
@@ -160,7 +160,7 @@ impl Recovery {
     }
 
     /// Whether the connection has been told of its session, or is being (its recovery runs).
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub(crate) fn started(&self) -> bool {
         self.holding.load(Ordering::Acquire) || self.told.load(Ordering::Acquire)
     }
@@ -173,7 +173,7 @@ impl Recovery {
     }
 
     /// Forgets which offsets the replay covered: they belonged to another epoch.
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub(crate) fn forget_replay(&self) {
         // While holding, the release to come sets the skip (under the same lock).
         let _held = self.held.lock();
@@ -243,7 +243,7 @@ fn merge(replay: Vec<(u64, Frame)>, held: Vec<(u64, Frame)>) -> Vec<Frame> {
 impl HistoryState {
     /// The epoch, from Redis in a cluster (as known when Redis does not answer).
     async fn epoch_now(&self, hub: &Hub) -> Option<Arc<str>> {
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if self.shared {
             return crate::hub::cluster::epoch_now(hub, self).await;
         }
@@ -262,7 +262,7 @@ impl HistoryState {
         if resume.unknown_offset {
             return Err(NotRecovered::UnknownOffset);
         }
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if self.shared {
             return crate::hub::cluster::take_session(hub, user, ns, resume).await;
         }
@@ -272,7 +272,7 @@ impl HistoryState {
 
     /// What a session missed after `offset` (see [`missed`](Self::missed)).
     async fn read_missed(&self, hub: &Hub, saved: &Saved, offset: u64) -> Result<(Vec<Arc<Entry>>, u64), NotRecovered> {
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if self.shared {
             return crate::hub::cluster::read_missed(hub, self, saved, offset).await;
         }
@@ -454,7 +454,7 @@ impl Hub {
                     tracing::debug!(conn = %conn.id, "too many sessions kept: this one is not");
                 }
             } else {
-                #[cfg(feature = "redis")]
+                #[cfg(feature = "cluster")]
                 crate::hub::cluster::keep_session(self, history, &recovery.session(), &saved);
             }
         }
@@ -492,17 +492,17 @@ mod tests {
         assert!(matches!(r.offer(8, Frame::new(Message::text("8")), 10), Offer::Send(_)));
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     fn text(n: u64) -> Frame {
         Frame::new(Message::text(n.to_string()))
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     fn queued(rx: &mut crate::outbox::Receiver) -> Vec<Frame> {
         std::iter::from_fn(|| rx.try_recv().ok()).collect()
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     #[test]
     fn events_read_back_after_a_hole_join_a_recovery_or_follow_its_replay_once() {
         let identity = crate::auth::Identity::user("u", Default::default());
@@ -523,7 +523,7 @@ mod tests {
         assert_eq!(queued(&mut rx), vec![text(6), text(7)]);
     }
 
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     #[test]
     fn after_a_cut_no_history_event_past_it_is_queued() {
         let identity = crate::auth::Identity::user("u", Default::default());

@@ -72,7 +72,7 @@ impl HistoryState {
 
     /// Whether this node's sessions are kept here (not in a cluster's Redis).
     pub(super) fn local(&self) -> bool {
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if self.shared {
             return false;
         }

@@ -48,7 +48,7 @@ impl StreamKey {
 
     /// The stream's name in Redis: `<kind><length of ns>:<ns>:<name>`, kind `a` (everyone),
     /// `r` (a room) or `u` (a user), e.g. `r1:/:general`; the length keeps any two apart.
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub(crate) fn redis_name(&self) -> String {
         let kind = match self.kind {
             StreamKind::All => 'a',
@@ -185,7 +185,7 @@ pub(crate) enum NotRecovered {
     /// last offset given out).
     UnknownOffset,
     /// The history could not be read (in a cluster: Redis did not answer).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Unavailable,
 }
 
@@ -243,14 +243,14 @@ pub(crate) struct HistoryState {
     /// Woken when a connection lets go of its session (after keeping it, when it does).
     pub(super) kept: tokio::sync::Notify,
     /// The history is the cluster's, in Redis.
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub(crate) shared: bool,
     /// In a cluster: the epoch as last seen in Redis (none before the first look).
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub(crate) shared_epoch: Mutex<Option<Arc<str>>>,
     /// In a cluster: the offset of the last history event delivered on this node, to notice
     /// the ones that never arrived.
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "cluster")]
     pub(crate) delivered: AtomicU64,
 }
 
@@ -286,7 +286,7 @@ fn new_epoch() -> String {
 
 impl HistoryState {
     /// A history of this node only, or (`shared`) of the cluster, kept in Redis.
-    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    #[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
     pub(crate) fn new(cfg: History, shared: bool) -> Self {
         Self {
             cfg,
@@ -296,11 +296,11 @@ impl HistoryState {
             sessions: Mutex::default(),
             live: Mutex::default(),
             kept: tokio::sync::Notify::new(),
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "cluster")]
             shared,
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "cluster")]
             shared_epoch: Mutex::new(None),
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "cluster")]
             delivered: AtomicU64::new(0),
         }
     }
@@ -308,7 +308,7 @@ impl HistoryState {
     /// The epoch as this node knows it (in a cluster, none until Redis was asked or an event
     /// came).
     pub(crate) fn known_epoch(&self) -> Option<Arc<str>> {
-        #[cfg(feature = "redis")]
+        #[cfg(feature = "cluster")]
         if self.shared {
             return self.shared_epoch.lock().clone();
         }
