@@ -1084,6 +1084,7 @@ async fn broadcast(args: &Args, shared: &Arc<Shared>, mut sender: Sender, report
             delivered as f64 / elapsed
         ),
     );
+    report.json.insert("delivered".into(), delivered.into());
     if let Some(c) = server_cpu {
         report.put("server_cpu", c, format!("server CPU: {:.0}% of one core", c * 100.0));
     }

@@ -302,6 +302,53 @@ pub(crate) fn on_message<N: Node>(node: &Arc<N>, payload: &[u8]) {
     }
 }
 
+/// What an engine counts (see [`AdapterStats`](super::AdapterStats)).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) unauthenticated: AtomicU64,
+}
+
+impl Counters {
+    /// The counts now, with what the engine knows of its link.
+    pub(crate) fn snapshot(&self, reconnects: u64, link_up: bool, subscribed: bool) -> super::AdapterStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        super::AdapterStats {
+            published: load(&self.published),
+            lost: load(&self.lost),
+            received: load(&self.received),
+            dropped: load(&self.dropped),
+            malformed: load(&self.malformed),
+            unauthenticated: load(&self.unauthenticated),
+            reconnects,
+            link_up,
+            subscribed,
+        }
+    }
+}
+
+/// This node's own users (from its presence shards), sorted: what `online_users` answers,
+/// partial, when the bus cannot be read.
+pub(crate) async fn local_users(
+    shards: &[tokio::sync::Mutex<HashMap<String, u32>>],
+    missing_nodes: Vec<String>,
+) -> ClusterAnswer<Vec<String>> {
+    let mut users = Vec::new();
+    for shard in shards {
+        users.extend(shard.lock().await.keys().cloned());
+    }
+    users.sort_unstable();
+    ClusterAnswer {
+        value: users,
+        partial: true,
+        missing_nodes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

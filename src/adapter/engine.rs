@@ -212,3 +212,129 @@ impl Drop for QueryReply {
         }
     }
 }
+
+/// `impl Engine` for an engine whose inherent methods have the trait's names (its own error
+/// type turned into [`EngineError`]): each engine writes its methods once, for its own users
+/// and for the hub.
+macro_rules! engine_from_inherent_methods {
+    ($engine:ty) => {
+        impl $crate::adapter::engine::Engine for $engine {
+            fn node_id(&self) -> &str {
+                <$engine>::node_id(self)
+            }
+
+            fn query_timeout(&self) -> ::std::time::Duration {
+                self.options().query_timeout
+            }
+
+            fn publish(&self, op: &$crate::adapter::Op) -> bool {
+                <$engine>::publish(self, op)
+            }
+
+            fn publish_to(&self, node: &str, op: &$crate::adapter::Op) -> bool {
+                <$engine>::publish_to(self, node, op)
+            }
+
+            fn request(
+                &self,
+                query: $crate::adapter::Query,
+                timeout: Option<::std::time::Duration>,
+            ) -> ::futures_util::future::BoxFuture<'_, $crate::adapter::ClusterAnswer<Vec<::serde_json::Value>>> {
+                Box::pin(<$engine>::request(self, query, timeout))
+            }
+
+            fn live_nodes(
+                &self,
+            ) -> ::futures_util::future::BoxFuture<'_, Result<Vec<String>, $crate::adapter::engine::EngineError>> {
+                Box::pin(async { Ok(<$engine>::live_nodes(self).await?) })
+            }
+
+            fn user_connected<'a>(
+                &'a self,
+                user: &'a str,
+            ) -> ::futures_util::future::BoxFuture<'a, Result<bool, $crate::adapter::engine::EngineError>> {
+                Box::pin(async { Ok(<$engine>::user_connected(self, user).await?) })
+            }
+
+            fn user_disconnected<'a>(
+                &'a self,
+                user: &'a str,
+            ) -> ::futures_util::future::BoxFuture<'a, Result<bool, $crate::adapter::engine::EngineError>> {
+                Box::pin(async { Ok(<$engine>::user_disconnected(self, user).await?) })
+            }
+
+            fn online_users(
+                &self,
+            ) -> ::futures_util::future::BoxFuture<'_, $crate::adapter::ClusterAnswer<Vec<String>>> {
+                Box::pin(<$engine>::online_users(self))
+            }
+
+            fn append_history(
+                &self,
+                op: &$crate::adapter::Op,
+                streams: &[String],
+                params: &$crate::adapter::history::HistoryParams,
+            ) -> bool {
+                <$engine>::append_history(self, op, streams, params)
+            }
+
+            fn history_epoch<'a>(
+                &'a self,
+                params: &'a $crate::adapter::history::HistoryParams,
+            ) -> ::futures_util::future::BoxFuture<'a, Result<(String, u64), $crate::adapter::engine::EngineError>>
+            {
+                Box::pin(async { Ok(<$engine>::history_epoch(self, params).await?) })
+            }
+
+            fn read_history<'a>(
+                &'a self,
+                params: &'a $crate::adapter::history::HistoryParams,
+                epoch: &'a str,
+                streams: &'a [(String, u64)],
+            ) -> ::futures_util::future::BoxFuture<
+                'a,
+                Result<$crate::adapter::history::Missed, $crate::adapter::engine::EngineError>,
+            > {
+                Box::pin(async { Ok(<$engine>::read_history(self, params, epoch, streams).await?) })
+            }
+
+            fn on_history_evicted(&self, hook: Box<dyn Fn(u64) + Send + Sync>) {
+                let _ = self.shared().on_evicted.set(hook);
+            }
+
+            fn keep_session(&self, id: &str, session: &str, ttl: ::std::time::Duration) -> bool {
+                <$engine>::keep_session(self, id, session, ttl)
+            }
+
+            fn take_session<'a>(
+                &'a self,
+                id: &'a str,
+                user: Option<&'a str>,
+                ns: &'a str,
+            ) -> ::futures_util::future::BoxFuture<
+                'a,
+                Result<
+                    Option<(String, ::std::collections::HashMap<String, u64>)>,
+                    $crate::adapter::engine::EngineError,
+                >,
+            > {
+                Box::pin(async move { Ok(<$engine>::take_session(self, id, user, ns).await?) })
+            }
+
+            fn revoke(&self, user: &str, room: &str, ttl: ::std::time::Duration) -> bool {
+                <$engine>::revoke(self, user, room, ttl)
+            }
+
+            fn stats(&self) -> $crate::adapter::AdapterStats {
+                <$engine>::stats(self)
+            }
+
+            fn shutdown(
+                &self,
+            ) -> ::futures_util::future::BoxFuture<'_, Result<(), $crate::adapter::engine::EngineError>> {
+                Box::pin(async { Ok(<$engine>::shutdown(self).await?) })
+            }
+        }
+    };
+}
+pub(crate) use engine_from_inherent_methods;

@@ -6,7 +6,7 @@
 //! event (its sequence is the offset), the others are copies carrying the offset in the header
 //! [`COPY_OF`]. Nodes deliver the first only; a read of a stream counts a copy at its offset.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, future::IntoFuture, time::Duration};
 
 use async_nats::{
     jetstream::{
@@ -32,6 +32,14 @@ use crate::adapter::{
 
 /// The header of a copy of an event kept in another history stream: the event's offset.
 pub(super) const COPY_OF: &str = "Tr-Copy-Of";
+
+/// A history emit written to JetStream, not known to be kept yet.
+pub(super) struct Appending {
+    ack: jetstream::context::PublishAckFuture,
+    /// The subjects of its copies, written once it is kept (they carry its offset).
+    copies: Vec<String>,
+    payload: Bytes,
+}
 
 /// Messages past the last offset read at most while looking for late copies.
 const LATE_COPIES: usize = 64;
@@ -162,40 +170,48 @@ impl Shared {
         Ok((info.config.description.unwrap_or_default(), info.state.last_sequence))
     }
 
-    /// Keeps an encoded history emit in `streams` (the first message is the event, the
-    /// others copies of it). Whether the event was kept.
-    pub(super) async fn append(
+    /// Writes an encoded history emit for `streams` (the first message is the event, the
+    /// others copies of it, written once it is kept) without waiting for JetStream to keep it:
+    /// [`kept`](Self::kept) waits.
+    pub(super) async fn start_append(
         &self,
         streams: &[String],
         payload: Bytes,
         params: &HistoryParams,
-    ) -> Result<(), NatsAdapterError> {
-        let limit = self.options.command_timeout;
+    ) -> Result<Appending, NatsAdapterError> {
         let known = self.history.lock().await.is_some();
         if !known {
             self.history_stream(Some(params)).await?;
         }
         let mut subjects = streams.iter().map(|s| self.names.history_subject(s));
         let first = subjects.next().unwrap_or_else(|| self.names.history_subject(""));
-        let ack = timed(limit, async {
-            let ack = self.js.publish(first, payload.clone()).await?;
-            ack.await
-        })
-        .await;
-        let ack = match ack {
+        let copies = subjects.collect();
+        match timed(self.options.command_timeout, self.js.publish(first, payload.clone())).await {
+            Ok(ack) => Ok(Appending { ack, copies, payload }),
+            Err(e) => {
+                self.forget_history().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until a history emit is kept, then writes its copies and waits for those.
+    pub(super) async fn kept(&self, appending: Appending) -> Result<(), NatsAdapterError> {
+        let limit = self.options.command_timeout;
+        let ack = match timed(limit, appending.ack.into_future()).await {
             Ok(ack) => ack,
             Err(e) => {
-                // The stream may be gone (deleted, or the server lost it): found or made again
-                // on the next append.
-                *self.history.lock().await = None;
+                self.forget_history().await;
                 return Err(e);
             }
         };
-        for subject in subjects {
+        for subject in appending.copies {
             let mut headers = HeaderMap::new();
             headers.insert(COPY_OF, ack.sequence.to_string().as_str());
             let copied = timed(limit, async {
-                let ack = self.js.publish_with_headers(subject, headers, payload.clone()).await?;
+                let ack = (self.js)
+                    .publish_with_headers(subject, headers, appending.payload.clone())
+                    .await?;
                 ack.await
             })
             .await;
@@ -204,6 +220,12 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// The stream may be gone (deleted, or the server lost it): found or made again on the
+    /// next append.
+    async fn forget_history(&self) {
+        *self.history.lock().await = None;
     }
 
     /// The events of `streams` after their offsets, for a session of `epoch`, and the last

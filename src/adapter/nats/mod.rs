@@ -16,7 +16,6 @@ use std::{
 };
 
 use async_nats::jetstream::{self, kv};
-use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
@@ -30,7 +29,7 @@ use self::{
 };
 use super::{
     common,
-    engine::{Engine, EngineError, Inbound},
+    engine::Inbound,
     history::{HistoryParams, Missed},
     wire::{Op, Query},
     AdapterStats, ClusterAnswer,
@@ -298,6 +297,33 @@ impl NatsAdapter {
         self.shared().out.try_send(out).is_ok()
     }
 
+    /// Takes the session `id` for `user` in `ns` (see
+    /// [`RedisAdapter::take_session`](super::RedisAdapter)'s contract).
+    pub(crate) async fn take_session(
+        &self,
+        id: &str,
+        user: Option<&str>,
+        ns: &str,
+    ) -> Result<Option<(String, HashMap<String, u64>)>, NatsAdapterError> {
+        self.shared().take_session(id, user, ns).await
+    }
+
+    /// The history's epoch and last offset (the stream is made when there is none).
+    pub(crate) async fn history_epoch(&self, params: &HistoryParams) -> Result<(String, u64), NatsAdapterError> {
+        self.shared().history_epoch(params).await
+    }
+
+    /// The events of `streams` after their offsets, for a session of `epoch`, and the last
+    /// offset given out when the read began.
+    pub(crate) async fn read_history(
+        &self,
+        params: &HistoryParams,
+        epoch: &str,
+        streams: &[(String, u64)],
+    ) -> Result<Missed, NatsAdapterError> {
+        self.shared().read_history(params, epoch, streams).await
+    }
+
     /// Counts a new live connection of `user` on this node. `Ok(true)`: the user came online
     /// cluster-wide (their first live connection on any live node); of nodes racing on the same
     /// user, exactly one gets `true`.
@@ -337,18 +363,7 @@ impl NatsAdapter {
                 users.dedup();
                 ClusterAnswer::complete(users)
             }
-            Err(_) => {
-                let mut users = Vec::new();
-                for shard in &shared.local {
-                    users.extend(shard.lock().await.keys().cloned());
-                }
-                users.sort_unstable();
-                ClusterAnswer {
-                    value: users,
-                    partial: true,
-                    missing_nodes: shared.other_cached_nodes(),
-                }
-            }
+            Err(_) => common::local_users(&shared.local, shared.other_cached_nodes()).await,
         }
     }
 
@@ -378,17 +393,8 @@ impl NatsAdapter {
     pub fn stats(&self) -> AdapterStats {
         let s = self.shared();
         let link_up = s.link_up();
-        AdapterStats {
-            published: s.stats.published.load(Ordering::Relaxed),
-            lost: s.stats.lost.load(Ordering::Relaxed),
-            received: s.stats.received.load(Ordering::Relaxed),
-            dropped: s.stats.dropped.load(Ordering::Relaxed),
-            malformed: s.stats.malformed.load(Ordering::Relaxed),
-            unauthenticated: s.stats.unauthenticated.load(Ordering::Relaxed),
-            reconnects: s.link.reconnects.load(Ordering::Relaxed),
-            link_up,
-            subscribed: link_up && !s.closed.load(Ordering::Relaxed),
-        }
+        let reconnects = s.link.reconnects.load(Ordering::Relaxed);
+        (s.stats).snapshot(reconnects, link_up, link_up && !s.closed.load(Ordering::Relaxed))
     }
 
     /// Leaves the cluster now: stops the background tasks (of every clone) and deletes this
@@ -405,89 +411,7 @@ impl NatsAdapter {
     }
 }
 
-impl Engine for NatsAdapter {
-    fn node_id(&self) -> &str {
-        NatsAdapter::node_id(self)
-    }
-
-    fn query_timeout(&self) -> Duration {
-        self.options().query_timeout
-    }
-
-    fn publish(&self, op: &Op) -> bool {
-        NatsAdapter::publish(self, op)
-    }
-
-    fn publish_to(&self, node: &str, op: &Op) -> bool {
-        NatsAdapter::publish_to(self, node, op)
-    }
-
-    fn request(&self, query: Query, timeout: Option<Duration>) -> BoxFuture<'_, ClusterAnswer<Vec<Value>>> {
-        Box::pin(NatsAdapter::request(self, query, timeout))
-    }
-
-    fn live_nodes(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
-        Box::pin(async { Ok(NatsAdapter::live_nodes(self).await?) })
-    }
-
-    fn user_connected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
-        Box::pin(async { Ok(NatsAdapter::user_connected(self, user).await?) })
-    }
-
-    fn user_disconnected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
-        Box::pin(async { Ok(NatsAdapter::user_disconnected(self, user).await?) })
-    }
-
-    fn online_users(&self) -> BoxFuture<'_, ClusterAnswer<Vec<String>>> {
-        Box::pin(NatsAdapter::online_users(self))
-    }
-
-    fn append_history(&self, op: &Op, streams: &[String], params: &HistoryParams) -> bool {
-        NatsAdapter::append_history(self, op, streams, params)
-    }
-
-    fn history_epoch<'a>(&'a self, params: &'a HistoryParams) -> BoxFuture<'a, Result<(String, u64), EngineError>> {
-        Box::pin(async { Ok(self.shared().history_epoch(params).await?) })
-    }
-
-    fn read_history<'a>(
-        &'a self,
-        params: &'a HistoryParams,
-        epoch: &'a str,
-        streams: &'a [(String, u64)],
-    ) -> BoxFuture<'a, Result<Missed, EngineError>> {
-        Box::pin(async { Ok(self.shared().read_history(params, epoch, streams).await?) })
-    }
-
-    fn on_history_evicted(&self, hook: Box<dyn Fn(u64) + Send + Sync>) {
-        let _ = self.shared().on_evicted.set(hook);
-    }
-
-    fn keep_session(&self, id: &str, session: &str, ttl: Duration) -> bool {
-        NatsAdapter::keep_session(self, id, session, ttl)
-    }
-
-    fn take_session<'a>(
-        &'a self,
-        id: &'a str,
-        user: Option<&'a str>,
-        ns: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(String, HashMap<String, u64>)>, EngineError>> {
-        Box::pin(async move { Ok(self.shared().take_session(id, user, ns).await?) })
-    }
-
-    fn revoke(&self, user: &str, room: &str, ttl: Duration) -> bool {
-        NatsAdapter::revoke(self, user, room, ttl)
-    }
-
-    fn stats(&self) -> AdapterStats {
-        NatsAdapter::stats(self)
-    }
-
-    fn shutdown(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        Box::pin(async { Ok(NatsAdapter::shutdown(self).await?) })
-    }
-}
+super::engine::engine_from_inherent_methods!(NatsAdapter);
 
 #[cfg(test)]
 mod tests {
@@ -496,7 +420,10 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
+    use futures_util::future::BoxFuture;
+
     use crate::adapter::conformance::{self, Node};
+    use crate::adapter::engine::Engine;
 
     /// The streams (buckets are streams too) a cluster of `prefix` may have made.
     fn streams_of(prefix: &str) -> Vec<String> {

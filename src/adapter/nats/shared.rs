@@ -35,16 +35,6 @@ pub(super) use crate::adapter::common::ReplyTx;
 /// Presence is kept in this many independently locked parts (by user).
 pub(super) const PRESENCE_SHARDS: usize = 16;
 
-#[derive(Default)]
-pub(super) struct Stats {
-    pub(super) published: AtomicU64,
-    pub(super) lost: AtomicU64,
-    pub(super) received: AtomicU64,
-    pub(super) dropped: AtomicU64,
-    pub(super) malformed: AtomicU64,
-    pub(super) unauthenticated: AtomicU64,
-}
-
 /// What the connection's events tell (set up before the connection, so held apart).
 pub(super) struct Link {
     pub(super) node: String,
@@ -123,7 +113,7 @@ pub(super) struct Shared {
     /// Queries waiting for replies: id → where the replies go.
     pub(super) pending: DashMap<u64, ReplyTx>,
     pub(super) next_query: AtomicU64,
-    pub(super) stats: Stats,
+    pub(super) stats: common::Counters,
     pub(super) link: Arc<Link>,
     /// [`NatsAdapter::shutdown`](super::NatsAdapter::shutdown) was called: nothing is sent
     /// any more.
@@ -198,7 +188,7 @@ impl Shared {
             inbound,
             pending: DashMap::new(),
             next_query: AtomicU64::new(1),
-            stats: Stats::default(),
+            stats: common::Counters::default(),
             link,
             closed: AtomicBool::new(false),
             needs_sync: AtomicBool::new(false),

@@ -14,7 +14,6 @@ use std::{
     time::Duration,
 };
 
-use futures_util::future::BoxFuture;
 use redis::{
     aio::ConnectionManager,
     cluster::{ClusterClient, ClusterClientBuilder},
@@ -35,7 +34,7 @@ use self::{
 };
 use super::{
     common,
-    engine::{Engine, EngineError, Inbound},
+    engine::Inbound,
     history::{self as neutral, HistoryParams, Missed},
     wire::{self, Op, Query},
     AdapterStats, ClusterAnswer,
@@ -389,18 +388,7 @@ impl RedisAdapter {
                 users.dedup();
                 ClusterAnswer::complete(users)
             }
-            Err(_) => {
-                let mut users = Vec::new();
-                for shard in &shared.presence {
-                    users.extend(shard.lock().await.keys().cloned());
-                }
-                users.sort_unstable();
-                ClusterAnswer {
-                    value: users,
-                    partial: true,
-                    missing_nodes: shared.other_cached_nodes(),
-                }
-            }
+            Err(_) => common::local_users(&shared.presence, shared.other_cached_nodes()).await,
         }
     }
 
@@ -432,17 +420,12 @@ impl RedisAdapter {
     /// Counters, and whether Redis is reachable now.
     pub fn stats(&self) -> AdapterStats {
         let s = self.shared();
-        AdapterStats {
-            published: s.stats.published.load(Ordering::Relaxed),
-            lost: s.stats.lost.load(Ordering::Relaxed),
-            received: s.stats.received.load(Ordering::Relaxed),
-            dropped: s.stats.dropped.load(Ordering::Relaxed),
-            malformed: s.stats.malformed.load(Ordering::Relaxed),
-            unauthenticated: s.stats.unauthenticated.load(Ordering::Relaxed),
-            reconnects: s.stats.reconnects.load(Ordering::Relaxed),
-            link_up: s.link_up.load(Ordering::Relaxed),
-            subscribed: s.subscribed.load(Ordering::Relaxed),
-        }
+        let reconnects = s.reconnects.load(Ordering::Relaxed);
+        (s.stats).snapshot(
+            reconnects,
+            s.link_up.load(Ordering::Relaxed),
+            s.subscribed.load(Ordering::Relaxed),
+        )
     }
 
     /// Leaves the cluster now: stops the background tasks (of every clone) and marks this
@@ -468,94 +451,13 @@ fn malformed_reply() -> RedisAdapterError {
     )))
 }
 
-impl Engine for RedisAdapter {
-    fn node_id(&self) -> &str {
-        RedisAdapter::node_id(self)
-    }
-
-    fn query_timeout(&self) -> Duration {
-        self.options().query_timeout
-    }
-
-    fn publish(&self, op: &Op) -> bool {
-        RedisAdapter::publish(self, op)
-    }
-
-    fn publish_to(&self, node: &str, op: &Op) -> bool {
-        RedisAdapter::publish_to(self, node, op)
-    }
-
-    fn request(&self, query: Query, timeout: Option<Duration>) -> BoxFuture<'_, ClusterAnswer<Vec<Value>>> {
-        Box::pin(RedisAdapter::request(self, query, timeout))
-    }
-
-    fn live_nodes(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
-        Box::pin(async { Ok(RedisAdapter::live_nodes(self).await?) })
-    }
-
-    fn user_connected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
-        Box::pin(async { Ok(RedisAdapter::user_connected(self, user).await?) })
-    }
-
-    fn user_disconnected<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
-        Box::pin(async { Ok(RedisAdapter::user_disconnected(self, user).await?) })
-    }
-
-    fn online_users(&self) -> BoxFuture<'_, ClusterAnswer<Vec<String>>> {
-        Box::pin(RedisAdapter::online_users(self))
-    }
-
-    fn append_history(&self, op: &Op, streams: &[String], params: &HistoryParams) -> bool {
-        RedisAdapter::append_history(self, op, streams, params)
-    }
-
-    fn history_epoch<'a>(&'a self, params: &'a HistoryParams) -> BoxFuture<'a, Result<(String, u64), EngineError>> {
-        Box::pin(async { Ok(RedisAdapter::history_epoch(self, params).await?) })
-    }
-
-    fn read_history<'a>(
-        &'a self,
-        params: &'a HistoryParams,
-        epoch: &'a str,
-        streams: &'a [(String, u64)],
-    ) -> BoxFuture<'a, Result<Missed, EngineError>> {
-        Box::pin(async { Ok(RedisAdapter::read_history(self, params, epoch, streams).await?) })
-    }
-
-    fn on_history_evicted(&self, hook: Box<dyn Fn(u64) + Send + Sync>) {
-        let _ = self.shared().on_evicted.set(hook);
-    }
-
-    fn keep_session(&self, id: &str, session: &str, ttl: Duration) -> bool {
-        RedisAdapter::keep_session(self, id, session, ttl)
-    }
-
-    fn take_session<'a>(
-        &'a self,
-        id: &'a str,
-        user: Option<&'a str>,
-        ns: &'a str,
-    ) -> BoxFuture<'a, Result<Option<(String, HashMap<String, u64>)>, EngineError>> {
-        Box::pin(async move { Ok(RedisAdapter::take_session(self, id, user, ns).await?) })
-    }
-
-    fn revoke(&self, user: &str, room: &str, ttl: Duration) -> bool {
-        RedisAdapter::revoke(self, user, room, ttl)
-    }
-
-    fn stats(&self) -> AdapterStats {
-        RedisAdapter::stats(self)
-    }
-
-    fn shutdown(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        Box::pin(async { Ok(RedisAdapter::shutdown(self).await?) })
-    }
-}
+super::engine::engine_from_inherent_methods!(RedisAdapter);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::adapter::conformance::{self, Node};
+    use futures_util::future::BoxFuture;
 
     fn test_options(cluster: String) -> RedisOptions {
         RedisOptions {

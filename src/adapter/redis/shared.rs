@@ -31,23 +31,13 @@ use super::{
     warn::Warn,
 };
 use crate::adapter::{
+    common::Counters,
     engine::{Inbound, Replies},
     wire::{self, Op, Signer},
 };
 
 /// Receives the number of history events evicted by each append.
 pub(super) type EvictionHook = Box<dyn Fn(u64) + Send + Sync>;
-
-#[derive(Default)]
-pub(super) struct Stats {
-    pub(super) published: AtomicU64,
-    pub(super) lost: AtomicU64,
-    pub(super) received: AtomicU64,
-    pub(super) dropped: AtomicU64,
-    pub(super) malformed: AtomicU64,
-    pub(super) unauthenticated: AtomicU64,
-    pub(super) reconnects: AtomicU64,
-}
 
 /// Where the replies to one query go: (answering node, answer or error).
 pub(super) type ReplyTx = mpsc::Sender<(String, Result<Value, String>)>;
@@ -67,7 +57,9 @@ pub(super) struct Shared {
     /// Queries waiting for replies: id → where the replies go.
     pub(super) pending: DashMap<u64, ReplyTx>,
     pub(super) next_query: AtomicU64,
-    pub(super) stats: Stats,
+    pub(super) stats: Counters,
+    /// Times the subscription was made again.
+    pub(super) reconnects: AtomicU64,
     /// The last command to Redis succeeded.
     pub(super) link_up: AtomicBool,
     /// The subscription is in place.
@@ -138,7 +130,8 @@ impl Shared {
             inbound,
             pending: DashMap::new(),
             next_query: AtomicU64::new(1),
-            stats: Stats::default(),
+            stats: Counters::default(),
+            reconnects: AtomicU64::new(0),
             link_up: AtomicBool::new(true),
             subscribed: AtomicBool::new(true),
             closed: AtomicBool::new(false),

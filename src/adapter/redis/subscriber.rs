@@ -98,7 +98,7 @@ pub(super) async fn subscriber(shared: Arc<Shared>, first: PubSub, mut stop: wat
                 let Some(client) = &shared.client else { return };
                 match subscribe(client, &shared.keys, limit).await {
                     Ok(p) => {
-                        shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                        shared.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(node = %shared.node, "redis adapter: subscribed again");
                         delay = RESUBSCRIBE_MIN_DELAY;
                         p
@@ -181,7 +181,7 @@ pub(super) async fn cluster_subscriber(
                         match ssubscribe(&conn, &shared.keys, limit).await {
                             Ok(()) => {
                                 shared.subscribed.store(true, Ordering::Relaxed);
-                                shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                                shared.reconnects.fetch_add(1, Ordering::Relaxed);
                                 tracing::info!(node = %shared.node, "redis adapter: subscribed again");
                             }
                             Err(e) => shared.warn_link.warn(&shared.node, "could not subscribe", &e),
