@@ -5,6 +5,7 @@
 //!
 //! - [`native`]: the native JSON protocol's codec (`docs/protocol.md`);
 //! - `socketio` (with feature `socketio`): the Socket.IO v5 and Engine.IO v4 codecs;
+//! - [`deflate`]: permessage-deflate of one message, as the hub compresses and inflates it;
 //! - [`attach`] and [`Receiver`]: a connection with no socket behind it, to measure emits
 //!   without I/O.
 
@@ -33,6 +34,36 @@ pub mod socketio {
     /// with binary attachments.
     pub mod packet {
         pub use crate::protocol::socketio::packet::*;
+    }
+}
+
+/// permessage-deflate (RFC 7692) as the hub applies it to one message: each compressed on
+/// its own (the server keeps no context), so that one compressed copy serves every recipient.
+pub mod deflate {
+    use crate::connection::deflate::{self as inner, Agreed, Inflater};
+
+    /// One message's payload compressed at `level` (0 to 9) with a window of `window_bits`
+    /// (9 to 15), as it goes in the frame (the trailing `00 00 ff ff` removed); `None` when
+    /// compressing does not make it smaller.
+    pub fn compress(payload: &[u8], level: u8, window_bits: u8) -> Option<Vec<u8>> {
+        let agreed = Agreed {
+            server_bits: window_bits.clamp(9, 15),
+            client_bits: 15,
+            client_takeover: false,
+            threshold: 0,
+            level: level.min(9),
+        };
+        inner::compress(payload, &agreed)
+    }
+
+    /// One message's compressed payload inflated, at most `limit` bytes; `None` when it is
+    /// corrupt or inflates past the limit.
+    pub fn inflate(compressed: &[u8], window_bits: u8, limit: usize) -> Option<Vec<u8>> {
+        let mut inflater = Inflater::take(window_bits);
+        let mut out = Vec::new();
+        let whole = inflater.inflate(compressed, &mut out, limit).is_ok() && inflater.finish(&mut out, limit).is_ok();
+        inflater.give_back();
+        whole.then_some(out)
     }
 }
 
