@@ -314,6 +314,41 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts `n` ops lost, and warns (at most once per interval).
+    pub(crate) fn lose(&self, n: u64, warn: &Warn, node: &str, what: &str, error: &dyn fmt::Display) {
+        self.lost.fetch_add(n, Ordering::Relaxed);
+        warn.warn(node, what, error);
+    }
+
+    /// Queues `item` for the engine's publisher; when the queue is full it is lost (counted,
+    /// warned of), when the publisher is gone too.
+    pub(crate) fn queue<T>(&self, out: &mpsc::Sender<T>, item: T, warn: &Warn, node: &str) -> bool {
+        match out.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.lose(1, warn, node, "publish queue full: op lost", &"queue full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Hands a message from the bus to the hub; when the hub's queue is full (or gone) it is
+    /// dropped, counted and warned of.
+    pub(crate) fn hand_over(&self, inbound: &mpsc::Sender<Inbound>, message: Inbound, warn: &Warn, node: &str) {
+        if let Err(e) = inbound.try_send(message) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            let why = match e {
+                mpsc::error::TrySendError::Full(_) => "inbound queue full: message dropped",
+                mpsc::error::TrySendError::Closed(_) => "inbound receiver gone: message dropped",
+            };
+            warn.warn(node, why, &"the hub does not keep up");
+        }
+    }
+
     /// The counts now, with what the engine knows of its link.
     pub(crate) fn snapshot(&self, reconnects: u64, link_up: bool, subscribed: bool) -> super::AdapterStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);

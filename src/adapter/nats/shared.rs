@@ -223,8 +223,7 @@ impl Shared {
     }
 
     pub(super) fn lose(&self, n: u64, warn: &Warn, what: &str, error: &dyn fmt::Display) {
-        self.stats.lost.fetch_add(n, Ordering::Relaxed);
-        warn.warn(&self.node, what, error);
+        self.stats.lose(n, warn, &self.node, what, error);
     }
 
     /// Whether anything can be queued for NATS now (when not, the op is counted as lost).
@@ -266,17 +265,7 @@ impl Shared {
     }
 
     pub(super) fn queue(&self, out: Outgoing) -> bool {
-        match self.out.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lose(1, &self.warn_queue, "publish queue full: op lost", &"queue full");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.stats.lost.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        self.stats.queue(&self.out, out, &self.warn_queue, &self.node)
     }
 
     pub(super) fn reply(&self, to: &str, id: u64, answer: Value, error: Option<String>) -> bool {
@@ -295,14 +284,8 @@ impl Shared {
     }
 
     pub(super) fn deliver(&self, message: Inbound) {
-        if let Err(e) = self.inbound.try_send(message) {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            let why = match e {
-                mpsc::error::TrySendError::Full(_) => "inbound queue full: message dropped",
-                mpsc::error::TrySendError::Closed(_) => "inbound receiver gone: message dropped",
-            };
-            self.warn_inbound.warn(&self.node, why, &"the hub does not keep up");
-        }
+        self.stats
+            .hand_over(&self.inbound, message, &self.warn_inbound, &self.node);
     }
 
     /// The JSON of a received message: checked against the key when there is one (`None`,

@@ -60,9 +60,11 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<boo
                 shared.failures.store(0, Ordering::Relaxed);
                 match ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&shared.options)) {
                     Ok(conn) => *shared.conn.lock() = Conn::Single(conn),
-                    Err(e) => shared
-                        .warn_link
-                        .warn(&shared.node, "could not make a new connection", &e),
+                    Err(e) => {
+                        shared
+                            .warn_link
+                            .warn(&shared.node, "could not make a new connection", &e);
+                    }
                 }
             }
         }

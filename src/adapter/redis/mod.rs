@@ -50,7 +50,6 @@ mod publisher;
 mod scripts;
 mod shared;
 mod subscriber;
-mod warn;
 
 pub use options::{RedisAdapterError, RedisOptions};
 

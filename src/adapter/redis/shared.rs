@@ -28,10 +28,9 @@ use super::{
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
     scripts::Scripts,
-    warn::Warn,
 };
 use crate::adapter::{
-    common::Counters,
+    common::{Counters, Warn},
     engine::{Inbound, Replies},
     wire::{self, Op, Signer},
 };
@@ -147,11 +146,11 @@ impl Shared {
             history_scripts: HistoryScripts::new(),
             history_keys: HistoryKeys::new(&options.prefix),
             on_evicted: std::sync::OnceLock::new(),
-            warn_link: Warn::new(),
-            warn_queue: Warn::new(),
-            warn_inbound: Warn::new(),
-            warn_malformed: Warn::new(),
-            warn_unauthenticated: Warn::new(),
+            warn_link: Warn::new("redis"),
+            warn_queue: Warn::new("redis"),
+            warn_inbound: Warn::new("redis"),
+            warn_malformed: Warn::new("redis"),
+            warn_unauthenticated: Warn::new("redis"),
             signer: options.signing_key.as_ref().and_then(|k| Signer::new(k.as_bytes())),
             options,
         }
@@ -196,8 +195,7 @@ impl Shared {
     }
 
     pub(super) fn lose(&self, n: u64, warn: &Warn, what: &str, error: &dyn fmt::Display) {
-        self.stats.lost.fetch_add(n, Ordering::Relaxed);
-        warn.warn(&self.node, what, error);
+        self.stats.lose(n, warn, &self.node, what, error);
     }
 
     pub(super) fn enqueue(&self, channel: Arc<str>, op: &Op) -> bool {
@@ -232,17 +230,7 @@ impl Shared {
     }
 
     pub(super) fn queue(&self, out: Outgoing) -> bool {
-        match self.out.try_send(out) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lose(1, &self.warn_queue, "publish queue full: op lost", &"queue full");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.stats.lost.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+        self.stats.queue(&self.out, out, &self.warn_queue, &self.node)
     }
 
     pub(super) fn reply(&self, to: &str, id: u64, answer: Value, error: Option<String>) -> bool {
@@ -270,14 +258,8 @@ impl Shared {
     }
 
     pub(super) fn deliver(&self, message: Inbound) {
-        if let Err(e) = self.inbound.try_send(message) {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            let why = match e {
-                mpsc::error::TrySendError::Full(_) => "inbound queue full: message dropped",
-                mpsc::error::TrySendError::Closed(_) => "inbound receiver gone: message dropped",
-            };
-            self.warn_inbound.warn(&self.node, why, &"the hub does not keep up");
-        }
+        self.stats
+            .hand_over(&self.inbound, message, &self.warn_inbound, &self.node);
     }
 
     /// Runs a script with the common keys and arguments, then `extra` arguments. The presence

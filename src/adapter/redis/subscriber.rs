@@ -184,7 +184,9 @@ pub(super) async fn cluster_subscriber(
                                 shared.reconnects.fetch_add(1, Ordering::Relaxed);
                                 tracing::info!(node = %shared.node, "redis adapter: subscribed again");
                             }
-                            Err(e) => shared.warn_link.warn(&shared.node, "could not subscribe", &e),
+                            Err(e) => {
+                                shared.warn_link.warn(&shared.node, "could not subscribe", &e);
+                            }
                         }
                     }
                     Ok(_) => {}
