@@ -232,8 +232,8 @@ pub(crate) trait Node: Replies + 'static {
     fn signer(&self) -> Option<&Signer>;
     /// The queries of this node waiting for replies, by id.
     fn pending(&self) -> &DashMap<u64, ReplyTx>;
-    /// The counters of ops received, malformed and unauthenticated messages.
-    fn counters(&self) -> [&AtomicU64; 3];
+    /// What the engine counts.
+    fn counters(&self) -> &Counters;
     /// Logs `what` (rate-limited per kind of trouble).
     fn warn(&self, trouble: Trouble, what: &str, error: &dyn fmt::Display);
     /// Hands a message to the hub.
@@ -245,7 +245,7 @@ pub(crate) trait Node: Replies + 'static {
 
 /// Counts a malformed message and warns about it.
 pub(crate) fn malformed(node: &impl Node, what: &str, error: &dyn fmt::Display) {
-    node.counters()[1].fetch_add(1, Ordering::Relaxed);
+    node.counters().malformed.fetch_add(1, Ordering::Relaxed);
     node.warn(Trouble::Malformed, what, error);
 }
 
@@ -256,7 +256,7 @@ pub(crate) fn open<'a>(node: &impl Node, payload: &'a [u8]) -> Option<&'a [u8]> 
         Some(signer) => match signer.open(payload) {
             Ok(json) => Some(json),
             Err(e) => {
-                node.counters()[2].fetch_add(1, Ordering::Relaxed);
+                node.counters().unauthenticated.fetch_add(1, Ordering::Relaxed);
                 node.warn(Trouble::Unauthenticated, "message dropped", &e);
                 None
             }
@@ -279,7 +279,7 @@ pub(crate) fn on_message<N: Node>(node: &Arc<N>, payload: &[u8]) {
                 malformed(&**node, "history emit outside the history stream: dropped", &from);
             }
             op => {
-                node.counters()[0].fetch_add(1, Ordering::Relaxed);
+                node.counters().received.fetch_add(1, Ordering::Relaxed);
                 match op {
                     Op::Reply { id, answer, error } => {
                         if let Some(tx) = node.pending().get(&id) {

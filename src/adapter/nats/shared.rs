@@ -317,8 +317,8 @@ impl common::Node for Shared {
         &self.pending
     }
 
-    fn counters(&self) -> [&AtomicU64; 3] {
-        [&self.stats.received, &self.stats.malformed, &self.stats.unauthenticated]
+    fn counters(&self) -> &common::Counters {
+        &self.stats
     }
 
     fn warn(&self, trouble: common::Trouble, what: &str, error: &dyn fmt::Display) {

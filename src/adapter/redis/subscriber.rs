@@ -4,10 +4,7 @@
 //! to shard channels, whose messages come as pushes.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -60,8 +57,8 @@ impl common::Node for Shared {
         &self.pending
     }
 
-    fn counters(&self) -> [&AtomicU64; 3] {
-        [&self.stats.received, &self.stats.malformed, &self.stats.unauthenticated]
+    fn counters(&self) -> &common::Counters {
+        &self.stats
     }
 
     fn warn(&self, trouble: common::Trouble, what: &str, error: &dyn std::fmt::Display) {
