@@ -274,9 +274,7 @@ pub(crate) fn handshake<ReqBody>(hub: Hub, ns: Lease, req: Request<ReqBody>) -> 
             let (conn, rx) = Conn::new(id, identity, hub.inner.config.outbound_queue, recovery, addr);
             let span =
                 tracing::debug_span!("realtime_connection", conn = %id, user = conn.identity.user_id().unwrap_or("-"));
-            // A task of its own, holding only what the connection needs for its whole life.
-            let run = super::native::run(hub, ns, conn, rx, Box::new(ws), ask.map(Box::new));
-            tokio::spawn(tracing::Instrument::instrument(run, span));
+            super::native::run(hub, ns, conn, rx, Box::new(ws), ask.map(Box::new), span).await;
         });
         res
     })

@@ -181,6 +181,19 @@ pub(crate) trait Protocol: Send {
     fn retire(self, end: End, held: VecDeque<Self::Held>) -> impl Future<Output = ()> + Send;
 }
 
+/// What the loop does, after an event, that may have to wait.
+enum Then {
+    Nothing,
+    /// Act on the queue's nudge (close requests).
+    Nudged,
+    /// Write what is queued, `unsent` first.
+    Write,
+    /// Write the answer to the peer's ping.
+    Flush,
+    /// Ping the peer.
+    Ping,
+}
+
 /// What woke the loop.
 enum Event<T, O> {
     Outbound(Next),
@@ -191,25 +204,21 @@ enum Event<T, O> {
 
 /// Runs a connection to its end: the loop, then the wire's close and the protocol's way out.
 ///
+/// This future is what an idle connection is made of, for its whole life (a task is the size
+/// of its future's largest state): it owns what it is handed and keeps as few locals as it can.
 /// Not an `async fn`: that would copy its arguments into the future's locals and keep both
 /// for the connection's whole life; the block uses them where they were captured.
 #[allow(clippy::manual_async_fn, reason = "an `async fn` would keep its arguments twice")]
-pub(crate) fn drive<'h, W, P>(
-    hub: &'h Hub,
-    mut wire: W,
-    mut proto: P,
-    mut rx: outbox::Receiver,
-) -> impl Future<Output = ()> + 'h
+pub(crate) fn drive<W, P>(hub: Hub, mut wire: W, mut proto: P, mut rx: outbox::Receiver) -> impl Future<Output = ()>
 where
-    W: Wire + 'h,
-    P: Protocol<In = W::In> + 'h,
+    W: Wire,
+    P: Protocol<In = W::In>,
 {
     async move {
-        let beat = proto.heartbeat();
-        let stall_limit = beat.stall_limit();
-        let mut heart = Heart::new(beat);
+        let mut heart = Heart::new(proto.heartbeat());
         let mut inflight: Option<BoxFuture<'static, P::Outcome>> = None;
-        let mut backlog: VecDeque<P::Held> = VecDeque::new();
+        // Units that arrived while a handler ran; boxed, as most connections never have any.
+        let mut backlog: Option<Box<VecDeque<P::Held>>> = None;
         // A frame taken from the queue but not yet accepted by the wire: a write cancelled by a
         // close keeps it here, so the drain before a goodbye still delivers it.
         let mut unsent: Option<Frame> = None;
@@ -218,39 +227,101 @@ where
         let wakes = rx.wakes();
 
         let end = loop {
-            let event = std::future::poll_fn(|cx| {
-                if let Poll::Ready(next) = rx.poll_next(cx, |cx| wire.poll_writable(cx)) {
-                    return Poll::Ready(Event::Outbound(next));
-                }
-                if let Some(task) = inflight.as_mut() {
-                    if let Poll::Ready(outcome) = task.poll_unpin(cx) {
-                        return Poll::Ready(Event::Finished(outcome));
+            // What woke the loop is dealt with first, without waiting; what has to wait comes
+            // after, once the event is gone (a local kept across an await is kept in the task).
+            let then = {
+                let event = std::future::poll_fn(|cx| {
+                    if let Poll::Ready(next) = rx.poll_next(cx, |cx| wire.poll_writable(cx)) {
+                        return Poll::Ready(Event::Outbound(next));
                     }
-                }
-                if inflight.is_none() || backlog.len() < BACKLOG {
-                    if let Poll::Ready(read) = wakes.poll_gated(outbox::READ, cx, |cx| wire.poll_read(cx)) {
-                        return Poll::Ready(Event::Read(read));
+                    if let Some(task) = inflight.as_mut() {
+                        if let Poll::Ready(outcome) = task.poll_unpin(cx) {
+                            return Poll::Ready(Event::Finished(outcome));
+                        }
                     }
+                    if inflight.is_none() || backlog.as_ref().is_none_or(|b| b.len() < BACKLOG) {
+                        if let Poll::Ready(read) = wakes.poll_gated(outbox::READ, cx, |cx| wire.poll_read(cx)) {
+                            return Poll::Ready(Event::Read(read));
+                        }
+                    }
+                    wakes
+                        .poll_gated(outbox::PING, cx, |cx| heart.poll(cx))
+                        .map(|()| Event::Beat)
+                })
+                .await;
+                match event {
+                    Event::Outbound(Next::Nudged) => Then::Nudged,
+                    Event::Outbound(Next::Message(first)) => {
+                        // `unsent` is empty here: a batch is only cut short on the way to closing.
+                        unsent = Some(first);
+                        Then::Write
+                    }
+                    Event::Finished(outcome) => {
+                        inflight = None;
+                        proto.finish(outcome);
+                        // Units that arrived while it ran, in order.
+                        let mut failed = None;
+                        while inflight.is_none() && failed.is_none() {
+                            let Some(held) = backlog.as_mut().and_then(|b| b.pop_front()) else {
+                                break;
+                            };
+                            match proto.start(held) {
+                                Ok(task) => inflight = task,
+                                Err(end) => failed = Some(end),
+                            }
+                        }
+                        if let Some(end) = failed {
+                            break end;
+                        }
+                        Then::Nothing
+                    }
+                    Event::Read(Err(end)) => break end,
+                    Event::Read(Ok(Read::Alive)) => {
+                        heart.seen();
+                        Then::Nothing
+                    }
+                    Event::Read(Ok(Read::Pinged)) => {
+                        heart.seen();
+                        Then::Flush
+                    }
+                    Event::Read(Ok(Read::Unit(unit))) => {
+                        heart.seen();
+                        match proto.take(unit) {
+                            Step::Done => {}
+                            Step::Pong => heart.ponged(),
+                            Step::End(end) => break end,
+                            Step::Run(held) if inflight.is_some() => backlog.get_or_insert_default().push_back(held),
+                            Step::Run(held) => match proto.start(held) {
+                                Ok(task) => inflight = task,
+                                Err(end) => break end,
+                            },
+                        }
+                        Then::Nothing
+                    }
+                    Event::Beat => match heart.beat() {
+                        Beat::Nothing => Then::Nothing,
+                        Beat::Dead => break End::ping_timeout(),
+                        Beat::Ping if heart.periodic() => {
+                            proto.ping();
+                            Then::Nothing
+                        }
+                        Beat::Ping => Then::Ping,
+                    },
                 }
-                wakes
-                    .poll_gated(outbox::PING, cx, |cx| heart.poll(cx))
-                    .map(|()| Event::Beat)
-            })
-            .await;
-            match event {
-                Event::Outbound(Next::Nudged) => {
+            };
+            match then {
+                Then::Nothing => {}
+                Then::Nudged => {
                     if let Some(end) = proto.nudged().await {
                         break end;
                     }
                 }
-                Event::Outbound(Next::Message(first)) => {
-                    // `unsent` is empty here: a batch is only cut short on the way to closing.
-                    unsent = Some(first);
+                Then::Write => {
                     // While a write is blocked nothing is read and no ping goes out: a peer that
                     // accepts nothing for the whole ping window is dead all the same. The stall
                     // timer is made (boxed, off the task) only when a write has to wait: most
                     // complete at once, and the timer is never registered with the wheel for them.
-                    let mut write = std::pin::pin!(wire.write(&mut unsent, &mut rx, hub));
+                    let mut write = std::pin::pin!(wire.write(&mut unsent, &mut rx, &hub));
                     let mut stall: Option<Pin<Box<Sleep>>> = None;
                     let written = std::future::poll_fn(|cx| {
                         if let Poll::Ready(r) = write.as_mut().poll(cx) {
@@ -260,7 +331,7 @@ where
                         if wakes.poll_nudged(cx).is_ready() {
                             return Poll::Ready(Ok(true));
                         }
-                        let timer = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_limit)));
+                        let timer = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(heart.stall_limit())));
                         timer.as_mut().poll(cx).map(|()| Ok(false))
                     })
                     .await;
@@ -270,65 +341,59 @@ where
                         Err(end) => break end,
                     }
                 }
-                Event::Finished(outcome) => {
-                    inflight = None;
-                    proto.finish(outcome);
-                    // Units that arrived while it ran, in order.
-                    let mut failed = None;
-                    while inflight.is_none() && failed.is_none() {
-                        let Some(held) = backlog.pop_front() else { break };
-                        match proto.start(held) {
-                            Ok(task) => inflight = task,
-                            Err(end) => failed = Some(end),
-                        }
-                    }
-                    if let Some(end) = failed {
-                        break end;
-                    }
-                }
-                Event::Read(Err(end)) => break end,
-                Event::Read(Ok(Read::Alive)) => heart.seen(),
-                Event::Read(Ok(Read::Pinged)) => {
-                    heart.seen();
+                Then::Flush => {
                     // Boxed: rare, and a timer inline would grow every connection's task.
-                    match Box::pin(tokio::time::timeout(stall_limit, wire.flush())).await {
+                    match Box::pin(tokio::time::timeout(heart.stall_limit(), wire.flush())).await {
                         Ok(Ok(())) => {}
                         Ok(Err(end)) => break end,
                         Err(_) => break End::ping_timeout(),
                     }
                 }
-                Event::Read(Ok(Read::Unit(unit))) => {
-                    heart.seen();
-                    match proto.take(unit) {
-                        Step::Done => {}
-                        Step::Pong => heart.ponged(),
-                        Step::End(end) => break end,
-                        Step::Run(held) if inflight.is_some() => backlog.push_back(held),
-                        Step::Run(held) => match proto.start(held) {
-                            Ok(task) => inflight = task,
-                            Err(end) => break end,
-                        },
+                Then::Ping => {
+                    let ping = tokio::time::timeout(heart.timeout(), wire.ping());
+                    match Box::pin(ping).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(end)) => break end,
+                        // The peer accepts nothing, not even a ping.
+                        Err(_) => break End::ping_timeout(),
                     }
                 }
-                Event::Beat => match heart.beat() {
-                    Beat::Nothing => {}
-                    Beat::Dead => break End::ping_timeout(),
-                    Beat::Ping if matches!(beat, Heartbeat::Periodic { .. }) => proto.ping(),
-                    Beat::Ping => {
-                        let ping = tokio::time::timeout(heart.timeout(), wire.ping());
-                        match Box::pin(ping).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(end)) => break end,
-                            // The peer accepts nothing, not even a ping.
-                            Err(_) => break End::ping_timeout(),
-                        }
-                    }
-                },
             }
         };
 
-        // The ending steps are boxed: the task's size is that of its largest state, and these run
-        // once.
+        // The ending steps run once, in a future of their own (boxed): kept inline, their
+        // locals would be room in every connection's task for its whole life.
+        let ending = Ending {
+            end,
+            unsent,
+            inflight,
+            backlog: backlog.map(|b| *b).unwrap_or_default(),
+        };
+        Box::pin(ending.run(hub, wire, proto, rx)).await;
+    }
+}
+
+/// What the loop leaves when it ends.
+struct Ending<H, O> {
+    end: End,
+    unsent: Option<Frame>,
+    inflight: Option<BoxFuture<'static, O>>,
+    backlog: VecDeque<H>,
+}
+
+impl<H, O> Ending<H, O> {
+    /// The wire's close and the protocol's way out.
+    async fn run<W, P>(self, hub: Hub, wire: W, mut proto: P, mut rx: outbox::Receiver)
+    where
+        W: Wire,
+        P: Protocol<In = W::In, Held = H, Outcome = O>,
+    {
+        let Self {
+            end,
+            unsent,
+            inflight,
+            backlog,
+        } = self;
         proto.ending(&end);
         if let Some(frame) = unsent {
             rx.unread(vec![frame]);
@@ -342,13 +407,13 @@ where
             }),
             _ => None,
         };
-        Box::pin(wire.close(hub, &end, rx, drain)).await;
+        wire.close(&hub, &end, rx, drain).await;
         // A task still running when the connection ended is finished first: its replies are
         // dropped, but its side effects (joins, emits to others) are not cut in half.
-        if let Some(task) = inflight.take() {
+        if let Some(task) = inflight {
             proto.finish(task.await);
         }
-        Box::pin(proto.retire(end, backlog)).await;
+        proto.retire(end, backlog).await;
     }
 }
 
@@ -362,10 +427,13 @@ enum Beat {
 /// The heartbeat's state: one timer, boxed (it is the largest thing a connection would keep
 /// inline, for its whole life).
 struct Heart {
-    kind: Heartbeat,
     timer: Pin<Box<Sleep>>,
     /// When the peer was last heard from (`WhenIdle`).
     last_seen: Instant,
+    /// The [`Heartbeat`], in milliseconds: it is kept in every connection's task.
+    interval_ms: u32,
+    timeout_ms: u32,
+    periodic: bool,
     /// A ping went out and is not answered yet (`WhenIdle`: since the peer was last heard
     /// from).
     pinged: bool,
@@ -378,12 +446,31 @@ impl Heart {
             Heartbeat::WhenIdle { .. } => now + Self::check_every(kind),
             Heartbeat::Periodic { interval, .. } => now + interval,
         };
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let (Heartbeat::WhenIdle { interval, timeout } | Heartbeat::Periodic { interval, timeout }) = kind;
         Self {
-            kind,
             timer: Box::pin(tokio::time::sleep_until(first)),
             last_seen: now,
+            interval_ms: ms(interval),
+            timeout_ms: ms(timeout),
+            periodic: matches!(kind, Heartbeat::Periodic { .. }),
             pinged: false,
         }
+    }
+
+    fn kind(&self) -> Heartbeat {
+        let interval = Duration::from_millis(self.interval_ms.into());
+        let timeout = Duration::from_millis(self.timeout_ms.into());
+        if self.periodic {
+            Heartbeat::Periodic { interval, timeout }
+        } else {
+            Heartbeat::WhenIdle { interval, timeout }
+        }
+    }
+
+    /// Whether the protocol pings ([`Heartbeat::Periodic`]).
+    fn periodic(&self) -> bool {
+        self.periodic
     }
 
     fn check_every(kind: Heartbeat) -> Duration {
@@ -393,9 +480,13 @@ impl Heart {
         }
     }
 
+    /// A write that makes no progress for this long means the peer reads nothing at all.
+    fn stall_limit(&self) -> Duration {
+        self.kind().stall_limit()
+    }
+
     fn timeout(&self) -> Duration {
-        let (Heartbeat::WhenIdle { timeout, .. } | Heartbeat::Periodic { timeout, .. }) = self.kind;
-        timeout
+        Duration::from_millis(self.timeout_ms.into())
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -404,7 +495,7 @@ impl Heart {
 
     /// The peer sent something.
     fn seen(&mut self) {
-        if let Heartbeat::WhenIdle { .. } = self.kind {
+        if !self.periodic {
             self.last_seen = Instant::now();
             self.pinged = false;
         }
@@ -412,7 +503,7 @@ impl Heart {
 
     /// The peer answered the protocol's ping.
     fn ponged(&mut self) {
-        if let Heartbeat::Periodic { interval, .. } = self.kind {
+        if let Heartbeat::Periodic { interval, .. } = self.kind() {
             self.pinged = false;
             self.timer.as_mut().reset(Instant::now() + interval);
         }
@@ -421,9 +512,9 @@ impl Heart {
     /// The timer fired.
     fn beat(&mut self) -> Beat {
         let now = Instant::now();
-        match self.kind {
-            Heartbeat::WhenIdle { interval, timeout } => {
-                self.timer.as_mut().reset(now + Self::check_every(self.kind));
+        match self.kind() {
+            kind @ Heartbeat::WhenIdle { interval, timeout } => {
+                self.timer.as_mut().reset(now + Self::check_every(kind));
                 let quiet = now.saturating_duration_since(self.last_seen);
                 if quiet >= interval + timeout {
                     Beat::Dead

@@ -3,7 +3,6 @@
 
 use std::{
     collections::VecDeque,
-    future::Future,
     sync::{atomic::Ordering, Arc},
 };
 
@@ -11,6 +10,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tracing::Instrument;
 
 use super::{
     admission,
@@ -45,52 +45,48 @@ impl Framing for NativeFraming {
     }
 }
 
-/// Runs one upgraded connection to its end: the rest of its admission, the loop, its way out.
+/// Runs one upgraded connection: the rest of its admission here, then its loop in a task of
+/// its own.
 ///
-/// Not an `async fn`, so that its arguments are kept once (where the block captured them), not
-/// also as copies for the connection's whole life.
-#[allow(clippy::manual_async_fn, reason = "an `async fn` would keep its arguments twice")]
-pub(crate) fn run<S>(
+/// The loop is spawned rather than awaited: a task is as large as its future's largest state
+/// for its whole life, and the admission's states (and this function's own) would otherwise
+/// be kept beside the loop in every idle connection. `span` is the connection's, for both.
+pub(crate) async fn run<S>(
     hub: Hub,
     ns: Lease,
     conn: Arc<Conn>,
     rx: outbox::Receiver,
     ws: Box<WsStream<S>>,
     ask: Option<Box<Ask>>,
-) -> impl Future<Output = ()> + Send
-where
+    span: tracing::Span,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // The stream comes boxed, and the recovery request too: a task keeps room for its
-    // arguments for as long as it lives, so they cost a pointer each rather than their size.
-    async move {
-        let wire = WsWire::<S, NativeFraming>::new(ws);
-        let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
-        // A client that takes part in recovery reads `$session` (and its replay) first.
-        let hello = |news: Option<&SessionNews<'_>>| {
-            let news = news.map(|news| news.to_json().to_string());
-            (news.iter())
-                .map(|data| outbox::Frame::new(Message::Text(native::encode_event_raw(SESSION_EVENT, data, None))))
-                .collect()
-        };
-        if let Err(refused) = Box::pin(admission::enter(&socket, ask.as_deref(), hello)).await {
-            let end = End::Close(close_code::POLICY_VIOLATION, refused.refusal.message().into_owned());
-            Box::pin(wire.close(&hub, &end, rx, None)).await;
-            return;
-        }
-        tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected");
-        // Made in a block of its own: what it moves into the loop is not kept beside it.
-        let looped = {
-            let rate = RateState::new(ns.gateway().rate);
-            let native = Native {
-                socket,
-                rate,
-                binary: None,
-            };
-            drive(&hub, wire, native, rx)
-        };
-        looped.await;
+    let wire = WsWire::<S, NativeFraming>::new(ws);
+    let socket = Socket::new(hub.clone(), ns.clone(), conn.clone());
+    // A client that takes part in recovery reads `$session` (and its replay) first.
+    let hello = |news: Option<&SessionNews<'_>>| {
+        let news = news.map(|news| news.to_json().to_string());
+        (news.iter())
+            .map(|data| outbox::Frame::new(Message::Text(native::encode_event_raw(SESSION_EVENT, data, None))))
+            .collect()
+    };
+    let admitted = admission::enter(&socket, ask.as_deref(), hello)
+        .instrument(span.clone())
+        .await;
+    if let Err(refused) = admitted {
+        let end = End::Close(close_code::POLICY_VIOLATION, refused.refusal.message().into_owned());
+        wire.close(&hub, &end, rx, None).instrument(span).await;
+        return;
     }
+    span.in_scope(|| tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected"));
+    let native = Native {
+        socket,
+        rate: RateState::new(ns.gateway().rate),
+        binary: None,
+        _lease: ns,
+    };
+    tokio::spawn(drive(hub, wire, native, rx).instrument(span));
 }
 
 /// A frame waiting for the handler before it to finish, with its attachments.
@@ -105,6 +101,8 @@ struct Native {
     rate: RateState,
     /// The message whose binary frames are being read, when one is.
     binary: Option<Box<Binary>>,
+    /// The hold on its namespace (a dynamic one stays while a connection is in it).
+    _lease: Lease,
 }
 
 /// A message announcing `"attachments": n`, and its binary frames so far.

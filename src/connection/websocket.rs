@@ -190,11 +190,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    /// A handle on the write buffer, for framing messages into it directly.
-    pub(crate) fn outgoing(&self) -> coalesce::Outgoing {
-        self.out.clone()
-    }
-
     /// What permessage-deflate agreed, if it did.
     pub(crate) fn deflate(&self) -> Option<&Agreed> {
         self.deflate.as_ref()
@@ -213,6 +208,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Writes out what the write buffer holds.
     pub(crate) async fn flush(&mut self) -> Result<(), WsError> {
         Ok(self.io.flush().await?)
+    }
+
+    /// Writes out what the write buffer holds, polled.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     /// Shuts the write side (after the write buffer).
@@ -242,8 +242,20 @@ pub(crate) trait Framing: Send + 'static {
 pub(crate) struct WsWire<S: AsyncRead + AsyncWrite + Unpin, F> {
     /// Boxed: a task keeps room for what it was handed for as long as it lives.
     ws: Box<WsStream<S>>,
-    out: coalesce::Outgoing,
+    /// The batch being written, if one is.
+    batch: Batch,
     framing: PhantomData<fn() -> F>,
+}
+
+/// Where a batch write stands.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Messages and bytes taken into the write buffer.
+    count: u32,
+    bytes: usize,
+    /// A flush is under way; `last`: it ends the batch.
+    flushing: bool,
+    last: bool,
 }
 
 impl<S, F> WsWire<S, F>
@@ -251,10 +263,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     pub(crate) fn new(ws: Box<WsStream<S>>) -> Self {
-        let out = ws.outgoing();
         Self {
             ws,
-            out,
+            batch: Batch::default(),
             framing: PhantomData,
         }
     }
@@ -271,38 +282,58 @@ where
     /// Messages are framed straight into the connection's write buffer (`out`). Cancel-safe:
     /// a message leaves `unsent` or the queue only once it is in the buffer, so a batch cut
     /// short by a close loses nothing: what was taken is written by the next flush, and
-    /// `unsent` goes first in the next batch.
-    async fn write_batch(
+    /// `unsent` goes first in the next batch. Polled, not an `async fn`: its state is the few
+    /// words of [`Batch`], not a future kept inline in every connection's task.
+    fn poll_write_batch(
         &mut self,
+        cx: &mut Context<'_>,
         unsent: &mut Option<outbox::Frame>,
         rx: &mut outbox::Receiver,
         hub: &Hub,
-    ) -> Result<(), WsError> {
-        let max = hub.inner.config.write_batch.max(1);
-        let mut bytes = 0;
-        let mut n = 0;
-        while n < max {
-            if unsent.is_none() {
-                match rx.try_recv() {
-                    Ok(msg) => *unsent = Some(msg),
-                    Err(_) => break,
+    ) -> Poll<Result<(), WsError>> {
+        let max = u32::try_from(hub.inner.config.write_batch.max(1)).unwrap_or(u32::MAX);
+        loop {
+            if self.batch.flushing {
+                if let Err(e) = ready!(self.ws.poll_flush(cx)) {
+                    self.batch = Batch::default();
+                    return Poll::Ready(Err(e.into()));
+                }
+                self.batch.flushing = false;
+                if self.batch.last {
+                    let bytes = std::mem::take(&mut self.batch).bytes;
+                    hub.inner.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+                    return Poll::Ready(Ok(()));
                 }
             }
-            let Some(msg) = unsent.take() else { break };
-            bytes += msg.len();
-            n += 1;
-            // Past the threshold, the buffer goes out before it grows further.
-            let buffered = match self.ws.deflate() {
-                Some(agreed) => self.out.push_frame(&msg, agreed, &hub.inner.counters),
-                None => self.out.push(&msg),
-            };
-            if buffered >= coalesce::FLUSH_AT {
-                self.ws.flush().await?;
+            // Fills the buffer until the batch is whole, or until it is past the threshold (then
+            // it goes out before it grows further).
+            loop {
+                if self.batch.count >= max {
+                    (self.batch.flushing, self.batch.last) = (true, true);
+                    break;
+                }
+                let msg = match unsent.take() {
+                    Some(msg) => msg,
+                    None => match rx.try_recv() {
+                        Ok(msg) => msg,
+                        Err(()) => {
+                            (self.batch.flushing, self.batch.last) = (true, true);
+                            break;
+                        }
+                    },
+                };
+                self.batch.bytes += msg.len();
+                self.batch.count += 1;
+                let buffered = match self.ws.deflate() {
+                    Some(agreed) => self.ws.out.push_frame(&msg, agreed, &hub.inner.counters),
+                    None => self.ws.out.push(&msg),
+                };
+                if buffered >= coalesce::FLUSH_AT {
+                    self.batch.flushing = true;
+                    break;
+                }
             }
         }
-        self.ws.flush().await?;
-        hub.inner.counters.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Writes everything queued, in batches.
@@ -313,7 +344,7 @@ where
         hub: &Hub,
     ) -> Result<(), WsError> {
         while unsent.is_some() || !rx.is_empty() {
-            self.write_batch(unsent, rx, hub).await?;
+            std::future::poll_fn(|cx| self.poll_write_batch(cx, unsent, rx, hub)).await?;
         }
         Ok(())
     }
@@ -357,13 +388,13 @@ where
         Poll::Ready(())
     }
 
-    async fn write(
+    fn write(
         &mut self,
         unsent: &mut Option<outbox::Frame>,
         rx: &mut outbox::Receiver,
         hub: &Hub,
-    ) -> Result<(), End> {
-        self.write_batch(unsent, rx, hub).await.map_err(gone)
+    ) -> impl std::future::Future<Output = Result<(), End>> + Send {
+        std::future::poll_fn(move |cx| self.poll_write_batch(cx, unsent, rx, hub).map_err(gone))
     }
 
     async fn flush(&mut self) -> Result<(), End> {

@@ -171,7 +171,7 @@ impl Session {
                 sockets: HashMap::new(),
                 pending: Some(Box::new(place)),
             };
-            drive(&hub, wire, engine, rx)
+            drive(hub, wire, engine, rx)
         };
         looped.await;
     }
