@@ -171,7 +171,6 @@ impl NatsAdapter {
             })
             .connect(servers.as_slice());
         let client = timed(limit, connect).await?;
-        link.connected_once.store(true, Ordering::Relaxed);
         let js = jetstream::ContextBuilder::new().timeout(limit).build(client.clone());
         let replicas = options.replicas;
         let live = bucket(&js, &names.live, options.node_timeout, replicas, limit).await?;
@@ -783,6 +782,8 @@ mod tests {
         let op = Op::DisconnectUser { user: "x".into() };
         assert!(a.publish(&op));
         assert!(next_op(&mut b_in).await.is_some(), "ops flow before the outage");
+        // The first connection is not a reconnection.
+        assert_eq!((a.stats().reconnects, b.stats().reconnects), (0, 0));
 
         server.stop();
         assert!(
