@@ -127,6 +127,8 @@ pub(super) struct Shared {
     pub(super) local: Vec<tokio::sync::Mutex<HashMap<String, u32>>>,
     /// Live nodes as of the last successful read.
     pub(super) live_cache: Mutex<Vec<String>>,
+    /// Delete markers of the presence bucket to remove: key → the marker's sequence.
+    pub(super) markers: Mutex<HashMap<String, u64>>,
     pub(super) on_evicted: std::sync::OnceLock<EvictionHook>,
     pub(super) warn_link: Warn,
     pub(super) warn_queue: Warn,
@@ -199,6 +201,7 @@ impl Shared {
                 .map(|_| tokio::sync::Mutex::new(HashMap::new()))
                 .collect(),
             live_cache: Mutex::new(Vec::new()),
+            markers: Mutex::new(HashMap::new()),
             on_evicted: std::sync::OnceLock::new(),
             warn_link: Warn::new("nats"),
             warn_queue: Warn::new("nats"),
