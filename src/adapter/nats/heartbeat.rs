@@ -1,11 +1,15 @@
 //! Liveness: the heartbeat task keeps this node's entry in the liveness bucket (entries expire
-//! `node_timeout` after their last write, by the server's clock), registers the node in the
-//! nodes bucket (no expiry), syncs the presence when needed, and takes the users of dead nodes
-//! (registered, no longer live) offline. Keys of these two buckets are removed whole (expired,
-//! or purged), so their keys are read with one stream info request.
+//! `node_timeout` after their last write, by the server's clock) on time, every `heartbeat`,
+//! whatever else is under way; after each write, unless the last one still runs, the upkeep
+//! registers the node in the nodes bucket (no expiry), syncs the presence when needed, takes
+//! the users of dead nodes (registered, no longer live) offline, and removes delete markers
+//! left in the presence bucket. Keys of the liveness and nodes buckets are removed whole
+//! (expired, or purged), so their keys are read with one stream info request.
 
 use std::{
     collections::HashSet,
+    future::Future,
+    pin::Pin,
     sync::{atomic::Ordering, Arc},
     time::Duration,
 };
@@ -29,8 +33,21 @@ impl Shared {
     /// after others found it dead). With `scan`, a sync also takes off what an earlier run of
     /// the same node id left.
     pub(super) async fn register(&self, first: bool) -> Result<(), NatsAdapterError> {
+        self.keep_alive().await?;
+        self.enrol(first).await
+    }
+
+    /// Writes this node's liveness entry.
+    pub(super) async fn keep_alive(&self) -> Result<(), NatsAdapterError> {
         let limit = self.options.command_timeout;
         timed(limit, self.live.put(&self.node, bytes::Bytes::new())).await?;
+        Ok(())
+    }
+
+    /// Registers this node when it is not (after a liveness write), and syncs its presence
+    /// when needed.
+    async fn enrol(&self, first: bool) -> Result<(), NatsAdapterError> {
+        let limit = self.options.command_timeout;
         let entry = timed(limit, self.nodes.entry(&self.node)).await?;
         let registered = entry.is_some_and(|e| e.operation == Operation::Put);
         if !registered {
@@ -80,41 +97,68 @@ impl Shared {
         }
         let offline = self.take_off(&dead).await?;
         self.report(Vec::new(), offline);
+        // Forgotten even when back meanwhile (a freeze that outlived its liveness entry): its
+        // users were taken off, and a node finds that it must write them again by finding
+        // itself unregistered.
         for node in &dead {
-            // Back meanwhile: it registers again by itself.
-            if !self.is_live(node).await? {
-                forget(&self.nodes, node, limit).await?;
-            }
+            forget(&self.nodes, node, limit).await?;
         }
         Ok(())
     }
 
-    /// One heartbeat.
-    pub(super) async fn beat(&self) -> Result<(), NatsAdapterError> {
-        self.register(false).await?;
+    /// What follows a liveness write: registration and presence sync, dead nodes taken off,
+    /// delete markers removed. It may take several round trips per user; the liveness writes
+    /// go on meanwhile.
+    pub(super) async fn upkeep(&self) -> Result<(), NatsAdapterError> {
+        self.enrol(false).await?;
         let live = self.live_nodes().await?;
-        self.reap(&live).await
+        self.reap(&live).await?;
+        self.purge_markers().await
     }
 }
 
-/// Heartbeats every interval (faster while NATS is away).
+type Upkeep = Pin<Box<dyn Future<Output = Result<(), NatsAdapterError>> + Send>>;
+
+/// Writes the liveness entry every interval (faster while NATS is away), on time: the upkeep
+/// after a write runs beside the next ones, one at a time. A heartbeat that waited for the
+/// upkeep (a sync of many users, a command stuck until `command_timeout`) could leave the
+/// entry to expire, and the other nodes would take this live node's users offline.
 pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut upkeep: Option<Upkeep> = None;
+    let mut next = tokio::time::Instant::now() + shared.options.heartbeat;
     loop {
-        let wait = if shared.link_up() {
-            shared.options.heartbeat
-        } else {
-            shared.options.heartbeat.min(DOWN_PROBE)
-        };
         tokio::select! {
             _ = stop.changed() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(next) => {}
             _ = shared.wake_heartbeat.notified() => {}
+            done = async { upkeep.as_mut().expect("guarded").await }, if upkeep.is_some() => {
+                upkeep = None;
+                if let Err(e) = done {
+                    shared.warn_link.warn(&shared.node, "heartbeat failed", &e);
+                }
+                continue;
+            }
         }
         if shared.closed.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = shared.beat().await {
-            shared.warn_link.warn(&shared.node, "heartbeat failed", &e);
+        let began = tokio::time::Instant::now();
+        let alive = shared.keep_alive().await;
+        next = began
+            + if shared.link_up() {
+                shared.options.heartbeat
+            } else {
+                shared.options.heartbeat.min(DOWN_PROBE)
+            };
+        match alive {
+            Ok(()) if upkeep.is_none() => {
+                let shared = shared.clone();
+                upkeep = Some(Box::pin(async move { shared.upkeep().await }));
+            }
+            Ok(()) => {}
+            Err(e) => {
+                shared.warn_link.warn(&shared.node, "heartbeat failed", &e);
+            }
         }
     }
 }

@@ -171,7 +171,6 @@ impl NatsAdapter {
             })
             .connect(servers.as_slice());
         let client = timed(limit, connect).await?;
-        link.connected_once.store(true, Ordering::Relaxed);
         let js = jetstream::ContextBuilder::new().timeout(limit).build(client.clone());
         let replicas = options.replicas;
         let live = bucket(&js, &names.live, options.node_timeout, replicas, limit).await?;
@@ -363,7 +362,10 @@ impl NatsAdapter {
                 users.dedup();
                 ClusterAnswer::complete(users)
             }
-            Err(_) => common::local_users(&shared.local, shared.other_cached_nodes()).await,
+            Err(e) => {
+                tracing::debug!(node = %shared.node, error = %e, "nats adapter: online users not read, this node's only");
+                common::local_users(&shared.local, shared.other_cached_nodes()).await
+            }
         }
     }
 
@@ -681,6 +683,58 @@ mod tests {
         assert!(b.user_disconnected("zed").await.unwrap());
     }
 
+    /// The online users are read whole and at once while another node's users come and go
+    /// (their keys deleted and purged): a consumer of the bucket's last entries, made just
+    /// before a purge, waited for an entry that was gone until the command timeout, and a
+    /// heartbeat held that long let this node's liveness entry expire.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn online_users_are_read_at_once_while_users_come_and_go() {
+        let Some(url) = nats_url("the NATS engine's presence listing test") else {
+            return;
+        };
+        let prefix = format!("conformance-listing-{:016x}", getrandom::u64().unwrap());
+        let _cleanup = Cleanup {
+            url: url.clone(),
+            prefixes: Arc::new(Mutex::new(vec![prefix.clone()])),
+        };
+        let options = NatsOptions {
+            prefix,
+            heartbeat: Duration::from_millis(200),
+            node_timeout: Duration::from_millis(800),
+            command_timeout: Duration::from_millis(1000),
+            ..NatsOptions::default()
+        };
+        let (a, _a_in) = NatsAdapter::connect(&url, options.clone()).await.expect("a node");
+        let (b, _b_in) = NatsAdapter::connect(&url, options).await.expect("a second node");
+        assert!(a.user_connected("stays").await.unwrap());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let user = format!("comes-and-goes-{}", i % 4);
+                    b.user_connected(&user).await.unwrap();
+                    b.user_disconnected(&user).await.unwrap();
+                    i += 1;
+                }
+                i
+            }
+        });
+        let mut slowest = Duration::ZERO;
+        for _ in 0..300 {
+            let started = std::time::Instant::now();
+            let online = a.online_users().await;
+            slowest = slowest.max(started.elapsed());
+            assert!(!online.partial, "read whole: {online:?}");
+            assert!(online.value.iter().any(|u| u == "stays"), "{online:?}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        let churned = churn.await.unwrap();
+        assert!(churned > 50, "users came and went {churned} times only");
+        assert!(slowest < Duration::from_millis(500), "a read took {slowest:?}");
+    }
+
     /// A NATS server of this test's own (`REALTIME_TEST_NATS_SERVER`, the `nats-server`
     /// binary) on a free loopback port, with JetStream in a directory of its own; stopped when
     /// dropped.
@@ -783,6 +837,8 @@ mod tests {
         let op = Op::DisconnectUser { user: "x".into() };
         assert!(a.publish(&op));
         assert!(next_op(&mut b_in).await.is_some(), "ops flow before the outage");
+        // The first connection is not a reconnection.
+        assert_eq!((a.stats().reconnects, b.stats().reconnects), (0, 0));
 
         server.stop();
         assert!(

@@ -87,11 +87,16 @@ impl Shared {
                 present: false,
                 counts: Counts::new(),
             },
-            Some(entry) if entry.operation != Operation::Put => Read {
-                revision: Some(entry.revision),
-                present: false,
-                counts: Counts::new(),
-            },
+            Some(entry) if entry.operation != Operation::Put => {
+                // A marker left behind (its node failed to remove it, or died first): the
+                // upkeep removes it, as the bucket's keys are the online users.
+                self.markers.lock().insert(key.to_owned(), entry.revision);
+                Read {
+                    revision: Some(entry.revision),
+                    present: false,
+                    counts: Counts::new(),
+                }
+            }
             Some(entry) => {
                 let counts = parse_counts(&entry.value).unwrap_or_else(|| {
                     self.malformed("presence entry not understood: replaced", &key);
@@ -163,9 +168,10 @@ impl Shared {
             }
             Err(e) => return Err(e),
         };
-        let purge = store.stream.purge().filter(subject).sequence(marker.saturating_add(1));
-        if let Err(e) = timed(limit, async { purge.await }).await {
-            // Only a marker left behind: the next write of the key goes over it.
+        if let Err(e) = self.purge_marker(key, marker).await {
+            // A marker left behind: listed as a key until the upkeep removes it (the next
+            // write of the key goes over it too).
+            self.markers.lock().insert(key.to_owned(), marker);
             self.warn_malformed
                 .warn(&self.node, "presence delete marker not removed", &e);
         }
@@ -237,9 +243,36 @@ impl Shared {
         }
     }
 
-    /// The keys of the presence bucket: one per online user.
+    /// The keys of the presence bucket: one per online user (and a delete marker whose
+    /// removal failed, until [`purge_markers`](Self::purge_markers) removes it), from one
+    /// stream info request. Not from a consumer of the last entry of each key: one made while
+    /// another node deletes and purges keys waits for entries that are gone, until the command
+    /// timeout.
     pub(super) async fn presence_keys(&self) -> Result<Vec<String>, NatsAdapterError> {
-        list_keys(&self.presence, self.options.command_timeout).await
+        list_held(&self.presence, self.options.command_timeout).await
+    }
+
+    /// Removes the delete markers seen in the presence bucket or left by a failed removal
+    /// (each with the entries before it, none after).
+    pub(super) async fn purge_markers(&self) -> Result<(), NatsAdapterError> {
+        let markers: Vec<(String, u64)> = self.markers.lock().iter().map(|(k, s)| (k.clone(), *s)).collect();
+        for (key, marker) in markers {
+            self.purge_marker(&key, marker).await?;
+            let mut left = self.markers.lock();
+            if left.get(&key) == Some(&marker) {
+                left.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the delete marker at sequence `marker` of a user's key, and what came before it.
+    async fn purge_marker(&self, key: &str, marker: u64) -> Result<(), NatsAdapterError> {
+        let store: &kv::Store = &self.presence;
+        let subject = format!("{}{key}", store.prefix);
+        let purge = store.stream.purge().filter(subject).sequence(marker.saturating_add(1));
+        timed(self.options.command_timeout, async { purge.await }).await?;
+        Ok(())
     }
 
     /// Takes the connections of `dead` nodes off every user; the users left with none are
@@ -358,19 +391,6 @@ pub(super) async fn forget(store: &kv::Store, key: &str, limit: std::time::Durat
     let subject = format!("{}{key}", store.prefix);
     timed(limit, async { store.stream.purge().filter(subject).await }).await?;
     Ok(())
-}
-
-/// Every key of a bucket (deleted and expired ones left out).
-pub(super) async fn list_keys(store: &kv::Store, limit: std::time::Duration) -> Result<Vec<String>, NatsAdapterError> {
-    timed(limit, async {
-        let mut keys = store.keys().await?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            out.push(key?);
-        }
-        Ok::<_, async_nats::Error>(out)
-    })
-    .await
 }
 
 #[cfg(test)]

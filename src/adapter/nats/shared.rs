@@ -39,7 +39,8 @@ pub(super) const PRESENCE_SHARDS: usize = 16;
 pub(super) struct Link {
     pub(super) node: String,
     pub(super) reconnects: AtomicU64,
-    pub(super) connected_once: AtomicBool,
+    /// Connections made, the first included.
+    pub(super) connections: AtomicU64,
     pub(super) warn: Warn,
 }
 
@@ -48,7 +49,7 @@ impl Link {
         Self {
             node,
             reconnects: AtomicU64::new(0),
-            connected_once: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
             warn: Warn::new("nats"),
         }
     }
@@ -56,8 +57,9 @@ impl Link {
     /// One event of the connection.
     pub(super) fn on_event(&self, event: &async_nats::Event) {
         match event {
+            // The first connection is an event too, handled after `connect` returned.
             async_nats::Event::Connected => {
-                if self.connected_once.swap(true, Ordering::Relaxed) {
+                if self.connections.fetch_add(1, Ordering::Relaxed) > 0 {
                     self.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(node = %self.node, "nats adapter: connected again");
                 }
@@ -125,6 +127,8 @@ pub(super) struct Shared {
     pub(super) local: Vec<tokio::sync::Mutex<HashMap<String, u32>>>,
     /// Live nodes as of the last successful read.
     pub(super) live_cache: Mutex<Vec<String>>,
+    /// Delete markers of the presence bucket to remove: key → the marker's sequence.
+    pub(super) markers: Mutex<HashMap<String, u64>>,
     pub(super) on_evicted: std::sync::OnceLock<EvictionHook>,
     pub(super) warn_link: Warn,
     pub(super) warn_queue: Warn,
@@ -197,6 +201,7 @@ impl Shared {
                 .map(|_| tokio::sync::Mutex::new(HashMap::new()))
                 .collect(),
             live_cache: Mutex::new(Vec::new()),
+            markers: Mutex::new(HashMap::new()),
             on_evicted: std::sync::OnceLock::new(),
             warn_link: Warn::new("nats"),
             warn_queue: Warn::new("nats"),
