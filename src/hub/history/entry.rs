@@ -23,8 +23,10 @@ pub(crate) struct Entry {
     /// The namespace and epoch, for the Socket.IO frame.
     #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
     ns: Arc<str>,
-    event: Box<str>,
-    data: Box<str>,
+    /// The event's name, then its payload (serialized): one allocation for the two.
+    text: Box<str>,
+    /// Where the name ends in `text`.
+    event_len: usize,
     /// Connections the emit left out: a replay leaves them out too.
     except: SmallVec<[u64; 2]>,
     /// Rooms and users the emit left out (most emits leave none): a replay leaves out a
@@ -38,7 +40,7 @@ impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
             .field("seq", &self.seq)
-            .field("event", &self.event)
+            .field("event", &self.event())
             .finish_non_exhaustive()
     }
 }
@@ -52,12 +54,15 @@ impl Entry {
         data: &str,
         except: impl IntoIterator<Item = u64>,
     ) -> Self {
+        let mut text = String::with_capacity(event.len() + data.len());
+        text.push_str(event);
+        text.push_str(data);
         Self {
             seq,
             at: Instant::now(),
             ns: ns.clone(),
-            event: event.into(),
-            data: data.into(),
+            text: text.into_boxed_str(),
+            event_len: event.len(),
             except: except.into_iter().collect(),
             left_out: None,
             epoch: epoch.clone(),
@@ -87,7 +92,17 @@ impl Entry {
             let names = l.rooms.iter().chain(&l.users);
             names.map(|n| n.len() + size_of::<Box<str>>()).sum::<usize>() + size_of::<LeftOut>()
         });
-        ENTRY_OVERHEAD + self.event.len() + self.data.len() + left_out
+        ENTRY_OVERHEAD + self.text.len() + left_out
+    }
+
+    /// The event's name.
+    fn event(&self) -> &str {
+        &self.text[..self.event_len]
+    }
+
+    /// The event's payload, serialized.
+    fn data(&self) -> &str {
+        &self.text[self.event_len..]
     }
 
     /// The frame for a connection speaking `proto`, carrying the event's position, encoded
@@ -95,15 +110,15 @@ impl Entry {
     pub(crate) fn frame(&self, proto: Proto) -> Frame {
         match proto {
             Proto::Native => Frame::new(Message::Text(offset::native_event_at(
-                &self.event,
-                &self.data,
+                self.event(),
+                self.data(),
                 self.seq,
             ))),
             #[cfg(feature = "socketio")]
             Proto::SocketIo => Frame::new(Message::text(offset::socketio_event_at(
                 &self.ns,
-                &self.event,
-                &self.data,
+                self.event(),
+                self.data(),
                 &self.epoch,
                 self.seq,
             ))),
