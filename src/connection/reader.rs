@@ -95,6 +95,11 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     /// A reader that takes messages of up to `max_message` bytes.
+    /// What permessage-deflate agreed, if it did (the stream's one copy of it).
+    pub(crate) fn deflate(&self) -> Option<&Agreed> {
+        self.deflate.as_ref()
+    }
+
     pub(crate) fn new(max_message: usize, deflate: Option<Agreed>) -> Self {
         Self {
             deflate,

@@ -72,8 +72,6 @@ pub(crate) struct WsStream<S: AsyncWrite + Unpin> {
     spill_at: usize,
     /// How much one read asks for.
     read_chunk: usize,
-    /// permessage-deflate, when agreed.
-    deflate: Option<Agreed>,
     /// Our close frame is in the write buffer or gone: nothing more is written.
     close_sent: bool,
     /// The peer's close frame was read, or the stream ended or failed: nothing more is read.
@@ -90,7 +88,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             io,
             out,
             reader: FrameReader::new(max_message, deflate),
-            deflate,
             spill: Vec::new(),
             spill_at: 0,
             read_chunk: read_chunk.max(64),
@@ -192,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
 
     /// What permessage-deflate agreed, if it did.
     pub(crate) fn deflate(&self) -> Option<&Agreed> {
-        self.deflate.as_ref()
+        self.reader.deflate()
     }
 
     /// Frames `msg` into the write buffer (a close frame ends the writing) and flushes.
@@ -201,7 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             return Err(WsError::Closed);
         }
         self.close_sent = matches!(msg, Message::Close(_));
-        self.out.push_message(&msg, self.deflate.as_ref());
+        self.out.push_message(&msg, self.reader.deflate());
         self.flush().await
     }
 
