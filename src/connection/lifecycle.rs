@@ -446,7 +446,8 @@ impl Heart {
             Heartbeat::WhenIdle { .. } => now + Self::check_every(kind),
             Heartbeat::Periodic { interval, .. } => now + interval,
         };
-        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        // Rounded up: a duration under a millisecond is not made zero.
+        let ms = |d: Duration| u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX);
         let (Heartbeat::WhenIdle { interval, timeout } | Heartbeat::Periodic { interval, timeout }) = kind;
         Self {
             timer: Box::pin(tokio::time::sleep_until(first)),
