@@ -131,12 +131,12 @@ impl Session {
         let sio = hub.socketio()?;
         let (session, rx, wire) = Self::new(hub.clone(), parts, Transport::Polling)?;
         sio.sessions.insert(session.sid.clone(), session.clone());
-        tokio::spawn(Self::run(session.clone(), wire, rx, place));
+        Self::spawn(session.clone(), wire, rx, place);
         Some(session)
     }
 
     /// Creates a WebSocket-only session: `open` writes its handshake on the WebSocket (the
-    /// session id known), and the session runs in the calling task once it has.
+    /// session id known), and the session's loop is spawned once it has.
     pub(crate) async fn run_websocket<F, Fut>(hub: Hub, parts: Parts, place: Place, open: F)
     where
         F: FnOnce(Arc<Self>, EngineWire) -> Fut,
@@ -150,10 +150,13 @@ impl Session {
             return;
         };
         sio.sessions.insert(session.sid.clone(), session.clone());
-        Self::run(session, wire, rx, place).await;
+        Self::spawn(session, wire, rx, place);
     }
 
-    async fn run(session: Arc<Self>, wire: EngineWire, rx: outbox::Receiver, mut place: Place) {
+    /// Spawns the session's loop as a task of its own: a task is as large as its future's
+    /// largest state for its whole life, so it holds the loop and nothing of what came before
+    /// it (the upgrade, the open packet's write).
+    fn spawn(session: Arc<Self>, wire: EngineWire, rx: outbox::Receiver, mut place: Place) {
         let hub = session.hub.clone();
         let Some(sio) = hub.socketio() else { return };
         let weak = Arc::downgrade(&session);
@@ -163,17 +166,13 @@ impl Session {
                 session.close_by_server(close_code::POLICY_VIOLATION, "connect timeout");
             }
         });
-        // Made in a block of its own: what it moves into the loop is not kept beside it.
-        let looped = {
-            let engine = Engine {
-                decoder: SioDecoder::new(sio.config.max_attachments),
-                session,
-                sockets: HashMap::new(),
-                pending: Some(Box::new(place)),
-            };
-            drive(hub, wire, engine, rx)
+        let engine = Engine {
+            decoder: SioDecoder::new(sio.config.max_attachments),
+            session,
+            sockets: HashMap::new(),
+            pending: Some(Box::new(place)),
         };
-        looped.await;
+        tokio::spawn(drive(hub, wire, engine, rx));
     }
 
     pub(crate) fn hub(&self) -> &Hub {
