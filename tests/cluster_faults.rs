@@ -11,9 +11,13 @@
 //! (directly or through the harness's proxy), and how to join a hub to it. Another bus runs
 //! the same harness with one more [`Bus`] value in [`BUSES`].
 //!
-//! Runs on Redis (`REALTIME_TEST_REDIS`), a Redis Cluster (`REALTIME_TEST_REDIS_CLUSTER`, kill -9
-//! only) and NATS (`REALTIME_TEST_NATS` and `REALTIME_TEST_NATS_FAULTS=1`, with the `nats`
-//! feature). A bus whose variables are unset is said not to have run.
+//! Runs on Redis (`REALTIME_TEST_REDIS`), a Redis Cluster (`REALTIME_TEST_REDIS_CLUSTER`; its
+//! cut and freeze run with `REALTIME_TEST_REDIS_CLUSTER_FAULTS=1`, as root with `iptables`, see
+//! [`Wall`]) and NATS (`REALTIME_TEST_NATS` and
+//! `REALTIME_TEST_NATS_FAULTS=1`, with the `nats` feature). A bus whose variables are unset, or
+//! a row whose needs are missing, is said not to have run, and why. With `RUST_LOG` set, the
+//! nodes of this process log to stderr, and node processes to the file named by
+//! `REALTIME_FAULT_NODE_LOG`.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -102,6 +106,9 @@ struct Bus {
     missing_feature: Option<&'static str>,
     /// A second variable it needs, and why: for a bus whose rows run only on request.
     also_needs: Option<(&'static str, &'static str)>,
+    /// Whether the faulty node's link is cut and frozen by the kernel's packet filter (a node
+    /// process of its own behind a [`Wall`]) rather than by the proxy.
+    walled: bool,
 }
 
 /// Redis's options with the harness's timings.
@@ -137,11 +144,14 @@ const REDIS: Bus = Bus {
     faults: all_faults,
     missing_feature: None,
     also_needs: None,
+    walled: false,
 };
 
 /// A Redis Cluster of several primaries (`tests/redis-cluster.sh start`); the URL lists them.
 /// A node's link cannot be cut or frozen through the harness's proxy: the client library
-/// connects to the addresses the primaries announce, not to the seeds it was given.
+/// connects to the addresses the primaries announce (`CLUSTER SLOTS`, `MOVED`), not to the
+/// seeds it was given. The faulty node is a process of its own instead, and its connections
+/// to every primary are cut or frozen by the kernel's packet filter ([`Wall`]).
 const REDIS_CLUSTER: Bus = Bus {
     name: "redis-cluster",
     env: "REALTIME_TEST_REDIS_CLUSTER",
@@ -161,13 +171,24 @@ const REDIS_CLUSTER: Bus = Bus {
         }
         .boxed()
     },
+    // A cut or a freeze leaves the node unable to use the cluster long after the link is back,
+    // now and then: the client library's recovery gets stuck (docs/cluster.md, "Faults,
+    // tested"). Those rows run on request, to reproduce it.
     faults: |fault| match fault {
-        Fault::Kill => Ok(()),
-        Fault::Cut | Fault::Freeze => Err("the proxy cannot stand in for the primaries' announced addresses"),
+        Fault::Cut | Fault::Freeze if std::env::var_os(REDIS_CLUSTER_FAULTS).is_none() => Err(
+            "a cut or a freeze of a node's link to a Redis Cluster leaves it unable to use the \
+             cluster long after the link is back, now and then (docs/cluster.md, \"Faults, \
+             tested\"); set REALTIME_TEST_REDIS_CLUSTER_FAULTS=1 to run it",
+        ),
+        _ => Ok(()),
     },
     missing_feature: None,
     also_needs: None,
+    walled: true,
 };
+
+/// The variable that runs the cut and the freeze on a Redis Cluster.
+const REDIS_CLUSTER_FAULTS: &str = "REALTIME_TEST_REDIS_CLUSTER_FAULTS";
 
 /// NATS with JetStream; the link of a node goes through the proxy as Redis's does.
 const NATS: Bus = Bus {
@@ -204,6 +225,7 @@ const NATS: Bus = Bus {
         "REALTIME_TEST_NATS_FAULTS",
         "the NATS rows run on request, besides REALTIME_TEST_NATS (.ci/run sets both)",
     )),
+    walled: false,
 };
 
 /// Every bus the harness runs on.
@@ -261,29 +283,45 @@ async fn node_hub(bus: &Bus, url: &str, prefix: &str) -> Hub {
 /// `<bus>,<prefix>,<port>`.
 const NODE_ENV: &str = "REALTIME_FAULT_NODE";
 
-/// A node in a process of its own (this test binary, running [`fault_node`] only), to be
-/// killed with `SIGKILL`.
+/// A node in a process of its own (this test binary, running [`fault_node`] only): to be
+/// killed with `SIGKILL`, or to have its link cut or frozen by a [`Wall`] (it then runs as the
+/// wall's user, which is how the packet filter tells its connections apart). It answers
+/// `GET /presence` and `GET /stats` besides its WebSocket endpoint, for the harness to ask it
+/// what it would ask a hub of its own.
 struct NodeProcess {
     child: Child,
     addr: SocketAddr,
 }
 
 impl NodeProcess {
-    async fn start(bus: &Bus, prefix: &str) -> NodeProcess {
+    async fn start(bus: &Bus, prefix: &str, uid: Option<u32>) -> NodeProcess {
         // A free port, handed to the child (it binds it at once).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args(["--exact", "fault_node", "--nocapture", "--test-threads=1"])
             .env(NODE_ENV, format!("{},{prefix},{port}", bus.name))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the test binary runs itself as a node");
+            .stderr(Stdio::null());
+        // `REALTIME_FAULT_NODE_LOG=<file>` (with `RUST_LOG`): what the node processes say.
+        if let Some(path) = std::env::var_os("REALTIME_FAULT_NODE_LOG") {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
+            command.stderr(file);
+        }
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
+        let child = command.spawn().expect("the test binary runs itself as a node");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut node = NodeProcess { child, addr };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -304,6 +342,45 @@ impl NodeProcess {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// The body of `GET path` on the node (HTTP/1.0, read to its end).
+    async fn get(&self, path: &str) -> Result<String, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ask = async {
+            let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
+            stream
+                .write_all(format!("GET {path} HTTP/1.0\r\nHost: node\r\n\r\n").as_bytes())
+                .await?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
+        };
+        let answer = tokio::time::timeout(PATIENCE, ask)
+            .await
+            .map_err(|_| format!("GET {path}: no answer"))?
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        match answer.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") => {
+                Ok(body.to_owned())
+            }
+            _ => Err(format!("GET {path}: {answer}")),
+        }
+    }
+
+    /// What the node's `cluster_online_users()` says.
+    async fn presence(&self) -> Result<(Vec<String>, bool), String> {
+        let body: Value = serde_json::from_str(&self.get("/presence").await?).map_err(|e| e.to_string())?;
+        let value = serde_json::from_value(body["value"].clone()).map_err(|e| e.to_string())?;
+        Ok((value, body["partial"] == true))
+    }
+}
+
+/// What an engine counted, in the summary.
+fn engine_stats(stats: &tower_realtime::adapter::AdapterStats) -> String {
+    format!(
+        "published {}, lost {}, received {}, dropped {}, reconnects {}",
+        stats.published, stats.lost, stats.received, stats.dropped, stats.reconnects
+    )
 }
 
 impl Drop for NodeProcess {
@@ -330,6 +407,12 @@ fn fault_node() {
         std::process::exit(0);
     });
     let url = std::env::var(bus.env).expect("the parent has the bus's URL");
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -338,7 +421,23 @@ fn fault_node() {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let hub = node_hub(bus, &url, &prefix).await;
-        let app = axum::Router::new().layer(hub.layer("/ws"));
+        let presence = hub.clone();
+        let stats = hub.clone();
+        let app = axum::Router::new()
+            .route(
+                "/presence",
+                axum::routing::get(move || async move {
+                    let answer = presence.cluster_online_users().await;
+                    axum::Json(json!({ "value": answer.value, "partial": answer.partial }))
+                }),
+            )
+            .route(
+                "/stats",
+                axum::routing::get(move || async move {
+                    stats.adapter().map(|a| engine_stats(&a.stats())).unwrap_or_default()
+                }),
+            )
+            .layer(hub.layer("/ws"));
         tokio::spawn(async move { axum::serve(listener, app).await });
         tokio::time::sleep(Duration::from_secs(120)).await;
     });
@@ -691,12 +790,20 @@ enum Faulty {
     },
     /// A process of its own.
     Process(NodeProcess),
+    /// A process of its own, its link to the bus behind a wall of the packet filter.
+    Walled { node: NodeProcess, wall: Wall },
 }
 
 impl Faulty {
     async fn start(bus: &'static Bus, url: &str, prefix: &str, fault: Fault) -> Faulty {
         if fault == Fault::Kill {
-            return Faulty::Process(NodeProcess::start(bus, prefix).await);
+            return Faulty::Process(NodeProcess::start(bus, prefix, None).await);
+        }
+        if bus.walled {
+            // The wall first: every connection the node makes is then marked as its own.
+            let wall = Wall::build(fault).unwrap_or_else(|e| panic!("the wall for {}: {e}", fault.name()));
+            let node = NodeProcess::start(bus, prefix, Some(wall.uid)).await;
+            return Faulty::Walled { node, wall };
         }
         let (upstream, _) = (bus.route)(url.to_owned(), None).await;
         let proxy = proxy::Proxy::start(upstream).await;
@@ -709,14 +816,22 @@ impl Faulty {
     fn addr(&self) -> SocketAddr {
         match self {
             Faulty::Linked { addr, .. } => *addr,
-            Faulty::Process(p) => p.addr,
+            Faulty::Process(p) | Faulty::Walled { node: p, .. } => p.addr,
         }
     }
 
     fn hub(&self) -> Option<&Hub> {
         match self {
             Faulty::Linked { hub, .. } => Some(hub),
-            Faulty::Process(_) => None,
+            Faulty::Process(_) | Faulty::Walled { .. } => None,
+        }
+    }
+
+    /// The node process that is asked over HTTP what a hub of this process would be asked.
+    fn process(&self) -> Option<&NodeProcess> {
+        match self {
+            Faulty::Walled { node, .. } => Some(node),
+            Faulty::Linked { .. } | Faulty::Process(_) => None,
         }
     }
 
@@ -724,16 +839,233 @@ impl Faulty {
         match (self, fault) {
             (Faulty::Linked { proxy, .. }, Fault::Cut) => proxy.cut(),
             (Faulty::Linked { proxy, .. }, Fault::Freeze) => proxy.freeze(),
+            (Faulty::Walled { wall, node }, Fault::Cut | Fault::Freeze) => wall.raise(node.addr.port()),
             (Faulty::Process(p), Fault::Kill) => p.kill(),
             _ => unreachable!("each fault has its kind of node"),
         }
     }
 
     fn heal(&self) {
-        if let Faulty::Linked { proxy, .. } = self {
-            proxy.restore();
-            proxy.thaw();
+        match self {
+            Faulty::Linked { proxy, .. } => {
+                proxy.restore();
+                proxy.thaw();
+            }
+            Faulty::Walled { wall, .. } => wall.lower(),
+            Faulty::Process(_) => {}
         }
+    }
+}
+
+/// The packet filter's rules that cut or freeze one node process's link to the bus, for a bus
+/// the proxy cannot stand in for (a Redis Cluster: its client connects to the addresses the
+/// primaries announce). The node runs as a user of its own; a chain of `mangle OUTPUT` marks
+/// every TCP connection that user opens (its connections to the bus: the node's WebSocket
+/// connections are opened by its clients, and are not marked). The fault is one rule in a chain
+/// of `filter OUTPUT` (every packet on loopback, either way, goes through `OUTPUT`):
+///
+/// - cut: `REJECT --reject-with tcp-reset` for the marked connections' packets (the resets
+///   themselves let through), so that a new connection is refused; then the node's open
+///   connections to the bus are destroyed (`ss -K`: the node's side fails at once, the
+///   primary's side gets a reset). Both sides know, as when the proxy closes a link: without
+///   that, a connection either side does not write to would stay half open;
+/// - freeze: `DROP`: nothing goes through either way, nothing is closed; TCP retransmits
+///   until the rule is gone, as over a network that drops packets and then delivers again.
+///
+/// The chains are removed when the wall is dropped (a failed round too), and chains left by a
+/// run that was killed are removed by the next one. Needs root and `iptables`
+/// ([`Wall::available`]).
+struct Wall {
+    uid: u32,
+    chain: String,
+    rule: &'static [&'static str],
+}
+
+/// The prefix of the chains of every wall, and of this process's: `rtf-<pid>-<fault>`.
+const WALL_CHAINS: &str = "rtf-";
+
+fn iptables(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("iptables: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Wall {
+    /// Why a wall cannot be built here, if it cannot.
+    fn available() -> Result<(), String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("cutting a node's link to a Redis Cluster needs root (the packet filter)".into());
+        }
+        let out = Command::new("iptables")
+            .args(["-w", "-t", "mangle", "-S", "OUTPUT"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cutting a node's link to a Redis Cluster needs iptables: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "iptables does not work here: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        match Command::new("ss").arg("-V").stdout(Stdio::null()).status() {
+            Ok(s) if s.success() => Ok(()),
+            _ => Err("cutting a node's link to a Redis Cluster needs ss (iproute2)".into()),
+        }
+    }
+
+    fn build(fault: Fault) -> Result<Wall, String> {
+        Wall::clear_stale();
+        let pid = std::process::id();
+        let (index, rule): (u32, &'static [&'static str]) = match fault {
+            Fault::Cut => (
+                0,
+                &[
+                    "-p",
+                    "tcp",
+                    "!",
+                    "--tcp-flags",
+                    "RST",
+                    "RST",
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    "tcp-reset",
+                ],
+            ),
+            Fault::Freeze => (1, &["-j", "DROP"]),
+            Fault::Kill => unreachable!("a node killed needs no wall"),
+        };
+        // A user (and a mark) no other run on this machine uses at the same time.
+        let uid = 3_000_000 + pid * 4 + index;
+        let wall = Wall {
+            uid,
+            chain: format!("{WALL_CHAINS}{pid}-{index}"),
+            rule,
+        };
+        let (uid_s, chain) = (uid.to_string(), wall.chain.as_str());
+        iptables(&["-t", "mangle", "-N", chain])?;
+        iptables(&[
+            "-t",
+            "mangle",
+            "-A",
+            chain,
+            "-p",
+            "tcp",
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid_s,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-j",
+            "CONNMARK",
+            "--set-mark",
+            &uid_s,
+        ])?;
+        iptables(&["-t", "mangle", "-A", "OUTPUT", "-j", chain])?;
+        iptables(&["-N", chain])?;
+        iptables(&["-A", "OUTPUT", "-j", chain])?;
+        Ok(wall)
+    }
+
+    /// The fault: the rule in the chain; for a cut, the open connections of the node (on
+    /// `node_port`, the one it serves on, are its clients') destroyed after it.
+    fn raise(&self, node_port: u16) {
+        let mark = self.uid.to_string();
+        let mut args = vec!["-A", self.chain.as_str(), "-m", "connmark", "--mark", &mark];
+        args.extend_from_slice(self.rule);
+        iptables(&args).unwrap();
+        if self.rule.contains(&"REJECT") {
+            let out = Command::new("ss")
+                .args(["-tnHe", "state", "connected"])
+                .output()
+                .expect("ss lists the node's connections");
+            let owner = format!(" uid:{} ", self.uid);
+            let ports: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|line| line.contains(&owner))
+                // State, Recv-Q, Send-Q, then the local address.
+                .filter_map(|line| {
+                    line.split_whitespace()
+                        .find(|f| f.contains(':'))?
+                        .rsplit(':')
+                        .next()
+                        .map(str::to_owned)
+                })
+                .filter(|port| *port != node_port.to_string())
+                .collect();
+            assert!(
+                !ports.is_empty(),
+                "the node has no connection to the bus to cut: {out:?}"
+            );
+            {
+                let filter = ports
+                    .iter()
+                    .map(|p| format!("sport = :{p}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                let status = Command::new("ss")
+                    .args(["-K", "-tnH", "state", "connected", &format!("( {filter} )")])
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("ss destroys the node's connections");
+                assert!(status.success(), "ss -K: {status}");
+            }
+        }
+    }
+
+    /// The end of the fault: the chain empty again.
+    fn lower(&self) {
+        iptables(&["-F", &self.chain]).unwrap();
+    }
+
+    /// Removes the chain `chain` of `table` and the jump to it, whatever of them is there.
+    fn remove(table: &str, chain: &str) {
+        while iptables(&["-t", table, "-D", "OUTPUT", "-j", chain]).is_ok() {}
+        let _ = iptables(&["-t", table, "-F", chain]);
+        let _ = iptables(&["-t", table, "-X", chain]);
+    }
+
+    /// Removes the chains of runs whose process is gone.
+    fn clear_stale() {
+        for table in ["mangle", "filter"] {
+            let Ok(out) = Command::new("iptables").args(["-w", "-t", table, "-S"]).output() else {
+                continue;
+            };
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let Some(chain) = line.strip_prefix("-N ") else {
+                    continue;
+                };
+                let Some(pid) = chain.strip_prefix(WALL_CHAINS).and_then(|r| r.split('-').next()) else {
+                    continue;
+                };
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    Wall::remove(table, chain);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Wall {
+    fn drop(&mut self) {
+        Wall::remove("filter", &self.chain);
+        Wall::remove("mangle", &self.chain);
     }
 }
 
@@ -877,14 +1209,25 @@ impl Cluster {
         loop {
             let mut agree = true;
             let mut said = Vec::new();
+            let mut answers = Vec::new();
             for hub in self.hubs() {
                 let answer = hub.cluster_online_users().await;
-                agree &= !answer.partial && answer.value == expected;
-                said.push(format!(
-                    "{:?}{}",
-                    answer.value,
-                    if answer.partial { " (partial)" } else { "" }
-                ));
+                answers.push(Ok((answer.value, answer.partial)));
+            }
+            if let Some(node) = self.faulty.process() {
+                answers.push(node.presence().await);
+            }
+            for answer in answers {
+                match answer {
+                    Ok((value, partial)) => {
+                        agree &= !partial && value == expected;
+                        said.push(format!("{value:?}{}", if partial { " (partial)" } else { "" }));
+                    }
+                    Err(e) => {
+                        agree = false;
+                        said.push(e);
+                    }
+                }
             }
             if agree {
                 return Ok(since.elapsed());
@@ -965,11 +1308,11 @@ async fn run(bus: &'static Bus, url: String, fault: Fault) -> Report {
     // show as lost.
     for hub in cluster.hubs() {
         if let Some(stats) = hub.adapter().map(|a| a.stats()) {
-            report.engines.push(format!(
-                "published {}, lost {}, received {}, dropped {}, reconnects {}",
-                stats.published, stats.lost, stats.received, stats.dropped, stats.reconnects
-            ));
+            report.engines.push(engine_stats(&stats));
         }
+    }
+    if let Some(node) = cluster.faulty.process() {
+        report.engines.push(node.get("/stats").await.unwrap_or_else(|e| e));
     }
     report
 }
@@ -1038,6 +1381,7 @@ async fn round(cluster: &mut Cluster, senders: &[Peer], fault: Fault, round: usi
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let start = Instant::now();
+    tracing::info!(round, ?duration, "fault injected");
     cluster.faulty.inject(fault);
     let healed;
     if fault == Fault::Kill {
@@ -1054,6 +1398,7 @@ async fn round(cluster: &mut Cluster, senders: &[Peer], fault: Fault, round: usi
         victims[0].resume(healthy_at(round)).await;
         tokio::time::sleep_until(start + duration).await;
         cluster.faulty.heal();
+        tracing::info!(round, "healed");
         healed = Instant::now();
     }
 
@@ -1088,6 +1433,7 @@ async fn round(cluster: &mut Cluster, senders: &[Peer], fault: Fault, round: usi
     if fault == Fault::Kill {
         cluster.faulty = Faulty::start(cluster.bus, &cluster.url, &cluster.prefix, fault).await;
     }
+    tracing::info!(round, "usable?");
     match usable(cluster.faulty.addr(), &format!("r{round}-fresh"), senders).await {
         Ok(()) => report.usable += 1,
         Err(why) => report
@@ -1271,6 +1617,12 @@ async fn harness(fault: Fault) {
         if let Some((var, why)) = bus.also_needs {
             if std::env::var_os(var).is_none() {
                 common::did_not_run(&what, &format!("{why}; set {var}=1 to run it"));
+                continue;
+            }
+        }
+        if bus.walled && fault != Fault::Kill {
+            if let Err(why) = Wall::available() {
+                common::did_not_run(&what, &why);
                 continue;
             }
         }
