@@ -444,6 +444,18 @@ mod tests {
         prefixes: Arc<Mutex<Vec<String>>>,
     }
 
+    impl Cleanup {
+        /// A prefix of its own for one test (`conformance-<kind>-<random>`), removed at the end.
+        fn one(url: &str, kind: &str) -> (String, Self) {
+            let prefix = format!("conformance-{kind}-{:016x}", getrandom::u64().unwrap());
+            let cleanup = Self {
+                url: url.to_owned(),
+                prefixes: Arc::new(Mutex::new(vec![prefix.clone()])),
+            };
+            (prefix, cleanup)
+        }
+    }
+
     impl Drop for Cleanup {
         fn drop(&mut self) {
             let url = self.url.clone();
@@ -580,11 +592,7 @@ mod tests {
         let Some(url) = nats_url("the NATS engine's signing and copies test") else {
             return;
         };
-        let prefix = format!("conformance-signed-{:016x}", getrandom::u64().unwrap());
-        let _cleanup = Cleanup {
-            url: url.clone(),
-            prefixes: Arc::new(Mutex::new(vec![prefix.clone()])),
-        };
+        let (prefix, _cleanup) = Cleanup::one(&url, "signed");
         let options = NatsOptions {
             prefix,
             heartbeat: Duration::from_millis(200),
@@ -692,11 +700,7 @@ mod tests {
         let Some(url) = nats_url("the NATS engine's presence listing test") else {
             return;
         };
-        let prefix = format!("conformance-listing-{:016x}", getrandom::u64().unwrap());
-        let _cleanup = Cleanup {
-            url: url.clone(),
-            prefixes: Arc::new(Mutex::new(vec![prefix.clone()])),
-        };
+        let (prefix, _cleanup) = Cleanup::one(&url, "listing");
         let options = NatsOptions {
             prefix,
             heartbeat: Duration::from_millis(200),
