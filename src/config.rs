@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use std::num::NonZeroU32;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 
 /// What happens when a connection's outbound queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,6 +81,10 @@ pub struct Config {
     /// shared by the thread they run on, so this costs no memory per connection.
     pub read_buffer_size: usize,
     /// Interval between server pings.
+    ///
+    /// The heartbeat is looked at by one clock for every connection, not a timer in each: a
+    /// ping goes out, and a silent peer is closed, at its time or up to a thirty-second part
+    /// of the wait later (at most 250 ms), never earlier.
     pub ping_interval: Duration,
     /// How long past a ping interval a silent peer is kept.
     pub ping_timeout: Duration,
@@ -239,8 +243,8 @@ impl Default for Config {
 /// A rate: so many events per second on average, with bursts up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
-    per_second: NonZeroU32,
-    burst: NonZeroU32,
+    pub(crate) per_second: NonZeroU32,
+    pub(crate) burst: NonZeroU32,
 }
 
 impl RateLimit {
@@ -275,9 +279,5 @@ impl RateLimit {
 
     pub(crate) fn quota(&self) -> Quota {
         Quota::per_second(self.per_second).allow_burst(self.burst)
-    }
-
-    pub(crate) fn limiter(&self) -> DefaultDirectRateLimiter {
-        RateLimiter::direct(self.quota())
     }
 }

@@ -105,6 +105,7 @@ pub mod adapter;
 mod address;
 pub mod auth;
 mod builder;
+mod clock;
 mod config;
 mod connection;
 #[cfg(feature = "typed")]

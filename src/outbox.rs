@@ -13,7 +13,7 @@
 //!
 //! The queue is also where its reader's task is woken for anything else: a close request
 //! ([`Sender::nudge`]), and the reader's other sources — the socket's read side, the ping
-//! timer — through gates ([`Wakes::poll_gated`]). A connection's loop waits on all of these
+//! clock — through gates ([`Wakes::poll_gated`]). A connection's loop waits on all of these
 //! at once, and `select!` polls every one on each pass; most passes are for the queue, and
 //! polling the socket and the timer there would find nothing new yet take locks on the way
 //! (the socket's readiness, tungstenite's wakers, the timer entry). A gated source is polled
@@ -34,11 +34,11 @@ use std::{
         atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
-    task::{Context, Poll, Wake, Waker},
+    task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
+use futures_util::task::{waker_ref, ArcWake, AtomicWaker, WakerRef};
 use parking_lot::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -150,15 +150,13 @@ impl Shared {
 }
 
 /// The gated sources' waker: any of them waking opens every gate (a source that did not wake
-/// is then polled once for nothing, which costs what polling it did before gates).
-impl Wake for Shared {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.gates.store(u8::MAX, Ordering::Release);
-        self.waker.wake();
+/// is then polled once for nothing, which costs what polling it did before gates). Made from
+/// the queue's own `Arc` when it is used ([`waker_ref`]), so that the reader keeps nothing
+/// for it.
+impl ArcWake for Shared {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.gates.store(u8::MAX, Ordering::Release);
+        arc_self.waker.wake();
     }
 }
 
@@ -309,15 +307,13 @@ impl Sender {
 
 /// The gate of the socket's read side.
 pub(crate) const READ: u8 = 1;
-/// The gate of the ping timer.
+/// The gate of the heartbeat (woken by its clock).
 pub(crate) const PING: u8 = 2;
 
 /// The reader task's other wake-ups: nudges, and gated sources. Used from the reader's task
 /// while the [`Receiver`] itself is busy elsewhere.
 pub(crate) struct Wakes {
     shared: Arc<Shared>,
-    /// What gated sources are polled with.
-    waker: Waker,
 }
 
 impl Wakes {
@@ -338,6 +334,12 @@ impl Wakes {
         }
     }
 
+    /// The waker that opens the gates (for a source woken from elsewhere, as the heartbeat's
+    /// clock).
+    pub(crate) fn waker(&self) -> WakerRef<'_> {
+        waker_ref(&self.shared)
+    }
+
     /// Polls a source through `poll` if its gate (`gate`: a bit of its own) is open, with a
     /// waker that opens the gates; `Pending` at once otherwise.
     pub(crate) fn poll_gated<T>(
@@ -352,7 +354,7 @@ impl Wakes {
         if self.shared.gates.fetch_and(!gate, Ordering::AcqRel) & gate == 0 {
             return Poll::Pending;
         }
-        match poll(&mut Context::from_waker(&self.waker)) {
+        match poll(&mut Context::from_waker(&waker_ref(&self.shared))) {
             Poll::Ready(v) => {
                 self.shared.gates.fetch_or(gate, Ordering::Release);
                 Poll::Ready(v)
@@ -431,10 +433,7 @@ impl Receiver {
 
     /// A handle on the reader's other wake-ups.
     pub(crate) fn wakes(&self) -> Wakes {
-        Wakes {
-            shared: self.0.clone(),
-            waker: Waker::from(self.0.clone()),
-        }
+        Wakes { shared: self.0.clone() }
     }
 
     /// The next message, if one is queued.
@@ -461,6 +460,8 @@ impl Receiver {
 
 #[cfg(test)]
 mod tests {
+    use std::task::Waker;
+
     use super::*;
 
     #[tokio::test]

@@ -18,14 +18,15 @@ use std::{
     collections::VecDeque,
     future::Future,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use futures_util::{future::BoxFuture, FutureExt};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::{
+    clock::{self, Millis},
     hub::{DisconnectReason, Hub},
     outbox::{self, Frame, Next},
     protocol::close_code,
@@ -83,14 +84,17 @@ pub(crate) trait Wire: Send {
     /// poll is waiting). Registers for a wake-up when it cannot.
     fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 
-    /// Writes `unsent` (when set) and what else is queued, as one batch. Cancel-safe: a frame
-    /// leaves `unsent` or the queue only once the wire has taken it.
-    fn write(
+    /// Writes `unsent` (when set) and what else is queued, as one batch; what it needs between
+    /// polls it keeps itself (a future here would be room in every connection's task). A frame
+    /// leaves `unsent` or the queue only once the wire has taken it, so a batch cut short by a
+    /// close loses nothing.
+    fn poll_write(
         &mut self,
+        cx: &mut Context<'_>,
         unsent: &mut Option<Frame>,
         rx: &mut outbox::Receiver,
         hub: &Hub,
-    ) -> impl Future<Output = Result<(), End>> + Send;
+    ) -> Poll<Result<(), End>>;
 
     /// Writes what the wire itself has pending (the answer to the peer's ping).
     fn flush(&mut self) -> impl Future<Output = Result<(), End>> + Send;
@@ -125,6 +129,12 @@ impl Heartbeat {
     fn stall_limit(self) -> Duration {
         let (Self::WhenIdle { interval, timeout } | Self::Periodic { interval, timeout }) = self;
         interval + timeout
+    }
+
+    /// How long the peer has to answer a ping.
+    fn timeout(self) -> Duration {
+        let (Self::WhenIdle { timeout, .. } | Self::Periodic { timeout, .. }) = self;
+        timeout
     }
 }
 
@@ -215,16 +225,16 @@ where
     P: Protocol<In = W::In>,
 {
     async move {
-        let mut heart = Heart::new(proto.heartbeat());
+        // Most wake-ups are for the outbound queue: the read side and the heartbeat are polled
+        // only once they have woken (gates, see `outbox`). A close request nudges the queue.
+        let wakes = rx.wakes();
+        let mut heart = Heart::new(proto.heartbeat(), &wakes.waker());
         let mut inflight: Option<BoxFuture<'static, P::Outcome>> = None;
         // Units that arrived while a handler ran; boxed, as most connections never have any.
         let mut backlog: Option<Box<VecDeque<P::Held>>> = None;
         // A frame taken from the queue but not yet accepted by the wire: a write cancelled by a
         // close keeps it here, so the drain before a goodbye still delivers it.
         let mut unsent: Option<Frame> = None;
-        // Most wake-ups are for the outbound queue: the read side and the heartbeat are polled
-        // only once they have woken (gates, see `outbox`). A close request nudges the queue.
-        let wakes = rx.wakes();
 
         let end = loop {
             // What woke the loop is dealt with first, without waiting; what has to wait comes
@@ -245,7 +255,7 @@ where
                         }
                     }
                     wakes
-                        .poll_gated(outbox::PING, cx, |cx| heart.poll(cx))
+                        .poll_gated(outbox::PING, cx, |_| heart.poll())
                         .map(|()| Event::Beat)
                 })
                 .await;
@@ -277,18 +287,18 @@ where
                     }
                     Event::Read(Err(end)) => break end,
                     Event::Read(Ok(Read::Alive)) => {
-                        heart.seen();
+                        heart.seen(proto.heartbeat());
                         Then::Nothing
                     }
                     Event::Read(Ok(Read::Pinged)) => {
-                        heart.seen();
+                        heart.seen(proto.heartbeat());
                         Then::Flush
                     }
                     Event::Read(Ok(Read::Unit(unit))) => {
-                        heart.seen();
+                        heart.seen(proto.heartbeat());
                         match proto.take(unit) {
                             Step::Done => {}
-                            Step::Pong => heart.ponged(),
+                            Step::Pong => heart.ponged(proto.heartbeat(), &wakes.waker()),
                             Step::End(end) => break end,
                             Step::Run(held) if inflight.is_some() => backlog.get_or_insert_default().push_back(held),
                             Step::Run(held) => match proto.start(held) {
@@ -298,10 +308,10 @@ where
                         }
                         Then::Nothing
                     }
-                    Event::Beat => match heart.beat() {
+                    Event::Beat => match heart.beat(proto.heartbeat(), &wakes.waker()) {
                         Beat::Nothing => Then::Nothing,
                         Beat::Dead => break End::ping_timeout(),
-                        Beat::Ping if heart.periodic() => {
+                        Beat::Ping if matches!(proto.heartbeat(), Heartbeat::Periodic { .. }) => {
                             proto.ping();
                             Then::Nothing
                         }
@@ -321,17 +331,17 @@ where
                     // accepts nothing for the whole ping window is dead all the same. The stall
                     // timer is made (boxed, off the task) only when a write has to wait: most
                     // complete at once, and the timer is never registered with the wheel for them.
-                    let mut write = std::pin::pin!(wire.write(&mut unsent, &mut rx, &hub));
                     let mut stall: Option<Pin<Box<Sleep>>> = None;
                     let written = std::future::poll_fn(|cx| {
-                        if let Poll::Ready(r) = write.as_mut().poll(cx) {
+                        if let Poll::Ready(r) = wire.poll_write(cx, &mut unsent, &mut rx, &hub) {
                             return Poll::Ready(r.map(|()| true));
                         }
                         // Taken at the top of the loop, where the close is handled.
                         if wakes.poll_nudged(cx).is_ready() {
                             return Poll::Ready(Ok(true));
                         }
-                        let timer = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(heart.stall_limit())));
+                        let timer =
+                            stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(proto.heartbeat().stall_limit())));
                         timer.as_mut().poll(cx).map(|()| Ok(false))
                     })
                     .await;
@@ -343,14 +353,14 @@ where
                 }
                 Then::Flush => {
                     // Boxed: rare, and a timer inline would grow every connection's task.
-                    match Box::pin(tokio::time::timeout(heart.stall_limit(), wire.flush())).await {
+                    match Box::pin(tokio::time::timeout(proto.heartbeat().stall_limit(), wire.flush())).await {
                         Ok(Ok(())) => {}
                         Ok(Err(end)) => break end,
                         Err(_) => break End::ping_timeout(),
                     }
                 }
                 Then::Ping => {
-                    let ping = tokio::time::timeout(heart.timeout(), wire.ping());
+                    let ping = tokio::time::timeout(proto.heartbeat().timeout(), wire.ping());
                     match Box::pin(ping).await {
                         Ok(Ok(())) => {}
                         Ok(Err(end)) => break end,
@@ -424,54 +434,47 @@ enum Beat {
     Dead,
 }
 
-/// The heartbeat's state: one timer, boxed (it is the largest thing a connection would keep
-/// inline, for its whole life).
+/// The heartbeat's state. It has no timer of its own: the [clock](crate::clock) wakes the
+/// connection when it is next due, through the gate of the heartbeat (`outbox::PING`). Its
+/// times are milliseconds of that clock, and its settings the protocol's ([`Heartbeat`],
+/// given to each call): it is kept in every connection's task.
 struct Heart {
-    timer: Pin<Box<Sleep>>,
+    /// When the heartbeat is next looked at.
+    due: Millis,
     /// When the peer was last heard from (`WhenIdle`).
-    last_seen: Instant,
-    /// The [`Heartbeat`], in milliseconds: it is kept in every connection's task.
-    interval_ms: u32,
-    timeout_ms: u32,
-    periodic: bool,
+    last_seen: Millis,
     /// A ping went out and is not answered yet (`WhenIdle`: since the peer was last heard
     /// from).
     pinged: bool,
 }
 
+/// A duration in whole milliseconds, rounded up: one under a millisecond is not made zero.
+fn millis(d: Duration) -> Millis {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
 impl Heart {
-    fn new(kind: Heartbeat) -> Self {
-        let now = Instant::now();
+    /// Starts the heartbeat; the clock wakes `waker` when it is first due.
+    fn new(kind: Heartbeat, waker: &Waker) -> Self {
+        let now = clock::now();
         let first = match kind {
-            Heartbeat::WhenIdle { .. } => now + Self::check_every(kind),
-            Heartbeat::Periodic { interval, .. } => now + interval,
+            Heartbeat::WhenIdle { .. } => Self::check_every(kind),
+            Heartbeat::Periodic { interval, .. } => interval,
         };
-        // Rounded up: a duration under a millisecond is not made zero.
-        let ms = |d: Duration| u32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u32::MAX);
-        let (Heartbeat::WhenIdle { interval, timeout } | Heartbeat::Periodic { interval, timeout }) = kind;
-        Self {
-            timer: Box::pin(tokio::time::sleep_until(first)),
+        let mut heart = Self {
+            due: now,
             last_seen: now,
-            interval_ms: ms(interval),
-            timeout_ms: ms(timeout),
-            periodic: matches!(kind, Heartbeat::Periodic { .. }),
             pinged: false,
-        }
+        };
+        heart.due_in(now, first, waker);
+        heart
     }
 
-    fn kind(&self) -> Heartbeat {
-        let interval = Duration::from_millis(self.interval_ms.into());
-        let timeout = Duration::from_millis(self.timeout_ms.into());
-        if self.periodic {
-            Heartbeat::Periodic { interval, timeout }
-        } else {
-            Heartbeat::WhenIdle { interval, timeout }
-        }
-    }
-
-    /// Whether the protocol pings ([`Heartbeat::Periodic`]).
-    fn periodic(&self) -> bool {
-        self.periodic
+    /// Next due `after` from `now`: the clock is asked to wake the connection then (a wake
+    /// asked for earlier finds the heartbeat not due yet, and does nothing).
+    fn due_in(&mut self, now: Millis, after: Duration, waker: &Waker) {
+        self.due = now.saturating_add(millis(after));
+        clock::wake_at(self.due, waker);
     }
 
     fn check_every(kind: Heartbeat) -> Duration {
@@ -481,42 +484,39 @@ impl Heart {
         }
     }
 
-    /// A write that makes no progress for this long means the peer reads nothing at all.
-    fn stall_limit(&self) -> Duration {
-        self.kind().stall_limit()
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.into())
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.timer.as_mut().poll(cx)
+    /// Whether the heartbeat is due (its gate was opened: by the clock, or by another
+    /// source's wake).
+    fn poll(&mut self) -> Poll<()> {
+        if clock::now() >= self.due {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// The peer sent something.
-    fn seen(&mut self) {
-        if !self.periodic {
-            self.last_seen = Instant::now();
+    fn seen(&mut self, kind: Heartbeat) {
+        if let Heartbeat::WhenIdle { .. } = kind {
+            self.last_seen = clock::now();
             self.pinged = false;
         }
     }
 
     /// The peer answered the protocol's ping.
-    fn ponged(&mut self) {
-        if let Heartbeat::Periodic { interval, .. } = self.kind() {
+    fn ponged(&mut self, kind: Heartbeat, waker: &Waker) {
+        if let Heartbeat::Periodic { interval, .. } = kind {
             self.pinged = false;
-            self.timer.as_mut().reset(Instant::now() + interval);
+            self.due_in(clock::now(), interval, waker);
         }
     }
 
-    /// The timer fired.
-    fn beat(&mut self) -> Beat {
-        let now = Instant::now();
-        match self.kind() {
-            kind @ Heartbeat::WhenIdle { interval, timeout } => {
-                self.timer.as_mut().reset(now + Self::check_every(kind));
-                let quiet = now.saturating_duration_since(self.last_seen);
+    /// The heartbeat is due.
+    fn beat(&mut self, kind: Heartbeat, waker: &Waker) -> Beat {
+        let now = clock::now();
+        match kind {
+            Heartbeat::WhenIdle { interval, timeout } => {
+                self.due_in(now, Self::check_every(kind), waker);
+                let quiet = Duration::from_millis(now.saturating_sub(self.last_seen));
                 if quiet >= interval + timeout {
                     Beat::Dead
                 } else if quiet >= interval && !self.pinged {
@@ -531,7 +531,7 @@ impl Heart {
                     return Beat::Dead;
                 }
                 self.pinged = true;
-                self.timer.as_mut().reset(now + timeout);
+                self.due_in(now, timeout, waker);
                 Beat::Ping
             }
         }

@@ -82,7 +82,7 @@ pub(crate) async fn run<S>(
     span.in_scope(|| tracing::debug!(conn = %conn.id, user = ?conn.identity.user_id(), "connected"));
     let native = Native {
         socket,
-        rate: RateState::new(ns.gateway().rate),
+        rate: RateState::default(),
         binary: None,
         _lease: ns,
     };

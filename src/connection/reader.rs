@@ -2,9 +2,11 @@
 //! and control frames out.
 //!
 //! It is fed whatever the socket gave ([`FrameReader::advance`]) and keeps only what a frame
-//! or a message in progress needs: the frame header (at most 14 bytes, inline), the message
-//! being assembled and a control frame's payload (each allocated when its first byte arrives,
-//! handed on or freed when it ends). An idle connection's reader holds no heap memory.
+//! or a message in progress needs: the frame header (at most 14 bytes, inline), and the work
+//! of a message or control frame under way (its bytes so far, what is known of them), in a box
+//! taken when a frame starts and given back to the thread when nothing is under way. An idle
+//! connection's reader holds no heap memory, and keeps the few words of that work out of the
+//! connection too.
 //!
 //! Every rule is checked on the header, before a payload byte is buffered: client frames are
 //! masked, reserved bits and opcodes are refused, control frames are final and at most 125
@@ -78,6 +80,15 @@ pub(crate) struct FrameReader {
     head: [u8; 14],
     head_len: u8,
     frame: Option<Frame>,
+    /// permessage-deflate, when agreed.
+    deflate: Option<Agreed>,
+    /// A message or control frame under way, when one is (see the module's description).
+    work: Option<Box<Work>>,
+}
+
+/// What a message or a control frame under way needs.
+#[derive(Debug, Default)]
+struct Work {
     /// The message being assembled (fragments so far), when one is.
     kind: Option<Kind>,
     message: Vec<u8>,
@@ -85,12 +96,23 @@ pub(crate) struct FrameReader {
     valid: usize,
     /// A control frame's payload so far.
     control: Vec<u8>,
-    /// permessage-deflate, when agreed.
-    deflate: Option<Agreed>,
     /// The message being assembled is compressed.
     compressed: bool,
     /// Its decompressor (kept between messages only with the client's context takeover).
     inflater: Option<Box<Inflater>>,
+}
+
+impl Work {
+    /// Nothing under way, and nothing kept between messages.
+    fn is_idle(&self) -> bool {
+        self.kind.is_none() && self.control.is_empty() && self.inflater.is_none() && !self.compressed
+    }
+}
+
+std::thread_local! {
+    /// A [`Work`] given back by an idle reader, for the next one that starts a frame on this
+    /// thread: most messages are read whole in one go, and take and give back this one.
+    static SPARE_WORK: std::cell::Cell<Option<Box<Work>>> = const { std::cell::Cell::new(None) };
 }
 
 impl FrameReader {
@@ -103,22 +125,35 @@ impl FrameReader {
     pub(crate) fn new(max_message: usize, deflate: Option<Agreed>) -> Self {
         Self {
             deflate,
-            compressed: false,
-            inflater: None,
             max_message,
             head: [0; 14],
             head_len: 0,
             frame: None,
-            kind: None,
-            message: Vec::new(),
-            valid: 0,
-            control: Vec::new(),
+            work: None,
         }
+    }
+
+    /// The work under way, taken when there is none.
+    fn work(&mut self) -> &mut Work {
+        self.work.get_or_insert_with(|| SPARE_WORK.take().unwrap_or_default())
+    }
+
+    /// The kind of message being assembled, if one is.
+    fn kind(&self) -> Option<Kind> {
+        self.work.as_ref().and_then(|w| w.kind)
     }
 
     /// Reads from `input` up to the next event, or to its end. Returns how many bytes it took
     /// and the event, if one is complete. After an error the reader must not be fed again.
-    pub(crate) fn advance(&mut self, mut input: &[u8]) -> (usize, Option<Result<Event, ReadError>>) {
+    pub(crate) fn advance(&mut self, input: &[u8]) -> (usize, Option<Result<Event, ReadError>>) {
+        let advanced = self.advance_in(input);
+        if self.work.as_ref().is_some_and(|w| w.is_idle()) {
+            SPARE_WORK.set(self.work.take());
+        }
+        advanced
+    }
+
+    fn advance_in(&mut self, mut input: &[u8]) -> (usize, Option<Result<Event, ReadError>>) {
         let len = input.len();
         loop {
             let Some(frame) = self.frame else {
@@ -144,16 +179,17 @@ impl FrameReader {
             let (chunk, rest) = input.split_at(n);
             input = rest;
             match frame.opcode {
-                TEXT | BINARY | CONTINUATION if self.compressed => {
+                TEXT | BINARY | CONTINUATION if self.work().compressed => {
                     if let Err(e) = self.inflate(chunk, frame.mask, frame.offset) {
                         return (len - input.len(), Some(Err(e)));
                     }
                 }
                 opcode => {
+                    let work = self.work();
                     let dest = if is_control(opcode) {
-                        &mut self.control
+                        &mut work.control
                     } else {
-                        &mut self.message
+                        &mut work.message
                     };
                     let start = dest.len();
                     dest.extend_from_slice(chunk);
@@ -211,21 +247,22 @@ impl FrameReader {
             if len > 125 {
                 return Err(ReadError::Protocol("a control frame over 125 bytes"));
             }
-        } else if len > (self.max_message - self.message.len()) as u64 {
+        } else if len > (self.max_message - self.work.as_ref().map_or(0, |w| w.message.len())) as u64 {
             // (A compressed frame: its compressed size is held to the limit too.)
             return Err(ReadError::TooBig);
         }
         let mask = self.head[mask_at..mask_at + 4].try_into().expect("4 bytes");
         self.head_len = 0;
         if !is_control(opcode) {
+            let work = self.work();
             if opcode != CONTINUATION {
-                self.kind = Some(if opcode == TEXT { Kind::Text } else { Kind::Binary });
-                self.compressed = b0 & 0x40 != 0;
+                work.kind = Some(if opcode == TEXT { Kind::Text } else { Kind::Binary });
+                work.compressed = b0 & 0x40 != 0;
             }
-            if !self.compressed {
+            if !work.compressed {
                 // Room for the whole frame at once when it is small; a large one grows as its
                 // bytes arrive (its length is only what the peer claims).
-                self.message.reserve(len.min(64 * 1024) as usize);
+                work.message.reserve(len.min(64 * 1024) as usize);
             }
         }
         self.frame = Some(Frame {
@@ -253,8 +290,10 @@ impl FrameReader {
         match opcode {
             CLOSE | PING | PONG if b0 & 0x80 == 0 => Err(ReadError::Protocol("a fragmented control frame")),
             CLOSE | PING | PONG => Ok(()),
-            CONTINUATION if self.kind.is_none() => Err(ReadError::Protocol("a continuation with nothing to continue")),
-            TEXT | BINARY if self.kind.is_some() => Err(ReadError::Protocol(
+            CONTINUATION if self.kind().is_none() => {
+                Err(ReadError::Protocol("a continuation with nothing to continue"))
+            }
+            TEXT | BINARY if self.kind().is_some() => Err(ReadError::Protocol(
                 "a new message before the last one's final fragment",
             )),
             CONTINUATION | TEXT | BINARY => Ok(()),
@@ -266,19 +305,20 @@ impl FrameReader {
     fn end_of_frame(&mut self) -> Option<Result<Event, ReadError>> {
         let frame = self.frame.take().expect("a frame was being read");
         match frame.opcode {
-            PING => Some(Ok(Event::Ping(take_bytes(&mut self.control)))),
-            PONG => Some(Ok(Event::Pong(take_bytes(&mut self.control)))),
-            CLOSE => Some(close(std::mem::take(&mut self.control))),
+            PING => Some(Ok(Event::Ping(take_bytes(&mut self.work().control)))),
+            PONG => Some(Ok(Event::Pong(take_bytes(&mut self.work().control)))),
+            CLOSE => Some(close(std::mem::take(&mut self.work().control))),
             _ if !frame.fin => self.check_partial().err().map(Err),
             _ => {
-                if self.compressed {
+                if self.work().compressed {
                     if let Err(e) = self.end_of_compressed() {
                         return Some(Err(e));
                     }
                 }
-                let kind = self.kind.take().expect("a message was being read");
-                let message = std::mem::take(&mut self.message);
-                self.valid = 0;
+                let work = self.work();
+                let kind = work.kind.take().expect("a message was being read");
+                let message = std::mem::take(&mut work.message);
+                work.valid = 0;
                 Some(match kind {
                     Kind::Binary => Ok(Event::Binary(Bytes::from(message))),
                     // What was checked already is checked again here: only a text message read
@@ -295,9 +335,9 @@ impl FrameReader {
     /// Unmasks a piece of a compressed message's payload and inflates it onto the message.
     fn inflate(&mut self, chunk: &[u8], mask: [u8; 4], offset: u8) -> Result<(), ReadError> {
         let agreed = self.deflate.expect("RSV1 is refused without deflate");
-        let inflater = self
-            .inflater
-            .get_or_insert_with(|| Box::new(Inflater::take(agreed.client_bits)));
+        let max_message = self.max_message;
+        let Work { message, inflater, .. } = self.work();
+        let inflater = inflater.get_or_insert_with(|| Box::new(Inflater::take(agreed.client_bits)));
         let mut scratch = [0u8; 1024];
         let mut offset = offset as usize;
         for piece in chunk.chunks(scratch.len()) {
@@ -305,9 +345,7 @@ impl FrameReader {
             scratch.copy_from_slice(piece);
             unmask(scratch, mask, (offset % 4) as u8);
             offset += piece.len();
-            inflater
-                .inflate(scratch, &mut self.message, self.max_message)
-                .map_err(inflate_error)?;
+            inflater.inflate(scratch, message, max_message).map_err(inflate_error)?;
         }
         Ok(())
     }
@@ -315,16 +353,14 @@ impl FrameReader {
     /// A compressed message's last frame is in: the tail its sender removed, and the
     /// decompressor back to the pool unless the client keeps its context.
     fn end_of_compressed(&mut self) -> Result<(), ReadError> {
-        self.compressed = false;
         let agreed = self.deflate.expect("RSV1 is refused without deflate");
-        let inflater = self
-            .inflater
-            .get_or_insert_with(|| Box::new(Inflater::take(agreed.client_bits)));
-        inflater
-            .finish(&mut self.message, self.max_message)
-            .map_err(inflate_error)?;
+        let max_message = self.max_message;
+        let work = self.work();
+        work.compressed = false;
+        let inflater = (work.inflater).get_or_insert_with(|| Box::new(Inflater::take(agreed.client_bits)));
+        inflater.finish(&mut work.message, max_message).map_err(inflate_error)?;
         if !agreed.client_takeover {
-            if let Some(inflater) = self.inflater.take() {
+            if let Some(inflater) = work.inflater.take() {
                 inflater.give_back();
             }
         }
@@ -334,13 +370,14 @@ impl FrameReader {
     /// Checks the text received so far of a message not complete yet: it fails on the first
     /// invalid byte; a character cut at the end waits for the rest of it.
     fn check_partial(&mut self) -> Result<(), ReadError> {
-        if self.kind != Some(Kind::Text) || self.valid == self.message.len() {
+        let Some(work) = &mut self.work else { return Ok(()) };
+        if work.kind != Some(Kind::Text) || work.valid == work.message.len() {
             return Ok(());
         }
-        match std::str::from_utf8(&self.message[self.valid..]) {
-            Ok(_) => self.valid = self.message.len(),
+        match std::str::from_utf8(&work.message[work.valid..]) {
+            Ok(_) => work.valid = work.message.len(),
             Err(e) if e.error_len().is_some() => return Err(ReadError::Utf8),
-            Err(e) => self.valid += e.valid_up_to(),
+            Err(e) => work.valid += e.valid_up_to(),
         }
         Ok(())
     }
@@ -627,7 +664,7 @@ pub(crate) mod tests {
         let mut r = FrameReader::new(1024, None);
         let (_, event) = r.advance(&big[..8]);
         assert_eq!(event, Some(Err(ReadError::TooBig)));
-        assert_eq!(r.message.capacity(), 0);
+        assert!(r.work.is_none(), "nothing of it buffered");
         // The limit holds for the fragments of one message added up.
         let mut input = frame(false, TEXT, &[b'a'; 1000]);
         input.extend(frame(false, CONTINUATION, &[b'a'; 24]));
@@ -645,12 +682,17 @@ pub(crate) mod tests {
         let mut input = frame(false, TEXT, &[b'x'; 5000]);
         input.extend(frame(true, PING, b"ping"));
         input.extend(frame(true, CONTINUATION, b"y"));
-        let got = feed(&mut r, &input, 1000);
+        // Under way: the first fragment is in, the ping is not whole yet.
+        let (_, event) = r.advance(&input[..5010]);
+        assert_eq!(event, None);
+        assert!(r.work.as_ref().is_some_and(|w| w.message.len() == 5000));
+        let got = feed(&mut r, &input[5010..], 1000);
         assert_eq!(got.len(), 2);
-        assert_eq!(
-            (r.message.capacity(), r.control.capacity(), r.frame.is_none()),
-            (0, 0, true)
-        );
+        assert!(r.work.is_none() && r.frame.is_none(), "the work was given back");
+        // Another message takes it (or another) again, and gives it back once read.
+        let got = feed(&mut r, &frame(true, TEXT, b"z"), 1000);
+        assert_eq!(got, vec![text("z")]);
+        assert!(r.work.is_none());
     }
 
     #[test]

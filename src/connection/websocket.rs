@@ -68,10 +68,10 @@ pub(crate) struct WsStream<S: AsyncWrite + Unpin> {
     out: coalesce::Outgoing,
     reader: FrameReader,
     /// Bytes read but not yet given to the reader, and how many of them it took.
-    spill: Vec<u8>,
-    spill_at: usize,
+    spill: Box<[u8]>,
+    spill_at: u32,
     /// How much one read asks for.
-    read_chunk: usize,
+    read_chunk: u32,
     /// Our close frame is in the write buffer or gone: nothing more is written.
     close_sent: bool,
     /// The peer's close frame was read, or the stream ended or failed: nothing more is read.
@@ -88,9 +88,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             io,
             out,
             reader: FrameReader::new(max_message, deflate),
-            spill: Vec::new(),
+            spill: Box::default(),
             spill_at: 0,
-            read_chunk: read_chunk.max(64),
+            read_chunk: u32::try_from(read_chunk.max(64)).unwrap_or(u32::MAX),
             close_sent: false,
             read_done: false,
         }
@@ -103,11 +103,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             if self.read_done {
                 return Poll::Ready(None);
             }
-            if self.spill_at < self.spill.len() {
-                let (n, event) = self.reader.advance(&self.spill[self.spill_at..]);
-                self.spill_at += n;
-                if self.spill_at == self.spill.len() {
-                    (self.spill, self.spill_at) = (Vec::new(), 0);
+            if (self.spill_at as usize) < self.spill.len() {
+                let (n, event) = self.reader.advance(&self.spill[self.spill_at as usize..]);
+                // At most the spill's length, which is at most one read (`read_chunk`).
+                self.spill_at += n as u32;
+                if self.spill_at as usize == self.spill.len() {
+                    (self.spill, self.spill_at) = (Box::default(), 0);
                 }
                 if let Some(event) = event {
                     return Poll::Ready(Some(self.event(event)));
@@ -122,10 +123,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 ..
             } = self;
             let read = READ_BUF.with_borrow_mut(|buf| {
-                if buf.len() < *read_chunk {
-                    buf.resize(*read_chunk, 0);
+                let read_chunk = *read_chunk as usize;
+                if buf.len() < read_chunk {
+                    buf.resize(read_chunk, 0);
                 }
-                let mut rb = ReadBuf::new(&mut buf[..*read_chunk]);
+                let mut rb = ReadBuf::new(&mut buf[..read_chunk]);
                 ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
                 let filled = rb.filled();
                 if filled.is_empty() {
@@ -133,7 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 }
                 let (n, event) = reader.advance(filled);
                 if n < filled.len() {
-                    *spill = filled[n..].to_vec();
+                    *spill = filled[n..].into();
                 }
                 Poll::Ready(Ok(Some(event)))
             });
@@ -220,7 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Reads and throws away what the peer still sends, until the end of its stream.
     async fn discard(&mut self) {
         use tokio::io::AsyncReadExt;
-        (self.spill, self.spill_at) = (Vec::new(), 0);
+        (self.spill, self.spill_at) = (Box::default(), 0);
         let mut scrap = [0u8; 4096];
         while let Ok(1..) = self.io.read(&mut scrap).await {}
     }
@@ -385,13 +387,14 @@ where
         Poll::Ready(())
     }
 
-    fn write(
+    fn poll_write(
         &mut self,
+        cx: &mut Context<'_>,
         unsent: &mut Option<outbox::Frame>,
         rx: &mut outbox::Receiver,
         hub: &Hub,
-    ) -> impl std::future::Future<Output = Result<(), End>> + Send {
-        std::future::poll_fn(move |cx| self.poll_write_batch(cx, unsent, rx, hub).map_err(gone))
+    ) -> Poll<Result<(), End>> {
+        self.poll_write_batch(cx, unsent, rx, hub).map_err(gone)
     }
 
     async fn flush(&mut self) -> Result<(), End> {

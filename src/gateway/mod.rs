@@ -315,7 +315,12 @@ impl Gateway {
         if event == REFRESH_EVENT {
             let limited = || ErrorEvent::new("too many refreshes").with_status("rate_limited");
             let name = Arc::from(REFRESH_EVENT);
-            return match rate.check(&name, Some(refresh::REFRESH_RATE), cfg.rate_limit_flood_threshold) {
+            return match rate.check(
+                &name,
+                Some(refresh::REFRESH_RATE),
+                self.rate,
+                cfg.rate_limit_flood_threshold,
+            ) {
                 Verdict::Allowed => Ok(refresh::call(socket, data, id)),
                 Verdict::Limited => Err(Refused::Error(id, limited())),
                 Verdict::Flooding => Err(Refused::Flood(id, limited())),
@@ -342,7 +347,7 @@ impl Gateway {
                     .with_status("rate_limited")
                     .with_field("code", "rate_limited")
             };
-            match rate.check(name, route.rate, cfg.rate_limit_flood_threshold) {
+            match rate.check(name, route.rate, self.rate, cfg.rate_limit_flood_threshold) {
                 Verdict::Allowed => {}
                 Verdict::Limited => return Err(Refused::Error(id, limited())),
                 Verdict::Flooding => return Err(Refused::Flood(id, limited())),

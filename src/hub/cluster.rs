@@ -336,8 +336,8 @@ impl HistoryState {
         let except = emit.except.iter().map(|id| id.0);
         // Only its frames are used here (the history is Redis's): `emit` leaves out whom it
         // does.
-        let entry = Entry::new(offset, epoch, &emit.ns.name, event, data, except);
-        let frames = entry.frames();
+        let entry = Entry::new(offset, event, data, except);
+        let frames = entry.frames(&emit.ns.name, epoch);
         emit.deliver(|proto| Frames::One(frames(proto)), Some(offset));
         self.current.fetch_max(offset, Ordering::AcqRel);
     }
@@ -413,7 +413,7 @@ async fn fill_hole(hub: &Hub, history: &HistoryState, epoch: &Arc<str>, after: u
         let (entries, _) = read.map_err(|e| (conn.clone(), e))?;
         let missed = (entries.iter())
             .filter(|e| e.seq < upto)
-            .map(|e| (e.seq, e.frame(conn.proto)))
+            .map(|e| (e.seq, e.frame(conn.proto, &saved.ns, &saved.epoch)))
             .collect();
         recovery.fill(&conn, missed);
         Ok(())
@@ -600,7 +600,7 @@ pub(super) async fn read_missed(
         Ok(Missed::Events { upto, events, .. }) => {
             let mut out: Vec<Arc<Entry>> = (events.into_iter())
                 .map(|e| {
-                    let entry = Entry::new(e.offset, &saved.epoch, &saved.ns, &e.event, &e.data, e.except);
+                    let entry = Entry::new(e.offset, &e.event, &e.data, e.except);
                     let (rooms, users) = (e.left_out.rooms.iter(), e.left_out.users.iter());
                     Arc::new(entry.leaving_out(rooms.map(String::as_str), users.map(String::as_str)))
                 })

@@ -50,14 +50,11 @@ pub(crate) struct Conn {
     pub(crate) proto: Proto,
     pub(crate) identity: Identity,
     tx: outbox::Sender,
-    /// The connection's rooms: the reverse index of the registry's rooms → connections.
-    rooms: Mutex<Vec<Arc<str>>>,
-    /// Set once: why and how the connection is to be closed.
-    close: Mutex<Option<(u16, &'static str)>>,
+    /// Its rooms, its close request and its pending acks, under one lock: each is held for a
+    /// moment only, and one lock is smaller than three in every connection.
+    locked: Mutex<Locked>,
     /// What a Socket.IO client sent in its CONNECT (`auth`), if anything.
     pub(crate) auth: Option<Box<Value>>,
-    /// Server emits waiting for the client's answer.
-    acks: Mutex<AckTable>,
     /// The connection's recovery session, when the hub keeps history and the client takes part.
     pub(crate) recovery: Option<Box<Recovery>>,
     /// The client address, when known, and whether the connection counts under it.
@@ -77,19 +74,27 @@ pub(crate) struct ConnState {
 /// refer to.
 pub(crate) type Answer = (Value, Vec<Bytes>);
 
+/// A connection's state that changes, under its one lock.
 #[derive(Default)]
-struct AckTable {
-    /// Set when the connection ends: no new wait is registered.
-    closed: bool,
-    /// Made on the first wait: most connections never have one, and an empty map is 48 bytes
-    /// in every connection.
+struct Locked {
+    /// The connection's rooms: the reverse index of the registry's rooms → connections.
+    rooms: Vec<Arc<str>>,
+    /// Server emits waiting for the client's answer. Made on the first wait: most
+    /// connections never have one, and an empty map is 48 bytes in every connection.
     #[allow(clippy::box_collection, reason = "a pointer while empty, in every connection")]
-    pending: Option<Box<HashMap<u64, oneshot::Sender<Answer>>>>,
+    acks: Option<Box<HashMap<u64, oneshot::Sender<Answer>>>>,
+    /// Why the connection is to be closed, once asked (`close_code` is then set).
+    close_reason: &'static str,
+    /// Set once: the code the connection is to be closed with (0: no close asked for; 0 is
+    /// no close code).
+    close_code: u16,
+    /// Set when the connection ends: no new wait for an ack is registered.
+    acks_closed: bool,
 }
 
-impl AckTable {
-    fn take(&mut self, id: u64) -> Option<oneshot::Sender<Answer>> {
-        self.pending.as_mut()?.remove(&id)
+impl Locked {
+    fn take_ack(&mut self, id: u64) -> Option<oneshot::Sender<Answer>> {
+        self.acks.as_mut()?.remove(&id)
     }
 }
 
@@ -123,10 +128,8 @@ impl Conn {
             proto,
             identity,
             tx,
-            rooms: Mutex::new(Vec::new()),
-            close: Mutex::new(None),
+            locked: Mutex::default(),
             auth,
-            acks: Mutex::default(),
             recovery,
             addr,
             state: Mutex::new(None),
@@ -242,12 +245,14 @@ impl Conn {
     /// Asks the connection task to close with `code`. Returns `false` if a close was
     /// already requested (the first reason wins).
     pub(crate) fn request_close(&self, code: u16, reason: &'static str) -> bool {
-        let mut close = self.close.lock();
-        if close.is_some() {
+        let mut locked = self.locked.lock();
+        if locked.close_code != 0 {
             return false;
         }
-        *close = Some((code, reason));
-        drop(close);
+        // A close code is never 0; a caller's 0 would read as no request.
+        locked.close_code = code.max(1);
+        locked.close_reason = reason;
+        drop(locked);
         // Whoever runs the connection reads its queue (the sockets of one Socket.IO session
         // share their session's): the nudge wakes it.
         self.tx.nudge();
@@ -257,63 +262,65 @@ impl Conn {
     /// Fails the server emits still waiting for an answer (`AckError::Disconnected`), and
     /// any registered later.
     pub(crate) fn fail_acks(&self) {
-        let mut acks = self.acks.lock();
-        acks.closed = true;
-        acks.pending = None;
+        let mut locked = self.locked.lock();
+        locked.acks_closed = true;
+        locked.acks = None;
     }
 
     /// The close requested for this connection, if any.
     pub(crate) fn close_requested(&self) -> Option<(u16, &'static str)> {
-        *self.close.lock()
+        let locked = self.locked.lock();
+        (locked.close_code != 0).then_some((locked.close_code, locked.close_reason))
     }
 
     /// Waits for the answer to ack `id` (one of the hub's, see `Hub::next_ack_id`): where it
     /// will arrive, or `None` when the connection has ended.
     pub(crate) fn register_ack(&self, id: u64) -> Option<oneshot::Receiver<Answer>> {
-        let mut acks = self.acks.lock();
-        if acks.closed {
+        let mut locked = self.locked.lock();
+        if locked.acks_closed {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        acks.pending.get_or_insert_default().insert(id, tx);
+        locked.acks.get_or_insert_default().insert(id, tx);
         Some(rx)
     }
 
     pub(crate) fn forget_ack(&self, id: u64) {
-        self.acks.lock().take(id);
+        self.locked.lock().take_ack(id);
     }
 
     /// Hands the client's answer to the emit waiting for it. `false` for an unknown id (a late
     /// answer, after a timeout).
     pub(crate) fn resolve_ack(&self, id: u64, answer: Answer) -> bool {
-        match self.acks.lock().take(id) {
+        let waiting = self.locked.lock().take_ack(id);
+        match waiting {
             Some(tx) => tx.send(answer).is_ok(),
             None => false,
         }
     }
 
     pub(crate) fn rooms(&self) -> Vec<String> {
-        self.rooms.lock().iter().map(|r| r.to_string()).collect()
+        self.locked.lock().rooms.iter().map(|r| r.to_string()).collect()
     }
 
     pub(crate) fn in_room(&self, room: &str) -> bool {
-        self.rooms.lock().iter().any(|r| &**r == room)
+        self.locked.lock().rooms.iter().any(|r| &**r == room)
     }
 
-    pub(crate) fn add_room(&self, room: &str, max: usize) -> Join {
-        let mut rooms = self.rooms.lock();
-        if rooms.iter().any(|r| &**r == room) {
+    pub(crate) fn add_room(&self, room: &Arc<str>, max: usize) -> Join {
+        let rooms = &mut self.locked.lock().rooms;
+        if rooms.iter().any(|r| r == room) {
             Join::AlreadyIn
         } else if rooms.len() >= max {
             Join::TooManyRooms
         } else {
-            rooms.push(Arc::from(room));
+            rooms.push(room.clone());
             Join::Joined
         }
     }
 
     pub(crate) fn remove_room(&self, room: &str) -> bool {
-        let mut rooms = self.rooms.lock();
+        let rooms = &mut self.locked.lock().rooms;
         match rooms.iter().position(|r| &**r == room) {
             Some(i) => {
                 rooms.swap_remove(i);
@@ -324,7 +331,7 @@ impl Conn {
     }
 
     pub(crate) fn take_rooms(&self) -> Vec<Arc<str>> {
-        std::mem::take(&mut *self.rooms.lock())
+        std::mem::take(&mut self.locked.lock().rooms)
     }
 }
 

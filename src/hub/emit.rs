@@ -255,15 +255,14 @@ impl<'a> Emit<'a> {
                     Some((history, keys)) => {
                         let evictions = &self.hub.inner.counters.history_evicted;
                         let new = NewEvent {
-                            ns: &self.ns.name,
                             event,
                             data: json,
                             except: &self.except,
                             except_rooms: &self.except_rooms,
                             except_users: &self.except_users,
                         };
-                        history.append(&keys, &new, evictions, |entry| {
-                            let frames = entry.frames();
+                        history.append(&keys, &new, evictions, |entry, epoch| {
+                            let frames = entry.frames(&self.ns.name, epoch);
                             self.deliver(|proto| Frames::One(frames(proto)), Some(entry.seq))
                         })
                     }

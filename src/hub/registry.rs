@@ -207,11 +207,16 @@ impl Registry {
     }
 
     pub(crate) fn join(&self, conn: &Arc<Conn>, room: &str, max_rooms: usize) -> Join {
-        match conn.add_room(room, max_rooms) {
+        // The room's name, shared with the registry's key when the room exists: one copy for
+        // all its members rather than one in each.
+        let key = self
+            .rooms
+            .get(room)
+            .map_or_else(|| Arc::from(room), |r| r.key().clone());
+        match conn.add_room(&key, max_rooms) {
             Join::Joined => {}
             other => return other,
         }
-        let key: Arc<str> = Arc::from(room);
         self.rooms.entry(key).or_default().insert(conn.id, conn.clone());
         // Removed meanwhile (see `remove`): its rooms may have been taken before this one was
         // added, so nothing else would take it out again.

@@ -319,7 +319,7 @@ impl Protocol for Engine {
         if let Outcome::Connected(socket, lease) = outcome {
             // The connection counts in the session's stead from now on.
             self.pending = None;
-            let rate = RateState::new(socket.ns().gateway().rate);
+            let rate = RateState::default();
             let entry = Entry { socket, rate, lease };
             self.sockets.insert(entry.socket.namespace().to_owned(), entry);
         }

@@ -229,10 +229,16 @@ impl Wire for EngineWire {
         }
     }
 
-    async fn write(&mut self, unsent: &mut Option<Frame>, rx: &mut outbox::Receiver, hub: &Hub) -> Result<(), End> {
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        unsent: &mut Option<Frame>,
+        rx: &mut outbox::Receiver,
+        hub: &Hub,
+    ) -> Poll<Result<(), End>> {
         let max = self.max_payload;
         match &mut self.link {
-            Link::WebSocket(ws) => ws.write(unsent, rx, hub).await,
+            Link::WebSocket(ws) => ws.poll_write(cx, unsent, rx, hub),
             Link::Polling { waiter, .. } => {
                 match waiter.take() {
                     Some(poll) => answer(poll, unsent.take(), rx, max, hub),
@@ -242,7 +248,7 @@ impl Wire for EngineWire {
                         }
                     }
                 }
-                Ok(())
+                Poll::Ready(Ok(()))
             }
         }
     }

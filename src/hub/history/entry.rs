@@ -2,7 +2,6 @@
 
 use std::{cell::OnceCell, fmt, sync::Arc, time::Instant};
 
-use smallvec::SmallVec;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
@@ -11,29 +10,32 @@ use crate::{
     protocol::offset,
 };
 
-/// Bookkeeping counted for each event kept, besides its strings.
-pub(super) const ENTRY_OVERHEAD: usize = 160;
+/// Bookkeeping counted for each event kept, besides its strings: the entry, its `Arc`'s
+/// counts, its slot in a stream, and the allocator's headers of the entry and its text.
+pub(super) const ENTRY_OVERHEAD: usize = size_of::<Entry>() + 2 * size_of::<usize>() + size_of::<Arc<Entry>>() + 2 * 16;
 
 /// One event in a history, with its position. It keeps the event as text only: its frames are
 /// encoded once per delivery ([`Entry::frames`], shared by that delivery's recipients) and
 /// once per replay, not kept beside it for as long as it is kept.
+///
+/// Every event a history keeps is one of these, for as long as it is kept (a room's events
+/// of members joining, say, are kept per member): it holds what differs from one event to
+/// the next and nothing its streams know (the namespace, the epoch: given when a frame is
+/// encoded).
 pub(crate) struct Entry {
     pub(crate) seq: u64,
     pub(super) at: Instant,
-    /// The namespace and epoch, for the Socket.IO frame.
-    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
-    ns: Arc<str>,
     /// The event's name, then its payload (serialized): one allocation for the two.
     text: Box<str>,
     /// Where the name ends in `text`.
     event_len: usize,
-    /// Connections the emit left out: a replay leaves them out too.
-    except: SmallVec<[u64; 2]>,
-    /// Rooms and users the emit left out (most emits leave none): a replay leaves out a
+    /// The connection the emit left out, when it left out one (the sender of a message to its
+    /// room, most often); the others, when there are more, are in `left_out`. A replay leaves
+    /// them out too.
+    except: Option<u64>,
+    /// Whom else the emit left out (most emits leave out nobody else): a replay leaves out a
     /// session of those users, or in those rooms.
     left_out: Option<Box<LeftOut>>,
-    #[cfg_attr(not(feature = "socketio"), allow(dead_code))]
-    epoch: Arc<str>,
 }
 
 impl fmt::Debug for Entry {
@@ -46,42 +48,40 @@ impl fmt::Debug for Entry {
 }
 
 impl Entry {
-    pub(crate) fn new(
-        seq: u64,
-        epoch: &Arc<str>,
-        ns: &Arc<str>,
-        event: &str,
-        data: &str,
-        except: impl IntoIterator<Item = u64>,
-    ) -> Self {
+    pub(crate) fn new(seq: u64, event: &str, data: &str, except: impl IntoIterator<Item = u64>) -> Self {
         let mut text = String::with_capacity(event.len() + data.len());
         text.push_str(event);
         text.push_str(data);
+        let mut except = except.into_iter();
+        let first = except.next();
+        let others: Vec<u64> = except.collect();
         Self {
             seq,
             at: Instant::now(),
-            ns: ns.clone(),
             text: text.into_boxed_str(),
             event_len: event.len(),
-            except: except.into_iter().collect(),
-            left_out: None,
-            epoch: epoch.clone(),
+            except: first,
+            left_out: (!others.is_empty()).then(|| {
+                Box::new(LeftOut {
+                    conns: others,
+                    ..LeftOut::default()
+                })
+            }),
         }
     }
 
-    /// The event, leaving out the members of `rooms` and the connections of `users` (kept
-    /// only when there are any).
+    /// The event, leaving out the members of `rooms` and the connections of `users`.
     pub(crate) fn leaving_out<'s>(
         mut self,
         rooms: impl IntoIterator<Item = &'s str>,
         users: impl IntoIterator<Item = &'s str>,
     ) -> Self {
-        let left_out = LeftOut {
-            rooms: rooms.into_iter().map(Box::from).collect(),
-            users: users.into_iter().map(Box::from).collect(),
-        };
-        if !left_out.rooms.is_empty() || !left_out.users.is_empty() {
-            self.left_out = Some(Box::new(left_out));
+        let rooms: Vec<Box<str>> = rooms.into_iter().map(Box::from).collect();
+        let users: Vec<Box<str>> = users.into_iter().map(Box::from).collect();
+        if !rooms.is_empty() || !users.is_empty() {
+            let left_out = self.left_out.get_or_insert_default();
+            left_out.rooms = rooms;
+            left_out.users = users;
         }
         self
     }
@@ -90,7 +90,8 @@ impl Entry {
     pub(super) fn size(&self) -> usize {
         let left_out = self.left_out.as_ref().map_or(0, |l| {
             let names = l.rooms.iter().chain(&l.users);
-            names.map(|n| n.len() + size_of::<Box<str>>()).sum::<usize>() + size_of::<LeftOut>()
+            let names = names.map(|n| n.len() + size_of::<Box<str>>()).sum::<usize>();
+            names + l.conns.len() * size_of::<u64>() + size_of::<LeftOut>()
         });
         ENTRY_OVERHEAD + self.text.len() + left_out
     }
@@ -106,8 +107,9 @@ impl Entry {
     }
 
     /// The frame for a connection speaking `proto`, carrying the event's position, encoded
-    /// now (a replay's).
-    pub(crate) fn frame(&self, proto: Proto) -> Frame {
+    /// now (a replay's). A Socket.IO frame names the namespace `ns` and the history's `epoch`.
+    #[cfg_attr(not(feature = "socketio"), allow(unused_variables))]
+    pub(crate) fn frame(&self, proto: Proto, ns: &str, epoch: &str) -> Frame {
         match proto {
             Proto::Native => Frame::new(Message::Text(offset::native_event_at(
                 self.event(),
@@ -116,10 +118,10 @@ impl Entry {
             ))),
             #[cfg(feature = "socketio")]
             Proto::SocketIo => Frame::new(Message::text(offset::socketio_event_at(
-                &self.ns,
+                ns,
                 self.event(),
                 self.data(),
-                &self.epoch,
+                epoch,
                 self.seq,
             ))),
         }
@@ -127,7 +129,7 @@ impl Entry {
 
     /// The frames of one delivery: each protocol's encoded on first use and shared by every
     /// recipient of the delivery.
-    pub(crate) fn frames(&self) -> impl Fn(Proto) -> Frame + '_ {
+    pub(crate) fn frames<'e>(&'e self, ns: &'e str, epoch: &'e str) -> impl Fn(Proto) -> Frame + 'e {
         let native = OnceCell::new();
         #[cfg(feature = "socketio")]
         let socketio = OnceCell::new();
@@ -137,34 +139,37 @@ impl Entry {
                 #[cfg(feature = "socketio")]
                 Proto::SocketIo => &socketio,
             };
-            cell.get_or_init(|| self.frame(proto)).clone()
+            cell.get_or_init(|| self.frame(proto, ns, epoch)).clone()
         }
     }
 
     /// Whether a replay to a session leaves this event out: the session's connections
     /// `conns`, its user, its rooms with the offset each was joined at.
     pub(super) fn excludes(&self, conns: &[u64], user: Option<&str>, rooms: &[(Arc<str>, u64)]) -> bool {
-        if self.except.iter().any(|id| conns.contains(id)) {
+        if self.except.is_some_and(|id| conns.contains(&id)) {
             return true;
         }
         let Some(left_out) = &self.left_out else {
             return false;
         };
+        if left_out.conns.iter().any(|id| conns.contains(id)) {
+            return true;
+        }
         user.is_some_and(|user| left_out.users.iter().any(|u| **u == *user))
             || (rooms.iter()).any(|(room, joined)| *joined < self.seq && left_out.rooms.iter().any(|r| **r == **room))
     }
 }
 
-/// The rooms and users an event left out.
-#[derive(Debug)]
+/// The connections besides the first, the rooms and the users an event left out.
+#[derive(Debug, Default)]
 struct LeftOut {
+    conns: Vec<u64>,
     rooms: Vec<Box<str>>,
     users: Vec<Box<str>>,
 }
 
 /// An event being emitted, before it has a position.
 pub(crate) struct NewEvent<'a> {
-    pub(crate) ns: &'a Arc<str>,
     pub(crate) event: &'a str,
     /// The payload, serialized.
     pub(crate) data: &'a str,

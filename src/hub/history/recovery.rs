@@ -398,7 +398,9 @@ impl Hub {
                     epoch: Some(&saved.epoch),
                     outcome: Some(Ok(&recovered)),
                 };
-                let replay = entries.iter().map(|e| (e.seq, e.frame(conn.proto))).collect();
+                let replay = (entries.iter())
+                    .map(|e| (e.seq, e.frame(conn.proto, &saved.ns, &saved.epoch)))
+                    .collect();
                 // Every event up to `upto` was delivered, held or in the replay when the replay
                 // was read; in a cluster, where delivery lags behind, late copies are skipped,
                 // and held copies of what the client had already.

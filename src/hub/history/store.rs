@@ -354,21 +354,22 @@ impl HistoryState {
         keys
     }
 
-    /// Appends an event to `keys` with the next offset, and hands it to `deliver` under the
-    /// same lock, so that every connection gets its history events in offset order.
+    /// Appends an event to `keys` with the next offset, and hands it to `deliver` (with the
+    /// history's epoch, for its frames) under the same lock, so that every connection gets its
+    /// history events in offset order.
     pub(crate) fn append<R>(
         &self,
         keys: &[StreamKey],
         event: &NewEvent<'_>,
         evictions: &Counter,
-        deliver: impl FnOnce(&Arc<Entry>) -> R,
+        deliver: impl FnOnce(&Arc<Entry>, &Arc<str>) -> R,
     ) -> R {
         let mut store = self.store.lock();
         let evicted_before = store.evicted;
         store.seq += 1;
         let except = event.except.iter().map(|c| c.0);
         let entry = Arc::new(
-            Entry::new(store.seq, &self.epoch, event.ns, event.event, event.data, except)
+            Entry::new(store.seq, event.event, event.data, except)
                 .leaving_out(event.except_rooms.iter().copied(), event.except_users.iter().copied()),
         );
         for key in keys {
@@ -380,7 +381,7 @@ impl HistoryState {
         }
         self.current.store(entry.seq, Ordering::Release);
         evictions.fetch_add(store.evicted - evicted_before, Ordering::Relaxed);
-        deliver(&entry)
+        deliver(&entry, &self.epoch)
     }
 
     /// Events evicted so far.
@@ -452,14 +453,13 @@ mod tests {
 
     fn emit(h: &HistoryState, room: &str, data: &str) -> u64 {
         let event = NewEvent {
-            ns: &Arc::from("/"),
             event: "e",
             data,
             except: &[],
             except_rooms: &[],
             except_users: &[],
         };
-        h.append(&[key(room)], &event, &Counter::monotonic("t"), |e| e.seq)
+        h.append(&[key(room)], &event, &Counter::monotonic("t"), |e, _| e.seq)
     }
 
     fn saved(h: &HistoryState, rooms: &[(&str, u64)]) -> Saved {
@@ -535,14 +535,13 @@ mod tests {
         let h = state(History::new());
         emit(&h, "a", "0");
         let event = NewEvent {
-            ns: &Arc::from("/"),
             event: "e",
             data: "1",
             except: &[ConnectionId(7)],
             except_rooms: &["c"],
             except_users: &["42"],
         };
-        h.append(&[key("a")], &event, &Counter::monotonic("t"), |e| e.seq);
+        h.append(&[key("a")], &event, &Counter::monotonic("t"), |e, _| e.seq);
         let missed = |saved: Saved| seqs(&h.missed(&saved, 0).unwrap().0);
         assert_eq!(missed(saved(&h, &[("a", 0)])), [1, 2]);
         assert_eq!(missed(saved(&h, &[("a", 0), ("c", 0)])), [1], "in room c");
