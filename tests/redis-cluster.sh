@@ -11,7 +11,8 @@
 set -euo pipefail
 
 PORTS=(${REDIS_CLUSTER_PORTS:-7101 7102 7103})
-STATE="${TMPDIR:-/tmp}/tower-realtime-redis-cluster"
+# One directory per set of ports: two clusters on different ports never touch each other's files.
+STATE="${TMPDIR:-/tmp}/tower-realtime-redis-cluster-$(IFS=-; echo "${PORTS[*]}")"
 
 start() {
     for port in "${PORTS[@]}"; do
