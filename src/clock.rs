@@ -14,7 +14,9 @@
 //!
 //! The clock is a thread of its own, started on first use and shared by every hub in the
 //! process: it wakes tasks of any runtime (waking a task is all it does), and it outlives
-//! none of them in a way that matters (it sleeps while nothing is due).
+//! none of them in a way that matters (it sleeps while nothing is due). A waker is kept until
+//! its time, even if its connection ended meanwhile: what the waker holds (a connection's
+//! queue, emptied) is freed at most one heartbeat check after the connection.
 
 use std::{
     collections::BTreeMap,
