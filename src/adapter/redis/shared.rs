@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -17,13 +17,13 @@ use parking_lot::Mutex;
 use redis::{
     aio::ConnectionManagerConfig,
     cluster_routing::{Route, SlotAddr},
-    Client, Cmd, FromRedisValue, Script,
+    Cmd, FromRedisValue, Script,
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
 use super::{
-    conn::Conn,
+    conn::{Conn, Connector},
     history::{HistoryKeys, HistoryScripts},
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
@@ -46,9 +46,8 @@ pub(super) struct Shared {
     pub(super) node: String,
     pub(super) options: RedisOptions,
     pub(super) keys: Keys,
-    /// The client of a single Redis, to connect again (none on a Redis Cluster, whose
-    /// connection reconnects to each shard by itself).
-    pub(super) client: Option<Client>,
+    /// Makes new connections, for those that stay unusable.
+    pub(super) connector: Connector,
     /// The command connection (replaced when it stays broken).
     pub(super) conn: Mutex<Conn>,
     pub(super) out: mpsc::Sender<Outgoing>,
@@ -66,7 +65,6 @@ pub(super) struct Shared {
     /// [`RedisAdapter::shutdown`](super::RedisAdapter::shutdown) was called: nothing is sent
     /// any more.
     pub(super) closed: AtomicBool,
-    pub(super) failures: AtomicU32,
     /// The presence in Redis may differ from `presence`: publish it all again.
     pub(super) needs_sync: AtomicBool,
     pub(super) wake_heartbeat: Notify,
@@ -114,7 +112,7 @@ impl Shared {
     pub(super) fn new(
         node: String,
         keys: Keys,
-        client: Option<Client>,
+        connector: Connector,
         conn: Conn,
         out: mpsc::Sender<Outgoing>,
         inbound: mpsc::Sender<Inbound>,
@@ -123,7 +121,7 @@ impl Shared {
         Self {
             node,
             keys,
-            client,
+            connector,
             conn: Mutex::new(conn),
             out,
             inbound,
@@ -134,7 +132,6 @@ impl Shared {
             link_up: AtomicBool::new(true),
             subscribed: AtomicBool::new(true),
             closed: AtomicBool::new(false),
-            failures: AtomicU32::new(0),
             needs_sync: AtomicBool::new(false),
             wake_heartbeat: Notify::new(),
             presence: (0..PRESENCE_SHARDS)
@@ -240,7 +237,6 @@ impl Shared {
     /// A command to Redis succeeded.
     pub(super) fn up(&self) {
         self.link_up.store(true, Ordering::Relaxed);
-        self.failures.store(0, Ordering::Relaxed);
     }
 
     /// A command to Redis failed.
@@ -317,8 +313,12 @@ impl Shared {
     pub(super) fn track<T>(&self, result: Result<T, RedisAdapterError>) -> Result<T, RedisAdapterError> {
         match &result {
             Ok(_) => self.up(),
-            Err(RedisAdapterError::Redis(e)) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
-                // Redis answered, with an error: the link is fine.
+            Err(RedisAdapterError::Redis(e))
+                if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()) =>
+            {
+                // Redis answered, with an error: the link is fine. (A cluster connection that
+                // has no connection to the shard concerned fails with an error of its own,
+                // `ClusterConnectionNotFound`, that the link is not: Redis did not answer.)
                 self.up();
                 self.warn_malformed.warn(&self.node, "script failed", e);
             }
@@ -405,7 +405,7 @@ pub(super) fn unconnected_with(
 ) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
     let (prefix, node) = (options.prefix.clone(), options.node_id.clone().unwrap_or_default());
     let (prefix, node, inbound_queue) = (&*prefix, &*node, options.inbound_queue);
-    let client = Client::open("redis://127.0.0.1:1/").unwrap();
+    let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
     let conn = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
     let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
     let (in_tx, in_rx) = mpsc::channel(inbound_queue);
@@ -413,7 +413,7 @@ pub(super) fn unconnected_with(
     let shared = Shared::new(
         node.to_owned(),
         keys,
-        Some(client),
+        Connector::Single(client),
         Conn::Single(conn),
         out_tx,
         in_tx,
