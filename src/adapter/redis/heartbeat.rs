@@ -44,7 +44,7 @@ impl Shared {
 }
 
 /// Heartbeats every interval (faster while Redis is away); replaces the command connection
-/// when it keeps failing.
+/// when it keeps failing, or fails while the subscription answers.
 pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut failures = 0;
     loop {
@@ -63,7 +63,10 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<boo
             continue;
         }
         failures += 1;
-        if failures >= REBUILD_AFTER {
+        // While the subscription is in place (every check of it succeeds), the bus answers
+        // this node: a command connection that does not is stuck, and replaced at once (a
+        // Redis Cluster connection whose own recovery never ends, say).
+        if failures >= REBUILD_AFTER || shared.subscribed.load(Ordering::Relaxed) {
             failures = 0;
             match shared.connector.reconnect(&shared.options) {
                 Ok(conn) => {
