@@ -988,15 +988,17 @@ impl Wall {
     /// may close the others on its own before they are destroyed.
     fn raise(&self, node_port: u16) {
         let cut = self.rule.contains(&"REJECT");
-        let ports = if cut { self.bus_ports(node_port) } else { Vec::new() };
+        let links = if cut { self.bus_links(node_port) } else { Vec::new() };
         let mark = self.uid.to_string();
         let mut args = vec!["-A", self.chain.as_str(), "-m", "connmark", "--mark", &mark];
         args.extend_from_slice(self.rule);
         iptables(&args).unwrap();
         if cut {
-            let filter = ports
+            // Each by both its ends: another process's connection may have the same local
+            // port (to another address).
+            let filter = links
                 .iter()
-                .map(|p| format!("sport = :{p}"))
+                .map(|(local, peer)| format!("( src {local} and dst {peer} )"))
                 .collect::<Vec<_>>()
                 .join(" or ");
             let status = Command::new("ss")
@@ -1008,32 +1010,30 @@ impl Wall {
         }
     }
 
-    /// The local ports of the node's open connections to the bus (at least one: a node that
-    /// has none has nothing to cut).
-    fn bus_ports(&self, node_port: u16) -> Vec<String> {
+    /// The node's open connections to the bus, by their local and peer addresses (at least
+    /// one: a node that has none has nothing to cut).
+    fn bus_links(&self, node_port: u16) -> Vec<(String, String)> {
         let out = Command::new("ss")
             .args(["-tnHe", "state", "connected"])
             .output()
             .expect("ss lists the node's connections");
         let owner = format!(" uid:{} ", self.uid);
-        let ports: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        let served = format!(":{node_port}");
+        let links: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|line| line.contains(&owner))
-            // State, Recv-Q, Send-Q, then the local address.
+            // State, Recv-Q, Send-Q, then the local and the peer address.
             .filter_map(|line| {
-                line.split_whitespace()
-                    .find(|f| f.contains(':'))?
-                    .rsplit(':')
-                    .next()
-                    .map(str::to_owned)
+                let mut addresses = line.split_whitespace().filter(|f| f.contains(':'));
+                Some((addresses.next()?.to_owned(), addresses.next()?.to_owned()))
             })
-            .filter(|port| *port != node_port.to_string())
+            .filter(|(local, _)| !local.ends_with(&served))
             .collect();
         assert!(
-            !ports.is_empty(),
+            !links.is_empty(),
             "the node has no connection to the bus to cut: {out:?}"
         );
-        ports
+        links
     }
 
     /// The end of the fault: the chain empty again.
