@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use redis::{
-    aio::{ConnectionLike, ConnectionManager, PubSub},
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub},
     cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig},
     cluster_async::ClusterConnection,
     cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::{
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
-    shared::{manager_config, timed},
+    shared::timed,
 };
 
 /// A multiplexed command connection: cheap to clone, every clone sharing it.
@@ -159,6 +159,17 @@ impl Connector {
 pub(super) async fn ping_primaries(conn: &ClusterConnection) -> redis::RedisResult<()> {
     let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
     conn.clone().route_command(redis::cmd("PING"), all).await.map(drop)
+}
+
+/// A connection manager's settings (one Redis): every connection attempt and every answer
+/// within `command_timeout`.
+fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.command_timeout))
+        .set_response_timeout(Some(options.command_timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(options.command_timeout)
 }
 
 /// A cluster connection's settings: every connection attempt and every answer within `limit`.

@@ -37,7 +37,8 @@ impl Shared {
             self.sync().await?;
         }
         if let Conn::Cluster(conn) = self.conn() {
-            self.track(timed(self.options.command_timeout, ping_primaries(&conn)).await)?;
+            let sent = tokio::time::Instant::now();
+            self.track(sent, timed(self.options.command_timeout, ping_primaries(&conn)).await)?;
         }
         Ok(())
     }
@@ -58,11 +59,12 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<boo
             _ = tokio::time::sleep(wait) => {}
             _ = shared.wake_heartbeat.notified() => {}
         }
-        if shared.beat().await.is_ok() {
+        let Err(e) = shared.beat().await else {
             failures = 0;
             continue;
-        }
+        };
         failures += 1;
+        tracing::debug!(node = %shared.node, error = %e, failures, "redis adapter: heartbeat failed");
         // While the subscription is in place (every check of it succeeds), the bus answers
         // this node: a command connection that does not is stuck, and replaced at once (a
         // Redis Cluster connection whose own recovery never ends, say).

@@ -3,7 +3,8 @@
 //!
 //! This file holds the handle and its public methods; the rest is split by role:
 //! `options` (settings, node id, errors), `shared` also holds the messages for the hub and query replies,
-//! `keys` (key and channel names), `shared` (the state the handle and the tasks share),
+//! `keys` (key and channel names), `conn` (the connections, and how new ones are made for
+//! those that stay unusable), `shared` (the state the handle and the tasks share),
 //! `presence` (this node's users), the three background tasks `publisher`, `subscriber` and
 //! `heartbeat`, and `warn` (outage warnings).
 
@@ -117,8 +118,8 @@ impl RedisAdapter {
     /// every node listens to all of them), and ops for one node on that node's channel. The
     /// keys of liveness and presence share one slot, and so do the history's (see
     /// `docs/cluster.md`, "Redis Cluster"). Redirections (`MOVED`, `ASK`) while slots move, and
-    /// reconnecting to a shard that restarted, subscriptions included, are the client
-    /// library's.
+    /// reconnecting to a shard that restarted, are the client library's; a connection that
+    /// stays unusable anyway, or a subscription that no longer delivers, is replaced.
     ///
     /// ```no_run
     /// use tower_realtime::adapter::{RedisAdapter, RedisOptions};

@@ -15,12 +15,14 @@ use std::{
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use redis::{
-    aio::ConnectionManagerConfig,
     cluster_routing::{Route, SlotAddr},
     Cmd, FromRedisValue, Script,
 };
 use serde_json::Value;
-use tokio::sync::{mpsc, Notify};
+use tokio::{
+    sync::{mpsc, Notify},
+    time::Instant,
+};
 
 use super::{
     conn::{Conn, Connector},
@@ -60,6 +62,9 @@ pub(super) struct Shared {
     pub(super) reconnects: AtomicU64,
     /// The last command to Redis succeeded.
     pub(super) link_up: AtomicBool,
+    /// When a command last succeeded, in ms since `born`.
+    last_up: AtomicU64,
+    born: Instant,
     /// The subscription is in place.
     pub(super) subscribed: AtomicBool,
     /// [`RedisAdapter::shutdown`](super::RedisAdapter::shutdown) was called: nothing is sent
@@ -85,15 +90,6 @@ pub(super) struct Shared {
     pub(super) warn_unauthenticated: Warn,
     /// Signs what this node sends and checks what it receives, with a signing key.
     pub(super) signer: Option<Signer>,
-}
-
-pub(super) fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.command_timeout))
-        .set_response_timeout(Some(options.command_timeout))
-        .set_number_of_retries(2)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(options.command_timeout)
 }
 
 pub(super) async fn timed<T>(
@@ -130,6 +126,8 @@ impl Shared {
             stats: Counters::default(),
             reconnects: AtomicU64::new(0),
             link_up: AtomicBool::new(true),
+            last_up: AtomicU64::new(0),
+            born: Instant::now(),
             subscribed: AtomicBool::new(true),
             closed: AtomicBool::new(false),
             needs_sync: AtomicBool::new(false),
@@ -236,13 +234,29 @@ impl Shared {
 
     /// A command to Redis succeeded.
     pub(super) fn up(&self) {
-        self.link_up.store(true, Ordering::Relaxed);
+        self.last_up
+            .fetch_max(self.since_born(Instant::now()), Ordering::Relaxed);
+        if !self.link_up.swap(true, Ordering::Relaxed) {
+            tracing::debug!(node = %self.node, "redis adapter: redis answers again");
+        }
     }
 
-    /// A command to Redis failed.
-    pub(super) fn down(&self, error: &RedisAdapterError) {
-        self.link_up.store(false, Ordering::Relaxed);
+    /// A command to Redis, sent at `sent`, failed. Unless another succeeded since: a command
+    /// held while the link was away (a Redis Cluster client holds it, and retries it, for a
+    /// while) may fail after the link is back, and then says nothing of the link.
+    pub(super) fn down(&self, sent: Instant, error: &RedisAdapterError) {
+        if self.last_up.load(Ordering::Relaxed) > self.since_born(sent) {
+            tracing::debug!(node = %self.node, %error, "redis adapter: a command failed, but a later one succeeded");
+            return;
+        }
+        if self.link_up.swap(false, Ordering::Relaxed) {
+            tracing::debug!(node = %self.node, %error, "redis adapter: redis does not answer");
+        }
         self.warn_link.warn(&self.node, "redis unreachable", error);
+    }
+
+    fn since_born(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Hands presence changes to the hub.
@@ -305,12 +319,13 @@ impl Shared {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisAdapterError> {
         let mut conn = self.conn();
+        let sent = Instant::now();
         let result = timed(self.options.command_timeout, invocation.invoke_async(&mut conn)).await;
-        self.track(result)
+        self.track(sent, result)
     }
 
-    /// Notes what a command's result says about the link.
-    pub(super) fn track<T>(&self, result: Result<T, RedisAdapterError>) -> Result<T, RedisAdapterError> {
+    /// Notes what the result of a command sent at `sent` says about the link.
+    pub(super) fn track<T>(&self, sent: Instant, result: Result<T, RedisAdapterError>) -> Result<T, RedisAdapterError> {
         match &result {
             Ok(_) => self.up(),
             Err(RedisAdapterError::Redis(e))
@@ -322,7 +337,7 @@ impl Shared {
                 self.up();
                 self.warn_malformed.warn(&self.node, "script failed", e);
             }
-            Err(e) => self.down(e),
+            Err(e) => self.down(sent, e),
         }
         result
     }
@@ -405,20 +420,12 @@ pub(super) fn unconnected_with(
 ) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
     let (prefix, node) = (options.prefix.clone(), options.node_id.clone().unwrap_or_default());
     let (prefix, node, inbound_queue) = (&*prefix, &*node, options.inbound_queue);
-    let client = redis::Client::open("redis://127.0.0.1:1/").unwrap();
-    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
+    let connector = Connector::single("redis://127.0.0.1:1/").unwrap();
+    let conn = connector.reconnect(&options).unwrap();
     let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
     let (in_tx, in_rx) = mpsc::channel(inbound_queue);
     let keys = Keys::new(prefix, node, false);
-    let shared = Shared::new(
-        node.to_owned(),
-        keys,
-        Connector::Single(client),
-        Conn::Single(conn),
-        out_tx,
-        in_tx,
-        options,
-    );
+    let shared = Shared::new(node.to_owned(), keys, connector, conn, out_tx, in_tx, options);
     (Arc::new(shared), out_rx, in_rx)
 }
 
@@ -456,5 +463,20 @@ mod tests {
         assert!(!shared.enqueue(shared.keys.all.clone(), &op));
         assert_eq!(shared.stats.lost.load(Ordering::Relaxed), 2);
         assert!(out.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_command_that_fails_after_a_later_one_succeeded_leaves_the_link_up() {
+        let (shared, _out, _inbound) = unconnected("a", "p", 8);
+        let timeout = RedisAdapterError::Timeout(Duration::from_secs(1));
+        // Sent while the link was away, failed once it was back.
+        let sent = Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        shared.up();
+        shared.down(sent, &timeout);
+        assert!(shared.link_up.load(Ordering::Relaxed));
+        // Sent after the last success: the link is down.
+        shared.down(Instant::now(), &timeout);
+        assert!(!shared.link_up.load(Ordering::Relaxed));
     }
 }
