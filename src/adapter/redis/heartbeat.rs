@@ -45,7 +45,7 @@ impl Shared {
 }
 
 /// Heartbeats every interval (faster while Redis is away); replaces the command connection
-/// when it keeps failing, or fails while the subscription answers.
+/// when it keeps failing (on a Redis Cluster too: its own recovery may never end).
 pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut failures = 0;
     loop {
@@ -65,10 +65,9 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<boo
         };
         failures += 1;
         tracing::debug!(node = %shared.node, error = %e, failures, "redis adapter: heartbeat failed");
-        // While the subscription is in place (every check of it succeeds), the bus answers
-        // this node: a command connection that does not is stuck, and replaced at once (a
-        // Redis Cluster connection whose own recovery never ends, say).
-        if failures >= REBUILD_AFTER || shared.subscribed.load(Ordering::Relaxed) {
+        // Not at once: a connection that was frozen may still deliver what it was given, when
+        // TCP sends it again, and what goes on a new connection meanwhile would pass it.
+        if failures >= REBUILD_AFTER {
             failures = 0;
             match shared.connector.reconnect(&shared.options) {
                 Ok(conn) => {
