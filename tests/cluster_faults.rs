@@ -15,7 +15,8 @@
 //! cut and freeze run with `REALTIME_TEST_REDIS_CLUSTER_FAULTS=1`, as root with `iptables`, see
 //! [`Wall`]) and NATS (`REALTIME_TEST_NATS` and
 //! `REALTIME_TEST_NATS_FAULTS=1`, with the `nats` feature). A bus whose variables are unset, or
-//! a row whose needs are missing, is said not to have run, and why. With `RUST_LOG` set, the
+//! a row whose needs are missing, is said not to have run, and why; a Redis Cluster's cut or
+//! freeze asked for without root or `iptables` fails. With `RUST_LOG` set, the
 //! nodes of this process log to stderr, and node processes to the file named by
 //! `REALTIME_FAULT_NODE_LOG`.
 #![cfg(feature = "redis")]
@@ -171,14 +172,12 @@ const REDIS_CLUSTER: Bus = Bus {
         }
         .boxed()
     },
-    // A cut or a freeze leaves the node unable to use the cluster long after the link is back,
-    // now and then: the client library's recovery gets stuck (docs/cluster.md, "Faults,
-    // tested"). Those rows run on request, to reproduce it.
+    // A cut or a freeze is made by the kernel's packet filter: it needs root and `iptables`,
+    // and runs on request (`.ci/run` asks for it).
     faults: |fault| match fault {
         Fault::Cut | Fault::Freeze if std::env::var_os(REDIS_CLUSTER_FAULTS).is_none() => Err(
-            "a cut or a freeze of a node's link to a Redis Cluster leaves it unable to use the \
-             cluster long after the link is back, now and then (docs/cluster.md, \"Faults, \
-             tested\"); set REALTIME_TEST_REDIS_CLUSTER_FAULTS=1 to run it",
+            "a cut or a freeze of a node's link to a Redis Cluster is made by the packet filter \
+             (root and iptables, see `Wall`); set REALTIME_TEST_REDIS_CLUSTER_FAULTS=1 to run it",
         ),
         _ => Ok(()),
     },
@@ -984,49 +983,57 @@ impl Wall {
     }
 
     /// The fault: the rule in the chain; for a cut, the open connections of the node (on
-    /// `node_port`, the one it serves on, are its clients') destroyed after it.
+    /// `node_port`, the one it serves on, are its clients') destroyed after it. They are listed
+    /// before the rule is in: once it is, the first packet of each gets it reset, and the node
+    /// may close the others on its own before they are destroyed.
     fn raise(&self, node_port: u16) {
+        let cut = self.rule.contains(&"REJECT");
+        let links = if cut { self.bus_links(node_port) } else { Vec::new() };
         let mark = self.uid.to_string();
         let mut args = vec!["-A", self.chain.as_str(), "-m", "connmark", "--mark", &mark];
         args.extend_from_slice(self.rule);
         iptables(&args).unwrap();
-        if self.rule.contains(&"REJECT") {
-            let out = Command::new("ss")
-                .args(["-tnHe", "state", "connected"])
-                .output()
-                .expect("ss lists the node's connections");
-            let owner = format!(" uid:{} ", self.uid);
-            let ports: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|line| line.contains(&owner))
-                // State, Recv-Q, Send-Q, then the local address.
-                .filter_map(|line| {
-                    line.split_whitespace()
-                        .find(|f| f.contains(':'))?
-                        .rsplit(':')
-                        .next()
-                        .map(str::to_owned)
-                })
-                .filter(|port| *port != node_port.to_string())
-                .collect();
-            assert!(
-                !ports.is_empty(),
-                "the node has no connection to the bus to cut: {out:?}"
-            );
-            {
-                let filter = ports
-                    .iter()
-                    .map(|p| format!("sport = :{p}"))
-                    .collect::<Vec<_>>()
-                    .join(" or ");
-                let status = Command::new("ss")
-                    .args(["-K", "-tnH", "state", "connected", &format!("( {filter} )")])
-                    .stdout(Stdio::null())
-                    .status()
-                    .expect("ss destroys the node's connections");
-                assert!(status.success(), "ss -K: {status}");
-            }
+        if cut {
+            // Each by both its ends: another process's connection may have the same local
+            // port (to another address).
+            let filter = links
+                .iter()
+                .map(|(local, peer)| format!("( src {local} and dst {peer} )"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            let status = Command::new("ss")
+                .args(["-K", "-tnH", "state", "connected", &format!("( {filter} )")])
+                .stdout(Stdio::null())
+                .status()
+                .expect("ss destroys the node's connections");
+            assert!(status.success(), "ss -K: {status}");
         }
+    }
+
+    /// The node's open connections to the bus, by their local and peer addresses (at least
+    /// one: a node that has none has nothing to cut).
+    fn bus_links(&self, node_port: u16) -> Vec<(String, String)> {
+        let out = Command::new("ss")
+            .args(["-tnHe", "state", "connected"])
+            .output()
+            .expect("ss lists the node's connections");
+        let owner = format!(" uid:{} ", self.uid);
+        let served = format!(":{node_port}");
+        let links: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| line.contains(&owner))
+            // State, Recv-Q, Send-Q, then the local and the peer address.
+            .filter_map(|line| {
+                let mut addresses = line.split_whitespace().filter(|f| f.contains(':'));
+                Some((addresses.next()?.to_owned(), addresses.next()?.to_owned()))
+            })
+            .filter(|(local, _)| !local.ends_with(&served))
+            .collect();
+        assert!(
+            !links.is_empty(),
+            "the node has no connection to the bus to cut: {out:?}"
+        );
+        links
     }
 
     /// The end of the fault: the chain empty again.
@@ -1620,10 +1627,10 @@ async fn harness(fault: Fault) {
                 continue;
             }
         }
+        // Asked for, a wall that cannot be built is a failure, not a row that did not run.
         if bus.walled && fault != Fault::Kill {
             if let Err(why) = Wall::available() {
-                common::did_not_run(&what, &why);
-                continue;
+                panic!("{what}: {REDIS_CLUSTER_FAULTS} is set, but {why}");
             }
         }
         let began = Instant::now();

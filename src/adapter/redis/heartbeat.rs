@@ -6,13 +6,12 @@ use std::{
     time::Duration,
 };
 
-use redis::aio::ConnectionManager;
 use tokio::sync::watch;
 
 use super::{
-    conn::Conn,
+    conn::{ping_primaries, Conn},
     options::RedisAdapterError,
-    shared::{manager_config, Shared},
+    shared::{timed, Shared},
 };
 
 /// Failed heartbeats in a row after which the command connection is replaced.
@@ -21,7 +20,9 @@ const REBUILD_AFTER: u32 = 3;
 const DOWN_PROBE: Duration = Duration::from_millis(500);
 
 impl Shared {
-    /// One heartbeat (and a sync when needed).
+    /// One heartbeat (and a sync when needed). On a Redis Cluster, every primary must answer
+    /// a ping too: a shard the command connection cannot reach any more fails the heartbeat,
+    /// even while the shard of the heartbeat's keys answers.
     pub(super) async fn beat(&self) -> Result<(), RedisAdapterError> {
         let beat = self.run::<(i64, Vec<String>, Vec<String>)>(&self.scripts.heartbeat, &[]);
         let (added, offline, mut live) = beat.await.inspect_err(|_| {
@@ -35,13 +36,18 @@ impl Shared {
         if added == 1 || self.needs_sync.load(Ordering::Relaxed) {
             self.sync().await?;
         }
+        if let Conn::Cluster(conn) = self.conn() {
+            let sent = tokio::time::Instant::now();
+            self.track(sent, timed(self.options.command_timeout, ping_primaries(&conn)).await)?;
+        }
         Ok(())
     }
 }
 
 /// Heartbeats every interval (faster while Redis is away); replaces the command connection
-/// when it keeps failing.
+/// when it keeps failing (on a Redis Cluster too: its own recovery may never end).
 pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut failures = 0;
     loop {
         let wait = if shared.link_up.load(Ordering::Relaxed) {
             shared.options.heartbeat
@@ -53,18 +59,25 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, mut stop: watch::Receiver<boo
             _ = tokio::time::sleep(wait) => {}
             _ = shared.wake_heartbeat.notified() => {}
         }
-        if shared.beat().await.is_err() {
-            let failures = shared.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            // A Redis Cluster connection reconnects to each shard by itself.
-            if let (true, Some(client)) = (failures >= REBUILD_AFTER, &shared.client) {
-                shared.failures.store(0, Ordering::Relaxed);
-                match ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&shared.options)) {
-                    Ok(conn) => *shared.conn.lock() = Conn::Single(conn),
-                    Err(e) => {
-                        shared
-                            .warn_link
-                            .warn(&shared.node, "could not make a new connection", &e);
-                    }
+        let Err(e) = shared.beat().await else {
+            failures = 0;
+            continue;
+        };
+        failures += 1;
+        tracing::debug!(node = %shared.node, error = %e, failures, "redis adapter: heartbeat failed");
+        // Not at once: a connection that was frozen may still deliver what it was given, when
+        // TCP sends it again, and what goes on a new connection meanwhile would pass it.
+        if failures >= REBUILD_AFTER {
+            failures = 0;
+            match shared.connector.reconnect(&shared.options) {
+                Ok(conn) => {
+                    tracing::info!(node = %shared.node, "redis adapter: new command connection");
+                    *shared.conn.lock() = conn;
+                }
+                Err(e) => {
+                    shared
+                        .warn_link
+                        .warn(&shared.node, "could not make a new connection", &e);
                 }
             }
         }

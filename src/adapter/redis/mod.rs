@@ -3,7 +3,8 @@
 //!
 //! This file holds the handle and its public methods; the rest is split by role:
 //! `options` (settings, node id, errors), `shared` also holds the messages for the hub and query replies,
-//! `keys` (key and channel names), `shared` (the state the handle and the tasks share),
+//! `keys` (key and channel names), `conn` (the connections, and how new ones are made for
+//! those that stay unusable), `shared` (the state the handle and the tasks share),
 //! `presence` (this node's users), the three background tasks `publisher`, `subscriber` and
 //! `heartbeat`, and `warn` (outage warnings).
 
@@ -14,23 +15,18 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    aio::ConnectionManager,
-    cluster::{ClusterClient, ClusterClientBuilder},
-    Client, ProtocolVersion,
-};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use self::{
-    conn::Conn,
+    conn::Connector,
     heartbeat::heartbeat,
     keys::Keys,
     options::random_node_id,
     presence::shard_of,
     publisher::publisher,
-    shared::{manager_config, timed, Outgoing, Shared},
-    subscriber::{cluster_subscriber, ssubscribe, subscribe, subscriber},
+    shared::{timed, Outgoing, Shared},
+    subscriber::subscriber,
 };
 use super::{
     common,
@@ -109,20 +105,8 @@ impl RedisAdapter {
     ) -> Result<(RedisAdapter, mpsc::Receiver<Inbound>), RedisAdapterError> {
         options.check()?;
         let node = options.node_id.clone().unwrap_or_else(random_node_id);
-        let client = Client::open(url)?;
         let keys = Keys::new(&options.prefix, &node, false);
-        let limit = options.command_timeout;
-        let conn = timed(
-            limit,
-            ConnectionManager::new_with_config(client.clone(), manager_config(&options)),
-        )
-        .await?;
-        // Subscribed before registering: once other nodes see this one, it hears them.
-        let pubsub = subscribe(&client, &keys, limit).await?;
-        let (out_rx, shared, in_rx) = Self::share(node, keys, Some(client), Conn::Single(conn), options);
-        let adapter = Self::start(shared.clone(), out_rx).await?;
-        tokio::spawn(subscriber(shared, pubsub, adapter.inner.stop.subscribe()));
-        Ok((adapter, in_rx))
+        Self::start(Connector::single(url)?, node, keys, options).await
     }
 
     /// Connects to a Redis Cluster through any of `seeds` (`redis://host:port`, each a node of
@@ -134,8 +118,8 @@ impl RedisAdapter {
     /// every node listens to all of them), and ops for one node on that node's channel. The
     /// keys of liveness and presence share one slot, and so do the history's (see
     /// `docs/cluster.md`, "Redis Cluster"). Redirections (`MOVED`, `ASK`) while slots move, and
-    /// reconnecting to a shard that restarted, subscriptions included, are the client
-    /// library's.
+    /// reconnecting to a shard that restarted, are the client library's; a connection that
+    /// stays unusable anyway, or a subscription that no longer delivers, is replaced.
     ///
     /// ```no_run
     /// use tower_realtime::adapter::{RedisAdapter, RedisOptions};
@@ -159,53 +143,32 @@ impl RedisAdapter {
         }
         let node = options.node_id.clone().unwrap_or_else(random_node_id);
         let keys = Keys::new(&options.prefix, &node, true);
-        let limit = options.command_timeout;
-        let builder = |seeds: Vec<String>| {
-            ClusterClientBuilder::new(seeds)
-                .connection_timeout(limit)
-                .response_timeout(limit)
-        };
-        let commands: ClusterClient = builder(seeds.clone()).build()?;
-        let conn = timed(limit, commands.get_async_connection()).await?;
-        // Messages of sharded pub/sub come as RESP3 pushes, on a connection of their own.
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let listening = builder(seeds)
-            .use_protocol(ProtocolVersion::RESP3)
-            .push_sender(push_tx)
-            .build()?;
-        let sub = timed(limit, listening.get_async_connection()).await?;
-        ssubscribe(&sub, &keys, limit).await?;
-        let (out_rx, shared, in_rx) = Self::share(node, keys, None, Conn::Cluster(conn), options);
-        let adapter = Self::start(shared.clone(), out_rx).await?;
-        tokio::spawn(cluster_subscriber(shared, sub, push_rx, adapter.inner.stop.subscribe()));
-        Ok((adapter, in_rx))
+        Self::start(Connector::cluster(&seeds)?, node, keys, options).await
     }
 
-    /// The state shared by the handle and the tasks, with the publisher's queue and the hub's
-    /// receiver.
-    fn share(
+    /// Connects, subscribes, registers the node (clearing what an earlier run with the same
+    /// node id left behind) and starts the publisher, the subscriber and the heartbeat.
+    async fn start(
+        connector: Connector,
         node: String,
         keys: Keys,
-        client: Option<Client>,
-        conn: Conn,
         options: RedisOptions,
-    ) -> (mpsc::Receiver<Outgoing>, Arc<Shared>, mpsc::Receiver<Inbound>) {
+    ) -> Result<(RedisAdapter, mpsc::Receiver<Inbound>), RedisAdapterError> {
+        let conn = connector.connect(&options).await?;
+        // Subscribed before registering: once other nodes see this one, it hears them.
+        let subscription = connector.subscribe(&keys, options.command_timeout).await?;
         let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
         let (in_tx, in_rx) = mpsc::channel(options.inbound_queue);
-        let shared = Arc::new(Shared::new(node, keys, client, conn, out_tx, in_tx, options));
-        (out_rx, shared, in_rx)
-    }
-
-    /// Registers the node (clearing what an earlier run with the same node id left behind) and
-    /// starts the publisher and the heartbeat.
-    async fn start(shared: Arc<Shared>, out_rx: mpsc::Receiver<Outgoing>) -> Result<RedisAdapter, RedisAdapterError> {
+        let shared = Arc::new(Shared::new(node, keys, connector, conn, out_tx, in_tx, options));
         shared.sync().await?;
         let (stop, _) = watch::channel(false);
         tokio::spawn(publisher(shared.clone(), out_rx, stop.subscribe()));
         tokio::spawn(heartbeat(shared.clone(), stop.subscribe()));
-        Ok(RedisAdapter {
+        tokio::spawn(subscriber(shared.clone(), subscription, stop.subscribe()));
+        let adapter = RedisAdapter {
             inner: Arc::new(Inner { shared, stop }),
-        })
+        };
+        Ok((adapter, in_rx))
     }
 
     fn shared(&self) -> &Arc<Shared> {
@@ -457,6 +420,7 @@ mod tests {
     use super::*;
     use crate::adapter::conformance::{self, Node};
     use futures_util::future::BoxFuture;
+    use redis::{cluster::ClusterClient, Client};
 
     fn test_options(cluster: String) -> RedisOptions {
         RedisOptions {

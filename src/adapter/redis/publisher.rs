@@ -4,7 +4,10 @@
 use std::sync::{atomic::Ordering, Arc};
 
 use redis::cluster_routing::Route;
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 
 use super::shared::{timed, Outgoing, Shared};
 
@@ -85,6 +88,7 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
         // One pipeline per slot (one Redis: one in all), in the order queued within each; on a
         // Redis Cluster, the shards are written to at once.
         let limit = shared.options.command_timeout;
+        let sent = Instant::now();
         let writes = groups.into_iter().map(|group| {
             let mut conn = shared.conn();
             async move {
@@ -101,7 +105,7 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
                 Err(e) => {
                     let ops = kinds.iter().filter(|k| !matches!(k, Kind::Command)).count();
                     shared.stats.lost.fetch_add(ops as u64, Ordering::Relaxed);
-                    shared.down(&e);
+                    shared.down(sent, &e);
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -15,15 +15,17 @@ use std::{
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use redis::{
-    aio::ConnectionManagerConfig,
     cluster_routing::{Route, SlotAddr},
-    Client, Cmd, FromRedisValue, Script,
+    Cmd, FromRedisValue, Script,
 };
 use serde_json::Value;
-use tokio::sync::{mpsc, Notify};
+use tokio::{
+    sync::{mpsc, Notify},
+    time::Instant,
+};
 
 use super::{
-    conn::Conn,
+    conn::{Conn, Connector},
     history::{HistoryKeys, HistoryScripts},
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
@@ -46,9 +48,8 @@ pub(super) struct Shared {
     pub(super) node: String,
     pub(super) options: RedisOptions,
     pub(super) keys: Keys,
-    /// The client of a single Redis, to connect again (none on a Redis Cluster, whose
-    /// connection reconnects to each shard by itself).
-    pub(super) client: Option<Client>,
+    /// Makes new connections, for those that stay unusable.
+    pub(super) connector: Connector,
     /// The command connection (replaced when it stays broken).
     pub(super) conn: Mutex<Conn>,
     pub(super) out: mpsc::Sender<Outgoing>,
@@ -61,12 +62,14 @@ pub(super) struct Shared {
     pub(super) reconnects: AtomicU64,
     /// The last command to Redis succeeded.
     pub(super) link_up: AtomicBool,
+    /// When a command last succeeded, in ms since `born`.
+    last_up: AtomicU64,
+    born: Instant,
     /// The subscription is in place.
     pub(super) subscribed: AtomicBool,
     /// [`RedisAdapter::shutdown`](super::RedisAdapter::shutdown) was called: nothing is sent
     /// any more.
     pub(super) closed: AtomicBool,
-    pub(super) failures: AtomicU32,
     /// The presence in Redis may differ from `presence`: publish it all again.
     pub(super) needs_sync: AtomicBool,
     pub(super) wake_heartbeat: Notify,
@@ -89,15 +92,6 @@ pub(super) struct Shared {
     pub(super) signer: Option<Signer>,
 }
 
-pub(super) fn manager_config(options: &RedisOptions) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.command_timeout))
-        .set_response_timeout(Some(options.command_timeout))
-        .set_number_of_retries(2)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(options.command_timeout)
-}
-
 pub(super) async fn timed<T>(
     limit: Duration,
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -114,7 +108,7 @@ impl Shared {
     pub(super) fn new(
         node: String,
         keys: Keys,
-        client: Option<Client>,
+        connector: Connector,
         conn: Conn,
         out: mpsc::Sender<Outgoing>,
         inbound: mpsc::Sender<Inbound>,
@@ -123,7 +117,7 @@ impl Shared {
         Self {
             node,
             keys,
-            client,
+            connector,
             conn: Mutex::new(conn),
             out,
             inbound,
@@ -132,9 +126,10 @@ impl Shared {
             stats: Counters::default(),
             reconnects: AtomicU64::new(0),
             link_up: AtomicBool::new(true),
+            last_up: AtomicU64::new(0),
+            born: Instant::now(),
             subscribed: AtomicBool::new(true),
             closed: AtomicBool::new(false),
-            failures: AtomicU32::new(0),
             needs_sync: AtomicBool::new(false),
             wake_heartbeat: Notify::new(),
             presence: (0..PRESENCE_SHARDS)
@@ -239,14 +234,29 @@ impl Shared {
 
     /// A command to Redis succeeded.
     pub(super) fn up(&self) {
-        self.link_up.store(true, Ordering::Relaxed);
-        self.failures.store(0, Ordering::Relaxed);
+        self.last_up
+            .fetch_max(self.since_born(Instant::now()), Ordering::Relaxed);
+        if !self.link_up.swap(true, Ordering::Relaxed) {
+            tracing::debug!(node = %self.node, "redis adapter: redis answers again");
+        }
     }
 
-    /// A command to Redis failed.
-    pub(super) fn down(&self, error: &RedisAdapterError) {
-        self.link_up.store(false, Ordering::Relaxed);
+    /// A command to Redis, sent at `sent`, failed. Unless another succeeded since: a command
+    /// held while the link was away (a Redis Cluster client holds it, and retries it, for a
+    /// while) may fail after the link is back, and then says nothing of the link.
+    pub(super) fn down(&self, sent: Instant, error: &RedisAdapterError) {
+        if self.last_up.load(Ordering::Relaxed) > self.since_born(sent) {
+            tracing::debug!(node = %self.node, %error, "redis adapter: a command failed, but a later one succeeded");
+            return;
+        }
+        if self.link_up.swap(false, Ordering::Relaxed) {
+            tracing::debug!(node = %self.node, %error, "redis adapter: redis does not answer");
+        }
         self.warn_link.warn(&self.node, "redis unreachable", error);
+    }
+
+    fn since_born(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Hands presence changes to the hub.
@@ -309,20 +319,25 @@ impl Shared {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisAdapterError> {
         let mut conn = self.conn();
+        let sent = Instant::now();
         let result = timed(self.options.command_timeout, invocation.invoke_async(&mut conn)).await;
-        self.track(result)
+        self.track(sent, result)
     }
 
-    /// Notes what a command's result says about the link.
-    pub(super) fn track<T>(&self, result: Result<T, RedisAdapterError>) -> Result<T, RedisAdapterError> {
+    /// Notes what the result of a command sent at `sent` says about the link.
+    pub(super) fn track<T>(&self, sent: Instant, result: Result<T, RedisAdapterError>) -> Result<T, RedisAdapterError> {
         match &result {
             Ok(_) => self.up(),
-            Err(RedisAdapterError::Redis(e)) if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped()) => {
-                // Redis answered, with an error: the link is fine.
+            Err(RedisAdapterError::Redis(e))
+                if !(e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_unrecoverable_error()) =>
+            {
+                // Redis answered, with an error: the link is fine. (A cluster connection that
+                // has no connection to the shard concerned fails with an error of its own,
+                // `ClusterConnectionNotFound`, that the link is not: Redis did not answer.)
                 self.up();
                 self.warn_malformed.warn(&self.node, "script failed", e);
             }
-            Err(e) => self.down(e),
+            Err(e) => self.down(sent, e),
         }
         result
     }
@@ -405,20 +420,12 @@ pub(super) fn unconnected_with(
 ) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
     let (prefix, node) = (options.prefix.clone(), options.node_id.clone().unwrap_or_default());
     let (prefix, node, inbound_queue) = (&*prefix, &*node, options.inbound_queue);
-    let client = Client::open("redis://127.0.0.1:1/").unwrap();
-    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager_config(&options)).unwrap();
+    let connector = Connector::single("redis://127.0.0.1:1/").unwrap();
+    let conn = connector.reconnect(&options).unwrap();
     let (out_tx, out_rx) = mpsc::channel(options.publish_queue);
     let (in_tx, in_rx) = mpsc::channel(inbound_queue);
     let keys = Keys::new(prefix, node, false);
-    let shared = Shared::new(
-        node.to_owned(),
-        keys,
-        Some(client),
-        Conn::Single(conn),
-        out_tx,
-        in_tx,
-        options,
-    );
+    let shared = Shared::new(node.to_owned(), keys, connector, conn, out_tx, in_tx, options);
     (Arc::new(shared), out_rx, in_rx)
 }
 
@@ -456,5 +463,20 @@ mod tests {
         assert!(!shared.enqueue(shared.keys.all.clone(), &op));
         assert_eq!(shared.stats.lost.load(Ordering::Relaxed), 2);
         assert!(out.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_command_that_fails_after_a_later_one_succeeded_leaves_the_link_up() {
+        let (shared, _out, _inbound) = unconnected("a", "p", 8);
+        let timeout = RedisAdapterError::Timeout(Duration::from_secs(1));
+        // Sent while the link was away, failed once it was back.
+        let sent = Instant::now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        shared.up();
+        shared.down(sent, &timeout);
+        assert!(shared.link_up.load(Ordering::Relaxed));
+        // Sent after the last success: the link is down.
+        shared.down(Instant::now(), &timeout);
+        assert!(!shared.link_up.load(Ordering::Relaxed));
     }
 }

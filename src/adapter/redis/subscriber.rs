@@ -1,7 +1,8 @@
 //! The subscriber task: reads this node's channels, and classifies what arrives (ops for the
 //! hub, queries to answer, replies to pending queries, malformed messages). On one Redis, a
 //! pub/sub connection of its own; on a Redis Cluster, a cluster connection (RESP3) subscribed
-//! to shard channels, whose messages come as pushes.
+//! to shard channels, whose messages come as pushes. A subscription that breaks, or that
+//! fails its check, is replaced by a new one.
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -10,17 +11,14 @@ use std::{
 
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use redis::{
-    aio::PubSub,
-    cluster_async::ClusterConnection,
-    cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo},
-    Client, PushInfo, PushKind,
+use redis::{aio::PubSub, cluster_async::ClusterConnection, PushInfo, PushKind};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
 };
-use tokio::sync::{mpsc, watch};
 
 use super::{
-    keys::Keys,
-    options::RedisAdapterError,
+    conn::{ping_primaries, Subscription},
     shared::{timed, ReplyTx, Shared},
 };
 use crate::adapter::{common, engine::Inbound, wire::Signer};
@@ -28,14 +26,9 @@ use crate::adapter::{common, engine::Inbound, wire::Signer};
 /// First pause before subscribing again; doubled on each failure up to the heartbeat interval.
 const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
 
-pub(super) async fn subscribe(client: &Client, keys: &Keys, limit: Duration) -> Result<PubSub, RedisAdapterError> {
-    timed(limit, async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&keys.listen).await?;
-        Ok(pubsub)
-    })
-    .await
-}
+/// How a probe of a Redis Cluster subscription starts: never the start of an op (those are
+/// JSON), so no node takes one for an op.
+const PROBE: &[u8] = b"\0probe ";
 
 impl Shared {
     /// A message from the subscription.
@@ -78,27 +71,27 @@ impl common::Node for Shared {
     }
 }
 
-/// Reads the subscription; when it breaks (or stops answering pings), subscribes again, with
-/// a growing pause between attempts.
-pub(super) async fn subscriber(shared: Arc<Shared>, first: PubSub, mut stop: watch::Receiver<bool>) {
+/// Reads the subscription; when it breaks (or fails its check), makes a new one, with a
+/// growing pause between attempts. Whatever was published meanwhile is missed: the hub finds
+/// the history emits missed from their offsets, and reads them back.
+pub(super) async fn subscriber(shared: Arc<Shared>, first: Subscription, mut stop: watch::Receiver<bool>) {
     let mut next = Some(first);
     let mut delay = RESUBSCRIBE_MIN_DELAY;
     let limit = shared.options.command_timeout;
     loop {
-        let pubsub = match next.take() {
-            Some(p) => p,
+        let subscription = match next.take() {
+            Some(s) => s,
             None => {
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(delay) => {}
                 }
-                let Some(client) = &shared.client else { return };
-                match subscribe(client, &shared.keys, limit).await {
-                    Ok(p) => {
+                match shared.connector.subscribe(&shared.keys, limit).await {
+                    Ok(s) => {
                         shared.reconnects.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(node = %shared.node, "redis adapter: subscribed again");
                         delay = RESUBSCRIBE_MIN_DELAY;
-                        p
+                        s
                     }
                     Err(e) => {
                         shared.warn_link.warn(&shared.node, "could not subscribe", &e);
@@ -109,109 +102,125 @@ pub(super) async fn subscriber(shared: Arc<Shared>, first: PubSub, mut stop: wat
             }
         };
         shared.subscribed.store(true, Ordering::Relaxed);
-        let (mut sink, mut stream) = pubsub.split();
-        let mut ping = tokio::time::interval(shared.options.heartbeat);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
-        let why = loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                message = stream.next() => match message {
-                    Some(message) => shared.on_message(message.get_payload_bytes()),
-                    None => break "connection closed",
-                },
-                _ = ping.tick() => {
-                    if timed(limit, sink.ping::<()>()).await.is_err() {
-                        break "no answer to ping";
-                    }
-                }
-            }
+        let lost = match subscription {
+            Subscription::Single(pubsub) => read(&shared, pubsub, &mut stop).await,
+            Subscription::Cluster { conn, pushes } => read_shards(&shared, conn, pushes, &mut stop).await,
         };
+        let Some(why) = lost else { return };
         shared.subscribed.store(false, Ordering::Relaxed);
         shared.warn_link.warn(&shared.node, "subscription lost", &why);
     }
 }
 
-/// Subscribes a Redis Cluster connection to this node's shard channels, one by one (each
-/// `SSUBSCRIBE` is for one slot).
-pub(super) async fn ssubscribe(
-    conn: &ClusterConnection,
-    keys: &Keys,
-    limit: Duration,
-) -> Result<(), RedisAdapterError> {
-    let each = keys.listen.iter().map(|channel| {
-        let mut conn = conn.clone();
-        async move { timed(limit, conn.ssubscribe(channel.as_str())).await }
-    });
-    for result in futures_util::future::join_all(each).await {
-        result?;
-    }
-    Ok(())
-}
-
-/// Reads the shard channels of a Redis Cluster. The client library reconnects to a shard
-/// that went away and subscribes there again (also when a slot moves); this task pings every
-/// primary each heartbeat, which makes a silent shard found out, and subscribes again itself
-/// once they all answer after a failure.
-pub(super) async fn cluster_subscriber(
-    shared: Arc<Shared>,
-    conn: ClusterConnection,
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let limit = shared.options.command_timeout;
+/// Reads a pub/sub connection of one Redis, pinging it each heartbeat, until it breaks or
+/// does not answer within `command_timeout` (why), or the adapter stops (`None`).
+async fn read(shared: &Arc<Shared>, pubsub: PubSub, stop: &mut watch::Receiver<bool>) -> Option<&'static str> {
+    let (mut sink, mut stream) = pubsub.split();
     let mut ping = tokio::time::interval(shared.options.heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
-            push = pushes.recv() => match push {
-                Some(push) => shared.on_push(push),
-                None => return,
+            _ = stop.changed() => return None,
+            message = stream.next() => match message {
+                Some(message) => shared.on_message(message.get_payload_bytes()),
+                None => return Some("connection closed"),
             },
             _ = ping.tick() => {
-                let mut c = conn.clone();
-                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
-                match timed(limit, c.route_command(redis::cmd("PING"), all)).await {
-                    Ok(_) if !shared.subscribed.load(Ordering::Relaxed) => {
-                        match ssubscribe(&conn, &shared.keys, limit).await {
-                            Ok(()) => {
-                                shared.subscribed.store(true, Ordering::Relaxed);
-                                shared.reconnects.fetch_add(1, Ordering::Relaxed);
-                                tracing::info!(node = %shared.node, "redis adapter: subscribed again");
-                            }
-                            Err(e) => {
-                                shared.warn_link.warn(&shared.node, "could not subscribe", &e);
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        shared.subscribed.store(false, Ordering::Relaxed);
-                        shared.warn_link.warn(&shared.node, "subscription lost", &e);
-                    }
+                if timed(shared.options.command_timeout, sink.ping::<()>()).await.is_err() {
+                    return Some("no answer to ping");
                 }
             }
         }
     }
 }
 
-impl Shared {
-    /// A push of the cluster's subscription connection.
-    fn on_push(self: &Arc<Self>, push: PushInfo) {
-        match push.kind {
-            PushKind::SMessage | PushKind::Message => {
-                if let [_, redis::Value::BulkString(payload)] = &push.data[..] {
-                    self.on_message(payload);
+/// Reads the shard channels of a Redis Cluster until a shard's connection closes or the
+/// subscription fails its check (why), or the adapter stops (`None`). Each heartbeat, every
+/// primary is pinged, and a probe is published on this node's own channel (no other node
+/// listens to it): both within `command_timeout`, and the probe must come back within
+/// `command_timeout` too. The client library reconnects to a shard and subscribes there again
+/// by itself, but now and then never gets there, or gets there and nothing arrives any more:
+/// this finds it out, whatever the cause.
+async fn read_shards(
+    shared: &Arc<Shared>,
+    conn: ClusterConnection,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<&'static str> {
+    let limit = shared.options.command_timeout;
+    let own = shared.keys.node_channel(&shared.node);
+    let mut ping = tokio::time::interval(shared.options.heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut probes = 0u64;
+    // The probe on its way, and when it must be back by.
+    let mut probe: Option<(Vec<u8>, Instant)> = None;
+    loop {
+        let due = probe.as_ref().map(|(_, due)| *due);
+        tokio::select! {
+            _ = stop.changed() => return None,
+            push = pushes.recv() => match push.map(|push| shared.on_push(push)) {
+                None => return Some("connection closed"),
+                Some(Heard::Lost) => return Some("a shard connection closed"),
+                Some(Heard::Probe(back)) => {
+                    if probe.as_ref().is_some_and(|(sent, _)| *sent == back) {
+                        probe = None;
+                    }
+                }
+                Some(Heard::Other) => {}
+            },
+            _ = async { tokio::time::sleep_until(due?).await; Some(()) }, if due.is_some() => {
+                return Some("its probe did not come back");
+            }
+            _ = ping.tick() => {
+                let mut c = conn.clone();
+                let token = probe.is_none().then(|| {
+                    probes += 1;
+                    [PROBE, format!("{} {probes}", shared.node).as_bytes()].concat()
+                });
+                let check = async {
+                    ping_primaries(&c).await?;
+                    if let Some(token) = &token {
+                        redis::cmd("SPUBLISH").arg(&*own).arg(token).exec_async(&mut c).await?;
+                    }
+                    Ok(())
+                };
+                if timed(limit, check).await.is_err() {
+                    return Some("no answer to ping");
+                }
+                if let Some(token) = token {
+                    probe = Some((token, Instant::now() + limit));
                 }
             }
-            PushKind::Disconnection => {
-                self.subscribed.store(false, Ordering::Relaxed);
-                self.warn_link
-                    .warn(&self.node, "subscription lost", &"a shard connection closed");
-            }
-            _ => {}
+        }
+    }
+}
+
+/// What a push of a Redis Cluster subscription was, besides a message (handed on).
+#[derive(Debug, PartialEq)]
+enum Heard {
+    /// A probe came back.
+    Probe(Vec<u8>),
+    /// A shard's connection closed: whatever it had subscribed to is lost.
+    Lost,
+    Other,
+}
+
+impl Shared {
+    /// A push of the cluster's subscription connection.
+    fn on_push(self: &Arc<Self>, push: PushInfo) -> Heard {
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => match &push.data[..] {
+                [_, redis::Value::BulkString(payload)] if payload.starts_with(PROBE) => Heard::Probe(payload.clone()),
+                [_, redis::Value::BulkString(payload)] => {
+                    self.on_message(payload);
+                    Heard::Other
+                }
+                _ => Heard::Other,
+            },
+            PushKind::Disconnection => Heard::Lost,
+            _ => Heard::Other,
         }
     }
 }
@@ -406,13 +415,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cluster_pushes_carry_messages_and_a_closed_shard_marks_the_subscription_lost() {
+    async fn cluster_pushes_carry_messages_probes_and_closed_shards() {
         let (shared, _out, mut inbound) = unconnected("a", "p", 8);
         let bulk = |b: &[u8]| redis::Value::BulkString(b.to_vec());
-        shared.on_push(PushInfo {
+        let heard = shared.on_push(PushInfo {
             kind: PushKind::SMessage,
             data: vec![bulk(b"{p:b:3}"), bulk(&from("b", &join(1)))],
         });
+        assert_eq!(heard, Heard::Other);
         assert!(matches!(
             inbound.try_recv(),
             Ok(Inbound::Op {
@@ -426,13 +436,21 @@ mod tests {
             data: vec![bulk(b"{p:b:3}"), redis::Value::Int(1)],
         });
         assert!(inbound.try_recv().is_err());
-        assert!(shared.subscribed.load(Ordering::Relaxed));
         assert_eq!(count(&shared), (1, 0, 0));
-        shared.on_push(PushInfo {
+        // A probe is the subscriber's, never the hub's, nor counted as malformed.
+        let probe = [PROBE, b"a 1"].concat();
+        let heard = shared.on_push(PushInfo {
+            kind: PushKind::SMessage,
+            data: vec![bulk(b"{p:n:a}"), bulk(&probe)],
+        });
+        assert_eq!(heard, Heard::Probe(probe));
+        assert!(inbound.try_recv().is_err());
+        assert_eq!(count(&shared), (1, 0, 0));
+        let heard = shared.on_push(PushInfo {
             kind: PushKind::Disconnection,
             data: vec![],
         });
-        assert!(!shared.subscribed.load(Ordering::Relaxed));
+        assert_eq!(heard, Heard::Lost);
     }
 
     fn signed(node: &str, key: u8) -> (Arc<Shared>, mpsc::Receiver<Outgoing>, mpsc::Receiver<Inbound>) {
