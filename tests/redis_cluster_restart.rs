@@ -18,35 +18,15 @@ fn redis_cluster_tests_need_the_feature() {
 }
 
 #[cfg(feature = "redis")]
+mod redis_common;
+
+#[cfg(feature = "redis")]
 mod cluster {
     use std::time::{Duration, Instant};
 
-    use tokio::sync::mpsc::Receiver;
-    use tower_realtime::adapter::{Inbound, Op, RedisAdapter, RedisOptions};
+    use tower_realtime::adapter::RedisAdapter;
 
-    fn seeds() -> Option<Vec<String>> {
-        match std::env::var("REALTIME_TEST_REDIS_CLUSTER") {
-            Ok(urls) if !urls.is_empty() => Some(urls.split(',').map(str::to_owned).collect()),
-            _ => {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "redis cluster restart test did not run: run tests/redis-cluster.sh start, and set \
-                     REALTIME_TEST_REDIS_CLUSTER=redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103"
-                );
-                None
-            }
-        }
-    }
-
-    fn options(prefix: &str) -> RedisOptions {
-        let mut o = RedisOptions::default();
-        o.prefix = prefix.to_owned();
-        o.heartbeat = Duration::from_millis(200);
-        o.node_timeout = Duration::from_millis(800);
-        o.command_timeout = Duration::from_millis(500);
-        o
-    }
+    use crate::redis_common::{options, reaches, seeds};
 
     async fn conn(url: &str) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(url).unwrap();
@@ -106,38 +86,11 @@ mod cluster {
         }
     }
 
-    async fn next_op(rx: &mut Receiver<Inbound>, within: Duration) -> Option<(String, Op)> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Inbound::Op { from, op })) => return Some((from, op)),
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return None,
-            }
-        }
-    }
-
-    /// Whether an op from `from` reaches `to` within a few tries (ops sent while a
-    /// subscription is being made again may be lost: at most once).
-    async fn reaches(from: &RedisAdapter, to: &mut Receiver<Inbound>, tag: &str) -> bool {
-        for attempt in 0..20 {
-            let user = format!("{tag}-{attempt}");
-            from.publish(&Op::DisconnectUser { user: user.clone() });
-            let deadline = Instant::now() + Duration::from_millis(500);
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                match next_op(to, left).await {
-                    Some((_, Op::DisconnectUser { user: got })) if got == user => return true,
-                    Some(_) => continue,
-                    None => break,
-                }
-            }
-        }
-        false
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn after_every_shard_restarts_the_nodes_subscribe_again_and_ops_flow() {
-        let Some(seeds) = seeds() else { return };
+        let Some(seeds) = seeds("redis cluster restart test") else {
+            return;
+        };
         let prefix = format!("trt-restart-{}", std::process::id());
         let connect = || async {
             RedisAdapter::connect_cluster(&seeds, options(&prefix))

@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 use super::{
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
-    shared::timed,
 };
 
 /// A multiplexed command connection: cheap to clone, every clone sharing it.
@@ -177,4 +176,15 @@ fn cluster_config(limit: Duration) -> ClusterConfig {
     ClusterConfig::new()
         .set_connection_timeout(limit)
         .set_response_timeout(limit)
+}
+
+/// `f`, failed when it takes longer than `limit`: every wait for Redis is bounded.
+pub(super) async fn timed<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisAdapterError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(RedisAdapterError::Timeout(limit)),
+    }
 }

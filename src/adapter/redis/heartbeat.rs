@@ -9,9 +9,10 @@ use std::{
 use tokio::sync::watch;
 
 use super::{
+    conn::timed,
     conn::{ping_primaries, Conn},
     options::RedisAdapterError,
-    shared::{timed, Shared},
+    shared::Shared,
 };
 
 /// Failed heartbeats in a row after which the command connection is replaced.

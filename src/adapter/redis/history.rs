@@ -79,7 +79,11 @@ return {epoch, tonumber(redis.call('HGET', meta, 'seq') or '0')}
 
 /// Keeps one event and publishes it with its offset, atomically.
 ///
-/// `KEYS`: 1 `{P:h}:meta`, then for each stream its events and its mark. `ARGV`: 1 a new epoch, 2 the
+/// `KEYS`: 1 `{P:h}:meta`, then for each stream its events and its mark, and last the append's
+/// own key `{P:h}:once:<id>` (a node's id and a number of its own): a copy of the same command
+/// that the client sends again (after its connection broke before the answer came, though
+/// Redis had run it) finds that key and does nothing, so an event is never kept or published
+/// twice. `ARGV`: 1 a new epoch, 2 the
 /// life of `{P:h}:meta` (ms), 3 `max_events`, 4 `max_age` (ms), 5 the life of a stream (ms), 6 the
 /// publish command (`PUBLISH`, or `SPUBLISH` on Redis Cluster), 7 the channel, 8 and 9 the
 /// message before and after its position, 10 the event, 11 the payload, 12 the ids left out,
@@ -88,6 +92,7 @@ return {epoch, tonumber(redis.call('HGET', meta, 'seq') or '0')}
 /// A mark is `<epoch>:<highest offset evicted>`: a stream whose mark is of another epoch (or
 /// missing) holds nothing of this one, and is emptied before the event is added.
 const APPEND: &str = r#"
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', 60000) then return 0 end
 local epoch = current_epoch(ARGV[1], tonumber(ARGV[2]))
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 local offset = string.format('%d', seq)
@@ -97,7 +102,7 @@ local max_events = tonumber(ARGV[3])
 local cutoff = now - tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local evicted = 0
-for i = 2, #KEYS - 1, 2 do
+for i = 2, #KEYS - 2, 2 do
   local s = KEYS[i]
   local w = KEYS[i + 1]
   local of, mark = mark_of(w)
@@ -279,6 +284,11 @@ impl HistoryKeys {
         format!("{}w:{stream}", self.base)
     }
 
+    /// `{P:h}:once:<id>`: set by the append `id`, so that a copy of it sent again does nothing.
+    fn once(&self, id: &str) -> String {
+        format!("{}once:{id}", self.base)
+    }
+
     /// `{P:h}:meta`: on a Redis Cluster, its slot is that of every history key.
     pub(crate) fn meta(&self) -> &str {
         &self.meta
@@ -304,6 +314,7 @@ pub(crate) fn append_cmd(
     encoded: &[u8],
     streams: &[String],
     signer: Option<&Signer>,
+    id: &str,
 ) -> Option<Cmd> {
     let Op::HistoryEmit {
         except,
@@ -329,11 +340,12 @@ pub(crate) fn append_cmd(
     let except: Vec<String> = except.iter().map(u64::to_string).collect();
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(scripts.append.get_hash())
-        .arg(1 + 2 * streams.len())
+        .arg(2 + 2 * streams.len())
         .arg(&keys.meta);
     for stream in streams {
         cmd.arg(keys.stream(stream)).arg(keys.mark(stream));
     }
+    cmd.arg(keys.once(id));
     cmd.arg(&*params.new_epoch)
         .arg(meta_ttl_ms(params))
         .arg(params.max_events.max(1))
@@ -579,6 +591,7 @@ mod tests {
             &encoded,
             &["r1:/:r".into()],
             None,
+            "n:1",
         )
         .unwrap();
         let args: Vec<String> = cmd
@@ -589,15 +602,129 @@ mod tests {
             })
             .collect();
         // Every key the script touches is declared, all in the history's slot.
-        assert_eq!(args[2..6], ["3", "{p:h}:meta", "{p:h}:s:r1:/:r", "{p:h}:w:r1:/:r"]);
-        assert_eq!(args[11..13], ["PUBLISH", "p#all"]);
-        assert_eq!(args[13], r#"{"v":1,"node":"n","op":{"history_emit":{"#);
         assert_eq!(
-            args[14],
+            args[2..7],
+            ["4", "{p:h}:meta", "{p:h}:s:r1:/:r", "{p:h}:w:r1:/:r", "{p:h}:once:n:1"]
+        );
+        assert_eq!(args[12..14], ["PUBLISH", "p#all"]);
+        assert_eq!(args[14], r#"{"v":1,"node":"n","op":{"history_emit":{"#);
+        assert_eq!(
+            args[15],
             r#","ns":"/","targets":[{"room":"r"}],"except":[5],"except_rooms":["c"],"event":"e","data":1}}}"#
         );
-        assert_eq!(args[17], "5");
-        assert_eq!(args[18], r#"{"rooms":["c"]}"#);
-        assert_eq!(args.len(), 19);
+        assert_eq!(args[18], "5");
+        assert_eq!(args[19], r#"{"rooms":["c"]}"#);
+        assert_eq!(args.len(), 20);
+    }
+
+    /// The same append run twice (a copy the client sent again after its connection broke,
+    /// though Redis had run the first): one event kept, one offset given out, one publish.
+    #[tokio::test]
+    async fn an_append_sent_twice_keeps_and_publishes_one_event() {
+        let url = match std::env::var("REALTIME_TEST_REDIS") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "the Redis append test did not run: set REALTIME_TEST_REDIS=redis://127.0.0.1:6379"
+                );
+                return;
+            }
+        };
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| panic!("Redis at {url} (REALTIME_TEST_REDIS) could not be reached: {e}"));
+        let prefix = format!("trt-once-{}", std::process::id());
+        let (keys, scripts) = (HistoryKeys::new(&prefix), HistoryScripts::new());
+        let op = Op::HistoryEmit {
+            epoch: String::new(),
+            offset: 0,
+            ns: "/".into(),
+            targets: vec![crate::adapter::Target::Room("r".into())],
+            except: Vec::new(),
+            except_rooms: Vec::new(),
+            except_users: Vec::new(),
+            event: "e".into(),
+            data: serde_json::value::to_raw_value(&1).unwrap(),
+        };
+        let encoded = crate::adapter::wire::encode("n", &op).unwrap();
+        let params = HistoryParams {
+            new_epoch: "e1".into(),
+            max_events: 10,
+            max_age: Duration::from_secs(60),
+            session_ttl: Duration::from_secs(60),
+            max_replay: 10,
+        };
+        let channel = format!("{prefix}#all");
+        let mut sub = client.get_async_pubsub().await.unwrap();
+        sub.subscribe(&channel).await.unwrap();
+        let stream = "r1:/:r".to_owned();
+        let append = |id: &str| {
+            append_cmd(
+                &scripts,
+                &keys,
+                &params,
+                &channel,
+                false,
+                &op,
+                &encoded,
+                std::slice::from_ref(&stream),
+                None,
+                id,
+            )
+            .unwrap()
+        };
+        let () = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(&scripts.append_source)
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .unwrap();
+        let first = append("n:1");
+        let _: i64 = first.query_async(&mut conn).await.unwrap();
+        let _: i64 = first.query_async(&mut conn).await.unwrap();
+        let len: i64 = redis::cmd("XLEN")
+            .arg(keys.stream(&stream))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let seq: i64 = redis::cmd("HGET")
+            .arg(&keys.meta)
+            .arg("seq")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!((len, seq), (1, 1), "kept once, one offset given out");
+        // Another append (another id) is kept.
+        let _: i64 = append("n:2").query_async(&mut conn).await.unwrap();
+        let len: i64 = redis::cmd("XLEN")
+            .arg(keys.stream(&stream))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 2);
+        let mut published = Vec::new();
+        use futures_util::StreamExt;
+        let mut messages = sub.on_message();
+        while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(300), messages.next()).await {
+            published.push(msg.get_payload::<String>().unwrap());
+        }
+        assert_eq!(published.len(), 2, "published once per append: {published:?}");
+        drop(messages);
+        let mut del = redis::cmd("DEL");
+        for key in [
+            keys.meta.clone(),
+            keys.stream(&stream),
+            keys.mark(&stream),
+            keys.once("n:1"),
+            keys.once("n:2"),
+        ] {
+            del.arg(key);
+        }
+        let _: i64 = del.query_async(&mut conn).await.unwrap();
     }
 }

@@ -19,13 +19,14 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use self::{
+    conn::timed,
     conn::Connector,
     heartbeat::heartbeat,
     keys::Keys,
     options::random_node_id,
     presence::shard_of,
     publisher::publisher,
-    shared::{timed, Outgoing, Shared},
+    shared::{Outgoing, Shared},
     subscriber::subscriber,
 };
 use super::{
@@ -215,6 +216,9 @@ impl RedisAdapter {
             let scripts = &shared.history_scripts;
             let channel = &shared.keys.history;
             let signer = shared.signer.as_ref();
+            // The append's own id: this node's, and a number no other append of it has.
+            static APPENDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let id = format!("{}:{}", shared.node, APPENDS.fetch_add(1, Ordering::Relaxed));
             history::append_cmd(
                 scripts,
                 &shared.history_keys,
@@ -225,6 +229,7 @@ impl RedisAdapter {
                 &encoded,
                 streams,
                 signer,
+                &id,
             )
         });
         match cmd {

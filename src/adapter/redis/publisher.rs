@@ -9,7 +9,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::shared::{timed, Outgoing, Shared};
+use super::{
+    conn::timed,
+    shared::{Outgoing, Shared},
+};
 
 /// Ops written to Redis in one pipeline at most.
 const PUBLISH_BATCH: usize = 64;
@@ -48,8 +51,13 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
                     let mut pipe = redis::pipe();
                     // Every command's answer is looked at, an error in one not failing the others.
                     pipe.ignore_errors();
+                    let key = match &out {
+                        Outgoing::Publish { channel, .. } => Some(channel.clone()),
+                        Outgoing::Append(_) | Outgoing::Command(_) => None,
+                    };
                     groups.push(Group {
                         route,
+                        key,
                         pipe,
                         kinds: Vec::new(),
                         loaded: false,
@@ -89,10 +97,24 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
         // Redis Cluster, the shards are written to at once.
         let limit = shared.options.command_timeout;
         let sent = Instant::now();
+        let shared = &shared;
         let writes = groups.into_iter().map(|group| {
             let mut conn = shared.conn();
             async move {
-                let result = timed(limit, group.pipe.query_async::<Vec<redis::Value>>(&mut conn)).await;
+                let mut result = timed(limit, group.pipe.query_async::<Vec<redis::Value>>(&mut conn)).await;
+                if result.as_ref().is_ok_and(|answers| answers.iter().any(moved)) {
+                    // The slot moved to another shard (a reshard). The client follows a
+                    // redirection of a command, not of a pipeline's: one command to the slot
+                    // makes it learn the new owner, and the pipeline, of which no keyed
+                    // command ran (the old owner has none of the slot), is sent again.
+                    let key = group.key.as_deref().unwrap_or(shared.history_keys.meta());
+                    let mut learn = redis::cmd("EXISTS");
+                    learn.arg(key);
+                    if timed(limit, learn.query_async::<redis::Value>(&mut conn)).await.is_ok() {
+                        tracing::debug!(node = %shared.node, key, "redis adapter: a slot moved; its pipeline sent again");
+                        result = timed(limit, group.pipe.query_async::<Vec<redis::Value>>(&mut conn)).await;
+                    }
+                }
                 (group.kinds, result)
             }
         });
@@ -112,9 +134,16 @@ pub(super) async fn publisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoi
     }
 }
 
+/// Whether a pipeline's answer says its slot is another shard's now.
+fn moved(answer: &redis::Value) -> bool {
+    matches!(answer, redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::Moved))
+}
+
 /// The ops and commands of a batch that go to one slot.
 struct Group {
     route: Option<Route>,
+    /// A key of its slot (a channel), or `None` for the history's slot.
+    key: Option<Arc<str>>,
     pipe: redis::Pipeline,
     kinds: Vec<Kind>,
     /// The append script is loaded at the start of the pipeline.

@@ -9,7 +9,6 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
 use dashmap::DashMap;
@@ -25,7 +24,7 @@ use tokio::{
 };
 
 use super::{
-    conn::{Conn, Connector},
+    conn::{timed, Conn, Connector},
     history::{HistoryKeys, HistoryScripts},
     keys::Keys,
     options::{RedisAdapterError, RedisOptions},
@@ -90,16 +89,6 @@ pub(super) struct Shared {
     pub(super) warn_unauthenticated: Warn,
     /// Signs what this node sends and checks what it receives, with a signing key.
     pub(super) signer: Option<Signer>,
-}
-
-pub(super) async fn timed<T>(
-    limit: Duration,
-    f: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, RedisAdapterError> {
-    match tokio::time::timeout(limit, f).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(RedisAdapterError::Timeout(limit)),
-    }
 }
 
 impl Shared {
@@ -431,6 +420,8 @@ pub(super) fn unconnected_with(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::adapter::wire::Decoded;
 

@@ -18,8 +18,8 @@ use tokio::{
 };
 
 use super::{
-    conn::{ping_primaries, Subscription},
-    shared::{timed, ReplyTx, Shared},
+    conn::{ping_primaries, timed, Subscription},
+    shared::{ReplyTx, Shared},
 };
 use crate::adapter::{common, engine::Inbound, wire::Signer};
 
@@ -220,6 +220,9 @@ impl Shared {
                 _ => Heard::Other,
             },
             PushKind::Disconnection => Heard::Lost,
+            // The node never unsubscribes while it runs: the server did, as a slot of one of
+            // its channels moved to another shard (a reshard). The subscription is made again.
+            PushKind::SUnsubscribe => Heard::Lost,
             _ => Heard::Other,
         }
     }
