@@ -18,8 +18,12 @@ fn redis_tests_need_the_feature() {
 mod proxy;
 
 #[cfg(feature = "redis")]
+mod redis_common;
+
+#[cfg(feature = "redis")]
 mod cluster {
     use super::proxy::{through, Proxy};
+    use crate::redis_common::next_op;
     use std::{
         collections::{HashMap, HashSet},
         hash::{BuildHasher, Hasher},
@@ -99,17 +103,6 @@ mod cluster {
     }
 
     /// The next op on `rx`, skipping presence reports.
-    async fn next_op(rx: &mut Receiver<Inbound>, within: Duration) -> Option<(String, Op)> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(Inbound::Op { from, op })) => return Some((from, op)),
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return None,
-            }
-        }
-    }
-
     /// The next presence report on `rx`, skipping the rest.
     async fn next_presence(rx: &mut Receiver<Inbound>, within: Duration) -> Option<(Vec<String>, Vec<String>)> {
         let deadline = tokio::time::Instant::now() + within;

@@ -560,27 +560,36 @@ mod tests {
         assert!(parse_missed(&Value::Int(1)).is_err());
     }
 
-    #[test]
-    fn the_position_is_found_in_an_encoded_history_emit() {
-        let op = Op::HistoryEmit {
+    /// A history emit of event `e` to room `r`, leaving out `except` and `except_rooms`.
+    fn room_emit(except: Vec<u64>, except_rooms: Vec<String>) -> Op {
+        Op::HistoryEmit {
             epoch: String::new(),
             offset: 0,
             ns: "/".into(),
             targets: vec![crate::adapter::Target::Room("r".into())],
-            except: vec![5],
-            except_rooms: vec!["c".into()],
+            except,
+            except_rooms,
             except_users: Vec::new(),
             event: "e".into(),
             data: serde_json::value::to_raw_value(&1).unwrap(),
-        };
-        let encoded = crate::adapter::wire::encode("n", &op).unwrap();
-        let params = HistoryParams {
+        }
+    }
+
+    fn params(max_events: usize, max_age: Duration) -> HistoryParams {
+        HistoryParams {
             new_epoch: "e1".into(),
-            max_events: 3,
-            max_age: Duration::from_secs(1),
-            session_ttl: Duration::from_secs(1),
+            max_events,
+            max_age,
+            session_ttl: max_age,
             max_replay: 10,
-        };
+        }
+    }
+
+    #[test]
+    fn the_position_is_found_in_an_encoded_history_emit() {
+        let op = room_emit(vec![5], vec!["c".into()]);
+        let encoded = crate::adapter::wire::encode("n", &op).unwrap();
+        let params = params(3, Duration::from_secs(1));
         let cmd = append_cmd(
             &HistoryScripts::new(),
             &HistoryKeys::new("p"),
@@ -639,25 +648,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("Redis at {url} (REALTIME_TEST_REDIS) could not be reached: {e}"));
         let prefix = format!("trt-once-{}", std::process::id());
         let (keys, scripts) = (HistoryKeys::new(&prefix), HistoryScripts::new());
-        let op = Op::HistoryEmit {
-            epoch: String::new(),
-            offset: 0,
-            ns: "/".into(),
-            targets: vec![crate::adapter::Target::Room("r".into())],
-            except: Vec::new(),
-            except_rooms: Vec::new(),
-            except_users: Vec::new(),
-            event: "e".into(),
-            data: serde_json::value::to_raw_value(&1).unwrap(),
-        };
+        let op = room_emit(Vec::new(), Vec::new());
         let encoded = crate::adapter::wire::encode("n", &op).unwrap();
-        let params = HistoryParams {
-            new_epoch: "e1".into(),
-            max_events: 10,
-            max_age: Duration::from_secs(60),
-            session_ttl: Duration::from_secs(60),
-            max_replay: 10,
-        };
+        let params = params(10, Duration::from_secs(60));
         let channel = format!("{prefix}#all");
         let mut sub = client.get_async_pubsub().await.unwrap();
         sub.subscribe(&channel).await.unwrap();
